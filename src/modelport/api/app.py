@@ -1,0 +1,145 @@
+"""The ASGI application: ``create_app(settings)`` wires the service to its transports."""
+
+from __future__ import annotations
+
+import contextlib
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from .. import __version__
+from ..errors import PayloadTooLarge
+from ..service import Service
+from ..settings import Settings
+from . import dashboard, errors, schemas, v1
+
+_DOC_ONLY_MODELS = (schemas.PredictRequest, schemas.FeedbackRequest, schemas.PushMetadata)
+
+
+def create_app(settings: Settings, service: Service | None = None) -> FastAPI:
+    """Build the app; the lifespan starts the service (store, writer, router) and stops it."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        svc = service or Service(settings)
+        app.state.service = svc
+        await svc.start()
+        try:
+            yield
+        finally:
+            await svc.stop()
+
+    app = FastAPI(
+        title="modelport",
+        version=__version__,
+        description=(
+            "Serve, version, log and learn. Every prediction gets an id and is committed to the "
+            "ledger before the answer goes out; feedback joins it later. Authenticate with "
+            "`Authorization: Bearer <key>` or `X-API-Key: <key>`."
+        ),
+        lifespan=lifespan,
+        docs_url="/docs",
+        redoc_url=None,
+    )
+    errors.install(app)
+    app.include_router(v1.router)
+    app.include_router(dashboard.router)
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            doc = get_openapi(
+                title=app.title, version=app.version, description=app.description, routes=app.routes
+            )
+            components = doc.setdefault("components", {}).setdefault("schemas", {})
+            for model in _DOC_ONLY_MODELS:
+                schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+                components.update(schema.pop("$defs", {}))
+                components[model.__name__] = schema
+            doc["components"]["securitySchemes"] = {
+                "bearer": {"type": "http", "scheme": "bearer"},
+                "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
+            }
+            doc["security"] = [{"bearer": []}, {"apiKey": []}]
+            app.openapi_schema = doc
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+    app.add_middleware(RequestGuard, settings=settings)
+    return app
+
+
+class RequestGuard:
+    """Pure ASGI middleware: request ids (``X-Request-ID``) and the body size limits.
+
+    Bodies are counted as they arrive, so a chunked upload without Content-Length is held to
+    the same limit. Artifact uploads get ``max_artifact_bytes``; everything else
+    ``max_body_bytes``.
+    """
+
+    def __init__(self, app: ASGIApp, settings: Settings) -> None:
+        self.app = app
+        self.settings = settings
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = ""
+        for key, value in scope["headers"]:
+            if key == b"x-request-id":
+                request_id = value.decode("latin-1")[:200]
+                break
+        if not request_id:
+            request_id = uuid.uuid4().hex
+        scope.setdefault("state", {})["request_id"] = request_id
+        is_push = scope["method"] == "POST" and scope["path"].endswith("/versions")
+        limit = self.settings.max_artifact_bytes if is_push else self.settings.max_body_bytes
+        header_id = (b"x-request-id", request_id.encode("latin-1"))
+
+        for key, value in scope["headers"]:
+            if key == b"content-length" and value.isdigit() and int(value) > limit:
+                await _too_large(send, limit, header_id)
+                return
+
+        received = 0
+
+        async def limited_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    raise PayloadTooLarge(f"the request body exceeds the limit of {limit} bytes")
+            return message
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", []), header_id]
+            await send(message)
+
+        await self.app(scope, limited_receive, send_with_id)
+
+
+async def _too_large(send: Send, limit: int, header_id: tuple[bytes, bytes]) -> None:
+    body = errors.error_body(
+        "payload_too_large", f"the request body exceeds the limit of {limit} bytes"
+    )
+    import orjson
+
+    data = orjson.dumps(body)
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 413,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(data)).encode()),
+                header_id,
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": data})

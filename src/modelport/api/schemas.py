@@ -1,0 +1,271 @@
+"""Request and response shapes of the native API, for validation and the OpenAPI document."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Scalar = str | int | float | bool | None
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ErrorDetail(BaseModel):
+    field: str | None = Field(None, description="The offending field (a dotted path for schemas).")
+    reason: str
+    row: int | None = Field(None, description="Row index, where the request carries rows.")
+
+
+class ErrorBody(BaseModel):
+    code: str = Field(description="Stable machine-readable error code, e.g. invalid_input.")
+    message: str
+    details: list[ErrorDetail] = []
+
+
+class ErrorEnvelope(BaseModel):
+    error: ErrorBody
+
+
+class Health(BaseModel):
+    status: Literal["ok"]
+    version: str
+    store: str
+
+
+# -- registry ---------------------------------------------------------------------------------------
+
+
+class CreateModel(Strict):
+    name: str = Field(description="Model name: [a-z0-9][a-z0-9_-]*", examples=["churn"])
+    task: Literal["classification", "regression", "other"] = "other"
+    description: str = ""
+
+
+class ModelInfo(BaseModel):
+    name: str
+    task: str
+    description: str
+    created: str
+    created_by: str
+    latest_version: int | None
+    aliases: dict[str, int] = Field(description="Alias name -> version number.")
+
+
+class SchemaField(BaseModel):
+    name: str
+    type: Literal["number", "integer", "string", "boolean", "category"]
+    required: bool = True
+    default: Any = None
+    minimum: float | None = None
+    maximum: float | None = None
+    categories: list[Scalar] | None = None
+    description: str | None = None
+
+
+class InputSchema(BaseModel):
+    fields: list[SchemaField]
+
+
+class Lineage(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    created_by: str
+    python: str
+    libraries: dict[str, str]
+    code_commit: str | None = None
+    train_data_sha256: str | None = None
+    hyperparameters: dict[str, Any] = {}
+    learned: dict[str, Any] = {}
+    metrics: dict[str, float] = {}
+
+
+class VersionInfo(BaseModel):
+    model: str
+    version: int
+    created: str
+    flavor: str
+    sha256: str
+    size_bytes: int
+    description: str
+    aliases: list[str]
+    schema_: InputSchema = Field(alias="schema")
+    lineage: Lineage
+    train_stats: dict[str, Any] | None = None
+
+
+class PushMetadata(Strict):
+    """The ``metadata`` form field of a push: a JSON object."""
+
+    alias: str | None = Field(None, description="Point this alias at the new version (admin).")
+    schema_: dict[str, Any] | None = Field(
+        None, alias="schema", description="Input schema; inferred from the artifact when absent."
+    )
+    train_stats: dict[str, Any] | None = Field(
+        None,
+        description="Per-field training statistics (computed by the client from --train-data).",
+    )
+    schema_from_train_data: bool = Field(
+        False,
+        description=(
+            "The schema was inferred from every column of the training data: the server keeps "
+            "only the columns the estimator was fitted on (feature_names_in_), in its order."
+        ),
+    )
+    train_data_sha256: str | None = Field(None, pattern=r"^[0-9a-f]{64}$")
+    commit: str | None = Field(
+        None, max_length=200, description="Code commit of the training code."
+    )
+    metrics: dict[str, float] | None = None
+    params: dict[str, Any] | None = Field(
+        None, description="Hyperparameters (else read from the model)."
+    )
+    environment: dict[str, Any] | None = Field(
+        None, description="{'python': version, 'libraries': {name: version}} where it was trained."
+    )
+    task: Literal["classification", "regression", "other"] | None = None
+    description: str | None = Field(None, description="Description of the model, if it is new.")
+    version_description: str | None = None
+    flavor: Literal["sklearn", "pickle", "mlflow"] | None = Field(
+        None, description="Artifact format; detected from the bytes when absent."
+    )
+
+
+class AliasMoveRequest(Strict):
+    version: int = Field(ge=1)
+    reason: str = ""
+
+
+class RollbackRequest(Strict):
+    reason: str = ""
+
+
+class AliasMove(BaseModel):
+    model: str
+    alias: str
+    version: int
+    previous: int | None
+
+
+class AliasEvent(BaseModel):
+    id: int
+    alias: str
+    from_version: int | None
+    to_version: int | None
+    kind: Literal["move", "rollback"]
+    reverts: int | None
+    actor: str
+    reason: str
+    at: str
+
+
+# -- predictions ------------------------------------------------------------------------------------
+
+
+class PredictRequest(BaseModel):
+    """Records (``inputs``) or columns with rows (``columns`` + ``data``)."""
+
+    inputs: list[dict[str, Any]] | None = Field(
+        None,
+        examples=[
+            [{"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}]
+        ],
+    )
+    columns: list[str] | None = None
+    data: list[list[Any]] | None = None
+    version: int | None = Field(None, ge=1, description="Score with this version.")
+    alias: str | None = Field(
+        None, description="Score with the version behind this alias (default production)."
+    )
+
+
+class PredictResponse(BaseModel):
+    model: str
+    version: int
+    predictions: list[Any]
+    prediction_ids: list[str]
+    probabilities: list[dict[str, float]] | None = None
+
+
+class Feedback(BaseModel):
+    id: int
+    time: str
+    label: Any = None
+    reward: float | None = None
+    consumer: str
+    superseded: bool
+
+
+class PredictionRecord(BaseModel):
+    id: str
+    time: str
+    model: str
+    version: int
+    alias: str | None
+    consumer: str
+    request_id: str
+    inputs: dict[str, Any]
+    outputs: dict[str, Any]
+    latency_ms: float
+    feedback: list[Feedback] | None = None
+
+
+class PredictionPage(BaseModel):
+    predictions: list[PredictionRecord]
+    next_cursor: str | None
+
+
+class FeedbackItem(BaseModel):
+    prediction_id: str
+    label: Scalar = None
+    reward: float | None = None
+
+
+class FeedbackRequest(BaseModel):
+    feedback: list[FeedbackItem]
+
+
+class FeedbackAccepted(BaseModel):
+    index: int
+    prediction_id: str
+    feedback_id: int
+
+
+class FeedbackRejected(BaseModel):
+    index: int
+    prediction_id: str | None
+    reason: str
+
+
+class FeedbackResponse(BaseModel):
+    accepted: list[FeedbackAccepted]
+    rejected: list[FeedbackRejected]
+
+
+# -- keys ---------------------------------------------------------------------------------------------
+
+
+class KeyCreateRequest(Strict):
+    name: str = Field(description="The consumer (calling app) this key identifies.")
+    scopes: list[Literal["admin", "push", "predict", "feedback", "read"]]
+
+
+class KeyInfo(BaseModel):
+    id: int
+    prefix: str
+    consumer: str
+    scopes: list[str]
+    created_at: float
+    revoked_at: float | None
+
+
+class KeyCreated(KeyInfo):
+    key: str = Field(description="The secret; shown once, store it now.")
+
+
+class KeyRevoked(BaseModel):
+    id: int
+    consumer: str
+    revoked: bool

@@ -1,0 +1,339 @@
+"""The native REST API under ``/v1``: thin handlers over :class:`~modelport.service.Service`."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Annotated, Any
+
+import orjson
+from fastapi import APIRouter, Depends, File, Form, Query, Request, UploadFile
+from pydantic import BaseModel, ValidationError
+from starlette.responses import Response
+
+from .. import __version__
+from ..errors import InvalidInput, InvalidRequest, PayloadTooLarge
+from ..keys import Principal
+from ..service import Service
+from ..timefmt import parse_time
+from . import schemas as s
+
+router = APIRouter(prefix="/v1")
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": s.ErrorEnvelope} for code in (400, 401, 403, 404, 409, 413, 422, 500, 503)
+}
+
+
+def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(
+        orjson.dumps(data, option=orjson.OPT_SERIALIZE_NUMPY),
+        status_code=status,
+        media_type="application/json",
+        headers=headers,
+    )
+
+
+def service(request: Request) -> Service:
+    svc: Service = request.app.state.service
+    return svc
+
+
+def api_key(request: Request) -> str | None:
+    auth = request.headers.get("authorization")
+    if auth and auth[:7].lower() == "bearer ":
+        return auth[7:].strip()
+    return request.headers.get("x-api-key")
+
+
+async def principal(request: Request) -> Principal:
+    return service(request).authenticate(api_key(request))
+
+
+async def json_body(request: Request) -> Any:
+    raw = await request.body()
+    if not raw:
+        raise InvalidRequest("the request body is empty; send a JSON object")
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidRequest(f"the body is not valid JSON: {exc}") from None
+
+
+Svc = Annotated[Service, Depends(service)]
+Who = Annotated[Principal, Depends(principal)]
+
+
+def _doc_body(model: type[BaseModel]) -> dict[str, Any]:
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {"schema": {"$ref": f"#/components/schemas/{model.__name__}"}}
+            },
+        }
+    }
+
+
+# -- service ------------------------------------------------------------------------------------
+
+
+@router.get("/health", response_model=s.Health, tags=["service"], summary="Liveness")
+async def health(svc: Svc) -> Response:
+    return json_response({"status": "ok", "version": __version__, "store": svc.store.dialect})
+
+
+@router.get("/settings", tags=["service"], summary="Effective settings (admin)", responses=_ERRORS)
+async def settings(svc: Svc, who: Who) -> Response:
+    who.require("admin")
+    return json_response(svc.settings.public())
+
+
+# -- predictions --------------------------------------------------------------------------------
+
+
+@router.post(
+    "/models/{name}/predict",
+    response_model=s.PredictResponse,
+    responses=_ERRORS,
+    tags=["predictions"],
+    summary="Score rows with the version behind an alias (default production) or a version",
+    openapi_extra=_doc_body(s.PredictRequest),
+)
+async def predict(name: str, request: Request, svc: Svc, who: Who) -> Response:
+    body = await json_body(request)
+    result = await svc.predict(who, name, body, request.state.request_id)
+    return json_response(result)
+
+
+@router.get(
+    "/predictions/{prediction_id}",
+    response_model=s.PredictionRecord,
+    responses=_ERRORS,
+    tags=["predictions"],
+    summary="One prediction with its feedback history",
+)
+async def get_prediction(prediction_id: str, svc: Svc, who: Who) -> Response:
+    return json_response(await svc.get_prediction(who, prediction_id))
+
+
+@router.get(
+    "/models/{name}/predictions",
+    response_model=s.PredictionPage,
+    responses=_ERRORS,
+    tags=["predictions"],
+    summary="Page through a model's predictions, oldest first",
+)
+async def list_predictions(
+    name: str,
+    svc: Svc,
+    who: Who,
+    version: Annotated[int | None, Query(ge=1)] = None,
+    since: Annotated[str | None, Query(description="ISO-8601 time or epoch seconds")] = None,
+    until: Annotated[str | None, Query(description="ISO-8601 time or epoch seconds")] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    cursor: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
+) -> Response:
+    page = await svc.list_predictions(
+        who,
+        name,
+        version=version,
+        since=parse_time(since, "since"),
+        until=parse_time(until, "until"),
+        limit=limit,
+        cursor=cursor,
+    )
+    return json_response(page)
+
+
+@router.post(
+    "/feedback",
+    response_model=s.FeedbackResponse,
+    responses=_ERRORS,
+    tags=["predictions"],
+    summary="Labels and rewards for earlier predictions",
+    openapi_extra=_doc_body(s.FeedbackRequest),
+)
+async def feedback(request: Request, svc: Svc, who: Who) -> Response:
+    return json_response(await svc.feedback(who, await json_body(request)))
+
+
+# -- registry -----------------------------------------------------------------------------------
+
+
+@router.post(
+    "/models",
+    response_model=s.ModelInfo,
+    status_code=201,
+    responses=_ERRORS,
+    tags=["registry"],
+    summary="Create an empty model (admin)",
+)
+async def create_model(body: s.CreateModel, svc: Svc, who: Who) -> Response:
+    out = await svc.create_model(who, body.name, body.task, body.description)
+    return json_response(out, 201)
+
+
+@router.get("/models", response_model=list[s.ModelInfo], responses=_ERRORS, tags=["registry"])
+async def list_models(svc: Svc, who: Who) -> Response:
+    return json_response(await svc.list_models(who))
+
+
+@router.get("/models/{name}", response_model=s.ModelInfo, responses=_ERRORS, tags=["registry"])
+async def get_model(name: str, svc: Svc, who: Who) -> Response:
+    return json_response(await svc.get_model(who, name))
+
+
+@router.post(
+    "/models/{name}/versions",
+    response_model=s.VersionInfo,
+    status_code=201,
+    responses=_ERRORS,
+    tags=["registry"],
+    summary="Push an artifact as a new immutable version",
+    description=(
+        "Multipart form: `artifact` (the file: skops, joblib/pickle, or a zipped MLflow model) "
+        "and `metadata` (a JSON object, see PushMetadata). Pickle-based formats run code when "
+        "loaded and need an admin key; the `push` scope may push skops files only. The artifact "
+        "is loaded and smoke-tested on a row that fits the schema before anything is stored."
+    ),
+)
+async def push(
+    name: str,
+    svc: Svc,
+    who: Who,
+    artifact: Annotated[UploadFile, File(description="The model artifact")],
+    metadata: Annotated[str, Form(description="JSON object, see PushMetadata")] = "{}",
+) -> Response:
+    who.require("push")
+    try:
+        meta = s.PushMetadata.model_validate_json(metadata)
+    except ValidationError as exc:
+        details = [
+            {"field": "metadata." + ".".join(str(p) for p in e["loc"]), "reason": e["msg"]}
+            for e in exc.errors()
+        ]
+        raise InvalidInput(
+            f"invalid push metadata: {details[0]['field']}: {details[0]['reason']}", details=details
+        ) from None
+    limit = svc.settings.max_artifact_bytes
+    fd, tmp = tempfile.mkstemp(prefix="modelport-push-")
+    try:
+        with os.fdopen(fd, "wb") as out:
+            shutil.copyfileobj(artifact.file, out, 1 << 20)
+        if os.path.getsize(tmp) > limit:
+            raise PayloadTooLarge(f"the artifact exceeds max_artifact_bytes ({limit})")
+        if os.path.getsize(tmp) == 0:
+            raise InvalidInput(
+                "the artifact is empty", details=[{"field": "artifact", "reason": "empty file"}]
+            )
+        result = await svc.push(
+            who, name, Path(tmp), meta.model_dump(by_alias=True, exclude_none=True)
+        )
+    finally:
+        os.unlink(tmp)
+    return json_response(result, 201)
+
+
+@router.get(
+    "/models/{name}/versions",
+    response_model=list[s.VersionInfo],
+    responses=_ERRORS,
+    tags=["registry"],
+)
+async def list_versions(name: str, svc: Svc, who: Who) -> Response:
+    return json_response(await svc.list_versions(who, name))
+
+
+@router.get(
+    "/models/{name}/versions/{version}",
+    response_model=s.VersionInfo,
+    responses=_ERRORS,
+    tags=["registry"],
+    summary="A version with its schema and lineage",
+)
+async def get_version(
+    name: str,
+    version: int,
+    svc: Svc,
+    who: Who,
+    stats: Annotated[bool, Query(description="Include training-data statistics")] = False,
+) -> Response:
+    return json_response(await svc.get_version(who, name, version, stats=stats))
+
+
+@router.get(
+    "/models/{name}/versions/{version}/schema",
+    response_model=s.InputSchema,
+    responses=_ERRORS,
+    tags=["registry"],
+    summary="What a version expects as input",
+)
+async def get_schema(name: str, version: int, svc: Svc, who: Who) -> Response:
+    return json_response((await svc.get_version(who, name, version))["schema"])
+
+
+@router.put(
+    "/models/{name}/aliases/{alias}",
+    response_model=s.AliasMove,
+    responses=_ERRORS,
+    tags=["registry"],
+    summary="Point an alias at a version (promote; audited, admin)",
+)
+async def set_alias(
+    name: str, alias: str, body: s.AliasMoveRequest, svc: Svc, who: Who
+) -> Response:
+    return json_response(await svc.set_alias(who, name, alias, body.version, body.reason))
+
+
+@router.post(
+    "/models/{name}/aliases/{alias}/rollback",
+    response_model=s.AliasMove,
+    responses=_ERRORS,
+    tags=["registry"],
+    summary="Move an alias back to its previous target (audited, admin)",
+)
+async def rollback(
+    name: str, alias: str, svc: Svc, who: Who, body: s.RollbackRequest | None = None
+) -> Response:
+    return json_response(await svc.rollback(who, name, alias, body.reason if body else ""))
+
+
+@router.get(
+    "/models/{name}/aliases/history",
+    response_model=list[s.AliasEvent],
+    responses=_ERRORS,
+    tags=["registry"],
+    summary="Every alias move of a model, newest first",
+)
+async def alias_history(
+    name: str, svc: Svc, who: Who, alias: Annotated[str | None, Query()] = None
+) -> Response:
+    return json_response(await svc.alias_history(who, name, alias))
+
+
+# -- keys ----------------------------------------------------------------------------------------
+
+
+@router.post(
+    "/keys",
+    response_model=s.KeyCreated,
+    status_code=201,
+    responses=_ERRORS,
+    tags=["keys"],
+    summary="Create an API key for a consumer (admin)",
+)
+async def create_key(body: s.KeyCreateRequest, svc: Svc, who: Who) -> Response:
+    return json_response(await svc.create_key(who, body.name, list(body.scopes)), 201)
+
+
+@router.get("/keys", response_model=list[s.KeyInfo], responses=_ERRORS, tags=["keys"])
+async def list_keys(svc: Svc, who: Who) -> Response:
+    return json_response(await svc.list_keys(who))
+
+
+@router.delete("/keys/{key_id}", response_model=s.KeyRevoked, responses=_ERRORS, tags=["keys"])
+async def revoke_key(key_id: int, svc: Svc, who: Who) -> Response:
+    return json_response(await svc.revoke_key(who, key_id))

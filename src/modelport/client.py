@@ -1,0 +1,341 @@
+"""``modelport.Client``: the Python client of a modelport server.
+
+    >>> from modelport import Client
+    >>> mp = Client("http://127.0.0.1:8000", key="mp_...")
+    >>> mp.push("churn", estimator, train_data=df, alias="production")
+    >>> out = mp.predict("churn", [{"tenure": 3, "plan": "pro"}])
+    >>> mp.feedback(out["prediction_ids"][0], label=1)
+
+Errors come back as the same exception classes the server raises (``modelport.errors``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import typing
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import httpx
+import orjson
+
+from . import errors
+from .flavors import libraries_for, serialize
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+DEFAULT_URL = "http://127.0.0.1:8000"
+
+
+def _error_classes() -> dict[str, type[errors.ModelportError]]:
+    found: dict[str, type[errors.ModelportError]] = {}
+    stack: list[type[errors.ModelportError]] = [errors.ModelportError]
+    while stack:
+        cls = stack.pop()
+        found.setdefault(cls.code, cls)
+        stack.extend(cls.__subclasses__())
+    return found
+
+
+_BY_CODE = _error_classes()
+_BY_STATUS: dict[int, type[errors.ModelportError]] = {
+    400: errors.InvalidRequest,
+    401: errors.Unauthorized,
+    403: errors.Forbidden,
+    404: errors.NotFound,
+    409: errors.Conflict,
+    413: errors.PayloadTooLarge,
+    422: errors.InvalidInput,
+    503: errors.StoreUnavailable,
+}
+
+
+def raise_for_error(response: httpx.Response) -> None:
+    """Turn an error response into the matching :class:`~modelport.errors.ModelportError`."""
+    if response.status_code < 400:
+        return
+    try:
+        body = response.json()["error"]
+        code, message, details = body["code"], body["message"], body.get("details") or []
+    except Exception:
+        code, message, details = "", response.text[:300] or response.reason_phrase, []
+    cls = _BY_CODE.get(code) or _BY_STATUS.get(response.status_code, errors.ModelportError)
+    exc = cls(message, details=details)
+    exc.status_code = response.status_code
+    raise exc
+
+
+class Client:
+    """A modelport server at ``url``, called with ``key``.
+
+    ``url`` and ``key`` default to ``MODELPORT_URL`` and ``MODELPORT_KEY``. ``transport`` lets
+    tests hand in an in-process ASGI transport.
+    """
+
+    def __init__(
+        self,
+        url: str | None = None,
+        key: str | None = None,
+        *,
+        timeout: float = 60.0,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self.url = (url or os.environ.get("MODELPORT_URL") or DEFAULT_URL).rstrip("/")
+        key = key or os.environ.get("MODELPORT_KEY")
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        self._http = httpx.Client(
+            base_url=self.url, headers=headers, timeout=timeout, transport=transport
+        )
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _call(self, method: str, path: str, **kwargs: Any) -> Any:
+        """Send a request; return the decoded JSON, or raise the server's error."""
+        if "json" in kwargs:
+            kwargs["content"] = orjson.dumps(kwargs.pop("json"), option=orjson.OPT_SERIALIZE_NUMPY)
+            kwargs["headers"] = {
+                **(kwargs.get("headers") or {}),
+                "Content-Type": "application/json",
+            }
+        try:
+            response = self._http.request(method, path, **kwargs)
+        except httpx.TransportError as exc:
+            raise errors.StoreUnavailable(
+                f"cannot reach the modelport server at {self.url}: {exc}"
+            ) from exc
+        raise_for_error(response)
+        return response.json()
+
+    def _dict(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
+        return typing.cast("dict[str, Any]", self._call(method, path, **kwargs))
+
+    def _list(self, method: str, path: str, **kwargs: Any) -> list[dict[str, Any]]:
+        return typing.cast("list[dict[str, Any]]", self._call(method, path, **kwargs))
+
+    # -- registry ---------------------------------------------------------------------------------
+
+    def create_model(
+        self, name: str, *, task: str = "other", description: str = ""
+    ) -> dict[str, Any]:
+        return self._dict(
+            "POST", "/v1/models", json={"name": name, "task": task, "description": description}
+        )
+
+    def models(self) -> list[dict[str, Any]]:
+        return self._list("GET", "/v1/models")
+
+    def model(self, name: str) -> dict[str, Any]:
+        return self._dict("GET", f"/v1/models/{name}")
+
+    def versions(self, name: str) -> list[dict[str, Any]]:
+        return self._list("GET", f"/v1/models/{name}/versions")
+
+    def version(self, name: str, version: int, *, stats: bool = False) -> dict[str, Any]:
+        params = {"stats": "true"} if stats else None
+        return self._dict("GET", f"/v1/models/{name}/versions/{version}", params=params)
+
+    def push(
+        self,
+        name: str,
+        model: Any,
+        *,
+        alias: str | None = None,
+        schema: Mapping[str, Any] | str | Path | None = None,
+        train_data: str | Path | pd.DataFrame | None = None,
+        target: str | None = None,
+        commit: str | None = None,
+        metrics: Mapping[str, float] | None = None,
+        params: Mapping[str, Any] | None = None,
+        task: str | None = None,
+        description: str | None = None,
+        flavor: str | None = None,
+    ) -> dict[str, Any]:
+        """Push a model (a file path, or an in-memory estimator or object) as a new version.
+
+        In-memory scikit-learn estimators are saved with skops (safe to load); other objects with
+        cloudpickle (admin keys only). ``train_data`` (CSV/Parquet path or DataFrame) gives the
+        schema, training statistics and the data fingerprint; ``target`` names its label column.
+        """
+        meta: dict[str, Any] = {}
+        if isinstance(model, str | Path):
+            path = Path(model)
+            if path.is_dir():
+                blob, filename = _zip_dir(path), path.name + ".zip"
+            else:
+                blob, filename = path.read_bytes(), path.name
+        else:
+            blob, flavor_made = serialize(model)
+            flavor = flavor or flavor_made
+            filename = f"{name}.{'skops' if flavor_made == 'sklearn' else 'pkl'}"
+            libs = libraries_for(flavor_made, model)
+            meta["environment"] = {"python": libs.pop("python"), "libraries": libs}
+        if schema is not None:
+            meta["schema"] = (
+                json.loads(Path(schema).read_text())
+                if isinstance(schema, str | Path)
+                else dict(schema)
+            )
+        if train_data is not None:
+            meta.update(
+                _train_data_meta(train_data, target, model, explicit_schema=schema is not None)
+            )
+        for key, value in (
+            ("alias", alias),
+            ("commit", commit),
+            ("metrics", dict(metrics) if metrics else None),
+            ("params", dict(params) if params else None),
+            ("task", task),
+            ("description", description),
+            ("flavor", flavor),
+        ):
+            if value is not None:
+                meta[key] = value
+        return self._dict(
+            "POST",
+            f"/v1/models/{name}/versions",
+            files={"artifact": (filename, blob, "application/octet-stream")},
+            data={"metadata": orjson.dumps(meta, option=orjson.OPT_SERIALIZE_NUMPY).decode()},
+        )
+
+    def promote(
+        self, name: str, version: int, *, alias: str = "production", reason: str = ""
+    ) -> dict[str, Any]:
+        return self._dict(
+            "PUT", f"/v1/models/{name}/aliases/{alias}", json={"version": version, "reason": reason}
+        )
+
+    def rollback(self, name: str, *, alias: str = "production", reason: str = "") -> dict[str, Any]:
+        return self._dict(
+            "POST", f"/v1/models/{name}/aliases/{alias}/rollback", json={"reason": reason}
+        )
+
+    def alias_history(self, name: str, alias: str | None = None) -> list[dict[str, Any]]:
+        params = {"alias": alias} if alias else None
+        return self._list("GET", f"/v1/models/{name}/aliases/history", params=params)
+
+    # -- predictions ------------------------------------------------------------------------------
+
+    def predict(
+        self,
+        name: str,
+        inputs: Sequence[Mapping[str, Any]] | pd.DataFrame,
+        *,
+        version: int | None = None,
+        alias: str | None = None,
+        request_id: str | None = None,
+    ) -> dict[str, Any]:
+        """Score records (a list of dicts) or a DataFrame; returns predictions and their ids."""
+        body: dict[str, Any]
+        if not isinstance(inputs, Sequence):
+            frame = inputs.astype(object).where(inputs.notna(), None)
+            body = {"columns": [str(c) for c in frame.columns], "data": frame.to_numpy().tolist()}
+        else:
+            body = {"inputs": list(inputs)}
+        if version is not None:
+            body["version"] = version
+        if alias is not None:
+            body["alias"] = alias
+        headers = {"X-Request-ID": request_id} if request_id else None
+        return self._dict("POST", f"/v1/models/{name}/predict", json=body, headers=headers)
+
+    def feedback(
+        self,
+        prediction_id: str | Iterable[Mapping[str, Any]],
+        *,
+        label: Any = None,
+        reward: float | None = None,
+    ) -> dict[str, Any]:
+        """Send a label and/or reward for one prediction, or a list of feedback items."""
+        if isinstance(prediction_id, str):
+            item: dict[str, Any] = {"prediction_id": prediction_id}
+            if label is not None:
+                item["label"] = label
+            if reward is not None:
+                item["reward"] = reward
+            items = [item]
+        else:
+            items = [dict(i) for i in prediction_id]
+        return self._dict("POST", "/v1/feedback", json={"feedback": items})
+
+    def prediction(self, prediction_id: str) -> dict[str, Any]:
+        return self._dict("GET", f"/v1/predictions/{prediction_id}")
+
+    def predictions(self, name: str, **filters: Any) -> dict[str, Any]:
+        params = {k: v for k, v in filters.items() if v is not None}
+        return self._dict("GET", f"/v1/models/{name}/predictions", params=params)
+
+    # -- keys -------------------------------------------------------------------------------------
+
+    def create_key(self, name: str, scopes: Sequence[str]) -> dict[str, Any]:
+        return self._dict("POST", "/v1/keys", json={"name": name, "scopes": list(scopes)})
+
+    def keys(self) -> list[dict[str, Any]]:
+        return self._list("GET", "/v1/keys")
+
+    def revoke_key(self, key_id: int) -> dict[str, Any]:
+        return self._dict("DELETE", f"/v1/keys/{key_id}")
+
+    def health(self) -> dict[str, Any]:
+        return self._dict("GET", "/v1/health")
+
+
+def _zip_dir(path: Path) -> bytes:
+    import zipfile
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        for file in sorted(path.rglob("*")):
+            if file.is_file():
+                zf.write(file, file.relative_to(path).as_posix())
+    return buf.getvalue()
+
+
+def frame_fingerprint(df: pd.DataFrame) -> str:
+    """sha256 over a DataFrame's contents (for frames pushed without a file)."""
+    import pandas as pd
+
+    digest = hashlib.sha256(",".join(map(str, df.columns)).encode())
+    digest.update(pd.util.hash_pandas_object(df, index=False).to_numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _train_data_meta(
+    data: str | Path | pd.DataFrame, target: str | None, model: Any, *, explicit_schema: bool
+) -> dict[str, Any]:
+    """Schema, statistics and fingerprint from training data, computed on the client."""
+    from .artifacts import sha256_file
+    from .schema import infer_schema, read_table
+
+    if isinstance(data, str | Path):
+        df = read_table(str(data))
+        fingerprint = sha256_file(data)
+    else:
+        df = data
+        fingerprint = frame_fingerprint(df)
+    if target is not None:
+        if target not in df.columns:
+            raise errors.InvalidInput(
+                f"the training data has no target column {target!r}",
+                details=[{"field": "target", "reason": "not a column of the training data"}],
+            )
+        df = df.drop(columns=[target])
+    names = getattr(model, "feature_names_in_", None)
+    fields = [str(n) for n in names] if names is not None else None
+    schema, stats = infer_schema(df, fields=fields)
+    meta: dict[str, Any] = {"train_data_sha256": fingerprint, "train_stats": stats}
+    if not explicit_schema:
+        meta["schema"] = schema.to_dict()
+        meta["schema_from_train_data"] = True
+    return meta

@@ -1,0 +1,143 @@
+"""The exceptions modelport raises, one tree under :class:`ModelportError`.
+
+::
+
+    ModelportError                      500  something went wrong on our side
+    ├── InvalidRequest                  400  the request itself is malformed
+    ├── Unauthorized                    401  missing or unknown API key
+    ├── Forbidden                       403  the key lacks the scope
+    ├── NotFound                        404
+    │   ├── ModelNotFound
+    │   ├── VersionNotFound
+    │   ├── AliasNotFound
+    │   ├── PredictionNotFound
+    │   └── KeyNotFound
+    ├── Conflict                        409
+    │   ├── NoVersionBehindAlias        the alias points nowhere yet
+    │   └── NothingToRollBack           the alias has no earlier target
+    ├── PayloadTooLarge                 413
+    ├── InvalidInput                    422  carries field-level ``details``
+    │   └── ArtifactRejected            the pushed artifact cannot be loaded or smoke-tested
+    ├── ModelNotReady                   503
+    ├── ModelFailed                     500  the model itself raised while predicting
+    └── StoreUnavailable                503  the database cannot be reached
+
+The HTTP status is a class attribute; only the web layer reads it. This module imports no web
+framework, so the CLI, the client and the service layer share the same tree.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class ModelportError(Exception):
+    """Root of every error modelport raises on purpose."""
+
+    status_code = 500
+    code = "internal_error"
+
+    def __init__(self, message: str, *, details: list[dict[str, Any]] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details or []
+
+
+class InvalidRequest(ModelportError):
+    """The request is malformed: not JSON, wrong shape, a bad parameter."""
+
+    status_code = 400
+    code = "invalid_request"
+
+
+class Unauthorized(ModelportError):
+    """No API key was given, or the key is unknown or revoked."""
+
+    status_code = 401
+    code = "unauthorized"
+
+
+class Forbidden(ModelportError):
+    """The API key is valid but lacks the scope the call needs."""
+
+    status_code = 403
+    code = "forbidden"
+
+
+class NotFound(ModelportError):
+    """Something named in the request does not exist."""
+
+    status_code = 404
+    code = "not_found"
+
+
+class ModelNotFound(NotFound):
+    code = "model_not_found"
+
+
+class VersionNotFound(NotFound):
+    code = "version_not_found"
+
+
+class AliasNotFound(NotFound):
+    code = "alias_not_found"
+
+
+class PredictionNotFound(NotFound):
+    code = "prediction_not_found"
+
+
+class KeyNotFound(NotFound):
+    code = "key_not_found"
+
+
+class Conflict(ModelportError):
+    """The request conflicts with the current state."""
+
+    status_code = 409
+    code = "conflict"
+
+
+class NoVersionBehindAlias(Conflict):
+    code = "no_version_behind_alias"
+
+
+class NothingToRollBack(Conflict):
+    code = "nothing_to_roll_back"
+
+
+class PayloadTooLarge(ModelportError):
+    status_code = 413
+    code = "payload_too_large"
+
+
+class InvalidInput(ModelportError):
+    """The payload does not fit the schema; ``details`` lists every offending field."""
+
+    status_code = 422
+    code = "invalid_input"
+
+
+class ArtifactRejected(InvalidInput):
+    """A pushed artifact cannot be loaded, or fails its smoke prediction."""
+
+    code = "artifact_rejected"
+
+
+class ModelNotReady(ModelportError):
+    status_code = 503
+    code = "model_not_ready"
+
+
+class ModelFailed(ModelportError):
+    """The model raised while predicting on input that passed validation."""
+
+    status_code = 500
+    code = "model_failed"
+
+
+class StoreUnavailable(ModelportError):
+    """The database could not be reached or refused the write."""
+
+    status_code = 503
+    code = "store_unavailable"

@@ -1,0 +1,354 @@
+"""The flavor contract (:class:`LoadedModel`) and the scikit-learn and pickle flavors."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import io
+import pickle
+import platform
+import warnings
+import zipfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from ..errors import ArtifactRejected
+
+if TYPE_CHECKING:
+    from ..schema import Schema
+
+FLAVORS = ("sklearn", "pickle", "mlflow")
+#: Flavors whose loading runs no code from the artifact; anything else needs an admin key.
+SAFE_FLAVORS = frozenset({"sklearn"})
+
+InputKind = Literal["frame", "array"]
+
+
+class LoadedModel:
+    """A model ready to serve: the one interface serving, batching and jobs call.
+
+    ``predict`` and ``predict_proba`` take validated rows (lists of values in schema order) and
+    return JSON-ready lists. Whether the wrapped object receives a DataFrame or a numpy array is
+    decided once, at load time: estimators fitted on named columns get a DataFrame, estimators
+    fitted on bare arrays get an array, custom code always gets a DataFrame.
+    """
+
+    def __init__(
+        self,
+        obj: Any,
+        flavor: str,
+        *,
+        input_kind: InputKind = "frame",
+        task: str = "other",
+        extra: dict[str, Any] | None = None,
+    ) -> None:
+        self.obj = obj
+        self.flavor = flavor
+        self.input_kind = input_kind
+        self.task = task
+        classes = getattr(obj, "classes_", None)
+        self.classes: list[Any] | None = (
+            [_plain(c) for c in classes]
+            if classes is not None and hasattr(obj, "predict_proba")
+            else None
+        )
+        self.extra = extra or {}
+
+    @property
+    def has_proba(self) -> bool:
+        return self.classes is not None
+
+    def inputs(self, rows: list[list[Any]], schema: Schema) -> Any:
+        """Validated rows in the form the wrapped object expects."""
+        if self.input_kind == "frame":
+            return schema.frame(rows)
+        import numpy as np
+
+        numeric = all(f.type in ("number", "integer", "boolean") for f in schema.fields)
+        if numeric:
+            return np.array(
+                [[float("nan") if v is None else v for v in row] for row in rows], dtype="float64"
+            )
+        return np.array(rows, dtype=object)
+
+    def predict(self, rows: list[list[Any]], schema: Schema) -> list[Any]:
+        out = self.obj.predict(self.inputs(rows, schema))
+        return _to_list(out, len(rows), "predict")
+
+    def predict_with_proba(
+        self, rows: list[list[Any]], schema: Schema
+    ) -> tuple[list[Any], list[dict[str, float]] | None]:
+        """Predictions and, for classifiers that have them, class probabilities."""
+        X = self.inputs(rows, schema)
+        preds = _to_list(self.obj.predict(X), len(rows), "predict")
+        if self.classes is None:
+            return preds, None
+        proba = self.obj.predict_proba(X)
+        matrix = _to_list(proba, len(rows), "predict_proba")
+        keys = [str(c) for c in self.classes]
+        return preds, [dict(zip(keys, map(float, r), strict=True)) for r in matrix]
+
+
+def _plain(value: Any) -> Any:
+    return value.item() if hasattr(value, "item") else value
+
+
+def _to_list(out: Any, n: int, what: str) -> list[Any]:
+    if hasattr(out, "to_numpy"):
+        out = out.to_numpy()
+    result: list[Any] = out.tolist() if hasattr(out, "tolist") else list(out)
+    if len(result) != n:
+        raise ValueError(f"{what} returned {len(result)} results for {n} rows")
+    return result
+
+
+# -- recognizing and loading -------------------------------------------------------------------
+
+
+def detect_flavor(path: Path) -> str:
+    """Tell an artifact's flavor from its bytes."""
+    if zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as zf:
+            names = zf.namelist()
+        if any(n == "MLmodel" or n.endswith("/MLmodel") for n in names):
+            return "mlflow"
+        if "schema.json" in names:
+            return "sklearn"
+        raise ArtifactRejected(
+            "unrecognized zip artifact: expected a skops file or a zipped MLflow model directory",
+            details=[{"field": "artifact", "reason": "unrecognized zip content"}],
+        )
+    with open(path, "rb") as fh:
+        head = fh.read(4)
+    # Pickle protocol 2+ starts with PROTO (0x80); joblib's compressed files with zlib/gzip/xz.
+    if (
+        head[:1] == b"\x80"
+        or head[:2] in (b"\x78\x9c", b"\x78\x01", b"\x78\xda", b"\x1f\x8b")
+        or head == b"\xfd7zX"
+    ):
+        return "pickle"
+    raise ArtifactRejected(
+        "unrecognized artifact: expected a skops file, a joblib/pickle file or a zipped MLflow model",
+        details=[{"field": "artifact", "reason": "unrecognized file format"}],
+    )
+
+
+def load(flavor: str, path: Path, *, trust_code: bool) -> LoadedModel:
+    """Load an artifact of the given flavor.
+
+    ``trust_code`` allows formats that run code when loaded (pickle, MLflow) and skops types
+    outside the trusted defaults; pass it only for artifacts an admin key pushed.
+    """
+    if flavor not in FLAVORS:
+        raise ArtifactRejected(
+            f"unknown flavor {flavor!r}; known: {', '.join(FLAVORS)}",
+            details=[{"field": "flavor", "reason": "unknown flavor"}],
+        )
+    if flavor not in SAFE_FLAVORS and not trust_code:
+        raise ArtifactRejected(
+            f"the {flavor} format runs code when loaded; only an admin key may push it "
+            "(save scikit-learn models with skops instead)",
+            details=[{"field": "artifact", "reason": f"{flavor} artifacts need an admin key"}],
+        )
+    try:
+        if flavor == "sklearn":
+            return _wrap(_load_skops(path, trust_code), "sklearn")
+        if flavor == "pickle":
+            return _wrap(_load_pickle(path), "pickle")
+        from .mlflow import load_mlflow
+
+        return load_mlflow(path)
+    except ArtifactRejected:
+        raise
+    except Exception as exc:
+        raise ArtifactRejected(
+            f"cannot load the {flavor} artifact: {type(exc).__name__}: {exc}",
+            details=[{"field": "artifact", "reason": f"{type(exc).__name__}: {exc}"}],
+        ) from exc
+
+
+def _load_skops(path: Path, trust_code: bool) -> Any:
+    import skops.io as sio
+
+    untrusted = sio.get_untrusted_types(file=path)
+    if untrusted and not trust_code:
+        raise ArtifactRejected(
+            "the skops file holds types outside the trusted defaults: "
+            + ", ".join(untrusted)
+            + " (an admin key may push it)",
+            details=[{"field": "artifact", "reason": f"untrusted type {t}"} for t in untrusted],
+        )
+    return sio.load(path, trusted=untrusted)
+
+
+def _load_pickle(path: Path) -> Any:
+    import joblib
+
+    with warnings.catch_warnings():
+        # A model pickled by another scikit-learn release still loads; the lineage says which.
+        warnings.simplefilter("ignore")
+        obj = joblib.load(path)
+    if not callable(getattr(obj, "predict", None)):
+        raise ArtifactRejected(
+            f"the pickled object ({type(obj).__name__}) has no predict method",
+            details=[{"field": "artifact", "reason": "object has no predict(X)"}],
+        )
+    return obj
+
+
+def _wrap(obj: Any, flavor: str) -> LoadedModel:
+    return LoadedModel(obj, flavor, input_kind=_input_kind(obj), task=_task_of(obj))
+
+
+def _input_kind(obj: Any) -> InputKind:
+    from ..model import Model
+
+    if isinstance(obj, Model):
+        return "frame"
+    if _is_sklearn(obj) and getattr(obj, "feature_names_in_", None) is None:
+        return "array"
+    return "frame"
+
+
+def _is_sklearn(obj: Any) -> bool:
+    try:
+        from sklearn.base import BaseEstimator
+    except ImportError:  # pragma: no cover - scikit-learn is a core dependency
+        return False
+    return isinstance(obj, BaseEstimator)
+
+
+def _task_of(obj: Any) -> str:
+    from ..model import Model
+
+    if isinstance(obj, Model):
+        return obj.task
+    if _is_sklearn(obj):
+        from sklearn.base import is_classifier, is_regressor
+
+        if is_classifier(obj):
+            return "classification"
+        if is_regressor(obj):
+            return "regression"
+    return (
+        "classification" if hasattr(obj, "predict_proba") and hasattr(obj, "classes_") else "other"
+    )
+
+
+# -- saving (client side) ------------------------------------------------------------------------
+
+
+def serialize(obj: Any) -> tuple[bytes, str]:
+    """Bytes and flavor for an in-memory model: skops for scikit-learn, cloudpickle otherwise."""
+    if _is_sklearn(obj):
+        import skops.io as sio
+
+        try:
+            return sio.dumps(obj), "sklearn"
+        except Exception:
+            pass
+    import cloudpickle
+
+    buf = io.BytesIO()
+    cloudpickle.dump(obj, buf, protocol=pickle.DEFAULT_PROTOCOL)
+    return buf.getvalue(), "pickle"
+
+
+# -- lineage ---------------------------------------------------------------------------------------
+
+
+def libraries_for(flavor: str, obj: Any = None) -> dict[str, str]:
+    """Versions of Python and of the libraries this flavor (and this object) need."""
+    names = ["numpy", "pandas"]
+    if flavor == "sklearn":
+        names += ["scikit-learn", "scipy", "skops"]
+    elif flavor == "pickle":
+        names += ["scikit-learn", "scipy", "joblib", "cloudpickle"]
+    elif flavor == "mlflow":
+        names += ["scikit-learn", "cloudpickle", "pyyaml"]
+    if obj is not None:
+        root = type(obj).__module__.split(".")[0]
+        if root not in ("builtins", "__main__", "sklearn", "modelport"):
+            names.append(root)
+    out = {"python": platform.python_version()}
+    for name in names:
+        try:
+            out[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return out
+
+
+def describe_object(obj: Any) -> dict[str, Any]:
+    """Hyperparameters and a summary of learned parameters, JSON-ready."""
+    from ..model import Model
+
+    if isinstance(obj, Model):
+        return {"hyperparameters": {}, "learned": _json_safe(obj.params())}
+    hyper: dict[str, Any] = {}
+    if callable(getattr(obj, "get_params", None)):
+        try:
+            hyper = {k: _json_safe(v) for k, v in obj.get_params(deep=True).items()}
+        except Exception:
+            hyper = {}
+    return {"hyperparameters": hyper, "learned": _learned(obj)}
+
+
+def _learned(obj: Any, depth: int = 0) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    steps = getattr(obj, "steps", None)
+    if depth < 3 and isinstance(steps, list):
+        for name, step in steps:
+            if step is not None and step != "passthrough":
+                out[name] = {"type": type(step).__name__, **_learned(step, depth + 1)}
+        return out
+    for key, value in vars(obj).items() if hasattr(obj, "__dict__") else ():
+        if key.endswith("_") and not key.startswith("_"):
+            out[key] = _summary(value)
+    return out
+
+
+def _summary(value: Any) -> Any:
+    import numpy as np
+
+    if isinstance(value, np.ndarray):
+        if value.size <= 20:
+            return _json_safe(value.tolist())
+        return {"shape": list(value.shape), "dtype": str(value.dtype)}
+    if isinstance(value, list | tuple) and len(value) > 20:
+        return {"length": len(value)}
+    return _json_safe(value)
+
+
+def _json_safe(value: Any, depth: int = 0) -> Any:
+    if value is None or isinstance(value, bool | int | str):
+        return value
+    if isinstance(value, float):
+        return value if value == value and abs(value) != float("inf") else str(value)
+    if hasattr(value, "item") and getattr(value, "size", 2) == 1:
+        return _json_safe(value.item(), depth)
+    if depth < 3 and isinstance(value, list | tuple):
+        return [_json_safe(v, depth + 1) for v in value[:50]]
+    if depth < 3 and isinstance(value, dict):
+        return {str(k): _json_safe(v, depth + 1) for k, v in list(value.items())[:50]}
+    if hasattr(value, "tolist"):
+        return _json_safe(value.tolist(), depth + 1)
+    text = repr(value)
+    return text if len(text) <= 200 else text[:197] + "..."
+
+
+def example_rows(schema: Schema) -> list[list[Any]]:
+    """One validated row that fits the schema, for the smoke prediction."""
+    return schema.validate([schema.example_record()])
+
+
+__all__ = [
+    "FLAVORS",
+    "SAFE_FLAVORS",
+    "LoadedModel",
+    "describe_object",
+    "detect_flavor",
+    "example_rows",
+    "libraries_for",
+    "load",
+    "serialize",
+]

@@ -1,0 +1,106 @@
+"""Running the server: uvicorn over :func:`~modelport.api.app.create_app`.
+
+uvicorn handles SIGINT and SIGTERM: it stops accepting connections, lets in-flight requests
+finish, then runs the lifespan shutdown, which commits everything the writer holds.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import logging
+import signal
+import socket
+import sys
+import threading
+from collections.abc import Callable, Iterator
+
+import uvicorn
+
+from .errors import InvalidRequest
+from .settings import Settings
+
+log = logging.getLogger("modelport.server")
+
+
+def is_loopback(host: str) -> bool:
+    """Whether a listen address is reachable from this machine only."""
+    if host in ("localhost", "ip6-localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        try:
+            return all(
+                ipaddress.ip_address(info[4][0]).is_loopback
+                for info in socket.getaddrinfo(host, None)
+            )
+        except OSError:
+            return False
+
+
+def check_exposure(settings: Settings) -> None:
+    """Refuse to serve without keys beyond loopback unless forced; warn when forced."""
+    if settings.no_auth and not is_loopback(settings.host):
+        if not settings.force_no_auth:
+            raise InvalidRequest(
+                f"refusing --no-auth on {settings.host}, which is not a loopback address: anyone "
+                "who can reach it could change the registry. Use API keys, or add "
+                "--force-no-auth if you really mean it."
+            )
+        print(
+            f"WARNING: serving WITHOUT authentication on {settings.host}: anyone who can reach "
+            "this address can push models and read predictions.",
+            file=sys.stderr,
+        )
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server, except that SIGINT/SIGTERM end it with exit status 0.
+
+    uvicorn re-raises a captured signal after its graceful shutdown, which turns a clean
+    Ctrl-C into a KeyboardInterrupt; a stop we asked for is not an error.
+    """
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        if threading.current_thread() is not threading.main_thread():
+            yield  # signals reach the main thread only
+            return
+        handled = (signal.SIGINT, signal.SIGTERM)
+        previous = {sig: signal.signal(sig, self.handle_exit) for sig in handled}
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+
+def serve(settings: Settings, *, on_ready: Callable[[], None] | None = None) -> None:
+    """Serve until SIGINT or SIGTERM."""
+    from .api.app import create_app
+
+    check_exposure(settings)
+    app = create_app(settings)
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        access_log=False,
+        timeout_graceful_shutdown=30,
+        lifespan="on",
+    )
+    server = _Server(config)
+    if on_ready is not None:
+        original = server.startup
+
+        async def startup(sockets: list[socket.socket] | None = None) -> None:
+            await original(sockets=sockets)
+            if server.started:
+                on_ready()
+
+        server.startup = startup  # type: ignore[method-assign]
+    server.run()
+    if not server.started:
+        raise SystemExit(1)

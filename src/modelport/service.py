@@ -1,0 +1,414 @@
+"""The service layer: every operation modelport offers, as plain async Python.
+
+REST (native and Open Inference Protocol), the CLI and the dashboard call these methods; no
+business rule lives in a transport. A :class:`Service` owns the store, the writer thread, the
+router and the prediction threads; :meth:`start` and :meth:`stop` bracket its life.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
+
+import orjson
+from sqlalchemy.engine import Connection
+
+from . import flavors, keys, ledger, registry
+from .artifacts import open_artifact_store
+from .errors import ArtifactRejected, InvalidInput, InvalidRequest, ModelFailed
+from .flavors._base import example_rows
+from .ids import new_ids
+from .keys import ANONYMOUS, KeyCache, Principal
+from .routing import Router, Served
+from .schema import Field, Schema, parse_schema, records_from_payload
+from .settings import Settings
+from .store import Store
+from .store.writer import Writer
+
+log = logging.getLogger("modelport.service")
+T = TypeVar("T")
+
+
+class Service:
+    """One modelport process's state and operations."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.store = Store(settings.store_url, sqlite_synchronous=settings.sqlite_synchronous)
+        self.artifacts = open_artifact_store(settings.artifacts_location)
+        self.writer = Writer(self.store, max_batch=settings.ledger_max_batch)
+        self.router = Router(self.store, self.artifacts)
+        self.keys = KeyCache(self.store, settings.key_cache_seconds)
+        self.predict_pool = ThreadPoolExecutor(
+            settings.predict_threads, thread_name_prefix="modelport-predict"
+        )
+        self._watch: asyncio.Task[None] | None = None
+
+    # -- life -------------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self.writer.start()
+        await asyncio.to_thread(self.router.refresh)
+        await self.router.warm()
+        self._watch = asyncio.create_task(self.router.watch(self.settings.registry_poll_seconds))
+
+    async def stop(self) -> None:
+        """Stop taking work, commit everything acknowledged-to-be, release resources."""
+        if self._watch is not None:
+            self._watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watch
+        await asyncio.to_thread(self.writer.stop)
+        self.predict_pool.shutdown(wait=True)
+        self.store.close()
+
+    def authenticate(self, secret: str | None) -> Principal:
+        if self.settings.no_auth:
+            return ANONYMOUS
+        return self.keys.authenticate(secret)
+
+    async def _read(self, fn: Callable[[Connection], T]) -> T:
+        def run() -> T:
+            with self.store.read() as conn:
+                return fn(conn)
+
+        return await asyncio.to_thread(run)
+
+    # -- predictions ------------------------------------------------------------------------------
+
+    async def predict(
+        self, principal: Principal, name: str, payload: Any, request_id: str
+    ) -> dict[str, Any]:
+        """Validate, score and log the rows of one predict request."""
+        principal.require("predict")
+        started = time.perf_counter()
+        if not isinstance(payload, dict):
+            raise InvalidRequest(
+                "the body must be a JSON object",
+                details=[{"field": "body", "reason": "not an object"}],
+            )
+        version = _optional_int(payload.get("version"), "version")
+        alias = payload.get("alias")
+        if alias is not None and not isinstance(alias, str):
+            raise InvalidInput(
+                "'alias' must be a string",
+                details=[{"field": "alias", "reason": "expected a string"}],
+            )
+        if version is not None and alias is not None:
+            raise InvalidInput(
+                "give 'version' or 'alias', not both",
+                details=[{"field": "version", "reason": "conflicts with alias"}],
+            )
+        served, used_alias = await self.router.resolve(name, version=version, alias=alias)
+        records = records_from_payload(payload, self.settings.max_rows_per_request)
+        rows = served.schema.validate(records)
+        preds, probas = await self._score(served, rows)
+        latency_ms = (time.perf_counter() - started) * 1000
+        ids = new_ids(len(rows))
+        await self.writer.insert_rows(
+            ledger.prediction_rows(
+                ids,
+                model=name,
+                version=served.version,
+                alias=used_alias,
+                consumer=principal.consumer,
+                request_id=request_id,
+                names=served.schema.names,
+                rows=rows,
+                preds=preds,
+                probas=probas,
+                latency_ms=latency_ms,
+            )
+        )
+        out: dict[str, Any] = {
+            "model": name,
+            "version": served.version,
+            "predictions": preds,
+            "prediction_ids": ids,
+        }
+        if probas is not None:
+            out["probabilities"] = probas
+        return out
+
+    async def _score(
+        self, served: Served, rows: list[list[Any]]
+    ) -> tuple[list[Any], list[dict[str, float]] | None]:
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(
+                self.predict_pool, served.loaded.predict_with_proba, rows, served.schema
+            )
+        except Exception as exc:
+            log.exception("model %s version %s failed", served.model, served.version)
+            raise ModelFailed(
+                f"model {served.model!r} version {served.version} failed: {type(exc).__name__}: {exc}"
+            ) from exc
+
+    async def get_prediction(self, principal: Principal, prediction_id: str) -> dict[str, Any]:
+        principal.require("read")
+        return await self._read(lambda c: ledger.get_prediction(c, prediction_id))
+
+    async def list_predictions(
+        self, principal: Principal, name: str, **filters: Any
+    ) -> dict[str, Any]:
+        principal.require("read")
+
+        def run(conn: Connection) -> dict[str, Any]:
+            registry.get_model(conn, name)
+            return ledger.list_predictions(conn, name, **filters)
+
+        return await self._read(run)
+
+    async def feedback(self, principal: Principal, payload: Any) -> dict[str, Any]:
+        """Store labels and rewards for known predictions; report the rest per item."""
+        principal.require("feedback")
+        if not isinstance(payload, dict):
+            raise InvalidRequest(
+                "the body must be a JSON object",
+                details=[{"field": "body", "reason": "not an object"}],
+            )
+        good, rejected = ledger.check_feedback_items(payload.get("feedback"))
+        accepted: list[dict[str, Any]] = []
+        if good:
+            accepted, unknown = await self.writer.run(
+                lambda c: ledger.store_feedback(c, good, principal.consumer)
+            )
+            rejected = sorted(rejected + unknown, key=lambda r: r["index"])
+        if not accepted:
+            raise InvalidInput(
+                "no feedback item was accepted",
+                details=[
+                    {"row": r["index"], "field": "prediction_id", "reason": r["reason"]}
+                    for r in rejected
+                ],
+            )
+        return {"accepted": accepted, "rejected": rejected}
+
+    # -- registry ---------------------------------------------------------------------------------
+
+    async def create_model(
+        self, principal: Principal, name: str, task: str, description: str
+    ) -> dict[str, Any]:
+        principal.require("admin")
+        out = await self.writer.run(
+            lambda c: registry.create_model(
+                c, name, task=task, description=description, actor=principal.consumer
+            )
+        )
+        await asyncio.to_thread(self.router.refresh)
+        return out
+
+    async def list_models(self, principal: Principal) -> list[dict[str, Any]]:
+        principal.require("read")
+        return await self._read(registry.list_models)
+
+    async def get_model(self, principal: Principal, name: str) -> dict[str, Any]:
+        principal.require("read")
+        return await self._read(lambda c: registry.get_model(c, name))
+
+    async def list_versions(self, principal: Principal, name: str) -> list[dict[str, Any]]:
+        principal.require("read")
+        return await self._read(lambda c: registry.list_versions(c, name))
+
+    async def get_version(
+        self, principal: Principal, name: str, version: int, *, stats: bool = False
+    ) -> dict[str, Any]:
+        principal.require("read")
+        return await self._read(lambda c: registry.get_version(c, name, version, stats=stats))
+
+    async def set_alias(
+        self, principal: Principal, name: str, alias: str, version: int, reason: str = ""
+    ) -> dict[str, Any]:
+        principal.require("admin")
+        out = await self.writer.run(
+            lambda c: registry.set_alias(
+                c, name, alias, version, actor=principal.consumer, reason=reason
+            )
+        )
+        await self._after_registry_change()
+        return out
+
+    async def rollback(
+        self, principal: Principal, name: str, alias: str, reason: str = ""
+    ) -> dict[str, Any]:
+        principal.require("admin")
+        out = await self.writer.run(
+            lambda c: registry.rollback_alias(
+                c, name, alias, actor=principal.consumer, reason=reason
+            )
+        )
+        await self._after_registry_change()
+        return out
+
+    async def alias_history(
+        self, principal: Principal, name: str, alias: str | None = None
+    ) -> list[dict[str, Any]]:
+        principal.require("read")
+        return await self._read(lambda c: registry.alias_history(c, name, alias))
+
+    async def _after_registry_change(self) -> None:
+        await asyncio.to_thread(self.router.refresh)
+        await self.router.warm()
+
+    # -- push -------------------------------------------------------------------------------------
+
+    async def push(
+        self, principal: Principal, name: str, artifact: Path, meta: dict[str, Any]
+    ) -> dict[str, Any]:
+        """Check an artifact (load, schema, smoke prediction) and add it as a new version.
+
+        Nothing is stored unless every check passes. Formats that run code when loaded need an
+        admin key; the ``push`` scope may push skops files only.
+        """
+        principal.require("push")
+        registry.check_model_name(name)
+        if meta.get("alias") is not None:
+            principal.require("admin")
+            registry.check_alias_name(meta["alias"])
+        if meta.get("task") is not None:
+            registry.check_task(meta["task"])
+        flavor = str(meta.get("flavor") or await asyncio.to_thread(flavors.detect_flavor, artifact))
+        trust = principal.allows("admin")
+        loaded = await asyncio.to_thread(flavors.load, flavor, artifact, trust_code=trust)
+        schema, schema_source = _schema_for(
+            meta.get("schema"), loaded, narrow=bool(meta.get("schema_from_train_data"))
+        )
+        try:
+            smoke_rows = example_rows(schema)
+            preds, probas = await asyncio.to_thread(loaded.predict_with_proba, smoke_rows, schema)
+            orjson.dumps({"p": preds, "q": probas}, option=orjson.OPT_SERIALIZE_NUMPY)
+        except Exception as exc:
+            raise ArtifactRejected(
+                f"the smoke prediction failed on a row that fits the schema: "
+                f"{type(exc).__name__}: {exc}",
+                details=[{"field": "artifact", "reason": f"smoke prediction failed: {exc}"}],
+            ) from exc
+
+        def put() -> tuple[str, int]:
+            with open(artifact, "rb") as fh:
+                return self.artifacts.put(fh)
+
+        sha, size = await asyncio.to_thread(put)
+        described = await asyncio.to_thread(flavors.describe_object, loaded.obj)
+        env = meta.get("environment") or {}
+        lineage = {
+            "created_by": principal.consumer,
+            "python": env.get("python") or flavors.libraries_for(flavor)["python"],
+            "libraries": env.get("libraries") or flavors.libraries_for(flavor, loaded.obj),
+            "server_libraries": flavors.libraries_for(flavor, loaded.obj),
+            "code_commit": meta.get("commit"),
+            "train_data_sha256": meta.get("train_data_sha256"),
+            "hyperparameters": meta.get("params") or described["hyperparameters"],
+            "learned": described["learned"],
+            "metrics": meta.get("metrics") or {},
+            "schema_source": schema_source,
+        }
+        task = meta.get("task") or loaded.task
+        stats = meta.get("train_stats")
+        if isinstance(stats, dict) and isinstance(stats.get("fields"), dict):
+            keep = set(schema.names)
+            stats = {**stats, "fields": {k: v for k, v in stats["fields"].items() if k in keep}}
+
+        def write(conn: Connection) -> int:
+            model = registry.ensure_model(
+                conn,
+                name,
+                task=task,
+                description=meta.get("description") or "",
+                actor=principal.consumer,
+            )
+            number = registry.insert_version(
+                conn,
+                model.id,
+                sha256=sha,
+                size_bytes=size,
+                flavor=flavor,
+                input_schema=schema.to_dict(),
+                train_stats=stats,
+                lineage=lineage,
+                description=meta.get("version_description") or "",
+            )
+            if meta.get("alias"):
+                registry.set_alias(
+                    conn,
+                    name,
+                    meta["alias"],
+                    number,
+                    actor=principal.consumer,
+                    reason="set at push",
+                )
+            return number
+
+        number = await self.writer.run(write)
+        self.router.add(Served(name, number, task, schema, loaded))
+        await asyncio.to_thread(self.router.refresh)
+        return await self._read(lambda c: registry.get_version(c, name, number))
+
+    # -- keys -------------------------------------------------------------------------------------
+
+    async def create_key(
+        self, principal: Principal, consumer: str, scopes: list[str]
+    ) -> dict[str, Any]:
+        principal.require("admin")
+        secret, record = await self.writer.run(lambda c: keys.create_key(c, consumer, scopes))
+        return {"key": secret, **record}
+
+    async def list_keys(self, principal: Principal) -> list[dict[str, Any]]:
+        principal.require("admin")
+        return await self._read(keys.list_keys)
+
+    async def revoke_key(self, principal: Principal, key_id: int) -> dict[str, Any]:
+        principal.require("admin")
+        out = await self.writer.run(lambda c: keys.revoke_key(c, key_id))
+        self.keys.forget()
+        return out
+
+
+def _optional_int(value: Any, field: str) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise InvalidInput(
+            f"'{field}' must be a positive integer",
+            details=[{"field": field, "reason": "expected a positive integer"}],
+        )
+    return value
+
+
+def _schema_for(given: Any, loaded: flavors.LoadedModel, *, narrow: bool) -> tuple[Schema, str]:
+    """The version's schema: as given, from an MLflow signature, or from the estimator's features.
+
+    With ``narrow`` (a schema inferred from all training-data columns), only the estimator's
+    own input columns are kept, in its order; the target and other extra columns drop out.
+    """
+    features = getattr(loaded.obj, "feature_names_in_", None)
+    if given is not None:
+        schema = parse_schema(given)
+        if narrow and features is not None:
+            by_name = {f.name: f for f in schema.fields}
+            missing = [str(n) for n in features if str(n) not in by_name]
+            if missing:
+                raise InvalidInput(
+                    f"the training data lacks the model's input column(s): {', '.join(missing)}",
+                    details=[{"field": n, "reason": "not in the training data"} for n in missing],
+                )
+            return Schema(tuple(by_name[str(n)] for n in features)), "train_data"
+        return schema, "train_data" if narrow else "given"
+    if isinstance(loaded.extra.get("schema"), Schema):
+        return loaded.extra["schema"], "signature"
+    if features is not None:
+        return Schema(tuple(Field(str(n), "number") for n in features)), "estimator"
+    width = getattr(loaded.obj, "n_features_in_", None)
+    if isinstance(width, int) and width > 0:
+        return Schema(tuple(Field(f"x{i}", "number") for i in range(width))), "estimator"
+    raise InvalidInput(
+        "no input schema: give one (--schema FILE), or training data to infer it from "
+        "(--train-data FILE)",
+        details=[{"field": "schema", "reason": "missing and cannot be derived from the artifact"}],
+    )

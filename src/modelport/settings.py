@@ -1,0 +1,187 @@
+"""Every setting modelport reads, declared once.
+
+Precedence, highest first: a CLI flag (passed to :func:`load_settings` as an override), a
+``MODELPORT_<NAME>`` environment variable, a TOML config file (``--config`` or
+``MODELPORT_CONFIG``), the default. Unknown keys are an error wherever they appear. The same
+table drives ``modelport serve --help``, ``docs/settings.md`` and ``GET /v1/settings``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import tomllib
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from .errors import InvalidRequest
+
+
+class Settings(BaseSettings):
+    """The typed settings of one modelport process."""
+
+    model_config = SettingsConfigDict(env_prefix="MODELPORT_", extra="forbid", frozen=True)
+
+    home: Path = Field(
+        default=Path(".modelport"),
+        description="Folder for the embedded store (SQLite file) and the local artifact folder.",
+    )
+    store: str | None = Field(
+        default=None,
+        description=(
+            "Database URL: sqlite:///path/to/file.db or postgresql://user@host:port/db. "
+            "Default: the SQLite file modelport.db in the home folder."
+        ),
+    )
+    artifacts: str | None = Field(
+        default=None,
+        description="Folder for content-addressed artifacts. Default: artifacts/ in the home folder.",
+    )
+    host: str = Field(default="127.0.0.1", description="Address the server listens on.")
+    port: int = Field(default=8000, ge=0, le=65535, description="TCP port the server listens on.")
+    no_auth: bool = Field(
+        default=False,
+        description=(
+            "Serve without API keys (every caller is the consumer 'anonymous' with every scope). "
+            "For local experiments only: refused on a non-loopback host unless force_no_auth."
+        ),
+    )
+    force_no_auth: bool = Field(
+        default=False, description="Allow no_auth on a non-loopback host (prints a warning)."
+    )
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        default="info", description="Log level of the server."
+    )
+    sqlite_synchronous: Literal["FULL", "NORMAL"] = Field(
+        default="FULL",
+        description=(
+            "SQLite synchronous mode. FULL syncs every group commit to disk and survives power "
+            "loss; NORMAL survives a process crash only."
+        ),
+    )
+    ledger_max_batch: int = Field(
+        default=512,
+        ge=1,
+        description="Most write jobs (requests) grouped into one ledger commit.",
+    )
+    max_body_bytes: int = Field(
+        default=32 * 1024 * 1024, ge=1024, description="Largest request body accepted, in bytes."
+    )
+    max_artifact_bytes: int = Field(
+        default=2 * 1024 * 1024 * 1024,
+        ge=1024,
+        description="Largest artifact accepted by a push, in bytes.",
+    )
+    max_rows_per_request: int = Field(
+        default=10_000, ge=1, description="Most rows one predict request may carry."
+    )
+    predict_threads: int = Field(
+        default=4, ge=1, description="Threads that run model predictions beside the event loop."
+    )
+    key_cache_seconds: float = Field(
+        default=2.0,
+        ge=0,
+        description="How long a verified API key is trusted before it is looked up again.",
+    )
+    registry_poll_seconds: float = Field(
+        default=0.5,
+        gt=0,
+        description=(
+            "How often the server checks the store for registry changes made by other "
+            "processes (alias moves, pushes)."
+        ),
+    )
+
+    @field_validator("home", mode="after")
+    @classmethod
+    def _absolute_home(cls, value: Path) -> Path:
+        return value.expanduser().absolute()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The config file arrives as a lower-priority init source (see load_settings).
+        return (init_settings, env_settings)
+
+    @property
+    def store_url(self) -> str:
+        """The database URL, defaulting to the SQLite file in the home folder."""
+        return self.store or f"sqlite:///{self.home / 'modelport.db'}"
+
+    @property
+    def artifacts_location(self) -> str:
+        """Where artifacts live, defaulting to a folder in the home folder."""
+        return self.artifacts or str(self.home / "artifacts")
+
+    def public(self) -> dict[str, Any]:
+        """The settings as shown to API callers: passwords in the store URL are masked."""
+        data = self.model_dump(mode="json")
+        data["store"] = _mask_password(self.store_url)
+        data["artifacts"] = self.artifacts_location
+        return data
+
+
+def _mask_password(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return url
+
+
+def describe() -> list[dict[str, Any]]:
+    """Name, type, default, environment variable and help text of every setting."""
+    rows = []
+    for name, info in Settings.model_fields.items():
+        default = info.default
+        rows.append(
+            {
+                "name": name,
+                "env": f"MODELPORT_{name.upper()}",
+                "default": str(default) if isinstance(default, Path) else default,
+                "help": info.description or "",
+            }
+        )
+    return rows
+
+
+def load_settings(
+    overrides: dict[str, Any] | None = None, config_file: str | Path | None = None
+) -> Settings:
+    """Build settings from flags (``overrides``), the environment, a TOML file and defaults."""
+    config_file = config_file or os.environ.get("MODELPORT_CONFIG")
+    file_values: dict[str, Any] = {}
+    if config_file:
+        path = Path(config_file)
+        try:
+            file_values = tomllib.loads(path.read_text())
+        except FileNotFoundError:
+            raise InvalidRequest(f"config file not found: {path}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise InvalidRequest(f"config file {path} is not valid TOML: {exc}") from None
+        unknown = sorted(set(file_values) - set(Settings.model_fields))
+        if unknown:
+            raise InvalidRequest(f"unknown setting(s) in {path}: {', '.join(unknown)}")
+    flags = {k: v for k, v in (overrides or {}).items() if v is not None}
+    env_names = {
+        name for name in Settings.model_fields if f"MODELPORT_{name.upper()}" in os.environ
+    }
+    # The file only fills what neither a flag nor the environment sets.
+    merged = {k: v for k, v in file_values.items() if k not in env_names}
+    merged.update(flags)
+    try:
+        return Settings(**merged)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
+        )
+        raise InvalidRequest(f"invalid settings: {problems}") from None

@@ -1,0 +1,132 @@
+"""The database behind modelport: one schema on SQLite or PostgreSQL, migrated on open.
+
+:class:`Store` owns the engines. Reads take a pooled connection; every write in a server goes
+through :class:`~modelport.store.writer.Writer`, one thread that groups concurrent writes into
+one transaction (group commit). Short-lived tools (the CLI's ``keys`` commands, tests) may use
+:meth:`Store.transaction` directly: SQLite serializes them with ``BEGIN IMMEDIATE``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine, make_url
+
+from ..errors import StoreUnavailable
+from .tables import metadata
+
+__all__ = ["Store", "metadata", "normalize_url"]
+
+_MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+def _json_dumps(value: Any) -> str:
+    return orjson.dumps(value, option=orjson.OPT_SERIALIZE_NUMPY).decode()
+
+
+def _json_loads(value: Any) -> Any:
+    # SQLite gives JSON columns numeric affinity: a stored scalar may come back as a number.
+    if isinstance(value, str | bytes):
+        return orjson.loads(value)
+    return value
+
+
+def normalize_url(url: str) -> str:
+    """Map ``postgresql://`` and ``postgres://`` to the psycopg 3 driver; keep others as given."""
+    for prefix in ("postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix) :]
+    return url
+
+
+class Store:
+    """Engines over one database, with the schema migrated to the newest revision."""
+
+    def __init__(self, url: str, *, sqlite_synchronous: str = "FULL", migrate: bool = True):
+        self.url = normalize_url(url)
+        parsed = make_url(self.url)
+        self.dialect = parsed.get_backend_name()
+        if self.dialect not in ("sqlite", "postgresql"):
+            raise StoreUnavailable(
+                f"unsupported store URL scheme {parsed.drivername!r}: use sqlite:/// or postgresql://"
+            )
+        common: dict[str, Any] = {"json_serializer": _json_dumps, "json_deserializer": _json_loads}
+        if self.dialect == "sqlite":
+            if parsed.database and parsed.database != ":memory:":
+                Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+            self.read_engine = self._sqlite_engine(sqlite_synchronous, immediate=False, **common)
+            self.write_engine = self._sqlite_engine(sqlite_synchronous, immediate=True, **common)
+        else:
+            engine = sa.create_engine(
+                self.url, pool_pre_ping=True, pool_size=8, max_overflow=8, **common
+            )
+            self.read_engine = self.write_engine = engine
+        if migrate:
+            self.migrate()
+
+    def _sqlite_engine(self, synchronous: str, *, immediate: bool, **kwargs: Any) -> Engine:
+        engine = sa.create_engine(
+            self.url, connect_args={"check_same_thread": False, "timeout": 30}, **kwargs
+        )
+
+        @sa.event.listens_for(engine, "connect")
+        def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+            # Let SQLAlchemy, not the driver, decide when transactions begin.
+            dbapi_conn.isolation_level = None
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute(f"PRAGMA synchronous={synchronous}")
+            cur.execute("PRAGMA busy_timeout=30000")
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.close()
+
+        begin = "BEGIN IMMEDIATE" if immediate else "BEGIN"
+
+        @sa.event.listens_for(engine, "begin")
+        def _on_begin(conn: Connection) -> None:
+            conn.exec_driver_sql(begin)
+
+        return engine
+
+    def migrate(self) -> None:
+        """Bring the schema to the newest revision (a no-op when it already is)."""
+        from alembic import command
+        from alembic.config import Config
+
+        config = Config()
+        config.set_main_option("script_location", str(_MIGRATIONS))
+        try:
+            with self.write_engine.begin() as conn:
+                config.attributes["connection"] = conn
+                command.upgrade(config, "head")
+        except sa.exc.OperationalError as exc:
+            raise StoreUnavailable(f"cannot open the store: {exc.orig}") from exc
+
+    def revision(self) -> str | None:
+        """The schema revision recorded in the database."""
+        from alembic.runtime.migration import MigrationContext
+
+        with self.read_engine.connect() as conn:
+            return MigrationContext.configure(conn).get_current_revision()
+
+    @contextlib.contextmanager
+    def read(self) -> Iterator[Connection]:
+        """A connection for reading, returned to the pool afterwards."""
+        with self.read_engine.connect() as conn:
+            yield conn
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[Connection]:
+        """A write transaction outside the writer thread (tools and tests)."""
+        with self.write_engine.begin() as conn:
+            yield conn
+
+    def close(self) -> None:
+        self.read_engine.dispose()
+        if self.write_engine is not self.read_engine:
+            self.write_engine.dispose()

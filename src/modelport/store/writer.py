@@ -1,0 +1,187 @@
+"""Group commit: one thread owns every write of a server process.
+
+Request handlers hand the writer a job (rows for the ledger, or a function over a connection) and
+await it. The thread takes every job that is waiting, runs them all in one transaction and
+commits once, then answers each job. While one commit is on its way to disk, the next group forms,
+so durability costs one fsync per group rather than one per request. Each function job runs in its
+own savepoint, so one that fails is answered with its own error and does not fail the others.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from ..errors import ModelportError, StoreUnavailable
+from . import Store
+from .tables import predictions
+
+log = logging.getLogger("modelport.writer")
+
+T = TypeVar("T")
+
+
+@dataclass(slots=True)
+class _Job:
+    future: Future[Any]
+    rows: list[dict[str, Any]] | None = None
+    fn: Callable[[Connection], Any] | None = None
+    live: bool = True  # False when the caller gave up waiting; the work is still done
+
+
+@dataclass
+class WriterStats:
+    """Counters the monitoring layer reads."""
+
+    commits: int = 0
+    jobs: int = 0
+    rows: int = 0
+    failures: int = 0
+    last_commit_ms: float = 0.0
+    commit_ms_total: float = field(default=0.0)
+
+
+_STOP = object()
+
+
+class Writer:
+    """The single writing thread of a process, with group commit."""
+
+    def __init__(self, store: Store, *, max_batch: int = 512) -> None:
+        self.store = store
+        self.max_batch = max_batch
+        self.stats = WriterStats()
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name="modelport-writer", daemon=True)
+        self._started = False
+        self._stopped = False
+
+    def start(self) -> None:
+        if not self._started:
+            self._started = True
+            self._thread.start()
+
+    def stop(self) -> None:
+        """Commit everything queued so far, then end the thread."""
+        if self._started and not self._stopped:
+            self._stopped = True
+            self._queue.put(_STOP)
+            self._thread.join()
+
+    # -- submitting -------------------------------------------------------------------------
+
+    def submit_rows(self, rows: list[dict[str, Any]]) -> Future[None]:
+        """Queue ledger rows; the future resolves once they are committed."""
+        return self._submit(_Job(Future(), rows=rows))
+
+    def submit(self, fn: Callable[[Connection], T]) -> Future[T]:
+        """Queue ``fn(conn)``; the future resolves with its result once committed."""
+        return self._submit(_Job(Future(), fn=fn))
+
+    async def insert_rows(self, rows: list[dict[str, Any]]) -> None:
+        await asyncio.wrap_future(self.submit_rows(rows))
+
+    async def run(self, fn: Callable[[Connection], T]) -> T:
+        return await asyncio.wrap_future(self.submit(fn))
+
+    def _submit(self, job: _Job) -> Future[Any]:
+        if self._stopped:
+            raise StoreUnavailable("the server is shutting down")
+        self._queue.put(job)
+        return job.future
+
+    # -- the thread -------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        while True:
+            first = self._queue.get()
+            if first is _STOP:
+                return
+            jobs: list[_Job] = [first]
+            stop_after = False
+            while len(jobs) < self.max_batch:
+                try:
+                    nxt = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is _STOP:
+                    stop_after = True
+                    break
+                jobs.append(nxt)
+            for job in jobs:
+                # From here a caller's cancel() no longer succeeds; a job cancelled earlier is
+                # still written (its rows were predicted) but nobody is answered.
+                job.live = job.future.set_running_or_notify_cancel()
+            self._commit_group(jobs)
+            if stop_after:
+                return
+
+    def _commit_group(self, jobs: list[_Job]) -> None:
+        started = time.perf_counter()
+        try:
+            results = self._execute(jobs)
+        except Exception as exc:  # the group failed as a whole: try each job on its own
+            if len(jobs) > 1:
+                for job in jobs:
+                    self._commit_group([job])
+                return
+            self.stats.failures += 1
+            _fail(jobs[0], exc)
+            return
+        elapsed = (time.perf_counter() - started) * 1000
+        self.stats.commits += 1
+        self.stats.jobs += len(jobs)
+        self.stats.last_commit_ms = elapsed
+        self.stats.commit_ms_total += elapsed
+        for job, (ok, value) in zip(jobs, results, strict=True):
+            if not job.live:
+                continue
+            if ok:
+                job.future.set_result(value)
+            else:
+                job.future.set_exception(value)
+
+    def _execute(self, jobs: list[_Job]) -> list[tuple[bool, Any]]:
+        results: list[tuple[bool, Any]] = []
+        with self.store.write_engine.begin() as conn:
+            rows = [row for job in jobs if job.rows for row in job.rows]
+            if rows:
+                conn.execute(predictions.insert(), rows)
+                self.stats.rows += len(rows)
+            for job in jobs:
+                if job.fn is None:
+                    results.append((True, None))
+                    continue
+                savepoint = conn.begin_nested()
+                try:
+                    value = job.fn(conn)
+                except Exception as exc:
+                    savepoint.rollback()
+                    results.append((False, exc))
+                else:
+                    savepoint.commit()
+                    results.append((True, value))
+        return results
+
+
+def _fail(job: _Job, exc: BaseException) -> None:
+    if not job.live:
+        return
+    if isinstance(exc, ModelportError):
+        job.future.set_exception(exc)
+    elif isinstance(exc, sa.exc.OperationalError | sa.exc.InterfaceError):
+        log.error("store write failed: %s", exc)
+        job.future.set_exception(StoreUnavailable(f"the store refused the write: {exc.orig}"))
+    else:
+        log.exception("store write failed")
+        job.future.set_exception(StoreUnavailable(f"the store refused the write: {exc}"))

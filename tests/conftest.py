@@ -1,0 +1,193 @@
+"""Shared fixtures: a fresh store per test (SQLite, or PostgreSQL when configured) and a real
+server on a free loopback port.
+
+Set ``MODELPORT_TEST_POSTGRES_URL`` (e.g. ``postgresql://postgres@127.0.0.1:5432/test``) to run
+the whole suite against PostgreSQL: each test gets its own schema, dropped afterwards.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+
+from modelport import Client
+from modelport.keys import create_key
+from modelport.settings import Settings, load_settings
+from modelport.store import Store
+
+POSTGRES_URL = os.environ.get("MODELPORT_TEST_POSTGRES_URL")
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    if POSTGRES_URL:
+        return f"modelport store: PostgreSQL ({POSTGRES_URL}), a fresh schema per test"
+    return (
+        "modelport store: SQLite only -- PostgreSQL NOT tested "
+        "(set MODELPORT_TEST_POSTGRES_URL to run the suite against it)"
+    )
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if not POSTGRES_URL:
+        terminalreporter.write_line(
+            "NOTE: PostgreSQL was skipped: the suite ran on SQLite only "
+            "(set MODELPORT_TEST_POSTGRES_URL to cover it).",
+            yellow=True,
+        )
+
+
+def _with_search_path(url: str, schema: str) -> str:
+    sep = "&" if "?" in url else "?"
+    return f"{url}{sep}options=-csearch_path%3D{schema}"
+
+
+@pytest.fixture
+def store_url(tmp_path: Path) -> Iterator[str]:
+    """A URL of an empty store of its own: a SQLite file, or a PostgreSQL schema."""
+    if not POSTGRES_URL:
+        yield f"sqlite:///{tmp_path / 'modelport.db'}"
+        return
+    import sqlalchemy as sa
+
+    from modelport.store import normalize_url
+
+    schema = "t_" + uuid.uuid4().hex[:16]
+    admin = sa.create_engine(normalize_url(POSTGRES_URL), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f"CREATE SCHEMA {schema}")
+    try:
+        yield _with_search_path(POSTGRES_URL, schema)
+    finally:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f"DROP SCHEMA {schema} CASCADE")
+        admin.dispose()
+
+
+@pytest.fixture
+def settings(tmp_path: Path, store_url: str) -> Settings:
+    return load_settings({"home": str(tmp_path / "home"), "store": store_url, "port": 0})
+
+
+@pytest.fixture
+def store(settings: Settings) -> Iterator[Store]:
+    st = Store(settings.store_url)
+    yield st
+    st.close()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class RunningServer:
+    """A modelport server in a thread of this process, on a loopback port."""
+
+    url: str
+    settings: Settings
+    admin_key: str
+    server: uvicorn.Server
+    thread: threading.Thread
+    _open: list[Any] = field(default_factory=list)
+
+    def client(self, key: str | None = None) -> Client:
+        """A ``modelport.Client`` (admin key by default), closed when the server stops."""
+        c = Client(self.url, key if key is not None else self.admin_key)
+        self._open.append(c)
+        return c
+
+    def http(self, key: str | None = None) -> httpx.Client:
+        """A plain HTTP client (admin key by default; ``""`` for none), closed at stop."""
+        key = key if key is not None else self.admin_key
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        c = httpx.Client(base_url=self.url, headers=headers, timeout=60)
+        self._open.append(c)
+        return c
+
+    def key(self, consumer: str, *scopes: str) -> str:
+        """A new key for ``consumer`` with ``scopes``."""
+        return make_key(self.settings, consumer, list(scopes))
+
+    def stop(self) -> None:
+        for c in self._open:
+            c.close()
+        self.server.should_exit = True
+        self.thread.join(timeout=30)
+
+
+def make_key(settings: Settings, consumer: str, scopes: list[str]) -> str:
+    """Create an API key straight in the store (as ``modelport keys create`` does)."""
+    st = Store(settings.store_url)
+    try:
+        with st.transaction() as conn:
+            secret, _ = create_key(conn, consumer, scopes)
+    finally:
+        st.close()
+    return secret
+
+
+def start_server(settings: Settings) -> RunningServer:
+    from modelport.api.app import create_app
+
+    port = free_port()
+    settings = settings.model_copy(update={"port": port})
+    admin = make_key(settings, "test-admin", ["admin"])
+    config = uvicorn.Config(
+        create_app(settings), host="127.0.0.1", port=port, log_level="warning", lifespan="on"
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError("the test server did not start")
+        time.sleep(0.01)
+    return RunningServer(f"http://127.0.0.1:{port}", settings, admin, server, thread)
+
+
+@pytest.fixture
+def server(settings: Settings) -> Iterator[RunningServer]:
+    """A real server on a free loopback port, with an admin key."""
+    running = start_server(settings)
+    yield running
+    running.stop()
+
+
+IRIS_COLUMNS = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
+
+
+@pytest.fixture(scope="session")
+def iris_frame() -> Any:
+    """The iris data with readable columns and the species as strings."""
+    from sklearn.datasets import load_iris
+
+    iris = load_iris(as_frame=True)
+    df = iris.data.copy()
+    df.columns = IRIS_COLUMNS
+    df["species"] = iris.target.map(dict(enumerate(iris.target_names))).astype(str)
+    return df
+
+
+@pytest.fixture(scope="session")
+def iris_pipeline(iris_frame: Any) -> Any:
+    """A scaled logistic regression fitted on named columns."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000))
+    return model.fit(iris_frame[IRIS_COLUMNS], iris_frame["species"])
