@@ -8,9 +8,9 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from . import errors  # noqa: E402
-from .client import Client  # noqa: E402
-from .errors import ModelportError  # noqa: E402
-from .model import Model  # noqa: E402
+from . import errors
+from .client import Client
+from .errors import ModelportError
+from .model import Model
 
 __all__ = ["Client", "Model", "ModelportError", "__version__", "errors"]

@@ -83,7 +83,10 @@ def settings_options(fn: F) -> F:
         flag = "--" + name.replace("_", "-")
         help_text = f"{info.description} [env MODELPORT_{name.upper()}]"
         annotation = info.annotation
-        if annotation is bool:
+        if typing.get_origin(annotation) is typing.Literal:
+            choice = click.Choice([str(v) for v in typing.get_args(annotation)])
+            fn = click.option(flag, name, type=choice, default=None, help=help_text)(fn)
+        elif annotation is bool:
             fn = click.option(flag, name, is_flag=True, default=None, help=help_text)(fn)
         elif annotation is int:
             fn = click.option(flag, name, type=int, default=None, help=help_text)(fn)

@@ -8,6 +8,7 @@ and replicas without coordination.
 from __future__ import annotations
 
 import os
+import random
 import threading
 import time
 import uuid
@@ -15,6 +16,10 @@ import uuid
 _lock = threading.Lock()
 _last_ms = 0
 _seq = 0
+# Ids must be unique, not secret (reading a prediction needs a key anyway): a PRNG seeded from
+# the OS is enough and avoids a system call per id. Reseeded in a forked child.
+_random = random.Random(os.urandom(32))
+os.register_at_fork(after_in_child=lambda: _random.seed(os.urandom(32)))
 
 
 def new_id() -> str:
@@ -32,7 +37,7 @@ def new_id() -> str:
             _seq = 0
         _last_ms = ms
         seq = _seq
-    rand = int.from_bytes(os.urandom(8), "big") & 0x3FFF_FFFF_FFFF_FFFF
+        rand = _random.getrandbits(62)
     value = (ms << 80) | (0x7 << 76) | (seq << 64) | (0b10 << 62) | rand
     return str(uuid.UUID(int=value))
 

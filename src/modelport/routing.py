@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from . import flavors, registry
@@ -23,6 +23,20 @@ from .store import Store
 log = logging.getLogger("modelport.routing")
 
 
+@dataclass
+class PredictTiming:
+    """A running mean of how long one predict call of a version takes."""
+
+    mean_ms: float = 0.0
+    calls: int = 0
+
+    def add(self, ms: float) -> None:
+        self.calls += 1
+        # Exponential moving average, starting as a plain mean so the first calls count fully.
+        weight = max(0.05, 1.0 / self.calls)
+        self.mean_ms += (ms - self.mean_ms) * weight
+
+
 @dataclass(frozen=True)
 class Served:
     """A version ready to answer: its schema (compiled) and its loaded model."""
@@ -32,6 +46,7 @@ class Served:
     task: str
     schema: Schema
     loaded: LoadedModel
+    timing: PredictTiming = field(default_factory=PredictTiming, compare=False)
 
 
 class Router:

@@ -130,16 +130,32 @@ class Schema:
         return {f.name: _example_value(f) for f in self.fields}
 
     def frame(self, rows: list[list[Any]]) -> pd.DataFrame:
-        """Validated rows as a DataFrame with the schema's columns and dtypes."""
+        """Validated rows as a DataFrame with the schema's columns and dtypes.
+
+        Built column by column from typed arrays: several times faster than letting pandas
+        infer types from a list of rows, which matters on the per-request path.
+        """
+        import numpy as np
         import pandas as pd
 
-        df = pd.DataFrame(rows, columns=self.names)
-        for f in self.fields:
+        columns: dict[str, Any] = {}
+        for j, f in enumerate(self.fields):
+            values = [row[j] for row in rows]
             if f.type == "number":
-                df[f.name] = df[f.name].astype("float64")
-            elif f.type == "integer" and not df[f.name].isna().any():
-                df[f.name] = df[f.name].astype("int64")
-        return df
+                columns[f.name] = np.array(
+                    [np.nan if v is None else v for v in values], dtype="float64"
+                )
+            elif f.type == "integer" and None not in values:
+                columns[f.name] = np.array(values, dtype="int64")
+            elif f.type == "integer":
+                columns[f.name] = np.array(
+                    [np.nan if v is None else v for v in values], dtype="float64"
+                )
+            elif f.type == "boolean" and None not in values:
+                columns[f.name] = np.array(values, dtype="bool")
+            else:
+                columns[f.name] = pd.Series(values, dtype="object")
+        return pd.DataFrame(columns, columns=self.names)
 
 
 _MISSING = object()

@@ -139,11 +139,24 @@ class Service:
     async def _score(
         self, served: Served, rows: list[list[Any]]
     ) -> tuple[list[Any], list[dict[str, float]] | None]:
-        loop = asyncio.get_running_loop()
+        """Run the model. Fast models run on the event loop; slow ones in the predict threads.
+
+        A thread hand-off costs more than a fast scikit-learn call and makes the loop fight
+        the worker threads for the GIL; a slow call on the loop would stall every other
+        request. The version's mean call time decides, against inline_predict_ms.
+        """
+        timing = served.timing
+
+        def call() -> tuple[list[Any], list[dict[str, float]] | None]:
+            started = time.perf_counter()
+            result = served.loaded.predict_with_proba(rows, served.schema)
+            timing.add((time.perf_counter() - started) * 1000)
+            return result
+
         try:
-            return await loop.run_in_executor(
-                self.predict_pool, served.loaded.predict_with_proba, rows, served.schema
-            )
+            if timing.calls and timing.mean_ms <= self.settings.inline_predict_ms:
+                return call()
+            return await asyncio.get_running_loop().run_in_executor(self.predict_pool, call)
         except Exception as exc:
             log.exception("model %s version %s failed", served.model, served.version)
             raise ModelFailed(

@@ -80,6 +80,14 @@ class Settings(BaseSettings):
     predict_threads: int = Field(
         default=4, ge=1, description="Threads that run model predictions beside the event loop."
     )
+    inline_predict_ms: float = Field(
+        default=5.0,
+        ge=0,
+        description=(
+            "Versions whose mean predict call takes at most this many milliseconds run on the "
+            "event loop; slower ones run in the predict threads so they cannot stall the server."
+        ),
+    )
     key_cache_seconds: float = Field(
         default=2.0,
         ge=0,

@@ -339,16 +339,3 @@ def _json_safe(value: Any, depth: int = 0) -> Any:
 def example_rows(schema: Schema) -> list[list[Any]]:
     """One validated row that fits the schema, for the smoke prediction."""
     return schema.validate([schema.example_record()])
-
-
-__all__ = [
-    "FLAVORS",
-    "SAFE_FLAVORS",
-    "LoadedModel",
-    "describe_object",
-    "detect_flavor",
-    "example_rows",
-    "libraries_for",
-    "load",
-    "serialize",
-]
