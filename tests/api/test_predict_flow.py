@@ -10,9 +10,13 @@ from modelport import errors
 from tests.conftest import IRIS_COLUMNS, RunningServer
 
 
-def test_push_predict_feedback_roundtrip(server: RunningServer, iris_pipeline: Any, iris_frame: Any) -> None:
+def test_push_predict_feedback_roundtrip(
+    server: RunningServer, iris_pipeline: Any, iris_frame: Any
+) -> None:
     mp = server.client()
-    pushed = mp.push("iris", iris_pipeline, train_data=iris_frame, alias="production", commit="abc123")
+    pushed = mp.push(
+        "iris", iris_pipeline, train_data=iris_frame, alias="production", commit="abc123"
+    )
     assert pushed["version"] == 1
     assert [f["name"] for f in pushed["schema"]["fields"]] == IRIS_COLUMNS
     assert pushed["lineage"]["code_commit"] == "abc123"
@@ -36,7 +40,9 @@ def test_push_predict_feedback_roundtrip(server: RunningServer, iris_pipeline: A
     assert [f["label"] for f in record["feedback"]] == ["versicolor"]
 
 
-def test_bad_input_is_422_and_not_logged(server: RunningServer, iris_pipeline: Any, iris_frame: Any) -> None:
+def test_bad_input_is_422_and_not_logged(
+    server: RunningServer, iris_pipeline: Any, iris_frame: Any
+) -> None:
     mp = server.client()
     mp.push("iris", iris_pipeline, train_data=iris_frame, alias="production")
     with pytest.raises(errors.InvalidInput) as info:
