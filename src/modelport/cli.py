@@ -549,7 +549,7 @@ def keys_list(remote: Any, local: Any, include_revoked: bool, as_json: bool) -> 
     from .timefmt import iso
 
     if remote is not None:
-        rows = remote.keys()
+        rows = remote.list_keys()
     else:
         with local.read() as conn:
             rows = keymod.list_keys(conn, include_revoked=include_revoked)

@@ -281,7 +281,7 @@ class Client:
     def create_key(self, name: str, scopes: Sequence[str]) -> dict[str, Any]:
         return self._dict("POST", "/v1/keys", json={"name": name, "scopes": list(scopes)})
 
-    def keys(self) -> list[dict[str, Any]]:
+    def list_keys(self) -> list[dict[str, Any]]:
         return self._list("GET", "/v1/keys")
 
     def revoke_key(self, key_id: int) -> dict[str, Any]:

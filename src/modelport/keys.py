@@ -97,17 +97,11 @@ def create_key(
 
 
 def list_keys(conn: Connection, *, include_revoked: bool = False) -> list[dict[str, Any]]:
-    query = sa.select(
-        api_keys.c.id,
-        api_keys.c.prefix,
-        api_keys.c.consumer,
-        api_keys.c.scopes,
-        api_keys.c.created_at,
-        api_keys.c.revoked_at,
-    ).order_by(api_keys.c.id)
+    names = ("id", "prefix", "consumer", "scopes", "created_at", "revoked_at")
+    query = sa.select(*(api_keys.c[n] for n in names)).order_by(api_keys.c.id)
     if not include_revoked:
         query = query.where(api_keys.c.revoked_at.is_(None))
-    return [dict(r._mapping) for r in conn.execute(query)]
+    return [dict(zip(names, r, strict=True)) for r in conn.execute(query)]
 
 
 def revoke_key(conn: Connection, key_id: int) -> dict[str, Any]:
