@@ -51,6 +51,9 @@ class Group(click.Group):
             return super().invoke(ctx)
         except ModelportError as exc:
             _fail(_one_line(exc), 2 if isinstance(exc, InvalidInput | InvalidRequest) else 1)
+        except click.UsageError as exc:
+            where = f" (see '{exc.ctx.command_path} --help')" if exc.ctx else ""
+            _fail(" ".join(exc.format_message().split()) + where, 2)
         except (click.ClickException, click.exceptions.Exit, click.exceptions.Abort):
             raise
         except (OSError, ValueError) as exc:

@@ -1,0 +1,95 @@
+"""Real ``modelport`` processes for tests: start on a free loopback port, wait, always stop."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import httpx
+
+from tests.conftest import free_port
+
+
+def cli_env(**extra: str) -> dict[str, str]:
+    """The environment for a CLI subprocess, without settings leaking in from the outside."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MODELPORT_")}
+    env.update(extra)
+    return env
+
+
+def run_cli(
+    args: Sequence[str], *, env: dict[str, str] | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    """Run ``modelport ARGS`` and capture its output."""
+    return subprocess.run(
+        [sys.executable, "-m", "modelport.cli", *args],
+        capture_output=True,
+        text=True,
+        env=env if env is not None else cli_env(),
+        timeout=timeout,
+    )
+
+
+class ServerProcess:
+    """``modelport serve`` in a subprocess."""
+
+    def __init__(self, home: Path, store: str, port: int | None = None) -> None:
+        self.home = home
+        self.store = store
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc: subprocess.Popen[str] | None = None
+
+    def start(self, timeout: float = 60) -> ServerProcess:
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "modelport.cli",
+                "serve",
+                "--port",
+                str(self.port),
+                "--home",
+                str(self.home),
+                "--store",
+                self.store,
+                "--log-level",
+                "warning",
+            ],
+            env=cli_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(
+                    f"server exited: {self.proc.stdout.read() if self.proc.stdout else ''}"
+                )
+            try:
+                if httpx.get(f"{self.url}/v1/health", timeout=1).status_code == 200:
+                    return self
+            except httpx.TransportError:
+                pass
+            time.sleep(0.05)
+        self.kill()
+        raise RuntimeError("server did not become healthy in time")
+
+    def signal(self, sig: int) -> int:
+        """Send a signal and wait for the exit status."""
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+        return self.proc.wait(timeout=60)
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(timeout=30)
+        if self.proc is not None and self.proc.stdout is not None:
+            self.proc.stdout.close()
