@@ -25,16 +25,30 @@ log = logging.getLogger("modelport.routing")
 
 @dataclass
 class PredictTiming:
-    """A running mean of how long one predict call of a version takes."""
+    """How long predict calls of a version take: CPU time, and wall time when run inline.
 
-    mean_ms: float = 0.0
+    CPU time is measured in the calling thread, so waiting for the GIL under load does not make
+    a fast model look slow. Wall time on the event loop catches models that wait (sleep, I/O)
+    rather than compute; once such a model has shown itself, it stays off the loop.
+    """
+
+    cpu_ms: float = 0.0
+    inline_wall_ms: float = 0.0
     calls: int = 0
 
-    def add(self, ms: float) -> None:
+    def add(self, cpu_ms: float, wall_ms: float | None) -> None:
         self.calls += 1
-        # Exponential moving average, starting as a plain mean so the first calls count fully.
-        weight = max(0.05, 1.0 / self.calls)
-        self.mean_ms += (ms - self.mean_ms) * weight
+        weight = max(0.05, 1.0 / self.calls)  # a plain mean at first, then an EMA
+        self.cpu_ms += (cpu_ms - self.cpu_ms) * weight
+        if wall_ms is not None:
+            self.inline_wall_ms = max(wall_ms, self.inline_wall_ms * 0.99)
+
+    def inline(self, threshold_ms: float) -> bool:
+        return (
+            self.calls > 0
+            and self.cpu_ms <= threshold_ms
+            and self.inline_wall_ms <= 4 * threshold_ms
+        )
 
 
 @dataclass(frozen=True)

@@ -143,18 +143,21 @@ class Service:
 
         A thread hand-off costs more than a fast scikit-learn call and makes the loop fight
         the worker threads for the GIL; a slow call on the loop would stall every other
-        request. The version's mean call time decides, against inline_predict_ms.
+        request. The version's measured CPU time per call decides, against inline_predict_ms
+        (see :class:`~modelport.routing.PredictTiming`).
         """
         timing = served.timing
+        inline = timing.inline(self.settings.inline_predict_ms)
 
         def call() -> tuple[list[Any], list[dict[str, float]] | None]:
-            started = time.perf_counter()
+            wall, cpu = time.perf_counter(), time.thread_time()
             result = served.loaded.predict_with_proba(rows, served.schema)
-            timing.add((time.perf_counter() - started) * 1000)
+            wall_ms = (time.perf_counter() - wall) * 1000 if inline else None
+            timing.add((time.thread_time() - cpu) * 1000, wall_ms)
             return result
 
         try:
-            if timing.calls and timing.mean_ms <= self.settings.inline_predict_ms:
+            if inline:
                 return call()
             return await asyncio.get_running_loop().run_in_executor(self.predict_pool, call)
         except Exception as exc:

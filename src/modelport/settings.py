@@ -84,8 +84,9 @@ class Settings(BaseSettings):
         default=5.0,
         ge=0,
         description=(
-            "Versions whose mean predict call takes at most this many milliseconds run on the "
-            "event loop; slower ones run in the predict threads so they cannot stall the server."
+            "Versions whose predict calls take at most this many milliseconds of CPU (and have "
+            "never waited long on the event loop) run inline; slower ones run in the predict "
+            "threads so they cannot stall the server."
         ),
     )
     key_cache_seconds: float = Field(

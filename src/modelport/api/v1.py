@@ -11,6 +11,7 @@ from typing import Annotated, Any
 import orjson
 from fastapi import APIRouter, Depends, File, Form, Query, Request, UploadFile
 from pydantic import BaseModel, ValidationError
+from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 
 from .. import __version__
@@ -53,7 +54,10 @@ async def principal(request: Request) -> Principal:
 
 
 async def json_body(request: Request) -> Any:
-    raw = await request.body()
+    try:
+        raw = await request.body()
+    except ClientDisconnect:
+        raise InvalidRequest("the client disconnected before sending the whole body") from None
     if not raw:
         raise InvalidRequest("the request body is empty; send a JSON object")
     try:

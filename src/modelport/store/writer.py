@@ -1,6 +1,6 @@
 """Group commit: one thread owns every write of a server process.
 
-Request handlers hand the writer a job (rows for the ledger, or a function over a connection) and
+Request handlers hand the writer a job (ledger rows as tuples, or a function over a connection) and
 await it. The thread takes every job that is waiting, runs them all in one transaction and
 commits once, then answers each job. While one commit is on its way to disk, the next group forms,
 so durability costs one fsync per group rather than one per request. Each function job runs in its
@@ -23,8 +23,8 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from ..errors import ModelportError, StoreUnavailable
+from ..ledger import insert_statement
 from . import Store
-from .tables import predictions
 
 log = logging.getLogger("modelport.writer")
 
@@ -34,7 +34,7 @@ T = TypeVar("T")
 @dataclass(slots=True)
 class _Job:
     future: Future[Any]
-    rows: list[dict[str, Any]] | None = None
+    rows: list[tuple[Any, ...]] | None = None
     fn: Callable[[Connection], Any] | None = None
     live: bool = True  # False when the caller gave up waiting; the work is still done
 
@@ -62,6 +62,7 @@ class Writer:
         self.max_batch = max_batch
         self.stats = WriterStats()
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._insert_sql = insert_statement(store.write_engine.dialect.paramstyle)
         self._thread = threading.Thread(target=self._run, name="modelport-writer", daemon=True)
         self._started = False
         self._stopped = False
@@ -80,7 +81,7 @@ class Writer:
 
     # -- submitting -------------------------------------------------------------------------
 
-    def submit_rows(self, rows: list[dict[str, Any]]) -> Future[None]:
+    def submit_rows(self, rows: list[tuple[Any, ...]]) -> Future[None]:
         """Queue ledger rows; the future resolves once they are committed."""
         return self._submit(_Job(Future(), rows=rows))
 
@@ -88,7 +89,7 @@ class Writer:
         """Queue ``fn(conn)``; the future resolves with its result once committed."""
         return self._submit(_Job(Future(), fn=fn))
 
-    async def insert_rows(self, rows: list[dict[str, Any]]) -> None:
+    async def insert_rows(self, rows: list[tuple[Any, ...]]) -> None:
         await asyncio.wrap_future(self.submit_rows(rows))
 
     async def run(self, fn: Callable[[Connection], T]) -> T:
@@ -156,7 +157,8 @@ class Writer:
         with self.store.write_engine.begin() as conn:
             rows = [row for job in jobs if job.rows for row in job.rows]
             if rows:
-                conn.execute(predictions.insert(), rows)
+                # Straight to the driver's executemany: the rows are tuples of plain values.
+                conn.exec_driver_sql(self._insert_sql, rows)
                 self.stats.rows += len(rows)
             for job in jobs:
                 if job.fn is None:
