@@ -469,6 +469,10 @@ def keys() -> None:
     Against the local store by default (``--home``/``--store``, or MODELPORT_HOME/
     MODELPORT_STORE); against a server when ``--url`` (or MODELPORT_URL) is given, with an
     admin ``--key``.
+
+    \b
+    Example:
+      modelport keys create --name checkout --scope predict --scope feedback
     """
 
 

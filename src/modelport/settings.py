@@ -163,6 +163,16 @@ def describe() -> list[dict[str, Any]]:
     return rows
 
 
+def markdown() -> str:
+    """The settings table of ``docs/settings.md`` (a test keeps the file equal to this)."""
+    lines = ["| setting | flag | environment | default | meaning |", "|---|---|---|---|---|"]
+    for row in describe():
+        flag = "--" + row["name"].replace("_", "-")
+        default = "" if row["default"] is None else f"`{row['default']}`"
+        lines.append(f"| `{row['name']}` | `{flag}` | `{row['env']}` | {default} | {row['help']} |")
+    return "\n".join(lines) + "\n"
+
+
 def load_settings(
     overrides: dict[str, Any] | None = None, config_file: str | Path | None = None
 ) -> Settings:
