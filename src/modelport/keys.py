@@ -135,15 +135,22 @@ class KeyCache:
         self._cache: dict[str, tuple[float, Principal]] = {}
         self._lock = threading.Lock()
 
+    def cached(self, secret: str) -> Principal | None:
+        """The principal for a key verified less than ``ttl`` seconds ago, else None."""
+        hit = self._cache.get(secret)
+        if hit is not None and hit[0] > time.monotonic():
+            return hit[1]
+        return None
+
     def authenticate(self, secret: str | None) -> Principal:
+        """Verify a key (from the cache, else the store)."""
         if not secret:
             raise Unauthorized(
                 "an API key is required: send 'Authorization: Bearer <key>' or 'X-API-Key'"
             )
-        now = time.monotonic()
-        hit = self._cache.get(secret)
-        if hit is not None and hit[0] > now:
-            return hit[1]
+        principal = self.cached(secret)
+        if principal is not None:
+            return principal
         with self.store.read() as conn:
             principal = lookup(conn, secret)
         if principal is None:
@@ -152,7 +159,7 @@ class KeyCache:
         with self._lock:
             if len(self._cache) > 10_000:
                 self._cache.clear()
-            self._cache[secret] = (now + self.ttl, principal)
+            self._cache[secret] = (time.monotonic() + self.ttl, principal)
         return principal
 
     def forget(self) -> None:

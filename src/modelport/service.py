@@ -68,10 +68,14 @@ class Service:
         self.predict_pool.shutdown(wait=True)
         self.store.close()
 
-    def authenticate(self, secret: str | None) -> Principal:
+    async def authenticate(self, secret: str | None) -> Principal:
+        """The caller's principal; a key not in the cache is looked up off the event loop."""
         if self.settings.no_auth:
             return ANONYMOUS
-        return self.keys.authenticate(secret)
+        principal = self.keys.cached(secret) if secret else None
+        if principal is not None:
+            return principal
+        return await asyncio.to_thread(self.keys.authenticate, secret)
 
     async def _read(self, fn: Callable[[Connection], T]) -> T:
         def run() -> T:

@@ -50,7 +50,7 @@ def api_key(request: Request) -> str | None:
 
 
 async def principal(request: Request) -> Principal:
-    return service(request).authenticate(api_key(request))
+    return await service(request).authenticate(api_key(request))
 
 
 async def json_body(request: Request) -> Any:

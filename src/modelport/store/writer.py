@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from ..errors import ModelportError, StoreUnavailable
+from ..errors import Conflict, ModelportError, StoreUnavailable
 from ..ledger import insert_statement
 from . import Store
 
@@ -169,7 +169,7 @@ class Writer:
                     value = job.fn(conn)
                 except Exception as exc:
                     savepoint.rollback()
-                    results.append((False, exc))
+                    results.append((False, _translate(exc)))
                 else:
                     savepoint.commit()
                     results.append((True, value))
@@ -177,13 +177,19 @@ class Writer:
 
 
 def _fail(job: _Job, exc: BaseException) -> None:
-    if not job.live:
-        return
+    if job.live:
+        job.future.set_exception(_translate(exc))
+
+
+def _translate(exc: BaseException) -> BaseException:
+    """Database errors as the service's errors; ours pass through."""
     if isinstance(exc, ModelportError):
-        job.future.set_exception(exc)
-    elif isinstance(exc, sa.exc.OperationalError | sa.exc.InterfaceError):
+        return exc
+    if isinstance(exc, sa.exc.IntegrityError):
+        # Another process wrote the same row first (e.g. two pushes numbering a version).
+        return Conflict(f"a concurrent change conflicted; try again ({exc.orig})")
+    if isinstance(exc, sa.exc.OperationalError | sa.exc.InterfaceError):
         log.error("store write failed: %s", exc)
-        job.future.set_exception(StoreUnavailable(f"the store refused the write: {exc.orig}"))
-    else:
-        log.exception("store write failed")
-        job.future.set_exception(StoreUnavailable(f"the store refused the write: {exc}"))
+        return StoreUnavailable(f"the store refused the write: {exc.orig}")
+    log.error("store write failed", exc_info=exc)
+    return StoreUnavailable(f"the store refused the write: {exc}")
