@@ -68,3 +68,43 @@ def test_identical_artifacts_share_one_blob(
     b = mp.push("iris", path)
     assert (a["version"], b["version"]) == (1, 2) and a["sha256"] == b["sha256"]
     assert len(_blobs(server)) == 1
+
+
+def test_mlflow_folder_push_takes_its_schema_from_the_signature(
+    server: RunningServer, iris_pipeline: Any, iris_frame: Any, tmp_path: Path
+) -> None:
+    import cloudpickle
+
+    folder = tmp_path / "mlflow-model"
+    folder.mkdir()
+    (folder / "model.pkl").write_bytes(cloudpickle.dumps(iris_pipeline))
+    columns = ", ".join(
+        f'{{"type": "double", "name": "{c}", "required": true}}' for c in IRIS_COLUMNS
+    )
+    (folder / "MLmodel").write_text(
+        "artifact_path: model\n"
+        "flavors:\n"
+        "  python_function:\n    loader_module: mlflow.sklearn\n    model_path: model.pkl\n"
+        "  sklearn:\n    pickled_model: model.pkl\n    serialization_format: cloudpickle\n"
+        f"signature:\n  inputs: '[{columns}]'\n"
+    )
+    mp = server.client()
+    pushed = mp.push("flowers", folder, alias="production")
+    assert pushed["flavor"] == "mlflow" and pushed["lineage"]["schema_source"] == "signature"
+    assert [f["name"] for f in pushed["schema"]["fields"]] == IRIS_COLUMNS
+    rows = iris_frame[IRIS_COLUMNS].head(3)
+    assert mp.predict("flowers", rows)["predictions"] == list(iris_pipeline.predict(rows))
+    pusher = server.client(server.key("ci", "push"))
+    with pytest.raises(errors.ArtifactRejected, match="admin key"):
+        pusher.push("flowers", folder)
+
+
+def test_parquet_training_data(
+    server: RunningServer, iris_pipeline: Any, iris_frame: Any, tmp_path: Path
+) -> None:
+    data = tmp_path / "train.parquet"
+    iris_frame.to_parquet(data)
+    pushed = server.client().push("iris", iris_pipeline, train_data=data, target="species")
+    assert pushed["lineage"]["schema_source"] == "train_data"
+    stats = server.client().version("iris", 1, stats=True)["train_stats"]
+    assert stats["fields"]["sepal_length"]["count"] == 150
