@@ -8,7 +8,7 @@ from pathlib import Path
 
 from fastapi.routing import APIRoute
 
-from modelport.api import dashboard, v1
+from modelport.api import dashboard, v1, v2
 from modelport.settings import describe
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -29,7 +29,7 @@ def test_every_setting_is_documented_with_its_variable() -> None:
 
 def test_every_route_is_in_the_api_doc() -> None:
     text = (ROOT / "docs" / "api.md").read_text()
-    for route in [*v1.router.routes, *dashboard.router.routes]:
+    for route in [*v1.router.routes, *v2.router.routes, *dashboard.router.routes]:
         assert isinstance(route, APIRoute)
         for method in route.methods:
             assert f"{method} {route.path}" in text, f"{method} {route.path} is not in docs/api.md"

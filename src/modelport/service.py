@@ -11,8 +11,9 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -33,6 +34,20 @@ from .store.writer import Writer
 
 log = logging.getLogger("modelport.service")
 T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Scored:
+    """What one scored request produced."""
+
+    served: Served
+    predictions: list[Any]
+    probabilities: list[dict[str, float]] | None
+    ids: list[str]
+
+    @property
+    def version(self) -> int:
+        return self.served.version
 
 
 class Service:
@@ -89,9 +104,8 @@ class Service:
     async def predict(
         self, principal: Principal, name: str, payload: Any, request_id: str
     ) -> dict[str, Any]:
-        """Validate, score and log the rows of one predict request."""
+        """Validate, score and log the rows of one native predict request."""
         principal.require("predict")
-        started = time.perf_counter()
         if not isinstance(payload, dict):
             raise InvalidRequest(
                 "the body must be a JSON object",
@@ -109,9 +123,44 @@ class Service:
                 "give 'version' or 'alias', not both",
                 details=[{"field": "version", "reason": "conflicts with alias"}],
             )
+        max_rows = self.settings.max_rows_per_request
+        scored = await self.score(
+            principal,
+            name,
+            version=version,
+            alias=alias,
+            request_id=request_id,
+            records=lambda served: records_from_payload(payload, max_rows),
+        )
+        out: dict[str, Any] = {
+            "model": name,
+            "version": scored.version,
+            "predictions": scored.predictions,
+            "prediction_ids": scored.ids,
+        }
+        if scored.probabilities is not None:
+            out["probabilities"] = scored.probabilities
+        return out
+
+    async def score(
+        self,
+        principal: Principal,
+        name: str,
+        *,
+        version: int | None,
+        alias: str | None,
+        request_id: str,
+        records: Callable[[Served], Sequence[Mapping[str, Any]]],
+    ) -> Scored:
+        """The prediction path every protocol shares: route, validate, score, log.
+
+        ``records`` turns the request into records once the version (and so its schema) is
+        known. The rows are committed to the ledger before this returns.
+        """
+        principal.require("predict")
+        started = time.perf_counter()
         served, used_alias = await self.router.resolve(name, version=version, alias=alias)
-        records = records_from_payload(payload, self.settings.max_rows_per_request)
-        rows = served.schema.validate(records)
+        rows = served.schema.validate(records(served))
         preds, probas = await self._score(served, rows)
         latency_ms = (time.perf_counter() - started) * 1000
         ids = new_ids(len(rows))
@@ -130,15 +179,15 @@ class Service:
                 latency_ms=latency_ms,
             )
         )
-        out: dict[str, Any] = {
-            "model": name,
-            "version": served.version,
-            "predictions": preds,
-            "prediction_ids": ids,
-        }
-        if probas is not None:
-            out["probabilities"] = probas
-        return out
+        return Scored(served, preds, probas, ids)
+
+    async def served(
+        self, principal: Principal, name: str, version: int | None = None
+    ) -> tuple[Served, str | None]:
+        """The version a request would reach (for metadata and readiness checks)."""
+        if not (principal.allows("predict") or principal.allows("read")):
+            principal.require("predict")
+        return await self.router.resolve(name, version=version)
 
     async def _score(
         self, served: Served, rows: list[list[Any]]

@@ -6,7 +6,7 @@ from typing import Any
 
 from fastapi.routing import APIRoute
 
-from modelport.api import dashboard, v1
+from modelport.api import dashboard, v1, v2
 from tests.conftest import RunningServer
 
 
@@ -29,7 +29,11 @@ def _refs(node: Any) -> list[str]:
 
 def test_every_route_is_documented_with_schemas(server: RunningServer) -> None:
     doc = server.http("").get("/openapi.json").json()
-    routes = [r for r in [*v1.router.routes, *dashboard.router.routes] if isinstance(r, APIRoute)]
+    routes = [
+        r
+        for r in [*v1.router.routes, *v2.router.routes, *dashboard.router.routes]
+        if isinstance(r, APIRoute)
+    ]
     assert len(routes) >= 20
     for route in routes:
         for method in route.methods:

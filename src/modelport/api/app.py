@@ -15,7 +15,7 @@ from .. import __version__
 from ..errors import PayloadTooLarge
 from ..service import Service
 from ..settings import Settings
-from . import dashboard, errors, schemas, v1
+from . import dashboard, errors, schemas, v1, v2
 
 _DOC_ONLY_MODELS = (schemas.PredictRequest, schemas.FeedbackRequest, schemas.PushMetadata)
 
@@ -47,6 +47,7 @@ def create_app(settings: Settings, service: Service | None = None) -> FastAPI:
     )
     errors.install(app)
     app.include_router(v1.router)
+    app.include_router(v2.router)
     app.include_router(dashboard.router)
 
     def openapi() -> dict[str, Any]:
@@ -102,7 +103,7 @@ class RequestGuard:
 
         for key, value in scope["headers"]:
             if key == b"content-length" and value.isdigit() and int(value) > limit:
-                await _too_large(send, limit, header_id)
+                await _too_large(send, limit, header_id, oip=scope["path"].startswith("/v2"))
                 return
 
         received = 0
@@ -124,10 +125,9 @@ class RequestGuard:
         await self.app(scope, limited_receive, send_with_id)
 
 
-async def _too_large(send: Send, limit: int, header_id: tuple[bytes, bytes]) -> None:
-    body = errors.error_body(
-        "payload_too_large", f"the request body exceeds the limit of {limit} bytes"
-    )
+async def _too_large(send: Send, limit: int, header_id: tuple[bytes, bytes], *, oip: bool) -> None:
+    message = f"the request body exceeds the limit of {limit} bytes"
+    body = {"error": message} if oip else errors.error_body("payload_too_large", message)
     import orjson
 
     data = orjson.dumps(body)

@@ -1,4 +1,8 @@
-"""The one JSON error envelope of ``/v1``, built here and only here.
+"""Error bodies, built here and only here: the ``/v1`` envelope and the ``/v2`` protocol shape.
+
+``/v2`` (Open Inference Protocol) errors are ``{"error": "..."}`` with 400 for bad input, 404
+for an unknown model or version, 503 when nothing is ready to serve.
+
 
 Every ``/v1`` error body is ``{"error": {"code": str, "message": str, "details": [...]}}``;
 ``details`` lists field-level problems (``field``, ``reason``, and ``row`` where rows apply).
@@ -15,7 +19,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
-from ..errors import ModelportError
+from ..errors import ModelportError, NoVersionBehindAlias
 
 log = logging.getLogger("modelport.api")
 
@@ -50,14 +54,42 @@ def error_response(
     )
 
 
+def _oip_error(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
+    """The Open Inference Protocol's error shape for /v2: ``{"error": "..."}``."""
+    return Response(
+        orjson.dumps({"error": message}),
+        status_code=status,
+        media_type="application/json",
+        headers=headers,
+    )
+
+
+def _oip_status(exc: ModelportError) -> int:
+    if isinstance(exc, NoVersionBehindAlias):
+        return 503  # nothing to serve yet: not ready
+    if exc.status_code in (409, 422):
+        return 400  # bad input: the protocol's status for it
+    return exc.status_code
+
+
+def _is_oip(request: Request) -> bool:
+    return request.url.path.startswith("/v2")
+
+
 def _modelport_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ModelportError)
+    if _is_oip(request):
+        return _oip_error(_oip_status(exc), exc.message)
     headers = {"WWW-Authenticate": "Bearer"} if exc.status_code == 401 else None
     return error_response(exc.status_code, error_body(exc.code, exc.message, exc.details), headers)
 
 
 def _validation_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, RequestValidationError)
+    if _is_oip(request):
+        first = exc.errors()[0] if exc.errors() else {}
+        where = ".".join(str(p) for p in first.get("loc", ()) if p not in ("path", "query"))
+        return _oip_error(400, f"{where}: {first.get('msg', 'invalid request')}")
     details = []
     for err in exc.errors():
         loc = [str(p) for p in err.get("loc", ()) if p not in ("body", "query", "path", "header")]
@@ -73,11 +105,15 @@ def _http_error(request: Request, exc: Exception) -> Response:
     message: str = exc.detail if isinstance(exc.detail, str) else code.replace("_", " ")
     if exc.status_code == 404 and message == "Not Found":
         message = f"no route {request.method} {request.url.path}"
+    if _is_oip(request):
+        return _oip_error(exc.status_code, message, getattr(exc, "headers", None))
     return error_response(exc.status_code, error_body(code, message), getattr(exc, "headers", None))
 
 
 def _unexpected(request: Request, exc: Exception) -> Response:
     log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    if _is_oip(request):
+        return _oip_error(500, f"internal error: {type(exc).__name__}")
     return error_response(
         500, error_body("internal_error", f"internal error: {type(exc).__name__}")
     )

@@ -1,0 +1,230 @@
+"""The Open Inference Protocol V2 (REST) under ``/v2``: thin handlers over the service.
+
+Unversioned URLs route like ``/v1`` (the ``production`` alias), never "the latest version".
+Every prediction lands in the ledger like any other; its ids come back in the response's
+``parameters.prediction_ids`` (comma-separated). Errors use the protocol's ``{"error": "..."}``
+(see :mod:`modelport.api.errors`).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Request
+from starlette.requests import ClientDisconnect
+from starlette.responses import Response
+
+from .. import __version__, oip
+from ..errors import InvalidRequest
+from ..keys import Principal
+from ..routing import Served
+from ..service import Service
+from .v1 import json_response, principal, service
+
+router = APIRouter(prefix="/v2", tags=["open inference protocol v2"])
+
+Svc = Annotated[Service, Depends(service)]
+Who = Annotated[Principal, Depends(principal)]
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {
+        "description": "Error",
+        "content": {
+            "application/json": {
+                "schema": {"type": "object", "properties": {"error": {"type": "string"}}}
+            }
+        },
+    }
+    for code in (400, 401, 403, 404, 413, 503)
+}
+_TENSOR = {
+    "type": "object",
+    "required": ["name", "datatype", "shape"],
+    "properties": {
+        "name": {"type": "string"},
+        "datatype": {"type": "string", "enum": list(oip.DATATYPES)},
+        "shape": {"type": "array", "items": {"type": "integer"}},
+        "parameters": {"type": "object"},
+        "data": {"type": "array", "description": "row-major, nested or flat"},
+    },
+}
+_INFER_DOC: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "required": ["inputs"],
+                    "properties": {
+                        "id": {"type": "string"},
+                        "parameters": {"type": "object"},
+                        "inputs": {"type": "array", "items": _TENSOR},
+                        "outputs": {
+                            "type": "array",
+                            "items": {
+                                "type": "object",
+                                "properties": {
+                                    "name": {"type": "string", "enum": list(oip.OUTPUTS)},
+                                    "parameters": {"type": "object"},
+                                },
+                            },
+                        },
+                    },
+                }
+            },
+            "application/octet-stream": {
+                "schema": {
+                    "type": "string",
+                    "format": "binary",
+                    "description": "binary tensor extension: JSON header "
+                    "(Inference-Header-Content-Length bytes) then raw tensors",
+                }
+            },
+        },
+    },
+    "responses": {
+        "200": {
+            "description": "Inference response",
+            "content": {
+                "application/json": {
+                    "schema": {
+                        "type": "object",
+                        "properties": {
+                            "model_name": {"type": "string"},
+                            "model_version": {"type": "string"},
+                            "id": {"type": "string"},
+                            "parameters": {"type": "object"},
+                            "outputs": {"type": "array", "items": _TENSOR},
+                        },
+                    }
+                }
+            },
+        }
+    },
+}
+
+
+@router.get("/health/live", summary="Server live")
+async def live() -> Response:
+    return json_response({"live": True})
+
+
+@router.get("/health/ready", summary="Server ready")
+async def ready(request: Request) -> Response:
+    ok = getattr(request.app.state, "service", None) is not None
+    return json_response({"ready": ok}, 200 if ok else 503)
+
+
+@router.get("", summary="Server metadata")
+async def server_metadata() -> Response:
+    return json_response(
+        {"name": "modelport", "version": __version__, "extensions": ["binary_tensor_data"]}
+    )
+
+
+async def _metadata(svc: Service, who: Principal, name: str, version: int | None) -> Response:
+    served, _ = await svc.served(who, name, version)
+    versions = (
+        [v["version"] for v in await svc.list_versions(who, name)]
+        if who.allows("read")
+        else [served.version]
+    )
+    return json_response(
+        oip.model_metadata(
+            name,
+            served.version,
+            versions,
+            served.schema,
+            served.loaded.flavor,
+            served.loaded.classes,
+        )
+    )
+
+
+@router.get(
+    "/models/{name}", summary="Model metadata (the version behind production)", responses=_ERRORS
+)
+async def model_metadata(name: str, svc: Svc, who: Who) -> Response:
+    return await _metadata(svc, who, name, None)
+
+
+@router.get(
+    "/models/{name}/versions/{version}", summary="Model metadata of a version", responses=_ERRORS
+)
+async def version_metadata(name: str, version: int, svc: Svc, who: Who) -> Response:
+    return await _metadata(svc, who, name, version)
+
+
+@router.get("/models/{name}/ready", summary="Model ready", responses=_ERRORS)
+async def model_ready(name: str, svc: Svc, who: Who) -> Response:
+    await svc.served(who, name)
+    return json_response({"name": name, "ready": True})
+
+
+@router.get(
+    "/models/{name}/versions/{version}/ready", summary="Model version ready", responses=_ERRORS
+)
+async def version_ready(name: str, version: int, svc: Svc, who: Who) -> Response:
+    await svc.served(who, name, version)
+    return json_response({"name": name, "ready": True})
+
+
+async def _infer(
+    request: Request, svc: Service, who: Principal, name: str, version: int | None
+) -> Response:
+    try:
+        body = await request.body()
+    except ClientDisconnect:
+        raise InvalidRequest("the client disconnected before sending the whole body") from None
+    doc, binary = oip.split_body(body, request.headers.get("inference-header-content-length"))
+    max_rows = svc.settings.max_rows_per_request
+    infer = oip.parse_request(doc, binary, max_elements=max_rows * 1024)
+
+    def to_records(served: Served) -> Any:
+        return oip.records(infer, served.schema, max_rows)
+
+    scored = await svc.score(
+        who,
+        name,
+        version=version,
+        alias=None,
+        request_id=infer.id or request.state.request_id,
+        records=to_records,
+    )
+    content, header_length = oip.response(
+        model=name,
+        version=scored.version,
+        request=infer,
+        predictions=scored.predictions,
+        probabilities=scored.probabilities,
+        classes=scored.served.loaded.classes,
+        prediction_ids=scored.ids,
+    )
+    if header_length is None:
+        return Response(content, media_type="application/json")
+    return Response(
+        content,
+        media_type="application/octet-stream",
+        headers={"Inference-Header-Content-Length": str(header_length)},
+    )
+
+
+@router.post(
+    "/models/{name}/infer",
+    summary="Inference (production alias)",
+    responses=_ERRORS,
+    openapi_extra=_INFER_DOC,
+)
+async def infer(name: str, request: Request, svc: Svc, who: Who) -> Response:
+    return await _infer(request, svc, who, name, None)
+
+
+@router.post(
+    "/models/{name}/versions/{version}/infer",
+    summary="Inference on a version",
+    responses=_ERRORS,
+    openapi_extra=_INFER_DOC,
+)
+async def infer_version(name: str, version: int, request: Request, svc: Svc, who: Who) -> Response:
+    return await _infer(request, svc, who, name, version)

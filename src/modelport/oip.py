@@ -1,0 +1,428 @@
+"""The Open Inference Protocol V2 (REST), as plain data: tensors in, tensors out.
+
+Requests carry tensors as JSON (``data``, nested or flat, row-major) or, with the binary
+tensor extension, as raw little-endian bytes after a JSON header whose length is in the
+``Inference-Header-Content-Length`` header. A version's schema maps to tensors two ways:
+
+- one input per field, named as the field, shape ``[n]`` (or ``[n, 1]``);
+- one 2-D input ``[n, k]`` holding the ``k`` fields in schema order (any name; the metadata
+  calls it ``input-0``), as tritonclient and KServe users usually send.
+
+Outputs are ``predict`` and, for classifiers, ``predict_proba`` (``[n, classes]``, the class
+labels in the output's ``parameters.classes`` as a JSON list). This module imports no web
+framework: :mod:`modelport.api.v2` is the transport.
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import orjson
+
+from .errors import InvalidInput, InvalidRequest
+from .schema import Field, Schema
+
+#: OIP datatype -> numpy dtype (little-endian, as the binary extension requires).
+NUMPY_TYPES: dict[str, str] = {
+    "BOOL": "?",
+    "UINT8": "<u1",
+    "UINT16": "<u2",
+    "UINT32": "<u4",
+    "UINT64": "<u8",
+    "INT8": "<i1",
+    "INT16": "<i2",
+    "INT32": "<i4",
+    "INT64": "<i8",
+    "FP16": "<f2",
+    "FP32": "<f4",
+    "FP64": "<f8",
+}
+DATATYPES = (*NUMPY_TYPES, "BYTES")
+MATRIX_INPUT = "input-0"
+OUTPUTS = ("predict", "predict_proba")
+
+
+def _bad(message: str, field: str) -> InvalidInput:
+    return InvalidInput(message, details=[{"field": field, "reason": message}])
+
+
+@dataclass
+class Tensor:
+    name: str
+    datatype: str
+    shape: list[int]
+    values: list[Any]  # flat, row-major, plain Python values
+
+
+@dataclass
+class InferRequest:
+    id: str | None
+    inputs: list[Tensor]
+    outputs: dict[str, bool] = field(default_factory=dict)  # name -> binary
+    binary_default: bool = False
+
+
+# -- metadata --------------------------------------------------------------------------------------
+
+
+def field_datatype(f: Field) -> str:
+    if f.type == "number":
+        return "FP64"
+    if f.type == "integer":
+        return "INT64"
+    if f.type == "boolean":
+        return "BOOL"
+    if f.type == "category" and all(
+        isinstance(c, int | float) and not isinstance(c, bool) for c in f.categories or ()
+    ):
+        return "FP64"
+    return "BYTES"
+
+
+def model_metadata(
+    name: str,
+    version: int,
+    versions: list[int],
+    schema: Schema,
+    flavor: str,
+    classes: list[Any] | None,
+) -> dict[str, Any]:
+    types = {field_datatype(f) for f in schema.fields}
+    meta: dict[str, Any] = {
+        "name": name,
+        "versions": [str(v) for v in versions],
+        "platform": f"modelport_{flavor}",
+        "inputs": [
+            {"name": f.name, "datatype": field_datatype(f), "shape": [-1]} for f in schema.fields
+        ],
+        "outputs": [
+            {
+                "name": "predict",
+                "datatype": "BYTES"
+                if classes and any(isinstance(c, str) for c in classes)
+                else "FP64",
+                "shape": [-1],
+            }
+        ],
+        # The other way to send the same inputs: one matrix, fields in schema order.
+        "matrix_input": {
+            "name": MATRIX_INPUT,
+            "datatype": types.pop() if len(types) == 1 else "BYTES",
+            "shape": [-1, len(schema.fields)],
+            "columns": schema.names,
+        },
+        "parameters": {"version": str(version)},
+    }
+    if classes is not None:
+        meta["outputs"].append(
+            {"name": "predict_proba", "datatype": "FP64", "shape": [-1, len(classes)]}
+        )
+    return meta
+
+
+# -- requests --------------------------------------------------------------------------------------
+
+
+def split_body(body: bytes, header_length: str | None) -> tuple[Any, bytes]:
+    """The JSON header and the binary tail of an infer request."""
+    if header_length is None:
+        head, tail = body, b""
+    else:
+        try:
+            n = int(header_length)
+        except ValueError:
+            raise InvalidRequest("Inference-Header-Content-Length must be an integer") from None
+        if n < 0 or n > len(body):
+            raise InvalidRequest(
+                f"Inference-Header-Content-Length {n} does not fit a body of {len(body)} bytes"
+            )
+        head, tail = body[:n], body[n:]
+    try:
+        return orjson.loads(head), tail
+    except orjson.JSONDecodeError as exc:
+        raise InvalidRequest(f"the inference request is not valid JSON: {exc}") from None
+
+
+def parse_request(doc: Any, binary: bytes, max_elements: int) -> InferRequest:
+    """Check an inference request and decode its tensors."""
+    if not isinstance(doc, dict):
+        raise _bad("the inference request must be a JSON object", "body")
+    request_id = doc.get("id")
+    if request_id is not None and not isinstance(request_id, str):
+        raise _bad("'id' must be a string", "id")
+    params = doc.get("parameters") or {}
+    if not isinstance(params, dict):
+        raise _bad("'parameters' must be an object", "parameters")
+    inputs = doc.get("inputs")
+    if not isinstance(inputs, list) or not inputs:
+        raise _bad("'inputs' must be a non-empty list of tensors", "inputs")
+    offset = 0
+    tensors = []
+    for i, spec in enumerate(inputs):
+        tensor, offset = _tensor(spec, i, binary, offset, max_elements)
+        tensors.append(tensor)
+    if offset != len(binary):
+        raise InvalidRequest(
+            f"the body has {len(binary) - offset} binary bytes that no input's binary_data_size claims"
+        )
+    outputs: dict[str, bool] = {}
+    binary_default = bool(params.get("binary_data_output", False))
+    for j, out in enumerate(doc.get("outputs") or []):
+        name = out.get("name") if isinstance(out, dict) else None
+        if name not in OUTPUTS:
+            raise _bad(
+                f"unknown output {name!r}; this model has {', '.join(OUTPUTS)}",
+                f"outputs[{j}].name",
+            )
+        out_params = out.get("parameters") or {}
+        outputs[name] = bool(out_params.get("binary_data", binary_default))
+    return InferRequest(request_id, tensors, outputs, binary_default)
+
+
+def _tensor(spec: Any, i: int, binary: bytes, offset: int, max_elements: int) -> tuple[Tensor, int]:
+    where = f"inputs[{i}]"
+    if not isinstance(spec, dict):
+        raise _bad("each input must be an object", where)
+    name = spec.get("name")
+    if not isinstance(name, str) or not name:
+        raise _bad("input needs a name", f"{where}.name")
+    datatype = spec.get("datatype")
+    if datatype not in DATATYPES:
+        raise _bad(f"input {name!r}: unknown datatype {datatype!r}", f"{where}.datatype")
+    shape = spec.get("shape")
+    if (
+        not isinstance(shape, list)
+        or not shape
+        or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape)
+    ):
+        raise _bad(
+            f"input {name!r}: shape must be a list of non-negative integers", f"{where}.shape"
+        )
+    count = math.prod(shape)
+    if count > max_elements:
+        raise _bad(
+            f"input {name!r}: {count} elements exceed the limit of {max_elements}", f"{where}.shape"
+        )
+    size = (spec.get("parameters") or {}).get("binary_data_size")
+    if size is not None:
+        if not isinstance(size, int) or size < 0 or offset + size > len(binary):
+            raise _bad(
+                f"input {name!r}: binary_data_size does not fit the body", f"{where}.parameters"
+            )
+        values = _from_binary(binary[offset : offset + size], datatype, count, name, where)
+        offset += size
+    else:
+        if "data" not in spec:
+            raise _bad(f"input {name!r} has no data", f"{where}.data")
+        values = _flatten(spec["data"])
+        if len(values) != count:
+            raise _bad(
+                f"input {name!r}: shape {shape} needs {count} values, data has {len(values)}",
+                f"{where}.data",
+            )
+        values = _from_json(values, datatype, name, where)
+    return Tensor(name, datatype, shape, values), offset
+
+
+def _flatten(data: Any) -> list[Any]:
+    if not isinstance(data, list):
+        return [data]
+    if not any(isinstance(v, list) for v in data):
+        return data
+    out: list[Any] = []
+    for v in data:
+        out.extend(_flatten(v))
+    return out
+
+
+def _from_json(values: list[Any], datatype: str, name: str, where: str) -> list[Any]:
+    if datatype == "BYTES":
+        if not all(isinstance(v, str) for v in values):
+            raise _bad(f"input {name!r}: BYTES data must be strings", f"{where}.data")
+        return values
+    if datatype == "BOOL":
+        if not all(isinstance(v, bool) for v in values):
+            raise _bad(f"input {name!r}: BOOL data must be true or false", f"{where}.data")
+        return values
+    if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in values):
+        raise _bad(f"input {name!r}: {datatype} data must be numbers", f"{where}.data")
+    if datatype.startswith(("INT", "UINT")) and not all(float(v).is_integer() for v in values):
+        raise _bad(f"input {name!r}: {datatype} data must be integers", f"{where}.data")
+    return values
+
+
+def _from_binary(raw: bytes, datatype: str, count: int, name: str, where: str) -> list[Any]:
+    if datatype == "BYTES":
+        values, pos = [], 0
+        while pos < len(raw):
+            if pos + 4 > len(raw):
+                raise _bad(f"input {name!r}: truncated BYTES element", f"{where}.parameters")
+            (n,) = struct.unpack_from("<I", raw, pos)
+            pos += 4
+            chunk = raw[pos : pos + n]
+            if len(chunk) != n:
+                raise _bad(f"input {name!r}: truncated BYTES element", f"{where}.parameters")
+            try:
+                values.append(chunk.decode("utf-8"))
+            except UnicodeDecodeError:
+                raise _bad(
+                    f"input {name!r}: BYTES element is not UTF-8 text", f"{where}.parameters"
+                ) from None
+            pos += n
+    else:
+        dtype = np.dtype(NUMPY_TYPES[datatype])
+        if len(raw) != count * dtype.itemsize:
+            raise _bad(
+                f"input {name!r}: {len(raw)} bytes do not hold {count} {datatype} values",
+                f"{where}.parameters",
+            )
+        values = np.frombuffer(raw, dtype=dtype).tolist()
+    if len(values) != count:
+        raise _bad(
+            f"input {name!r}: shape needs {count} values, got {len(values)}", f"{where}.parameters"
+        )
+    return values
+
+
+def records(request: InferRequest, schema: Schema, max_rows: int) -> list[Mapping[str, Any]]:
+    """The request's tensors as records for the schema (one input per field, or one matrix)."""
+    names = schema.names
+    known = set(names)
+    tensors = request.inputs
+    if (
+        len(tensors) == 1
+        and len(tensors[0].shape) == 2
+        and (tensors[0].name not in known or len(names) > 1)
+    ):
+        t = tensors[0]
+        n, k = t.shape
+        if k != len(names):
+            raise _bad(
+                f"input {t.name!r} has {k} columns; the schema has {len(names)} fields ({', '.join(names)})",
+                "inputs[0].shape",
+            )
+        _check_rows(n, max_rows)
+        return [dict(zip(names, t.values[r * k : (r + 1) * k], strict=True)) for r in range(n)]
+    rows: int | None = None
+    for i, t in enumerate(tensors):
+        if t.name not in known:
+            raise _bad(
+                f"input {t.name!r} is not a field of the schema ({', '.join(names)}); send one "
+                f"input per field, or a single [n, {len(names)}] input",
+                f"inputs[{i}].name",
+            )
+        if len(t.shape) > 2 or (len(t.shape) == 2 and t.shape[1] != 1):
+            raise _bad(f"input {t.name!r}: shape must be [n] or [n, 1]", f"inputs[{i}].shape")
+        if rows is None:
+            rows = t.shape[0]
+        elif t.shape[0] != rows:
+            raise _bad(
+                f"input {t.name!r} has {t.shape[0]} rows, others have {rows}", f"inputs[{i}].shape"
+            )
+    assert rows is not None
+    _check_rows(rows, max_rows)
+    return [{t.name: t.values[r] for t in tensors} for r in range(rows)]
+
+
+def _check_rows(n: int, max_rows: int) -> None:
+    if n == 0:
+        raise _bad("the request has no rows", "inputs")
+    if n > max_rows:
+        raise _bad(f"too many rows: {n} (the limit is {max_rows})", "inputs")
+
+
+# -- responses -------------------------------------------------------------------------------------
+
+
+def _datatype_of(values: list[Any]) -> str:
+    flat = _flatten(values)
+    if all(isinstance(v, bool) for v in flat):
+        return "BOOL"
+    if all(isinstance(v, int) and not isinstance(v, bool) for v in flat):
+        return "INT64"
+    if all(isinstance(v, int | float) and not isinstance(v, bool) for v in flat):
+        return "FP64"
+    return "BYTES"
+
+
+def _encode(values: list[Any], datatype: str) -> bytes:
+    flat = _flatten(values)
+    if datatype == "BYTES":
+        parts = []
+        for v in flat:
+            b = str(v).encode()
+            parts.append(struct.pack("<I", len(b)) + b)
+        return b"".join(parts)
+    return np.asarray(flat, dtype=NUMPY_TYPES[datatype]).tobytes()
+
+
+def response(
+    *,
+    model: str,
+    version: int,
+    request: InferRequest,
+    predictions: list[Any],
+    probabilities: list[dict[str, float]] | None,
+    classes: list[Any] | None,
+    prediction_ids: list[str],
+) -> tuple[bytes, int | None]:
+    """The response body, and the JSON header's length when binary outputs follow it."""
+    wanted = request.outputs or {
+        name: request.binary_default
+        for name in OUTPUTS
+        if name == "predict" or probabilities is not None
+    }
+    if "predict_proba" in wanted and probabilities is None:
+        raise _bad(
+            "this model has no predict_proba output (it is not a probabilistic classifier)",
+            "outputs",
+        )
+    n = len(predictions)
+    tensors: list[tuple[str, str, list[int], list[Any], dict[str, Any]]] = []
+    for name in OUTPUTS:
+        if name not in wanted:
+            continue
+        if name == "predict":
+            dt = _datatype_of(predictions)
+            first = predictions[0] if predictions else None
+            shape = [n, len(first)] if isinstance(first, list) else [n]
+            data: list[Any] = (
+                [str(v) for v in _flatten(predictions)] if dt == "BYTES" else _flatten(predictions)
+            )
+            tensors.append((name, dt, shape, data, {}))
+        else:
+            assert probabilities is not None and classes is not None
+            keys = [str(c) for c in classes]
+            matrix = [p[k] for p in probabilities for k in keys]
+            tensors.append(
+                (name, "FP64", [n, len(keys)], matrix, {"classes": orjson.dumps(classes).decode()})
+            )
+    outputs = []
+    chunks = []
+    for name, dt, shape, data, params in tensors:
+        out: dict[str, Any] = {"name": name, "datatype": dt, "shape": shape}
+        if wanted[name]:
+            raw = _encode(data, dt)
+            chunks.append(raw)
+            out["parameters"] = {**params, "binary_data_size": len(raw)}
+        else:
+            if params:
+                out["parameters"] = params
+            out["data"] = data
+        outputs.append(out)
+    header: dict[str, Any] = {
+        "model_name": model,
+        "model_version": str(version),
+        "id": request.id or "",
+        "parameters": {"prediction_ids": ",".join(prediction_ids)},
+        "outputs": outputs,
+    }
+    head = orjson.dumps(header)
+    if not chunks:
+        return head, None
+    return head + b"".join(chunks), len(head)
