@@ -185,3 +185,40 @@ def test_bad_input_writes_nothing_to_the_ledger(iris: RunningServer) -> None:
         r = http.post("/v2/models/iris/infer", json=body)
         assert r.status_code == 400 and named in r.json()["error"], r.text
     assert iris.client().predictions("iris")["predictions"] == []
+
+
+def test_kserve_rest_client_v2(iris: RunningServer, iris_pipeline: Any, iris_frame: Any) -> None:
+    import asyncio
+
+    from kserve import InferenceRESTClient, InferInput, InferRequest, RESTConfig
+
+    rows = iris_frame[IRIS_COLUMNS].iloc[[5, 75, 145]]
+
+    async def main() -> Any:
+        config = RESTConfig(protocol="v2", timeout=30)
+        client = InferenceRESTClient(config)
+        try:
+            request = InferRequest(
+                model_name="iris",
+                request_id="kserve-1",
+                infer_inputs=[
+                    InferInput(
+                        name="input-0",
+                        shape=[3, 4],
+                        datatype="FP64",
+                        data=rows.to_numpy().ravel().tolist(),
+                    )
+                ],
+            )
+            assert await client.is_server_live(iris.url)
+            assert await client.is_model_ready(iris.url, "iris", headers=_auth(iris))
+            return await client.infer(iris.url, request, model_name="iris", headers=_auth(iris))
+        finally:
+            await client.close()
+
+    res = asyncio.run(main())
+    by_name = {o.name: o for o in res.outputs}
+    assert by_name["predict"].data == list(iris_pipeline.predict(rows))
+    assert res.id == "kserve-1" and res.model_name == "iris"
+    assert len(str(res.parameters["prediction_ids"]).split(",")) == 3
+    assert len(by_name["predict_proba"].data) == 9
