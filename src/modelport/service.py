@@ -22,6 +22,7 @@ from sqlalchemy.engine import Connection
 
 from . import flavors, keys, ledger, registry
 from .artifacts import open_artifact_store
+from .batching import Batcher
 from .errors import ArtifactRejected, InvalidInput, InvalidRequest, ModelFailed
 from .flavors._base import example_rows
 from .ids import new_ids
@@ -33,6 +34,8 @@ from .store import Store
 from .store.writer import Writer
 
 log = logging.getLogger("modelport.service")
+#: The keys a native predict body may have.
+_PREDICT_KEYS = frozenset({"inputs", "columns", "data", "version", "alias"})
 T = TypeVar("T")
 
 
@@ -64,6 +67,7 @@ class Service:
             settings.predict_threads, thread_name_prefix="modelport-predict"
         )
         self._watch: asyncio.Task[None] | None = None
+        self._batchers: dict[tuple[str, int], Batcher] = {}
 
     # -- life -------------------------------------------------------------------------------------
 
@@ -110,6 +114,13 @@ class Service:
             raise InvalidRequest(
                 "the body must be a JSON object",
                 details=[{"field": "body", "reason": "not an object"}],
+            )
+        unexpected = sorted(set(payload) - _PREDICT_KEYS)
+        if unexpected:
+            # A misspelt "version" must not quietly score with the production alias.
+            raise InvalidInput(
+                f"unexpected field(s) in the body: {', '.join(unexpected)}",
+                details=[{"field": k, "reason": "unexpected field"} for k in unexpected],
             )
         version = _optional_int(payload.get("version"), "version")
         alias = payload.get("alias")
@@ -161,7 +172,7 @@ class Service:
         started = time.perf_counter()
         served, used_alias = await self.router.resolve(name, version=version, alias=alias)
         rows = served.schema.validate(records(served))
-        preds, probas = await self._score(served, rows)
+        preds, probas = await self.batcher(served).submit(rows)
         latency_ms = (time.perf_counter() - started) * 1000
         ids = new_ids(len(rows))
         await self.writer.insert_rows(
@@ -180,6 +191,28 @@ class Service:
             )
         )
         return Scored(served, preds, probas, ids)
+
+    def batcher(self, served: Served) -> Batcher:
+        """The version's batcher (made on first use)."""
+        key = (served.model, served.version)
+        batcher = self._batchers.get(key)
+        if batcher is None or batcher.served is not served:
+            settings = self.settings
+            batcher = Batcher(
+                lambda rows: self._score(served, rows),
+                max_rows=settings.batch_max_rows,
+                max_wait_ms=settings.batch_max_wait_ms,
+                max_concurrent=settings.batch_max_concurrent,
+            )
+            batcher.served = served
+            self._batchers[key] = batcher
+        return batcher
+
+    async def batch_stats(self, principal: Principal, name: str, version: int) -> dict[str, Any]:
+        """What batching did for a version since this process started."""
+        principal.require("read")
+        served = await self.router.get(name, version)
+        return {"model": name, "version": version, **self.batcher(served).stats.as_dict()}
 
     async def served(
         self, principal: Principal, name: str, version: int | None = None

@@ -80,6 +80,27 @@ class Settings(BaseSettings):
     predict_threads: int = Field(
         default=4, ge=1, description="Threads that run model predictions beside the event loop."
     )
+    batch_max_rows: int = Field(
+        default=256,
+        ge=1,
+        description=(
+            "Most rows one model call takes when concurrent requests are batched; a larger "
+            "request is split across calls."
+        ),
+    )
+    batch_max_wait_ms: float = Field(
+        default=2.0,
+        ge=0,
+        description=(
+            "How long a batch may wait for more rows while another batch of the same version is "
+            "running. A request arriving at an idle model never waits."
+        ),
+    )
+    batch_max_concurrent: int = Field(
+        default=2,
+        ge=1,
+        description="Most batches of one version running at once.",
+    )
     inline_predict_ms: float = Field(
         default=5.0,
         ge=0,

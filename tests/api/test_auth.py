@@ -1,14 +1,20 @@
-"""API keys: scopes, consumers on every ledger row, hashing, revocation, no-auth rules."""
+"""API keys: scopes per route, consumers on every ledger row, hashing, revocation, no-auth rules."""
 
 from __future__ import annotations
 
+import hashlib
+import time
+from pathlib import Path
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
 
 from modelport import errors
+from modelport.flavors import serialize
+from modelport.keys import SCOPES, revoke_key
 from modelport.server import check_exposure, is_loopback
+from modelport.settings import Settings
 from modelport.store import Store
 from modelport.store.tables import api_keys
 from tests.conftest import RunningServer, start_server
@@ -16,85 +22,285 @@ from tests.conftest import RunningServer, start_server
 ROW = {"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}
 
 
-def test_each_key_names_the_consumer_on_its_predictions(
+def test_every_v1_route_enforces_its_scope(server: RunningServer, iris_pipeline: Any) -> None:
+    admin = server.client()
+    admin.push("iris", iris_pipeline, alias="production")
+    pid = admin.predict("iris", [ROW])["prediction_ids"][0]
+    blob, flavor = serialize(iris_pipeline)
+    assert flavor == "sklearn"  # skops: the push scope may push it
+    # (method, route template, url, request arguments, scope it needs, status when allowed)
+    routes: list[tuple[str, str, str, dict[str, Any], str, int]] = [
+        ("GET", "/v1/models", "/v1/models", {}, "read", 200),
+        ("GET", "/v1/models/{name}", "/v1/models/iris", {}, "read", 200),
+        ("GET", "/v1/models/{name}/versions", "/v1/models/iris/versions", {}, "read", 200),
+        (
+            "GET",
+            "/v1/models/{name}/versions/{version}",
+            "/v1/models/iris/versions/1",
+            {},
+            "read",
+            200,
+        ),
+        (
+            "GET",
+            "/v1/models/{name}/versions/{version}/schema",
+            "/v1/models/iris/versions/1/schema",
+            {},
+            "read",
+            200,
+        ),
+        (
+            "GET",
+            "/v1/models/{name}/aliases/history",
+            "/v1/models/iris/aliases/history",
+            {},
+            "read",
+            200,
+        ),
+        (
+            "GET",
+            "/v1/models/{name}/versions/{version}/batching",
+            "/v1/models/iris/versions/1/batching",
+            {},
+            "read",
+            200,
+        ),
+        ("GET", "/v1/models/{name}/predictions", "/v1/models/iris/predictions", {}, "read", 200),
+        ("GET", "/v1/predictions/{prediction_id}", f"/v1/predictions/{pid}", {}, "read", 200),
+        (
+            "POST",
+            "/v1/models/{name}/predict",
+            "/v1/models/iris/predict",
+            {"json": {"inputs": [ROW]}},
+            "predict",
+            200,
+        ),
+        (
+            "POST",
+            "/v1/feedback",
+            "/v1/feedback",
+            {"json": {"feedback": [{"prediction_id": pid, "label": "setosa"}]}},
+            "feedback",
+            200,
+        ),
+        (
+            "POST",
+            "/v1/models/{name}/versions",
+            "/v1/models/iris/versions",
+            {"files": {"artifact": ("iris.skops", blob)}},
+            "push",
+            201,
+        ),
+        (
+            "PUT",
+            "/v1/models/{name}/aliases/{alias}",
+            "/v1/models/iris/aliases/production",
+            {"json": {"version": 1}},
+            "admin",
+            200,
+        ),
+        (
+            "POST",
+            "/v1/models/{name}/aliases/{alias}/rollback",
+            "/v1/models/iris/aliases/production/rollback",
+            {},
+            "admin",
+            409,  # allowed, but there is nothing to roll back to
+        ),
+        ("POST", "/v1/models", "/v1/models", {"json": {"name": "iris"}}, "admin", 409),
+        (
+            "POST",
+            "/v1/keys",
+            "/v1/keys",
+            {"json": {"name": "made", "scopes": ["read"]}},
+            "admin",
+            201,
+        ),
+        ("GET", "/v1/keys", "/v1/keys", {}, "admin", 200),
+        ("DELETE", "/v1/keys/{key_id}", "/v1/keys/999", {}, "admin", 404),
+        ("GET", "/v1/settings", "/v1/settings", {}, "admin", 200),
+    ]
+    # The table covers every /v1 route but the open health check.
+    doc = server.http("").get("/openapi.json").json()
+    documented = {
+        (method.upper(), path)
+        for path, ops in doc["paths"].items()
+        if path.startswith("/v1/")
+        for method in ops
+    }
+    assert documented - {(m, t) for m, t, *_ in routes} == {("GET", "/v1/health")}
+    assert server.http("").get("/v1/health").status_code == 200
+
+    for scope in SCOPES:
+        http = server.http(server.key(f"app-{scope}", scope))
+        for method, _, url, kwargs, needs, ok in routes:
+            response = http.request(method, url, **kwargs)
+            if scope in ("admin", needs):
+                assert response.status_code == ok, (scope, method, url, response.text)
+            else:
+                assert response.status_code == 403, (scope, method, url, response.text)
+                assert f"lacks the {needs!r} scope" in response.json()["error"]["message"]
+
+    # Each key's consumer is on the ledger rows and the feedback it made.
+    rows = admin.predictions("iris")["predictions"]
+    assert [r["consumer"] for r in rows] == ["test-admin", "app-admin", "app-predict"]
+    history = admin.prediction(pid)["feedback"]
+    assert [(f["consumer"], f["superseded"]) for f in history] == [
+        ("app-admin", True),
+        ("app-feedback", False),
+    ]
+    versions = admin.versions("iris")
+    assert [v["lineage"]["created_by"] for v in versions] == ["test-admin", "app-admin", "app-push"]
+
+
+def test_consumers_and_both_key_headers(
     server: RunningServer, iris_pipeline: Any, iris_frame: Any
 ) -> None:
     server.client().push("iris", iris_pipeline, train_data=iris_frame, alias="production")
-    checkout = server.client(server.key("checkout", "predict", "feedback"))
-    search = server.http(server.key("search", "predict"))
+    checkout_key = server.key("checkout", "predict", "feedback")
+    checkout = server.client(checkout_key)
     pid = checkout.predict("iris", [ROW])["prediction_ids"][0]
-    pid2 = search.post("/v1/models/iris/predict", json={"inputs": [ROW]}).json()["prediction_ids"][
-        0
-    ]
-    # X-API-Key works as well as a bearer token.
+    plain = server.http("")
+    # X-API-Key works as well as a bearer token, and the scheme is case-insensitive.
+    by_header = plain.post(
+        "/v1/models/iris/predict", json={"inputs": [ROW]}, headers={"X-API-Key": checkout_key}
+    )
+    lower = plain.post(
+        "/v1/models/iris/predict",
+        json={"inputs": [ROW]},
+        headers={"Authorization": f"bearer {checkout_key}"},
+    )
+    search = server.http(server.key("search", "predict"))
+    by_bearer = search.post("/v1/models/iris/predict", json={"inputs": [ROW]})
     reader_key = server.key("analyst", "read")
-    with server.http("") as plain:
-        got = plain.get(f"/v1/predictions/{pid}", headers={"X-API-Key": reader_key}).json()
-    assert got["consumer"] == "checkout"
-    assert server.client().prediction(pid2)["consumer"] == "search"
+    consumers = [
+        plain.get(f"/v1/predictions/{p}", headers={"X-API-Key": reader_key}).json()["consumer"]
+        for p in (
+            pid,
+            by_header.json()["prediction_ids"][0],
+            lower.json()["prediction_ids"][0],
+            by_bearer.json()["prediction_ids"][0],
+        )
+    ]
+    assert consumers == ["checkout", "checkout", "checkout", "search"]
     checkout.feedback(pid, label="setosa")
     assert server.client().prediction(pid)["feedback"][0]["consumer"] == "checkout"
-    with pytest.raises(errors.Forbidden):
+    with pytest.raises(errors.Forbidden, match="lacks the 'read' scope"):
         checkout.models()
 
 
-def test_keys_are_stored_hashed_and_listed_without_secrets(server: RunningServer) -> None:
+def test_keys_are_stored_hashed_listed_without_secrets_and_revoked(
+    server: RunningServer,
+) -> None:
     mp = server.client()
-    made = mp.create_key("billing", ["predict", "read"])
-    assert made["key"].startswith("mp_") and made["scopes"] == ["predict", "read"]
+    made = mp.create_key("billing", ["read", "predict"])
+    secret = made["key"]
+    assert secret.startswith("mp_") and len(secret) > 40
+    assert made["consumer"] == "billing" and made["scopes"] == ["predict", "read"]
     listed = {k["id"]: k for k in mp.list_keys()}
-    assert "key" not in listed[made["id"]] and listed[made["id"]]["consumer"] == "billing"
+    assert set(listed) == {1, made["id"]}  # the test admin key and this one
+    assert "key" not in listed[made["id"]]
+    assert listed[made["id"]]["prefix"] == secret[:10]
+
     st = Store(server.settings.store_url)
     try:
         with st.read() as conn:
             stored = [r._asdict() for r in conn.execute(sa.select(api_keys))]
     finally:
         st.close()
-    assert all(made["key"] not in str(row.values()) for row in stored)
-    assert mp.revoke_key(made["id"])["revoked"] is True
+    assert len(stored) == 2
+    for row in stored:
+        assert secret not in " ".join(str(v) for v in row.values())
+    (row,) = [r for r in stored if r["id"] == made["id"]]
+    assert row["key_hash"] == hashlib.sha256(secret.encode()).hexdigest()
+
+    # Revoking through the API takes effect at once, although the key was just cached.
+    billing = server.client(secret)
+    assert billing.models() == []  # the key works, and the server caches it
+    assert mp.revoke_key(made["id"]) == {"id": made["id"], "consumer": "billing", "revoked": True}
+    with pytest.raises(errors.Unauthorized, match="unknown or revoked"):
+        billing.models()
     assert made["id"] not in {k["id"] for k in mp.list_keys()}
-    with pytest.raises(errors.Unauthorized):
-        server.client(made["key"]).prediction("x")
+    assert mp.revoke_key(made["id"])["revoked"] is True  # revoking again is harmless
+    with pytest.raises(errors.KeyNotFound):
+        mp.revoke_key(12345)
+
+
+def test_revocation_elsewhere_is_seen_after_the_key_cache_expires(settings: Settings) -> None:
+    ttl = 1.5
+    running = start_server(settings.model_copy(update={"key_cache_seconds": ttl}))
+    try:
+        secret = running.key("batch", "read")
+        http = running.http(secret)
+        assert http.get("/v1/models").status_code == 200  # verified and cached
+        st = Store(running.settings.store_url)  # e.g. `modelport keys revoke` in another process
+        try:
+            with st.transaction() as conn:
+                key_id = conn.execute(
+                    sa.select(api_keys.c.id).where(api_keys.c.consumer == "batch")
+                ).scalar_one()
+                revoke_key(conn, key_id)
+        finally:
+            st.close()
+        revoked_at = time.monotonic()
+        assert http.get("/v1/models").status_code == 200  # still trusted from the cache
+        while http.get("/v1/models").status_code != 401:
+            assert time.monotonic() - revoked_at < ttl + 5, "the revocation was never seen"
+            time.sleep(0.05)
+    finally:
+        running.stop()
 
 
 def test_push_scope_may_push_skops_but_not_pickles_or_aliases(
-    server: RunningServer, iris_pipeline: Any, iris_frame: Any, tmp_path: Any
+    server: RunningServer, iris_pipeline: Any, iris_frame: Any, tmp_path: Path
 ) -> None:
     import joblib
 
     pusher = server.client(server.key("ci", "push"))
-    assert pusher.push("iris", iris_pipeline, train_data=iris_frame)["version"] == 1
+    assert pusher.push("iris", iris_pipeline, train_data=iris_frame)["flavor"] == "sklearn"
     path = tmp_path / "model.joblib"
     joblib.dump(iris_pipeline, path)
-    with pytest.raises(errors.ArtifactRejected, match="admin key"):
+    with pytest.raises(errors.ArtifactRejected, match="only an admin key may push it") as info:
         pusher.push("iris", path, train_data=iris_frame)
-    with pytest.raises(errors.Forbidden):
+    assert info.value.status_code == 422
+    assert info.value.details == [
+        {"field": "artifact", "reason": "pickle artifacts need an admin key"}
+    ]
+    with pytest.raises(errors.Forbidden, match="lacks the 'admin' scope"):
         pusher.push("iris", iris_pipeline, train_data=iris_frame, alias="production")
-    with pytest.raises(errors.Forbidden):
+    with pytest.raises(errors.Forbidden, match="lacks the 'admin' scope"):
         pusher.promote("iris", 1)
-    assert [v["version"] for v in server.client().versions("iris")] == [1]
-    assert server.client().push("iris", path, train_data=iris_frame)["flavor"] == "pickle"
+    admin = server.client()
+    assert [v["version"] for v in admin.versions("iris")] == [1]
+    assert admin.model("iris")["aliases"] == {}
+    assert admin.push("iris", path, train_data=iris_frame)["flavor"] == "pickle"
 
 
 def test_no_auth_serves_everyone_as_anonymous(
-    settings: Any, iris_pipeline: Any, iris_frame: Any
+    settings: Settings, iris_pipeline: Any, iris_frame: Any
 ) -> None:
     open_server = start_server(settings.model_copy(update={"no_auth": True}))
     try:
         anon = open_server.client("")
         anon.push("iris", iris_pipeline, train_data=iris_frame, alias="production")
         pid = anon.predict("iris", [ROW])["prediction_ids"][0]
-        assert anon.prediction(pid)["consumer"] == "anonymous"
+        record = anon.prediction(pid)
+        assert record["consumer"] == "anonymous"
+        assert anon.version("iris", 1)["lineage"]["created_by"] == "anonymous"
+        assert open_server.http("").get("/v1/settings").json()["no_auth"] is True
     finally:
         open_server.stop()
 
 
-def test_no_auth_is_refused_beyond_loopback(settings: Any) -> None:
+def test_no_auth_is_refused_beyond_loopback(settings: Settings) -> None:
     assert is_loopback("127.0.0.1") and is_loopback("::1") and is_loopback("localhost")
-    assert not is_loopback("0.0.0.0") and not is_loopback("10.1.2.3")
+    assert not is_loopback("0.0.0.0") and not is_loopback("10.1.2.3") and not is_loopback("::")
     check_exposure(settings.model_copy(update={"no_auth": True}))
+    check_exposure(settings.model_copy(update={"host": "0.0.0.0"}))  # keys on: fine anywhere
     with pytest.raises(errors.InvalidRequest, match="not a loopback address"):
         check_exposure(settings.model_copy(update={"no_auth": True, "host": "0.0.0.0"}))
+    with pytest.raises(errors.InvalidRequest, match="--force-no-auth"):
+        check_exposure(settings.model_copy(update={"no_auth": True, "host": "10.1.2.3"}))
     check_exposure(
         settings.model_copy(update={"no_auth": True, "host": "0.0.0.0", "force_no_auth": True})
     )

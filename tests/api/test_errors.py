@@ -1,32 +1,81 @@
-"""One JSON error envelope for every /v1 error path, and bad input never reaches the ledger."""
+"""One JSON error envelope for every /v1 error path, and bad input never reaches the ledger.
+
+Every error body under /v1 is ``{"error": {"code": str, "message": str, "details": [...]}}``;
+:func:`assert_envelope` pins that shape and every test here goes through it.
+"""
 
 from __future__ import annotations
 
-import json
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
+import pandas as pd
 import pytest
+import sqlalchemy as sa
 
+from modelport import Model
+from modelport.settings import Settings
+from modelport.store import Store
+from modelport.store.tables import feedback, predictions
 from tests.conftest import IRIS_COLUMNS, RunningServer, start_server
 
 ROW = {"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}
+PREDICT = "/v1/models/iris/predict"
 
 
 def assert_envelope(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
-    """The one error shape: {"error": {"code", "message", "details": [...]}}."""
+    """The one error shape: ``{"error": {"code", "message", "details": [...]}}``."""
     assert response.status_code == status, response.text
     assert response.headers["content-type"].startswith("application/json")
     body = response.json()
-    assert set(body) == {"error"}
+    assert set(body) == {"error"}, body
     error = body["error"]
-    assert set(error) == {"code", "message", "details"}
-    assert error["code"] == code
-    assert isinstance(error["message"], str) and error["message"]
+    assert set(error) == {"code", "message", "details"}, error
+    assert error["code"] == code, error
+    assert isinstance(error["message"], str) and error["message"].strip()
     assert isinstance(error["details"], list)
     for detail in error["details"]:
-        assert {"field", "reason"} <= set(detail)
-    return error
+        assert isinstance(detail, dict) and {"field", "reason"} <= set(detail), detail
+        assert set(detail) <= {"field", "reason", "row"}, detail
+        assert isinstance(detail["reason"], str) and detail["reason"]
+        assert detail["field"] is None or isinstance(detail["field"], str)
+        if "row" in detail:
+            assert isinstance(detail["row"], int) and detail["row"] >= 0
+    return dict(error)
+
+
+def ledger_size(settings: Settings) -> tuple[int, int]:
+    """Rows in the ledger (predictions, feedback), read straight from the store."""
+    store = Store(settings.store_url)
+    try:
+        with store.read() as conn:
+
+            def count(table: sa.Table) -> int:
+                return int(conn.execute(sa.select(sa.func.count()).select_from(table)).scalar_one())
+
+            return count(predictions), count(feedback)
+    finally:
+        store.close()
+
+
+class Sizer(Model):
+    """Echoes the ``size`` field: a model whose schema has ranges and categories."""
+
+    task = "regression"
+
+    def predict(self, X: pd.DataFrame) -> list[float]:
+        return [float(v) for v in X["size"]]
+
+
+SIZER_SCHEMA = {
+    "fields": [
+        {"name": "colour", "type": "category", "categories": ["red", "green", "blue"]},
+        {"name": "size", "type": "number", "minimum": 0, "maximum": 10},
+        {"name": "count", "type": "integer", "minimum": 1},
+        {"name": "fragile", "type": "boolean", "required": False, "default": False},
+    ]
+}
 
 
 @pytest.fixture
@@ -35,106 +84,226 @@ def iris(server: RunningServer, iris_pipeline: Any, iris_frame: Any) -> RunningS
     return server
 
 
-def _ledger_size(server: RunningServer) -> int:
-    return len(server.client().predictions("iris", limit=1000)["predictions"])
-
-
-def test_400_malformed_bodies(iris: RunningServer) -> None:
+def test_400_bodies_that_are_not_json_objects(iris: RunningServer) -> None:
     http = iris.http()
-    url = "/v1/models/iris/predict"
-    assert_envelope(http.post(url, content=b"{not json"), 400, "invalid_request")
-    assert_envelope(http.post(url, content=b""), 400, "invalid_request")
-    assert_envelope(http.post(url, content=b"[1, 2]"), 400, "invalid_request")
-    assert_envelope(http.post("/v1/feedback", content=b"nope"), 400, "invalid_request")
-    assert _ledger_size(iris) == 0
+    json_routes = [
+        ("POST", PREDICT),
+        ("POST", "/v1/feedback"),
+        ("PUT", "/v1/models/iris/aliases/production"),
+        ("POST", "/v1/models"),
+        ("POST", "/v1/keys"),
+    ]
+    headers = {"content-type": "application/json"}
+    for method, url in json_routes:
+        err = assert_envelope(
+            http.request(method, url, content=b"{not json", headers=headers), 400, "invalid_request"
+        )
+        assert "not valid JSON" in err["message"], (method, url, err)
+        err = assert_envelope(
+            http.request(method, url, content=b"", headers=headers), 400, "invalid_request"
+        )
+        assert "empty" in err["message"], (method, url, err)
+        err = assert_envelope(
+            http.request(method, url, content=b"[1, 2]", headers=headers), 400, "invalid_request"
+        )
+        assert "JSON object" in err["message"], (method, url, err)
+    err = assert_envelope(
+        http.get("/v1/models/iris/predictions", params={"since": "yesterday"}),
+        400,
+        "invalid_request",
+    )
+    assert err["details"] == [{"field": "since", "reason": "not a time"}]
+    err = assert_envelope(
+        http.post("/v1/models", json={"name": "Bad Name"}), 400, "invalid_request"
+    )
+    assert err["details"][0]["field"] == "name"
+    err = assert_envelope(
+        http.put("/v1/models/iris/aliases/9lives", json={"version": 1}), 400, "invalid_request"
+    )
+    assert err["details"][0]["field"] == "alias"
+    assert ledger_size(iris.settings) == (0, 0)
 
 
 def test_401_missing_unknown_and_revoked_keys(iris: RunningServer) -> None:
-    anon = iris.http("")
-    err = assert_envelope(anon.get("/v1/models"), 401, "unauthorized")
-    assert "API key" in err["message"]
-    assert anon.get("/v1/models").headers["www-authenticate"] == "Bearer"
-    assert_envelope(iris.http("mp_wrong").get("/v1/models"), 401, "unauthorized")
+    for client in (iris.http(""), iris.http("mp_not-a-key")):
+        for response in (client.get("/v1/models"), client.post(PREDICT, json={"inputs": [ROW]})):
+            err = assert_envelope(response, 401, "unauthorized")
+            assert "API key" in err["message"]
+            assert response.headers["www-authenticate"] == "Bearer"
+    basic = iris.http("").get("/v1/models", headers={"Authorization": "Basic dXNlcjpwdw=="})
+    assert_envelope(basic, 401, "unauthorized")
+
     key = iris.client().create_key("temp", ["read"])
-    assert iris.http(key["key"]).get("/v1/models").status_code == 200
+    reader = iris.http(key["key"])
+    assert reader.get("/v1/models").status_code == 200  # now cached by the server
     iris.client().revoke_key(key["id"])
-    assert_envelope(iris.http(key["key"]).get("/v1/models"), 401, "unauthorized")
+    err = assert_envelope(reader.get("/v1/models"), 401, "unauthorized")
+    assert "revoked" in err["message"]
+    assert ledger_size(iris.settings) == (0, 0)
 
 
-def test_403_wrong_scope(iris: RunningServer) -> None:
+def test_403_wrong_scope_for_each_route_family(iris: RunningServer) -> None:
     reader = iris.http(iris.key("reader", "read"))
     predictor = iris.http(iris.key("app", "predict"))
-    assert_envelope(
-        reader.post("/v1/models/iris/predict", json={"inputs": [ROW]}), 403, "forbidden"
-    )
-    assert_envelope(
-        reader.put("/v1/models/iris/aliases/production", json={"version": 1}), 403, "forbidden"
-    )
-    assert_envelope(reader.post("/v1/feedback", json={"feedback": []}), 403, "forbidden")
-    assert_envelope(predictor.get("/v1/models"), 403, "forbidden")
-    assert_envelope(
-        predictor.post("/v1/keys", json={"name": "x", "scopes": ["read"]}), 403, "forbidden"
-    )
-    assert_envelope(predictor.get("/v1/settings"), 403, "forbidden")
+    pusher = iris.http(iris.key("ci", "push"))
+    artifact = {"artifact": ("m.skops", b"PK\x03\x04")}
+    cases: list[tuple[httpx.Client, str, str, dict[str, Any], str]] = [
+        (reader, "POST", PREDICT, {"json": {"inputs": [ROW]}}, "predict"),
+        (reader, "POST", "/v1/feedback", {"json": {"feedback": []}}, "feedback"),
+        (predictor, "GET", "/v1/models", {}, "read"),
+        (predictor, "GET", "/v1/models/iris/versions/1", {}, "read"),
+        (predictor, "GET", "/v1/models/iris/predictions", {}, "read"),
+        (predictor, "GET", "/v1/predictions/some-id", {}, "read"),
+        (predictor, "GET", "/v1/models/iris/aliases/history", {}, "read"),
+        (reader, "POST", "/v1/models/iris/versions", {"files": artifact}, "push"),
+        (pusher, "PUT", "/v1/models/iris/aliases/production", {"json": {"version": 1}}, "admin"),
+        (pusher, "POST", "/v1/models/iris/aliases/production/rollback", {}, "admin"),
+        (pusher, "POST", "/v1/models", {"json": {"name": "other"}}, "admin"),
+        (pusher, "POST", "/v1/keys", {"json": {"name": "x", "scopes": ["read"]}}, "admin"),
+        (pusher, "GET", "/v1/keys", {}, "admin"),
+        (pusher, "DELETE", "/v1/keys/1", {}, "admin"),
+        (pusher, "GET", "/v1/settings", {}, "admin"),
+    ]
+    for client, method, url, kwargs, scope in cases:
+        err = assert_envelope(client.request(method, url, **kwargs), 403, "forbidden")
+        assert f"lacks the {scope!r} scope" in err["message"], (method, url, err)
+    assert ledger_size(iris.settings) == (0, 0)
+    assert iris.client().model("iris")["aliases"] == {"production": 1}
+    assert [m["name"] for m in iris.client().models()] == ["iris"]
 
 
 def test_404_unknown_things(iris: RunningServer) -> None:
     http = iris.http()
-    assert_envelope(
-        http.post("/v1/models/nope/predict", json={"inputs": [ROW]}), 404, "model_not_found"
-    )
-    assert_envelope(
-        http.post("/v1/models/iris/predict", json={"inputs": [ROW], "version": 9}),
-        404,
-        "version_not_found",
-    )
-    assert_envelope(http.get("/v1/models/iris/versions/9"), 404, "version_not_found")
-    assert_envelope(http.get("/v1/models/nope"), 404, "model_not_found")
-    assert_envelope(http.get("/v1/predictions/0000"), 404, "prediction_not_found")
-    assert_envelope(http.get("/v1/no/such/route"), 404, "not_found")
-    assert_envelope(http.delete("/v1/keys/999"), 404, "key_not_found")
-    assert_envelope(
-        http.put("/v1/models/iris/aliases/production", json={"version": 7}),
-        404,
-        "version_not_found",
-    )
-    assert_envelope(http.post("/v1/models/iris/aliases/staging/rollback"), 404, "alias_not_found")
+    cases = [
+        (http.post("/v1/models/nope/predict", json={"inputs": [ROW]}), "model_not_found"),
+        (http.post(PREDICT, json={"inputs": [ROW], "version": 9}), "version_not_found"),
+        (http.get("/v1/models/nope"), "model_not_found"),
+        (http.get("/v1/models/nope/versions"), "model_not_found"),
+        (http.get("/v1/models/nope/predictions"), "model_not_found"),
+        (http.get("/v1/models/nope/aliases/history"), "model_not_found"),
+        (http.get("/v1/models/iris/versions/9"), "version_not_found"),
+        (http.get("/v1/models/iris/versions/9/schema"), "version_not_found"),
+        (http.get("/v1/models/iris/versions/9/batching"), "version_not_found"),
+        (http.get("/v1/models/nope/versions/1/batching"), "model_not_found"),
+        (http.get("/v1/predictions/0190e4a1-0000-7000-8000-000000000000"), "prediction_not_found"),
+        (http.delete("/v1/keys/999"), "key_not_found"),
+        (http.put("/v1/models/iris/aliases/production", json={"version": 7}), "version_not_found"),
+        (http.put("/v1/models/nope/aliases/production", json={"version": 1}), "model_not_found"),
+        (http.post("/v1/models/iris/aliases/staging/rollback"), "alias_not_found"),
+    ]
+    for response, code in cases:
+        err = assert_envelope(response, 404, code)
+        assert err["details"] == []
+    err = assert_envelope(http.get("/v1/no/such/route"), 404, "not_found")
+    assert err["message"] == "no route GET /v1/no/such/route"
+    assert_envelope(iris.http("").get("/v1/nothing"), 404, "not_found")
     assert_envelope(http.delete("/v1/models"), 405, "method_not_allowed")
+    assert ledger_size(iris.settings) == (0, 0)
 
 
 def test_409_conflicts(iris: RunningServer) -> None:
     http = iris.http()
     err = assert_envelope(
-        http.post("/v1/models/iris/predict", json={"inputs": [ROW], "alias": "candidate"}),
+        http.post(PREDICT, json={"inputs": [ROW], "alias": "candidate"}),
         409,
         "no_version_behind_alias",
     )
-    assert "modelport promote iris" in err["message"]
-    assert_envelope(http.post("/v1/models", json={"name": "iris"}), 409, "conflict")
-    assert_envelope(
+    assert "modelport promote iris VERSION --alias candidate" in err["message"]
+    assert "PUT /v1/models/iris/aliases/candidate" in err["message"]
+    err = assert_envelope(http.post("/v1/models", json={"name": "iris"}), 409, "conflict")
+    assert "already exists" in err["message"]
+    err = assert_envelope(
         http.post("/v1/models/iris/aliases/production/rollback"), 409, "nothing_to_roll_back"
     )
+    assert "production" in err["message"]
     http.post("/v1/models", json={"name": "empty", "task": "regression"}).raise_for_status()
     err = assert_envelope(
         http.post("/v1/models/empty/predict", json={"inputs": [{}]}), 409, "no_version_behind_alias"
     )
     assert "PUT /v1/models/empty/aliases/production" in err["message"]
+    assert ledger_size(iris.settings) == (0, 0)
 
 
-def test_413_bodies_over_the_limit(settings: Any) -> None:
-    small = start_server(settings.model_copy(update={"max_body_bytes": 2048}))
+def _chunks(total: int) -> Iterator[bytes]:
+    """A body sent chunked (no Content-Length), 1 KiB at a time."""
+    for _ in range(total // 1024):
+        yield b" " * 1024
+
+
+def test_413_bodies_over_the_limit(settings: Settings) -> None:
+    from tests.api.models import FailsOnNegative
+
+    limits = {"max_body_bytes": 2048, "max_artifact_bytes": 8192, "max_rows_per_request": 3}
+    small = start_server(settings.model_copy(update=limits))
     try:
-        http = small.http()
-        big = json.dumps({"inputs": [ROW] * 100}).encode()
-        assert_envelope(http.post("/v1/models/x/predict", content=big), 413, "payload_too_large")
-
-        def chunks() -> Any:
-            for _ in range(10):
-                yield b" " * 1024
-
-        assert_envelope(
-            http.post("/v1/models/x/predict", content=chunks()), 413, "payload_too_large"
+        small.client().push(
+            "tiny",
+            FailsOnNegative(),
+            schema={"fields": [{"name": "x", "type": "number"}]},
+            alias="production",
         )
+        http = small.http()
+        big = {"inputs": [{"x": 1.0}] * 300}
+        for url in ("/v1/models/tiny/predict", "/v1/feedback", "/v1/keys"):
+            err = assert_envelope(http.post(url, json=big), 413, "payload_too_large")
+            assert "2048" in err["message"]
+        headers = {"content-type": "application/json"}
+        for method, url in [
+            ("POST", "/v1/models/tiny/predict"),
+            ("POST", "/v1/feedback"),
+            ("PUT", "/v1/models/tiny/aliases/production"),
+            ("POST", "/v1/keys"),
+        ]:
+            response = http.request(method, url, content=_chunks(10 * 1024), headers=headers)
+            assert "content-length" not in response.request.headers
+            err = assert_envelope(response, 413, "payload_too_large")
+            assert "2048" in err["message"], (method, url)
+
+        # Artifacts have their own, larger limit; it holds for chunked uploads too.
+        err = assert_envelope(
+            http.post("/v1/models/tiny/versions", files={"artifact": ("m.pkl", b"\x80" * 9000)}),
+            413,
+            "payload_too_large",
+        )
+        assert "8192" in err["message"]
+        boundary = "modelport-test-boundary"
+        head = (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="artifact"; '
+            'filename="m.pkl"\r\nContent-Type: application/octet-stream\r\n\r\n'
+        ).encode()
+
+        def multipart() -> Iterator[bytes]:
+            yield head
+            yield from _chunks(16 * 1024)
+            yield f"\r\n--{boundary}--\r\n".encode()
+
+        err = assert_envelope(
+            http.post(
+                "/v1/models/tiny/versions",
+                content=multipart(),
+                headers={"content-type": f"multipart/form-data; boundary={boundary}"},
+            ),
+            413,
+            "payload_too_large",
+        )
+        assert "8192" in err["message"]
+
+        # Rows over max_rows_per_request are a 422 naming the limit.
+        err = assert_envelope(
+            http.post("/v1/models/tiny/predict", json={"inputs": [{"x": 1.0}] * 4}),
+            422,
+            "invalid_input",
+        )
+        assert err["details"] == [{"field": "inputs", "reason": "4 rows exceed the limit of 3"}]
+        err = assert_envelope(
+            http.post("/v1/models/tiny/predict", json={"columns": ["x"], "data": [[1]] * 4}),
+            422,
+            "invalid_input",
+        )
+        assert err["details"][0]["field"] == "data"
+        assert http.post("/v1/models/tiny/predict", json={"inputs": [{"x": 1}] * 3}).is_success
+        assert ledger_size(small.settings) == (3, 0)
+        assert [v["version"] for v in small.client().versions("tiny")] == [1]
     finally:
         small.stop()
 
@@ -143,81 +312,171 @@ def test_422_schema_violations_name_every_field(iris: RunningServer) -> None:
     http = iris.http()
     bad = [
         ROW,
-        {**ROW, "sepal_length": "long"},
+        {**ROW, "sepal_length": "long", "sepal_width": True},
         {k: v for k, v in ROW.items() if k != "petal_width"},
         {**ROW, "petal_length": None, "colour": "blue"},
+        "not an object",
     ]
-    err = assert_envelope(
-        http.post("/v1/models/iris/predict", json={"inputs": bad}), 422, "invalid_input"
-    )
-    assert {(d["row"], d["field"], d["reason"]) for d in err["details"]} == {
-        (1, "sepal_length", "expected a number, got string"),
-        (2, "petal_width", "missing"),
-        (3, "petal_length", "null is not allowed"),
-        (3, "colour", "unexpected field"),
-    }
-    err = assert_envelope(
-        http.post("/v1/models/iris/predict", json={"columns": IRIS_COLUMNS, "data": [[1, 2, 3]]}),
-        422,
-        "invalid_input",
-    )
-    assert err["details"][0]["row"] == 0
-    assert_envelope(
-        http.post("/v1/models/iris/predict", json={"inputs": [ROW], "version": "one"}),
-        422,
-        "invalid_input",
-    )
-    assert_envelope(
-        http.post("/v1/models/iris/predict", json={"inputs": [ROW] * 10_001}), 422, "invalid_input"
-    )
-    assert _ledger_size(iris) == 0
+    err = assert_envelope(http.post(PREDICT, json={"inputs": bad}), 422, "invalid_input")
+    assert err["details"] == [
+        {"row": 1, "field": "sepal_length", "reason": "expected a number, got string"},
+        {"row": 1, "field": "sepal_width", "reason": "expected a number, got boolean"},
+        {"row": 2, "field": "petal_width", "reason": "missing"},
+        {"row": 3, "field": "petal_length", "reason": "null is not allowed"},
+        {"row": 3, "field": "colour", "reason": "unexpected field"},
+        {"row": 4, "field": None, "reason": "each input must be a JSON object"},
+    ]
+    assert err["message"].startswith("input does not fit the schema: row 1, field 'sepal_length'")
+    assert "(and 5 more)" in err["message"]
 
-
-def test_422_ranges_and_categories(server: RunningServer, iris_pipeline: Any) -> None:
-    schema = {
-        "fields": [{"name": c, "type": "number", "minimum": 0, "maximum": 10} for c in IRIS_COLUMNS]
-    }
-    server.client().push("ranged", iris_pipeline, schema=schema, alias="production")
-    http = server.http()
+    # The columns + data form reports the same problems, by row.
     err = assert_envelope(
-        http.post("/v1/models/ranged/predict", json={"inputs": [{**ROW, "sepal_length": 11}]}),
+        http.post(
+            PREDICT,
+            json={
+                "columns": [*IRIS_COLUMNS, "extra"],
+                "data": [[1, 2, 3, 4, 5], [1, 2, "x", 4, 5]],
+            },
+        ),
         422,
         "invalid_input",
     )
     assert err["details"] == [
-        {"row": 0, "field": "sepal_length", "reason": "out of range: 11.0 is above the maximum 10"}
+        {"row": 0, "field": "extra", "reason": "unexpected field"},
+        {"row": 1, "field": "petal_length", "reason": "expected a number, got string"},
+        {"row": 1, "field": "extra", "reason": "unexpected field"},
     ]
+    assert ledger_size(iris.settings) == (0, 0)
+
+
+def test_422_payload_shapes(iris: RunningServer) -> None:
+    http = iris.http()
+    cases: list[tuple[dict[str, Any], dict[str, Any]]] = [
+        ({"columns": IRIS_COLUMNS, "data": [[1, 2, 3, 4], [1, 2, 3]]}, {"row": 1, "field": None}),
+        ({"columns": IRIS_COLUMNS, "data": [5]}, {"row": 0, "field": None}),
+        ({"columns": "sepal_length", "data": [[1]]}, {"field": "columns"}),
+        ({"columns": ["a", "a"], "data": [[1, 2]]}, {"field": "columns"}),
+        ({"columns": IRIS_COLUMNS, "data": []}, {"field": "data"}),
+        ({"columns": IRIS_COLUMNS}, {"field": "data"}),
+        ({"inputs": [ROW], "columns": IRIS_COLUMNS, "data": [[1, 2, 3, 4]]}, {"field": "inputs"}),
+        ({"inputs": []}, {"field": "inputs"}),
+        ({"inputs": ROW}, {"field": "inputs"}),
+        ({"rows": [ROW]}, {"field": "rows", "reason": "unexpected field"}),
+        ({"inputs": [ROW], "verison": 2}, {"field": "verison", "reason": "unexpected field"}),
+        ({"inputs": [ROW], "version": "one"}, {"field": "version"}),
+        ({"inputs": [ROW], "version": 0}, {"field": "version"}),
+        ({"inputs": [ROW], "version": True}, {"field": "version"}),
+        ({"inputs": [ROW], "alias": 3}, {"field": "alias"}),
+        ({"inputs": [ROW], "alias": "production", "version": 1}, {"field": "version"}),
+    ]
+    for body, expected in cases:
+        err = assert_envelope(http.post(PREDICT, json=body), 422, "invalid_input")
+        assert len(err["details"]) == 1, (body, err)
+        assert expected.items() <= err["details"][0].items(), (body, err)
+    assert ledger_size(iris.settings) == (0, 0)
+
+
+def test_422_ranges_and_categories(server: RunningServer) -> None:
+    mp = server.client()
+    mp.push("sizer", Sizer(), schema=SIZER_SCHEMA, alias="production")
+    http = server.http()
+    good = {"colour": "red", "size": 10, "count": 1}
+    assert http.post("/v1/models/sizer/predict", json={"inputs": [good]}).json()["predictions"] == [
+        10.0
+    ]
+    rows = [
+        {"colour": "purple", "size": -0.5, "count": 0},
+        {"colour": "blue", "size": 10.5, "count": 2.5, "fragile": "yes"},
+        {"colour": ["red"], "size": "big", "count": 3, "fragile": True},
+    ]
+    err = assert_envelope(
+        http.post("/v1/models/sizer/predict", json={"inputs": rows}), 422, "invalid_input"
+    )
+    allowed = "allowed: 'red', 'green', 'blue'"
+    assert err["details"] == [
+        {"row": 0, "field": "colour", "reason": f"unknown category 'purple'; {allowed}"},
+        {"row": 0, "field": "size", "reason": "out of range: -0.5 is below the minimum 0"},
+        {"row": 0, "field": "count", "reason": "out of range: 0 is below the minimum 1"},
+        {"row": 1, "field": "size", "reason": "out of range: 10.5 is above the maximum 10"},
+        {"row": 1, "field": "count", "reason": "expected an integer, got 2.5"},
+        {"row": 1, "field": "fragile", "reason": "expected a boolean, got string"},
+        {
+            "row": 2,
+            "field": "colour",
+            "reason": "expected one of 'red', 'green', 'blue', got array",
+        },
+        {"row": 2, "field": "size", "reason": "expected a number, got string"},
+    ]
+    assert ledger_size(server.settings) == (1, 0)
 
 
 def test_422_request_bodies_of_management_routes(iris: RunningServer) -> None:
     http = iris.http()
+    alias = "/v1/models/iris/aliases/production"
+    cases: list[tuple[httpx.Response, str]] = [
+        (http.put(alias, json={"version": 0}), "version"),
+        (http.put(alias, json={"version": "two"}), "version"),
+        (http.put(alias, json={}), "version"),
+        (http.put(alias, json={"version": 1, "colour": "red"}), "colour"),
+        (http.post(f"{alias}/rollback", json={"why": "x"}), "why"),
+        (http.post("/v1/keys", json={"name": "x", "scopes": ["root"]}), "scopes.0"),
+        (http.post("/v1/keys", json={"scopes": ["read"]}), "name"),
+        (http.post("/v1/keys", json={"name": "x", "scopes": "read"}), "scopes"),
+        (http.post("/v1/models", json={"name": "m", "task": "cooking"}), "task"),
+        (http.post("/v1/models", json={"name": "m", "owner": "me"}), "owner"),
+        (http.get("/v1/models/iris/predictions", params={"limit": 0}), "limit"),
+        (http.get("/v1/models/iris/predictions", params={"version": "x"}), "version"),
+        (http.get("/v1/models/iris/versions/one"), "version"),
+        (http.delete("/v1/keys/first"), "key_id"),
+    ]
+    for response, field in cases:
+        err = assert_envelope(response, 422, "invalid_input")
+        assert err["details"][0]["field"] == field, (response.request.url, err)
+        assert err["message"].startswith(f"{field}: "), err
+    # An empty scope list is refused by the service, naming the field.
     err = assert_envelope(
-        http.put("/v1/models/iris/aliases/production", json={"version": 0}), 422, "invalid_input"
+        http.post("/v1/keys", json={"name": "x", "scopes": []}), 400, "invalid_request"
     )
-    assert err["details"][0]["field"] == "version"
-    err = assert_envelope(
-        http.post("/v1/keys", json={"name": "x", "scopes": ["root"]}), 422, "invalid_input"
-    )
-    assert err["details"][0]["field"].startswith("scopes")
-    err = assert_envelope(
-        http.post("/v1/models", json={"name": "Bad Name"}), 400, "invalid_request"
-    )
-    assert err["details"][0]["field"] == "name"
-    files = {"artifact": ("m.bin", b"garbage")}
-    err = assert_envelope(
-        http.post("/v1/models/x/versions", files=files, data={"metadata": '{"colour": 1}'}),
-        422,
-        "invalid_input",
-    )
-    assert err["details"][0]["field"] == "metadata.colour"
-    err = assert_envelope(http.post("/v1/models/x/versions", files=files), 422, "artifact_rejected")
+    assert err["details"][0]["field"] == "scopes"
+    assert iris.client().model("iris")["aliases"] == {"production": 1}
+    assert [k["consumer"] for k in iris.client().list_keys()] == ["test-admin"]
+
+
+def test_422_bad_push_metadata(iris: RunningServer, iris_pipeline: Any) -> None:
+    from modelport.flavors import serialize
+
+    blob, _ = serialize(iris_pipeline)
+    http = iris.http()
+    url = "/v1/models/iris/versions"
+
+    def push(metadata: str, artifact: bytes = blob) -> httpx.Response:
+        return http.post(
+            url, files={"artifact": ("m.skops", artifact)}, data={"metadata": metadata}
+        )
+
+    cases = [
+        ('{"colour": 1}', "metadata.colour"),
+        ('{"train_data_sha256": "abc"}', "metadata.train_data_sha256"),
+        ('{"metrics": {"accuracy": "high"}}', "metadata.metrics.accuracy"),
+        ('{"task": "cooking"}', "metadata.task"),
+        ('{"flavor": "onnx"}', "metadata.flavor"),
+        ("not json", "metadata"),
+    ]
+    for metadata, field in cases:
+        err = assert_envelope(push(metadata), 422, "invalid_input")
+        assert err["details"][0]["field"] == field, (metadata, err)
+        assert err["message"].startswith("invalid push metadata"), err
+    err = assert_envelope(push('{"schema": {"fields": []}}'), 422, "invalid_input")
+    assert err["details"] == [{"field": "schema.fields", "reason": "expected a non-empty list"}]
+    err = assert_envelope(push("{}", b""), 422, "invalid_input")
+    assert err["details"] == [{"field": "artifact", "reason": "empty file"}]
+    err = assert_envelope(push("{}", b"garbage"), 422, "artifact_rejected")
     assert err["details"][0]["field"] == "artifact"
-    err = assert_envelope(
-        http.get("/v1/models/iris/predictions", params={"since": "yesterday"}),
-        400,
-        "invalid_request",
-    )
-    assert err["details"][0]["field"] == "since"
+    err = assert_envelope(http.post(url, data={"metadata": "{}"}), 422, "invalid_input")
+    assert err["details"][0]["field"] == "artifact"
+    err = assert_envelope(push('{"alias": "9lives"}'), 400, "invalid_request")
+    assert err["details"][0]["field"] == "alias"
+    assert [v["version"] for v in iris.client().versions("iris")] == [1]
 
 
 def test_model_failure_is_its_own_error(server: RunningServer) -> None:
@@ -231,7 +490,10 @@ def test_model_failure_is_its_own_error(server: RunningServer) -> None:
     )
     http = server.http()
     assert http.post("/v1/models/fragile/predict", json={"inputs": [{"x": 1}]}).status_code == 200
-    assert_envelope(
+    err = assert_envelope(
         http.post("/v1/models/fragile/predict", json={"inputs": [{"x": -1}]}), 500, "model_failed"
     )
+    assert "ValueError: negative input" in err["message"]
     assert http.get("/v1/health").status_code == 200
+    assert http.post("/v1/models/fragile/predict", json={"inputs": [{"x": 2}]}).status_code == 200
+    assert ledger_size(server.settings) == (2, 0)

@@ -50,3 +50,17 @@ def test_bad_input_is_422_and_not_logged(
     fields = {(d["row"], d["field"]) for d in info.value.details}
     assert fields == {(0, "sepal_length"), (0, "petal_width")}
     assert mp.predictions("iris")["predictions"] == []
+
+
+def test_batching_stats_are_exposed(
+    server: RunningServer, iris_pipeline: Any, iris_frame: Any
+) -> None:
+    mp = server.client()
+    mp.push("iris", iris_pipeline, train_data=iris_frame, alias="production")
+    rows = iris_frame[IRIS_COLUMNS].head(4).to_dict("records")
+    for _ in range(3):
+        mp.predict("iris", rows)
+    stats = server.http().get("/v1/models/iris/versions/1/batching").json()
+    assert stats["requests"] == 3 and stats["rows"] == 12
+    assert stats["batch_rows"]["count"] == stats["batches"] >= 1
+    assert stats["queue_wait_ms"]["count"] == 3

@@ -2,26 +2,51 @@
 
 from __future__ import annotations
 
+import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
+from modelport.keys import create_key, list_keys
 from modelport.store import Store, metadata
+
+
+def _head() -> str | None:
+    config = Config()
+    config.set_main_option("script_location", "modelport.store:migrations")
+    return ScriptDirectory.from_config(config).get_current_head()
 
 
 def test_migrations_reach_head_and_match_the_tables(store_url: str) -> None:
     store = Store(store_url)
     try:
-        config = Config()
-        config.set_main_option("script_location", "modelport.store:migrations")
-        head = ScriptDirectory.from_config(config).get_current_head()
-        assert store.revision() == head == "0001"
-        store.migrate()  # a second run is a no-op
-        assert store.revision() == head
+        assert store.revision() == _head() is not None
         with store.read() as conn:
+            tables = set(sa.inspect(conn).get_table_names())
             diff = compare_metadata(MigrationContext.configure(conn), metadata)
+            generation = conn.exec_driver_sql("SELECT id, generation FROM registry_generation")
+            assert generation.all() == [(1, 0)]
+        assert tables == set(metadata.tables) | {"alembic_version"}
         assert diff == []
+    finally:
+        store.close()
+
+
+def test_migrating_again_is_a_no_op(store_url: str) -> None:
+    store = Store(store_url)
+    try:
+        with store.transaction() as conn:
+            create_key(conn, "kept", ["read"])
+        store.migrate()
+        again = Store(store_url)  # a second process opening the same store migrates too
+        again.close()
+        assert store.revision() == _head()
+        with store.read() as conn:
+            assert conn.exec_driver_sql("SELECT count(*) FROM alembic_version").scalar() == 1
+            assert [k["consumer"] for k in list_keys(conn)] == ["kept"]
+            assert conn.exec_driver_sql("SELECT count(*) FROM registry_generation").scalar() == 1
+            assert compare_metadata(MigrationContext.configure(conn), metadata) == []
     finally:
         store.close()
 

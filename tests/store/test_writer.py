@@ -4,19 +4,21 @@ from __future__ import annotations
 
 import threading
 from concurrent.futures import Future, wait
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
 
-from modelport.errors import Conflict
+from modelport.errors import Conflict, StoreUnavailable
 from modelport.ids import new_id
 from modelport.store import Store
 from modelport.store.tables import predictions, registry_generation
 from modelport.store.writer import Writer
 
 
-def _row(i: int) -> tuple:
-    return (new_id(), 1.0, "m", 1, None, "c", f"r{i}", '{"x": 1}', '{"prediction": 0}', 0.1)
+def _row(tag: object) -> tuple[object, ...]:
+    """A ledger row whose request_id is ``tag``."""
+    return (new_id(), 1.0, "m", 1, None, "c", str(tag), '{"x": 1}', '{"prediction": 0}', 0.1)
 
 
 def _count(store: Store) -> int:
@@ -27,12 +29,12 @@ def _count(store: Store) -> int:
 def test_concurrent_jobs_share_commits(store: Store) -> None:
     writer = Writer(store)
     writer.start()
-    futures: list[Future] = []
+    futures: list[Future[None]] = []
     lock = threading.Lock()
 
     def submit(t: int) -> None:
         for i in range(100):
-            fut = writer.submit_rows([_row(i), _row(i)])
+            fut = writer.submit_rows([_row(f"{t}-{i}-a"), _row(f"{t}-{i}-b")])
             with lock:
                 futures.append(fut)
 
@@ -44,16 +46,20 @@ def test_concurrent_jobs_share_commits(store: Store) -> None:
     wait(futures, timeout=60)
     assert all(f.exception() is None for f in futures)
     writer.stop()
-    assert _count(store) == 1600
+    with store.read() as conn:
+        stored = conn.execute(sa.select(predictions.c.request_id)).scalars().all()
+    expected = {f"{t}-{i}-{x}" for t in range(8) for i in range(100) for x in "ab"}
+    assert len(stored) == 1600 and set(stored) == expected
     assert writer.stats.jobs == 800 and writer.stats.rows == 1600
     assert writer.stats.commits < 800
 
 
 def test_a_failing_job_fails_alone(store: Store) -> None:
     writer = Writer(store)
-    release = threading.Event()
+    holding, release = threading.Event(), threading.Event()
 
     def slow(conn: sa.Connection) -> None:
+        holding.set()
         release.wait(10)  # holds the writer so the next jobs queue up into one group
 
     def bump(conn: sa.Connection) -> int:
@@ -66,30 +72,43 @@ def test_a_failing_job_fails_alone(store: Store) -> None:
         conn.execute(registry_generation.update().values(generation=1000))
         raise Conflict("no")
 
+    def broken_sql(conn: sa.Connection) -> None:
+        conn.exec_driver_sql("INSERT INTO no_such_table VALUES (1)")
+
     writer.start()
     first = writer.submit(slow)
-    group = [
+    assert holding.wait(10)
+    group: list[Future[Any]] = [
         writer.submit(bump),
         writer.submit(boom),
         writer.submit_rows([_row(0)]),
+        writer.submit(broken_sql),
         writer.submit(bump),
     ]
     release.set()
     wait([first, *group], timeout=30)
     writer.stop()
-    assert group[0].result() == 1 and group[3].result() == 1
-    with pytest.raises(Conflict):
+    assert writer.stats.commits == 2  # the slow job alone, then the whole group at once
+    assert writer.stats.jobs == 6
+    assert group[0].result() == 1 and group[4].result() == 1
+    with pytest.raises(Conflict, match="no"):
         group[1].result()
     assert group[2].result() is None
+    with pytest.raises(StoreUnavailable, match="no_such_table"):
+        group[3].result()
     with store.read() as conn:
         assert conn.execute(sa.select(registry_generation.c.generation)).scalar_one() == 2
     assert _count(store) == 1
 
 
 def test_stop_commits_everything_queued(store: Store) -> None:
-    writer = Writer(store)
+    writer = Writer(store, max_batch=7)
     futures = [writer.submit_rows([_row(i)]) for i in range(50)]  # queued before the thread runs
     writer.start()
+    futures += [writer.submit_rows([_row(i)]) for i in range(50)]
     writer.stop()
     assert all(f.done() and f.exception() is None for f in futures)
-    assert _count(store) == 50
+    assert _count(store) == 100
+    assert writer.stats.jobs == 100 and writer.stats.commits >= 100 / 7
+    with pytest.raises(StoreUnavailable, match="shutting down"):
+        writer.submit_rows([_row(0)])

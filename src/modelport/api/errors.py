@@ -11,6 +11,7 @@ Every ``/v1`` error body is ``{"error": {"code": str, "message": str, "details":
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 import orjson
@@ -90,6 +91,16 @@ def _validation_error(request: Request, exc: Exception) -> Response:
         first = exc.errors()[0] if exc.errors() else {}
         where = ".".join(str(p) for p in first.get("loc", ()) if p not in ("path", "query"))
         return _oip_error(400, f"{where}: {first.get('msg', 'invalid request')}")
+    body_problem = _body_problem(exc.errors())
+    if body_problem:
+        # As on the routes that read their JSON themselves: a body that is not a JSON object
+        # is a malformed request (400), not a field-level problem.
+        return error_response(
+            400,
+            error_body(
+                "invalid_request", body_problem, [{"field": "body", "reason": body_problem}]
+            ),
+        )
     details = []
     for err in exc.errors():
         loc = [str(p) for p in err.get("loc", ()) if p not in ("body", "query", "path", "header")]
@@ -99,8 +110,24 @@ def _validation_error(request: Request, exc: Exception) -> Response:
     return error_response(422, error_body("invalid_input", message, details))
 
 
+def _body_problem(errors: Sequence[Any]) -> str:
+    """Why the body as a whole is unusable (not JSON, empty, not an object), else ''."""
+    for err in errors:
+        if err.get("type") == "json_invalid":
+            return f"the body is not valid JSON: {err.get('ctx', {}).get('error', 'decode error')}"
+        if tuple(err.get("loc", ())) == ("body",):
+            if err.get("type") == "missing":
+                return "the request body is empty; send a JSON object"
+            return "the body must be a JSON object (Content-Type: application/json)"
+    return ""
+
+
 def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, StarletteHTTPException)
+    if isinstance(exc.__cause__, ModelportError):
+        # FastAPI turns any error raised while it reads a body into a 400; ours (the body
+        # size limit, counted as the body arrives) keep their own status.
+        return _modelport_error(request, exc.__cause__)
     code = _HTTP_CODES.get(exc.status_code, "error")
     message: str = exc.detail if isinstance(exc.detail, str) else code.replace("_", " ")
     if exc.status_code == 404 and message == "Not Found":

@@ -133,6 +133,23 @@ class PushMetadata(Strict):
     )
 
 
+class HistogramInfo(BaseModel):
+    count: int
+    mean: float
+    buckets: dict[str, int] = Field(description="Upper bound (le) -> count in that bucket.")
+
+
+class BatchingStats(BaseModel):
+    model: str
+    version: int
+    batches: int
+    requests: int
+    rows: int
+    failed_batches: int
+    batch_rows: HistogramInfo
+    queue_wait_ms: HistogramInfo
+
+
 class AliasMoveRequest(Strict):
     version: int = Field(ge=1)
     reason: str = ""
@@ -164,7 +181,7 @@ class AliasEvent(BaseModel):
 # -- predictions ------------------------------------------------------------------------------------
 
 
-class PredictRequest(BaseModel):
+class PredictRequest(Strict):
     """Records (``inputs``) or columns with rows (``columns`` + ``data``)."""
 
     inputs: list[dict[str, Any]] | None = Field(

@@ -18,6 +18,7 @@ from .. import __version__
 from ..errors import InvalidInput, InvalidRequest, PayloadTooLarge
 from ..keys import Principal
 from ..service import Service
+from ..settings import Settings
 from ..timefmt import parse_time
 from . import schemas as s
 
@@ -89,7 +90,13 @@ async def health(svc: Svc) -> Response:
     return json_response({"status": "ok", "version": __version__, "store": svc.store.dialect})
 
 
-@router.get("/settings", tags=["service"], summary="Effective settings (admin)", responses=_ERRORS)
+@router.get(
+    "/settings",
+    response_model=Settings,
+    tags=["service"],
+    summary="Effective settings (admin)",
+    responses=_ERRORS,
+)
 async def settings(svc: Svc, who: Who) -> Response:
     who.require("admin")
     return json_response(svc.settings.public())
@@ -216,7 +223,7 @@ async def push(
         meta = s.PushMetadata.model_validate_json(metadata)
     except ValidationError as exc:
         details = [
-            {"field": "metadata." + ".".join(str(p) for p in e["loc"]), "reason": e["msg"]}
+            {"field": ".".join(["metadata", *map(str, e["loc"])]), "reason": e["msg"]}
             for e in exc.errors()
         ]
         raise InvalidInput(
@@ -277,6 +284,17 @@ async def get_version(
 )
 async def get_schema(name: str, version: int, svc: Svc, who: Who) -> Response:
     return json_response((await svc.get_version(who, name, version))["schema"])
+
+
+@router.get(
+    "/models/{name}/versions/{version}/batching",
+    response_model=s.BatchingStats,
+    responses=_ERRORS,
+    tags=["registry"],
+    summary="Batch sizes and queue waits of a version in this process",
+)
+async def batching(name: str, version: int, svc: Svc, who: Who) -> Response:
+    return json_response(await svc.batch_stats(who, name, version))
 
 
 @router.put(

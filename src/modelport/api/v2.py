@@ -105,18 +105,54 @@ _INFER_DOC: dict[str, Any] = {
 }
 
 
-@router.get("/health/live", summary="Server live")
+def _ok(description: str, properties: dict[str, Any]) -> dict[int | str, dict[str, Any]]:
+    """The documented 200 response of a route that answers a small JSON object."""
+    schema = {"type": "object", "required": sorted(properties), "properties": properties}
+    return {200: {"description": description, "content": {"application/json": {"schema": schema}}}}
+
+
+_READY = _ok("Readiness", {"name": {"type": "string"}, "ready": {"type": "boolean"}})
+_METADATA = _ok(
+    "Model metadata",
+    {
+        "name": {"type": "string"},
+        "versions": {"type": "array", "items": {"type": "string"}},
+        "platform": {"type": "string"},
+        "inputs": {"type": "array", "items": _TENSOR},
+        "outputs": {"type": "array", "items": _TENSOR},
+    },
+)
+
+
+@router.get(
+    "/health/live", summary="Server live", responses=_ok("Liveness", {"live": {"type": "boolean"}})
+)
 async def live() -> Response:
     return json_response({"live": True})
 
 
-@router.get("/health/ready", summary="Server ready")
+@router.get(
+    "/health/ready",
+    summary="Server ready",
+    responses=_ok("Readiness", {"ready": {"type": "boolean"}}),
+)
 async def ready(request: Request) -> Response:
     ok = getattr(request.app.state, "service", None) is not None
     return json_response({"ready": ok}, 200 if ok else 503)
 
 
-@router.get("", summary="Server metadata")
+@router.get(
+    "",
+    summary="Server metadata",
+    responses=_ok(
+        "Server metadata",
+        {
+            "name": {"type": "string"},
+            "version": {"type": "string"},
+            "extensions": {"type": "array", "items": {"type": "string"}},
+        },
+    ),
+)
 async def server_metadata() -> Response:
     return json_response(
         {"name": "modelport", "version": __version__, "extensions": ["binary_tensor_data"]}
@@ -143,27 +179,33 @@ async def _metadata(svc: Service, who: Principal, name: str, version: int | None
 
 
 @router.get(
-    "/models/{name}", summary="Model metadata (the version behind production)", responses=_ERRORS
+    "/models/{name}",
+    summary="Model metadata (the version behind production)",
+    responses={**_ERRORS, **_METADATA},
 )
 async def model_metadata(name: str, svc: Svc, who: Who) -> Response:
     return await _metadata(svc, who, name, None)
 
 
 @router.get(
-    "/models/{name}/versions/{version}", summary="Model metadata of a version", responses=_ERRORS
+    "/models/{name}/versions/{version}",
+    summary="Model metadata of a version",
+    responses={**_ERRORS, **_METADATA},
 )
 async def version_metadata(name: str, version: int, svc: Svc, who: Who) -> Response:
     return await _metadata(svc, who, name, version)
 
 
-@router.get("/models/{name}/ready", summary="Model ready", responses=_ERRORS)
+@router.get("/models/{name}/ready", summary="Model ready", responses={**_ERRORS, **_READY})
 async def model_ready(name: str, svc: Svc, who: Who) -> Response:
     await svc.served(who, name)
     return json_response({"name": name, "ready": True})
 
 
 @router.get(
-    "/models/{name}/versions/{version}/ready", summary="Model version ready", responses=_ERRORS
+    "/models/{name}/versions/{version}/ready",
+    summary="Model version ready",
+    responses={**_ERRORS, **_READY},
 )
 async def version_ready(name: str, version: int, svc: Svc, who: Who) -> Response:
     await svc.served(who, name, version)

@@ -1,0 +1,120 @@
+"""Adaptive batching: shared model calls, rows counted, oversize split, failures isolated."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from modelport.batching import Batcher, Rows
+
+
+class Model:
+    """A stand-in model call that records what it was given (injected, not patched)."""
+
+    def __init__(self, delay: float = 0.0) -> None:
+        self.calls: list[int] = []
+        self.delay = delay
+        self.running = 0
+        self.most_running = 0
+
+    async def __call__(self, rows: Rows) -> tuple[list[Any], None]:
+        self.calls.append(len(rows))
+        self.running += 1
+        self.most_running = max(self.most_running, self.running)
+        try:
+            await asyncio.sleep(self.delay)
+            if any(r[0] == "bad" for r in rows):
+                raise ValueError("bad row")
+            return [r[0] * 10 for r in rows], None
+        finally:
+            self.running -= 1
+
+
+def run(coro: Any) -> Any:
+    return asyncio.run(asyncio.wait_for(coro, timeout=10))
+
+
+def test_concurrent_requests_share_calls_and_get_their_own_rows_back() -> None:
+    model = Model()
+    batcher = Batcher(model, max_rows=1000, max_wait_ms=0, max_concurrent=1)
+
+    async def main() -> list[Any]:
+        return await asyncio.gather(*(batcher.submit([[i], [i + 100]]) for i in range(20)))
+
+    results = run(main())
+    assert [r[0] for r in results] == [[i * 10, (i + 100) * 10] for i in range(20)]
+    assert model.calls == [40]  # every request that was ready joined one call
+    stats = batcher.stats.as_dict()
+    assert stats["batches"] == 1 and stats["requests"] == 20 and stats["rows"] == 40
+    assert stats["batch_rows"]["buckets"]["64"] == 1
+
+
+def test_rows_are_counted_and_oversize_requests_split() -> None:
+    model = Model()
+    batcher = Batcher(model, max_rows=8, max_wait_ms=0, max_concurrent=1)
+
+    async def main() -> list[Any]:
+        big = batcher.submit([[i] for i in range(20)])
+        small = [batcher.submit([[i]]) for i in range(5)]
+        return await asyncio.gather(big, *small)
+
+    big, *small = run(main())
+    assert big[0] == [i * 10 for i in range(20)]
+    assert [s[0] for s in small] == [[i * 10] for i in range(5)]
+    assert max(model.calls) <= 8 and sum(model.calls) == 25
+
+
+def test_a_failing_request_fails_alone() -> None:
+    model = Model()
+    batcher = Batcher(model, max_rows=100, max_wait_ms=0, max_concurrent=1)
+
+    async def main() -> list[Any]:
+        return await asyncio.gather(
+            batcher.submit([[1]]),
+            batcher.submit([["bad"]]),
+            batcher.submit([[3]]),
+            return_exceptions=True,
+        )
+
+    first, bad, third = run(main())
+    assert first[0] == [10] and third[0] == [30]
+    assert isinstance(bad, ValueError)
+    assert batcher.stats.failed_batches == 1
+
+
+def test_batches_in_flight_are_bounded_and_load_grows_batches() -> None:
+    model = Model(delay=0.02)
+    batcher = Batcher(model, max_rows=1000, max_wait_ms=0, max_concurrent=2)
+
+    async def main() -> None:
+        async def client(n: int) -> None:
+            for i in range(10):
+                assert (await batcher.submit([[n * 100 + i]]))[0] == [(n * 100 + i) * 10]
+
+        await asyncio.gather(*(client(n) for n in range(16)))
+
+    run(main())
+    assert model.most_running <= 2
+    assert sum(model.calls) == 160 and len(model.calls) < 160
+
+
+def test_a_lone_request_does_not_wait_out_the_window() -> None:
+    model = Model()
+    batcher = Batcher(model, max_rows=1000, max_wait_ms=60_000, max_concurrent=2)
+    assert run(batcher.submit([[7]]))[0] == [70]  # a minute-long window would time out here
+
+
+@pytest.mark.parametrize("max_concurrent", [1, 3])
+def test_probabilities_follow_their_rows(max_concurrent: int) -> None:
+    async def predict(rows: Rows) -> tuple[list[Any], list[dict[str, float]]]:
+        return [r[0] for r in rows], [{"p": float(r[0])} for r in rows]
+
+    batcher = Batcher(predict, max_rows=3, max_wait_ms=1, max_concurrent=max_concurrent)
+
+    async def main() -> list[Any]:
+        return await asyncio.gather(*(batcher.submit([[i], [i + 0.5]]) for i in range(6)))
+
+    for i, (preds, probas) in enumerate(run(main())):
+        assert preds == [i, i + 0.5] and probas == [{"p": float(i)}, {"p": i + 0.5}]
