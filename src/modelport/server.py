@@ -9,13 +9,17 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import logging
+import os
 import signal
 import socket
 import sys
 import threading
 from collections.abc import Callable, Iterator
+from typing import Any
 
+import orjson
 import uvicorn
+from uvicorn.supervisors.multiprocess import Multiprocess
 
 from .errors import InvalidRequest
 from .settings import Settings
@@ -55,6 +59,26 @@ def check_exposure(settings: Settings) -> None:
         )
 
 
+def _serve_workers(settings: Settings, on_ready: Callable[[], None] | None) -> None:
+    """N processes on one socket (uvicorn's supervisor restarts a worker that dies)."""
+    os.environ[SETTINGS_ENV] = settings.model_dump_json()
+    config = uvicorn.Config(
+        "modelport.server:worker_app",
+        factory=True,
+        host=settings.host,
+        port=settings.port,
+        workers=settings.workers,
+        log_level=settings.log_level,
+        access_log=False,
+        timeout_graceful_shutdown=30,
+        lifespan="on",
+    )
+    sock = config.bind_socket()
+    if on_ready is not None:
+        on_ready()
+    Multiprocess(config, sockets=[sock]).run()
+
+
 class _Server(uvicorn.Server):
     """uvicorn's server, except that SIGINT/SIGTERM end it with exit status 0.
 
@@ -76,11 +100,25 @@ class _Server(uvicorn.Server):
                 signal.signal(sig, handler)
 
 
+#: How ``serve`` hands its settings to worker processes.
+SETTINGS_ENV = "MODELPORT_WORKER_SETTINGS"
+
+
+def worker_app() -> Any:
+    """The app of one worker process (``--workers N``), from the parent's settings."""
+    from .api.app import create_app
+
+    return create_app(Settings(**orjson.loads(os.environ[SETTINGS_ENV])))
+
+
 def serve(settings: Settings, *, on_ready: Callable[[], None] | None = None) -> None:
     """Serve until SIGINT or SIGTERM."""
     from .api.app import create_app
 
     check_exposure(settings)
+    if settings.workers > 1:
+        _serve_workers(settings, on_ready)
+        return
     app = create_app(settings)
     config = uvicorn.Config(
         app,

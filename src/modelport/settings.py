@@ -41,6 +41,15 @@ class Settings(BaseSettings):
     )
     host: str = Field(default="127.0.0.1", description="Address the server listens on.")
     port: int = Field(default=8000, ge=0, le=65535, description="TCP port the server listens on.")
+    workers: int = Field(
+        default=1,
+        ge=1,
+        le=64,
+        description=(
+            "Server processes sharing the port and the store. Registry changes made through "
+            "any of them reach the others within registry_poll_seconds."
+        ),
+    )
     no_auth: bool = Field(
         default=False,
         description=(

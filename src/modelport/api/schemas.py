@@ -33,6 +33,7 @@ class Health(BaseModel):
     status: Literal["ok"]
     version: str
     store: str
+    pid: int = Field(description="The serving process (one of several with --workers).")
 
 
 # -- registry ---------------------------------------------------------------------------------------

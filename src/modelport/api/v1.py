@@ -87,7 +87,9 @@ def _doc_body(model: type[BaseModel]) -> dict[str, Any]:
 
 @router.get("/health", response_model=s.Health, tags=["service"], summary="Liveness")
 async def health(svc: Svc) -> Response:
-    return json_response({"status": "ok", "version": __version__, "store": svc.store.dialect})
+    return json_response(
+        {"status": "ok", "version": __version__, "store": svc.store.dialect, "pid": os.getpid()}
+    )
 
 
 @router.get(
