@@ -118,3 +118,32 @@ def test_probabilities_follow_their_rows(max_concurrent: int) -> None:
 
     for i, (preds, probas) in enumerate(run(main())):
         assert preds == [i, i + 0.5] and probas == [{"p": float(i)}, {"p": i + 0.5}]
+
+
+def test_per_model_settings_reach_the_batcher(
+    server: Any, iris_pipeline: Any, iris_frame: Any
+) -> None:
+    from tests.conftest import IRIS_COLUMNS
+
+    mp = server.client()
+    mp.push("iris", iris_pipeline, train_data=iris_frame, alias="production")
+    http = server.http()
+    assert http.get("/v1/models/iris/serving").json() == {"model": "iris", "serving": {}}
+    r = http.put("/v1/models/iris/serving", json={"max_batch_rows": 2, "max_wait_ms": 0})
+    assert r.json() == {"model": "iris", "serving": {"max_batch_rows": 2, "max_wait_ms": 0.0}}
+    rows = iris_frame[IRIS_COLUMNS].head(5).to_dict("records")
+    out = mp.predict("iris", rows)
+    assert out["predictions"] == list(iris_pipeline.predict(iris_frame[IRIS_COLUMNS].head(5)))
+    stats = http.get("/v1/models/iris/versions/1/batching").json()
+    assert stats["batches"] == 3 and stats["rows"] == 5  # 5 rows in calls of at most 2
+    assert stats["batch_rows"]["buckets"]["2"] == 3 - stats["batch_rows"]["buckets"]["1"]
+    for bad, field in (
+        ({"max_batch_rows": 0}, "max_batch_rows"),
+        ({"colour": 1}, "colour"),
+        ({"max_wait_ms": "x"}, "max_wait_ms"),
+    ):
+        r = http.put("/v1/models/iris/serving", json=bad)
+        assert r.status_code == 422 and r.json()["error"]["details"][0]["field"] == field
+    http.put("/v1/models/iris/serving", json={}).raise_for_status()  # back to the defaults
+    mp.predict("iris", rows)
+    assert http.get("/v1/models/iris/versions/1/batching").json()["batches"] == 1

@@ -94,6 +94,7 @@ class Batcher:
         self.max_rows = max_rows
         self.max_wait = max_wait_ms / 1000
         self.max_concurrent = max_concurrent
+        self.limits = (max_rows, max_wait_ms, max_concurrent)
         self.stats = BatchStats()
         self._queue: deque[_Item] = deque()
         self._queued_rows = 0

@@ -17,6 +17,7 @@ from sqlalchemy.engine import Connection
 from .errors import (
     AliasNotFound,
     Conflict,
+    InvalidInput,
     InvalidRequest,
     ModelNotFound,
     NothingToRollBack,
@@ -349,11 +350,74 @@ def alias_history(conn: Connection, name: str, alias: str | None = None) -> list
     ]
 
 
+#: Serving settings a model may override, with their type and lower bound.
+SERVING_KEYS: dict[str, tuple[type, float]] = {
+    "max_batch_rows": (int, 1),
+    "max_wait_ms": (float, 0),
+    "max_concurrent_batches": (int, 1),
+}
+
+
+def check_serving(config: Any) -> dict[str, Any]:
+    """Validate per-model serving settings; every problem names its key."""
+    if not isinstance(config, dict):
+        raise InvalidRequest(
+            "serving settings must be an object",
+            details=[{"field": "body", "reason": "not an object"}],
+        )
+    problems = []
+    out: dict[str, Any] = {}
+    for key, value in config.items():
+        if key not in SERVING_KEYS:
+            problems.append(
+                {"field": key, "reason": f"unknown setting; known: {', '.join(SERVING_KEYS)}"}
+            )
+            continue
+        if value is None:
+            continue  # back to the server default
+        kind, low = SERVING_KEYS[key]
+        ok = not isinstance(value, bool) and isinstance(value, int | float) and value >= low
+        if kind is int and not (
+            isinstance(value, int) or (isinstance(value, float) and value.is_integer())
+        ):
+            ok = False
+        if not ok:
+            problems.append(
+                {
+                    "field": key,
+                    "reason": f"expected {'an integer' if kind is int else 'a number'} >= {low:g}",
+                }
+            )
+            continue
+        out[key] = int(value) if kind is int else float(value)
+    if problems:
+        raise InvalidInput(
+            f"invalid serving settings: {problems[0]['field']}: {problems[0]['reason']}",
+            details=problems,
+        )
+    return out
+
+
+def set_serving(conn: Connection, name: str, config: dict[str, Any]) -> dict[str, Any]:
+    """Replace a model's serving settings (keys not given fall back to the server defaults)."""
+    model = _model_row(conn, name)
+    clean = check_serving(config)
+    conn.execute(models.update().where(models.c.id == model.id).values(serving=clean or None))
+    bump_generation(conn)
+    return {"model": name, "serving": clean}
+
+
+def get_serving(conn: Connection, name: str) -> dict[str, Any]:
+    return {"model": name, "serving": _model_row(conn, name).serving or {}}
+
+
 def snapshot(conn: Connection) -> dict[str, dict[str, Any]]:
-    """Every model with its id, task and aliases: what routing needs, in two queries."""
+    """Every model with its id, task, serving settings and aliases: what routing needs."""
     out: dict[str, dict[str, Any]] = {
-        r.name: {"id": r.id, "task": r.task, "aliases": {}}
-        for r in conn.execute(sa.select(models.c.id, models.c.name, models.c.task))
+        r.name: {"id": r.id, "task": r.task, "serving": r.serving or {}, "aliases": {}}
+        for r in conn.execute(
+            sa.select(models.c.id, models.c.name, models.c.task, models.c.serving)
+        )
     }
     by_id = {m["id"]: m for m in out.values()}
     for a in conn.execute(sa.select(aliases.c.model_id, aliases.c.name, aliases.c.version)):

@@ -193,20 +193,37 @@ class Service:
         return Scored(served, preds, probas, ids)
 
     def batcher(self, served: Served) -> Batcher:
-        """The version's batcher (made on first use)."""
+        """The version's batcher, made on first use and again when its settings change."""
+        settings = self.settings
+        serving = self.router.models.get(served.model, {}).get("serving", {})
+        limits = (
+            serving.get("max_batch_rows", settings.batch_max_rows),
+            serving.get("max_wait_ms", settings.batch_max_wait_ms),
+            serving.get("max_concurrent_batches", settings.batch_max_concurrent),
+        )
         key = (served.model, served.version)
         batcher = self._batchers.get(key)
-        if batcher is None or batcher.served is not served:
-            settings = self.settings
+        if batcher is None or batcher.served is not served or batcher.limits != limits:
             batcher = Batcher(
                 lambda rows: self._score(served, rows),
-                max_rows=settings.batch_max_rows,
-                max_wait_ms=settings.batch_max_wait_ms,
-                max_concurrent=settings.batch_max_concurrent,
+                max_rows=limits[0],
+                max_wait_ms=limits[1],
+                max_concurrent=limits[2],
             )
             batcher.served = served
             self._batchers[key] = batcher
         return batcher
+
+    async def get_serving(self, principal: Principal, name: str) -> dict[str, Any]:
+        principal.require("read")
+        return await self._read(lambda c: registry.get_serving(c, name))
+
+    async def set_serving(self, principal: Principal, name: str, config: Any) -> dict[str, Any]:
+        """Per-model serving settings (batching); every server applies them on its next refresh."""
+        principal.require("admin")
+        out = await self.writer.run(lambda c: registry.set_serving(c, name, config))
+        await asyncio.to_thread(self.router.refresh)
+        return out
 
     async def batch_stats(self, principal: Principal, name: str, version: int) -> dict[str, Any]:
         """What batching did for a version since this process started."""

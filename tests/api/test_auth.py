@@ -65,6 +65,15 @@ def test_every_v1_route_enforces_its_scope(server: RunningServer, iris_pipeline:
             "read",
             200,
         ),
+        ("GET", "/v1/models/{name}/serving", "/v1/models/iris/serving", {}, "read", 200),
+        (
+            "PUT",
+            "/v1/models/{name}/serving",
+            "/v1/models/iris/serving",
+            {"json": {"max_batch_rows": 64}},
+            "admin",
+            200,
+        ),
         ("GET", "/v1/models/{name}/predictions", "/v1/models/iris/predictions", {}, "read", 200),
         ("GET", "/v1/predictions/{prediction_id}", f"/v1/predictions/{pid}", {}, "read", 200),
         (

@@ -17,7 +17,12 @@ from ..service import Service
 from ..settings import Settings
 from . import dashboard, errors, schemas, v1, v2
 
-_DOC_ONLY_MODELS = (schemas.PredictRequest, schemas.FeedbackRequest, schemas.PushMetadata)
+_DOC_ONLY_MODELS = (
+    schemas.PredictRequest,
+    schemas.FeedbackRequest,
+    schemas.PushMetadata,
+    schemas.ServingSettings,
+)
 
 
 def create_app(settings: Settings, service: Service | None = None) -> FastAPI:

@@ -134,6 +134,21 @@ class PushMetadata(Strict):
     )
 
 
+class ServingSettings(Strict):
+    """Per-model serving settings; a key left out (or null) uses the server's default."""
+
+    max_batch_rows: int | None = Field(None, ge=1, description="Overrides batch_max_rows.")
+    max_wait_ms: float | None = Field(None, ge=0, description="Overrides batch_max_wait_ms.")
+    max_concurrent_batches: int | None = Field(
+        None, ge=1, description="Overrides batch_max_concurrent."
+    )
+
+
+class ModelServing(BaseModel):
+    model: str
+    serving: ServingSettings
+
+
 class HistogramInfo(BaseModel):
     count: int
     mean: float

@@ -289,6 +289,29 @@ async def get_schema(name: str, version: int, svc: Svc, who: Who) -> Response:
 
 
 @router.get(
+    "/models/{name}/serving",
+    response_model=s.ModelServing,
+    responses=_ERRORS,
+    tags=["registry"],
+    summary="A model's serving settings (batching)",
+)
+async def get_serving(name: str, svc: Svc, who: Who) -> Response:
+    return json_response(await svc.get_serving(who, name))
+
+
+@router.put(
+    "/models/{name}/serving",
+    response_model=s.ModelServing,
+    responses=_ERRORS,
+    tags=["registry"],
+    summary="Set a model's serving settings (admin)",
+    openapi_extra=_doc_body(s.ServingSettings),
+)
+async def set_serving(name: str, request: Request, svc: Svc, who: Who) -> Response:
+    return json_response(await svc.set_serving(who, name, await json_body(request)))
+
+
+@router.get(
     "/models/{name}/versions/{version}/batching",
     response_model=s.BatchingStats,
     responses=_ERRORS,

@@ -20,6 +20,8 @@ models = sa.Table(
     sa.Column("description", sa.Text, nullable=False, server_default=""),
     sa.Column("created_at", sa.Float, nullable=False),
     sa.Column("created_by", sa.String(200), nullable=False),
+    # Per-model serving settings, e.g. {"max_batch_rows": 64}; absent keys use the defaults.
+    sa.Column("serving", sa.JSON, nullable=True),
 )
 
 versions = sa.Table(
