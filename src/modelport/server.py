@@ -59,19 +59,25 @@ def check_exposure(settings: Settings) -> None:
         )
 
 
-def _serve_workers(settings: Settings, on_ready: Callable[[], None] | None) -> None:
-    """N processes on one socket (uvicorn's supervisor restarts a worker that dies)."""
-    os.environ[SETTINGS_ENV] = settings.model_dump_json()
-    config = uvicorn.Config(
-        "modelport.server:worker_app",
-        factory=True,
+def _config(settings: Settings, app: Any, **extra: Any) -> uvicorn.Config:
+    """The uvicorn configuration both ways of serving share."""
+    return uvicorn.Config(
+        app,
         host=settings.host,
         port=settings.port,
-        workers=settings.workers,
         log_level=settings.log_level,
         access_log=False,
         timeout_graceful_shutdown=30,
         lifespan="on",
+        **extra,
+    )
+
+
+def _serve_workers(settings: Settings, on_ready: Callable[[], None] | None) -> None:
+    """N processes on one socket (uvicorn's supervisor restarts a worker that dies)."""
+    os.environ[SETTINGS_ENV] = settings.model_dump_json()
+    config = _config(
+        settings, "modelport.server:worker_app", factory=True, workers=settings.workers
     )
     sock = config.bind_socket()
     if on_ready is not None:
@@ -119,16 +125,7 @@ def serve(settings: Settings, *, on_ready: Callable[[], None] | None = None) -> 
     if settings.workers > 1:
         _serve_workers(settings, on_ready)
         return
-    app = create_app(settings)
-    config = uvicorn.Config(
-        app,
-        host=settings.host,
-        port=settings.port,
-        log_level=settings.log_level,
-        access_log=False,
-        timeout_graceful_shutdown=30,
-        lifespan="on",
-    )
+    config = _config(settings, create_app(settings))
     server = _Server(config)
     if on_ready is not None:
         original = server.startup
