@@ -145,6 +145,12 @@ def main() -> None:
     parser.add_argument(
         "--record", action="store_true", help="Append the results to bench/RESULTS.md."
     )
+    parser.add_argument(
+        "--serve-arg",
+        action="append",
+        default=[],
+        help="Extra flag for modelport serve, e.g. --serve-arg=--batch-max-wait-ms=0 (repeatable).",
+    )
     args = parser.parse_args()
     if not shutil.which("wrk"):
         raise SystemExit("wrk is needed: apt-get install wrk")
@@ -171,6 +177,7 @@ def main() -> None:
             str(port),
             "--log-level",
             "warning",
+            *args.serve_arg,
         ],
         stdout=subprocess.DEVNULL,
     )
@@ -197,7 +204,9 @@ def main() -> None:
         "",
         f"Machine: {os.cpu_count()} cores ({_cpu()}); server pinned to CPU 0, wrk (1 thread) to CPU 1. "
         f"Python {platform.python_version()}; {_versions()}.",
-        f"Command: `python bench/serve_bench.py --seconds {args.seconds}`. Model: the quickstart iris "
+        f"Command: `python bench/serve_bench.py --seconds {args.seconds}"
+        + "".join(f" --serve-arg={a}" for a in args.serve_arg)
+        + "`. Model: the quickstart iris "
         "pipeline (StandardScaler + LogisticRegression), predictions with probabilities.",
         "",
         "| rows/request | connections | requests/s | rows/s | p50 ms | p99 ms | errors |",

@@ -98,7 +98,7 @@ class Settings(BaseSettings):
         ),
     )
     batch_max_wait_ms: float = Field(
-        default=2.0,
+        default=0.0,
         ge=0,
         description=(
             "How long a batch may wait for more rows while another batch of the same version is "
@@ -106,7 +106,7 @@ class Settings(BaseSettings):
         ),
     )
     batch_max_concurrent: int = Field(
-        default=2,
+        default=1,
         ge=1,
         description="Most batches of one version running at once.",
     )
