@@ -77,11 +77,6 @@ class LocalArtifactStore:
                 os.unlink(tmp)
             raise
 
-    def put_bytes(self, data: bytes) -> tuple[str, int]:
-        import io
-
-        return self.put(io.BytesIO(data))
-
     def exists(self, sha256: str) -> bool:
         return self._path(sha256).exists()
 

@@ -164,13 +164,6 @@ def list_predictions(
     }
 
 
-def count_predictions(conn: Connection, model: str | None = None) -> int:
-    query = sa.select(sa.func.count()).select_from(predictions)
-    if model is not None:
-        query = query.where(predictions.c.model == model)
-    return int(conn.execute(query).scalar_one())
-
-
 # -- feedback -------------------------------------------------------------------------------------
 
 
