@@ -17,7 +17,6 @@ import asyncio
 import os
 import signal
 import sqlite3
-import subprocess
 import sys
 import tempfile
 import time
@@ -26,12 +25,10 @@ from pathlib import Path
 import httpx
 
 from modelport import Client
-from modelport.keys import create_key
 from modelport.quickstart import train_demo
-from modelport.store import Store
 
 sys.path.insert(0, str(Path(__file__).parent))
-from serve_bench import ROW, _free_port, _pin, _wait_healthy
+from serve_bench import ROW, _pin, _wait_healthy, start_server
 
 
 async def load(url: str, key: str, connections: int, seconds: float) -> tuple[set[str], int, int]:
@@ -74,28 +71,7 @@ def main() -> None:
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="modelport-load-"))
     home = work / "home"
-    store = Store(f"sqlite:///{home / 'modelport.db'}")
-    with store.transaction() as conn:
-        key, _ = create_key(conn, "load", ["admin"])
-    store.close()
-    port = _free_port()
-    url = f"http://127.0.0.1:{port}"
-    server = subprocess.Popen(
-        [
-            *_pin(0),
-            sys.executable,
-            "-m",
-            "modelport.cli",
-            "serve",
-            "--home",
-            str(home),
-            "--port",
-            str(port),
-            "--log-level",
-            "warning",
-        ],
-        stdout=subprocess.DEVNULL,
-    )
+    url, key, server = start_server(home, [])
     try:
         _wait_healthy(url, server)
         model, data = train_demo()

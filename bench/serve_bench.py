@@ -103,6 +103,21 @@ def _wrk(
     return result
 
 
+def start_server(home: Path, extra: list[str]) -> tuple[str, str, subprocess.Popen[bytes]]:
+    """An admin key in a fresh SQLite store, and ``modelport serve`` on it pinned to CPU 0."""
+    st = Store(f"sqlite:///{home / 'modelport.db'}")
+    with st.transaction() as conn:
+        key, _ = create_key(conn, "bench", ["admin"])
+    st.close()
+    port = _free_port()
+    command = ["serve", "--home", str(home), "--port", str(port), "--log-level", "warning"]
+    server = subprocess.Popen(
+        [*_pin(0), sys.executable, "-m", "modelport.cli", *command, *extra],
+        stdout=subprocess.DEVNULL,
+    )
+    return f"http://127.0.0.1:{port}", key, server
+
+
 def _raw_rate(model: Any, rows: int, seconds: float = 3.0) -> float:
     import pandas as pd
 
@@ -157,30 +172,7 @@ def main() -> None:
 
     work = Path(tempfile.mkdtemp(prefix="modelport-bench-"))
     home = work / "home"
-    store_url = f"sqlite:///{home / 'modelport.db'}"
-    st = Store(store_url)
-    with st.transaction() as conn:
-        key, _ = create_key(conn, "bench", ["admin"])
-    st.close()
-    port = _free_port()
-    url = f"http://127.0.0.1:{port}"
-    server = subprocess.Popen(
-        [
-            *_pin(0),
-            sys.executable,
-            "-m",
-            "modelport.cli",
-            "serve",
-            "--home",
-            str(home),
-            "--port",
-            str(port),
-            "--log-level",
-            "warning",
-            *args.serve_arg,
-        ],
-        stdout=subprocess.DEVNULL,
-    )
+    url, key, server = start_server(home, args.serve_arg)
     results = []
     try:
         _wait_healthy(url, server)
