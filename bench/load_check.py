@@ -16,7 +16,6 @@ import argparse
 import asyncio
 import os
 import signal
-import sqlite3
 import sys
 import tempfile
 import time
@@ -25,7 +24,9 @@ from pathlib import Path
 import httpx
 
 from modelport import Client
+from modelport.ledger import prediction_ids
 from modelport.quickstart import train_demo
+from modelport.store import Store
 
 sys.path.insert(0, str(Path(__file__).parent))
 from serve_bench import ROW, _pin, _wait_healthy, start_server
@@ -85,8 +86,10 @@ def main() -> None:
     finally:
         server.send_signal(signal.SIGTERM)
         status = server.wait(timeout=120)
-    with sqlite3.connect(home / "modelport.db") as db:
-        stored = [row[0] for row in db.execute("select id from predictions")]
+    st = Store(f"sqlite:///{home / 'modelport.db'}")
+    with st.read() as conn:
+        stored = list(prediction_ids(conn))
+    st.close()
     missing = acked - set(stored)
     extra = len(stored) - len(acked)
     print(

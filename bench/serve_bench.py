@@ -188,7 +188,7 @@ def main() -> None:
         server.terminate()
         server.wait(timeout=60)
     with sqlite3.connect(home / "modelport.db") as db:
-        ledger_rows = db.execute("select count(*) from predictions").fetchone()[0]
+        ledger_rows = db.execute("select coalesce(sum(rows), 0) from predictions").fetchone()[0]
     raw = {rows: _raw_rate(model, rows) for rows in (1, 100)}
 
     lines = [

@@ -6,10 +6,9 @@ import asyncio
 from typing import Any
 
 import httpx
-import sqlalchemy as sa
 
+from modelport.ledger import count_predictions
 from modelport.store import Store
-from modelport.store.tables import predictions
 from tests.conftest import IRIS_COLUMNS, RunningServer
 
 CLIENTS = 32
@@ -48,7 +47,7 @@ def test_32_concurrent_clients(server: RunningServer, iris_pipeline: Any, iris_f
     st = Store(server.settings.store_url)
     try:
         with st.read() as conn:
-            stored = conn.execute(sa.select(sa.func.count()).select_from(predictions)).scalar_one()
+            stored = count_predictions(conn)
     finally:
         st.close()
     assert stored == expected_rows

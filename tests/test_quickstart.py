@@ -11,6 +11,8 @@ from pathlib import Path
 
 import httpx
 
+from modelport.ledger import get_prediction
+from modelport.store import Store
 from tests.conftest import free_port
 from tests.procs import cli_env, run_cli
 
@@ -87,10 +89,12 @@ def test_quickstart_serves_the_demo_and_stops_cleanly(tmp_path: Path) -> None:
     finally:
         status = _stop(proc, signal.SIGINT)
     assert status == 0
-    with sqlite3.connect(home / "modelport.db") as db:
-        assert db.execute("select count(*) from predictions where id = ?", (pid,)).fetchone() == (
-            1,
-        )
+    st = Store(f"sqlite:///{home / 'modelport.db'}")
+    try:
+        with st.read() as conn:
+            assert get_prediction(conn, pid)["model"] == "iris"
+    finally:
+        st.close()
 
     # Again on the same home, stopped by SIGTERM: same key, same single version.
     proc, out2 = _start(home, free_port())

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from modelport.errors import InvalidInput
-from modelport.schema import Field, Schema, infer_schema, parse_schema, records_from_payload
+from modelport.schema import Field, Schema, infer_schema, parse_schema, table_from_payload
 
 SCHEMA = parse_schema(
     {
@@ -138,8 +138,17 @@ def test_infer_schema_selects_and_orders_fields() -> None:
 
 
 def test_payload_forms() -> None:
-    assert records_from_payload({"inputs": [{"a": 1}]}, 10) == [{"a": 1}]
-    assert records_from_payload({"columns": ["a", "b"], "data": [[1, 2]]}, 10) == [{"a": 1, "b": 2}]
+    ab = parse_schema(
+        {"fields": [{"name": "a", "type": "number"}, {"name": "b", "type": "integer"}]}
+    )
+    assert table_from_payload(ab, {"inputs": [{"a": 1, "b": 2}]}, 10).rows() == [[1.0, 2]]
+    assert table_from_payload(ab, {"columns": ["a", "b"], "data": [[1, 2]]}, 10).rows() == [
+        [1.0, 2]
+    ]
+    # columns in another order are put in schema order
+    assert table_from_payload(ab, {"columns": ["b", "a"], "data": [[2, 1.5]]}, 10).rows() == [
+        [1.5, 2]
+    ]
     for body, field in [
         ({}, "inputs"),
         ({"inputs": []}, "inputs"),
@@ -148,12 +157,13 @@ def test_payload_forms() -> None:
         ({"columns": ["a", "a"], "data": [[1, 2]]}, "columns"),
         ({"columns": ["a"], "data": []}, "data"),
         ({"inputs": [{"a": 1}] * 11}, "inputs"),
+        ({"columns": ["a", "c"], "data": [[1, 2]]}, "b"),  # b missing (c is unexpected too)
     ]:
         with pytest.raises(InvalidInput) as info:
-            records_from_payload(body, 10)
+            table_from_payload(ab, body, 10)
         assert info.value.details[0]["field"] == field
     with pytest.raises(InvalidInput) as info:
-        records_from_payload({"columns": ["a", "b"], "data": [[1, 2], [3]]}, 10)
+        table_from_payload(ab, {"columns": ["a", "b"], "data": [[1, 2], [3]]}, 10)
     assert info.value.details == [
         {"row": 1, "field": None, "reason": "expected a list of 2 values"}
     ]

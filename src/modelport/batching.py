@@ -10,6 +10,10 @@ that long for more rows when another batch is still running.
 Rows are counted, not requests: a batch takes at most ``max_rows`` rows, and a larger request is
 split across batches. If a batch's model call fails, each request in it is retried alone, so a
 failing request fails by itself and never takes its neighbours down.
+
+The batcher does not look inside rows: a request's rows are anything with ``len`` and slicing
+(a :class:`~modelport.table.Table` on the serving path, a list in tests), joined by ``concat``;
+the model's outputs are sliced back per request.
 """
 
 from __future__ import annotations
@@ -22,8 +26,10 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-Rows = list[list[Any]]
-Result = tuple[list[Any], "list[dict[str, float]] | None"]
+import numpy as np
+
+Rows = Any  # len() and slicing: a Table, or a list of rows
+Result = tuple[Any, Any]  # (predictions, probabilities or None), each sliceable by row
 Predict = Callable[[Rows], Awaitable[Result]]
 
 #: Histogram bucket upper bounds (rows per batch; milliseconds of queue wait).
@@ -88,9 +94,16 @@ class Batcher:
     """Gathers rows for one loaded version and runs them through ``predict`` in batches."""
 
     def __init__(
-        self, predict: Predict, *, max_rows: int, max_wait_ms: float, max_concurrent: int
+        self,
+        predict: Predict,
+        *,
+        max_rows: int,
+        max_wait_ms: float,
+        max_concurrent: int,
+        concat: Callable[[list[Rows]], Rows] | None = None,
     ) -> None:
         self.predict = predict
+        self.concat = concat or _join
         self.max_rows = max_rows
         self.max_wait = max_wait_ms / 1000
         self.max_concurrent = max_concurrent
@@ -122,8 +135,8 @@ class Batcher:
         if len(futures) == 1:
             return await futures[0]
         parts = await asyncio.gather(*futures)
-        preds = [p for part in parts for p in part[0]]
-        probas = None if parts[0][1] is None else [q for part in parts for q in part[1] or []]
+        preds = _join([part[0] for part in parts])
+        probas = None if parts[0][1] is None else _join([part[1] for part in parts])
         return preds, probas
 
     def _dispatch(self) -> None:
@@ -152,7 +165,7 @@ class Batcher:
 
     async def _run(self, items: list[_Item]) -> None:
         started = time.perf_counter()
-        rows = [row for item in items for row in item.rows]
+        rows = items[0].rows if len(items) == 1 else self.concat([item.rows for item in items])
         stats = self.stats
         stats.batches += 1
         stats.rows += len(rows)
@@ -183,6 +196,12 @@ class Batcher:
             if self._queue and not self._scheduled:
                 self._scheduled = True
                 asyncio.get_running_loop().call_soon(self._dispatch)
+
+
+def _join(parts: list[Any]) -> Any:
+    if isinstance(parts[0], np.ndarray):
+        return np.concatenate(parts)
+    return [v for part in parts for v in part]
 
 
 def _answer(item: _Item, outcome: Result | BaseException) -> None:

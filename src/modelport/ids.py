@@ -3,6 +3,10 @@
 Ids are UUIDv7 strings (RFC 9562): 48 bits of Unix milliseconds, then a counter and random bits.
 They sort by creation time, so the ledger pages by id alone, and they are unique across processes
 and replicas without coordination.
+
+The ids of one request are made as a block: consecutive integers in the low, random bits, so
+the ledger stores a request's rows under its first id and a row count, and finds any
+prediction id's row by a range lookup (:func:`offset`).
 """
 
 from __future__ import annotations
@@ -22,15 +26,24 @@ _random = random.Random(os.urandom(32))
 os.register_at_fork(after_in_child=lambda: _random.seed(os.urandom(32)))
 
 
+#: Blocks up to this size share every hex digit but the last four.
+_SHORT_BLOCK = 0x10000
+
+
 def new_id() -> str:
     """Return a new UUIDv7 string, strictly increasing within this process."""
+    return new_ids(1)[0]
+
+
+def new_ids(n: int) -> list[str]:
+    """Return ``n`` new ids in increasing order, consecutive in their low bits."""
     global _last_ms, _seq
     with _lock:
         ms = time.time_ns() // 1_000_000
         if ms <= _last_ms:
             ms = _last_ms
             _seq += 1
-            if _seq > 0xFFF:  # 4096 ids in one millisecond: borrow the next one
+            if _seq > 0xFFF:  # 4096 blocks in one millisecond: borrow the next one
                 ms += 1
                 _seq = 0
         else:
@@ -38,10 +51,22 @@ def new_id() -> str:
         _last_ms = ms
         seq = _seq
         rand = _random.getrandbits(62)
+    if n <= _SHORT_BLOCK:
+        low = min(rand & 0xFFFF, _SHORT_BLOCK - n)
+        rand = (rand & ~0xFFFF) | low
+    else:
+        rand %= (1 << 62) - n
     value = (ms << 80) | (0x7 << 76) | (seq << 64) | (0b10 << 62) | rand
-    return str(uuid.UUID(int=value))
+    if n <= _SHORT_BLOCK:
+        h = f"{value:032x}"
+        prefix = f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:28]}"
+        return [f"{prefix}{x:04x}" for x in range(low, low + n)]
+    return [str(uuid.UUID(int=value + i)) for i in range(n)]
 
 
-def new_ids(n: int) -> list[str]:
-    """Return ``n`` new ids in increasing order."""
-    return [new_id() for _ in range(n)]
+def offset(first: str, prediction_id: str) -> int:
+    """How many ids after ``first`` (a block's first id) ``prediction_id`` comes; -1 if not an id."""
+    try:
+        return uuid.UUID(prediction_id).int - uuid.UUID(first).int
+    except ValueError:
+        return -1

@@ -1,7 +1,9 @@
 """The prediction ledger and feedback: every scored row, and the labels that arrive later.
 
-Rows are written by the writer thread in groups (see :mod:`modelport.store.writer`); the
-functions here build those rows and read them back. Feedback is append-only: a later label for
+Each scored request is one ledger row holding all its predictions (their ids are consecutive:
+see :mod:`modelport.ids`); reads hand out one record per prediction. Rows are written by the
+writer thread in groups (see :mod:`modelport.store.writer`); the functions here build those rows
+and read them back. Feedback is append-only: a later label for
 a prediction supersedes the earlier one, and both stay in the history.
 """
 
@@ -9,23 +11,31 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Sequence
-from typing import Any
+import uuid
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING, Any
 
 import orjson
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from .errors import InvalidInput, PredictionNotFound
+from .ids import offset
 from .store.tables import feedback, predictions
 from .timefmt import iso
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from .table import Table
 
 MAX_PAGE = 1000
 
 
-#: Column order of the tuples :func:`prediction_rows` builds.
+#: Column order of the tuples :func:`ledger_row` builds.
 PREDICTION_COLUMNS = (
     "id",
+    "rows",
     "ts",
     "model",
     "version",
@@ -36,6 +46,7 @@ PREDICTION_COLUMNS = (
     "outputs",
     "latency_ms",
 )
+_NUMPY = orjson.OPT_SERIALIZE_NUMPY
 
 
 def insert_statement(paramstyle: str) -> str:
@@ -47,63 +58,77 @@ def insert_statement(paramstyle: str) -> str:
     )
 
 
-def prediction_rows(
-    ids: Sequence[str],
+def ledger_row(
+    first_id: str,
     *,
     model: str,
     version: int,
     alias: str | None,
     consumer: str,
     request_id: str,
-    names: Sequence[str],
-    rows: Sequence[Sequence[Any]],
-    preds: Sequence[Any],
-    probas: Sequence[dict[str, float]] | None,
+    table: Table,
+    predictions: list[Any],
+    classes: list[Any] | None,
+    probabilities: np.ndarray | None,
     latency_ms: float,
-) -> list[tuple[Any, ...]]:
-    """Ledger rows for one request, one per scored input row, ready for ``executemany``.
+) -> tuple[Any, ...]:
+    """The ledger row of one scored request, ready for ``executemany``.
 
-    Inputs and outputs are serialized here, once, so the writer thread only hands tuples to
-    the driver: the ledger's cost stays off the single writing thread as far as it can.
+    Inputs and outputs are serialized here, each in one ``orjson`` call over whole arrays, so
+    the writer thread only hands a tuple to the driver.
     """
-    ts = time.time()
-    dumps = orjson.dumps
-    option = orjson.OPT_SERIALIZE_NUMPY
-    out = []
-    for i, pid in enumerate(ids):
-        outputs: dict[str, Any] = {"prediction": preds[i]}
-        if probas is not None:
-            outputs["probabilities"] = probas[i]
-        out.append(
-            (
-                pid,
-                ts,
-                model,
-                version,
-                alias,
-                consumer,
-                request_id,
-                dumps(dict(zip(names, rows[i], strict=True)), option=option).decode(),
-                dumps(outputs, option=option).decode(),
-                latency_ms,
-            )
-        )
-    return out
+    inputs = {"fields": table.schema.names, "rows": table.json_rows()}
+    outputs: dict[str, Any] = {"predictions": predictions}
+    if probabilities is not None:
+        outputs["classes"] = classes
+        outputs["probabilities"] = probabilities
+    return (
+        first_id,
+        len(table),
+        time.time(),
+        model,
+        version,
+        alias,
+        consumer,
+        request_id,
+        orjson.dumps(inputs, option=_NUMPY).decode(),
+        orjson.dumps(outputs, option=_NUMPY).decode(),
+        latency_ms,
+    )
 
 
-def _record(row: sa.Row[Any]) -> dict[str, Any]:
-    return {
-        "id": row.id,
+def _records(row: sa.Row[Any], start: int = 0) -> list[dict[str, Any]]:
+    """The predictions of one ledger row, from its ``start``-th on."""
+    fields = row.inputs["fields"]
+    inputs = row.inputs["rows"]
+    outputs = row.outputs
+    preds = outputs["predictions"]
+    classes = [str(c) for c in outputs.get("classes") or ()]
+    probabilities = outputs.get("probabilities")
+    base = uuid.UUID(row.id).int
+    shared = {
         "time": iso(row.ts),
         "model": row.model,
         "version": row.version,
         "alias": row.alias,
         "consumer": row.consumer,
         "request_id": row.request_id,
-        "inputs": row.inputs,
-        "outputs": row.outputs,
-        "latency_ms": row.latency_ms,
     }
+    out = []
+    for i in range(start, row.rows):
+        result: dict[str, Any] = {"prediction": preds[i]}
+        if probabilities is not None:
+            result["probabilities"] = dict(zip(classes, probabilities[i], strict=True))
+        out.append(
+            {
+                "id": str(uuid.UUID(int=base + i)),
+                **shared,
+                "inputs": dict(zip(fields, inputs[i], strict=True)),
+                "outputs": result,
+                "latency_ms": row.latency_ms,
+            }
+        )
+    return out
 
 
 def _feedback_records(rows: Sequence[sa.Row[Any]]) -> list[dict[str, Any]]:
@@ -123,11 +148,35 @@ def _feedback_records(rows: Sequence[sa.Row[Any]]) -> list[dict[str, Any]]:
     ]
 
 
-def get_prediction(conn: Connection, prediction_id: str) -> dict[str, Any]:
-    row = conn.execute(sa.select(predictions).where(predictions.c.id == prediction_id)).first()
+def _locate(conn: Connection, prediction_id: str, *columns: Any) -> tuple[Any, int] | None:
+    """The ledger row holding ``prediction_id`` and the prediction's place in it, or None."""
+    if not _is_id(prediction_id):
+        return None
+    row = conn.execute(
+        sa.select(*(columns or (predictions,)))
+        .where(predictions.c.id <= prediction_id)
+        .order_by(predictions.c.id.desc())
+        .limit(1)
+    ).first()
     if row is None:
+        return None
+    at = offset(row.id, prediction_id)
+    return (row, at) if 0 <= at < row.rows else None
+
+
+def _is_id(value: str) -> bool:
+    try:
+        return str(uuid.UUID(value)) == value
+    except ValueError:
+        return False
+
+
+def get_prediction(conn: Connection, prediction_id: str) -> dict[str, Any]:
+    found = _locate(conn, prediction_id)
+    if found is None:
         raise PredictionNotFound(f"no prediction with id {prediction_id!r}")
-    record = _record(row)
+    row, at = found
+    record = _records(row, at)[0]
     fb = conn.execute(
         sa.select(feedback).where(feedback.c.prediction_id == prediction_id).order_by(feedback.c.id)
     ).all()
@@ -154,14 +203,48 @@ def list_predictions(
         query = query.where(predictions.c.ts >= since)
     if until is not None:
         query = query.where(predictions.c.ts < until)
+    skip_in: str | None = None  # the ledger row the cursor is in, whose rows up to it are done
+    skip_to = 0
     if cursor:
-        query = query.where(predictions.c.id > cursor)
-    rows = conn.execute(query.order_by(predictions.c.id).limit(limit + 1)).all()
-    page = rows[:limit]
+        found = _locate(conn, cursor, predictions.c.id, predictions.c.rows)
+        if found is not None:
+            skip_in, skip_to = found[0].id, found[1] + 1
+            query = query.where(predictions.c.id >= skip_in)
+        else:
+            query = query.where(predictions.c.id > cursor)
+    # Every ledger row holds at least one prediction, so limit + 1 rows fill a page and tell
+    # whether more follow (one more when the cursor's own row may have nothing left).
+    wanted = limit + 1 + (skip_in is not None)
+    rows = conn.execute(query.order_by(predictions.c.id).limit(wanted)).all()
+    records: list[dict[str, Any]] = []
+    for row in rows:
+        records.extend(_records(row, skip_to if row.id == skip_in else 0))
+        if len(records) > limit:
+            break
+    page = records[:limit]
     return {
-        "predictions": [_record(r) for r in page],
-        "next_cursor": page[-1].id if len(rows) > limit else None,
+        "predictions": page,
+        "next_cursor": page[-1]["id"] if len(records) > limit else None,
     }
+
+
+def count_predictions(conn: Connection, model: str | None = None) -> int:
+    """How many predictions the ledger holds (of one model, or in all)."""
+    query = sa.select(sa.func.coalesce(sa.func.sum(predictions.c.rows), 0))
+    if model is not None:
+        query = query.where(predictions.c.model == model)
+    return int(conn.execute(query).scalar_one())
+
+
+def prediction_ids(conn: Connection, model: str | None = None) -> Iterator[str]:
+    """Every prediction id in the ledger (of one model, or in all), in id order."""
+    query = sa.select(predictions.c.id, predictions.c.rows).order_by(predictions.c.id)
+    if model is not None:
+        query = query.where(predictions.c.model == model)
+    for first, rows in conn.execute(query):
+        base = uuid.UUID(first).int
+        for i in range(rows):
+            yield str(uuid.UUID(int=base + i))
 
 
 # -- feedback -------------------------------------------------------------------------------------
@@ -212,14 +295,11 @@ def store_feedback(
     conn: Connection, items: list[dict[str, Any]], consumer: str
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Insert feedback for known predictions; report unknown ids per item."""
-    ids = {item["prediction_id"] for item in items}
-    known: set[str] = set()
-    id_list = list(ids)
-    for start in range(0, len(id_list), 500):
-        chunk = id_list[start : start + 500]
-        known.update(
-            conn.execute(sa.select(predictions.c.id).where(predictions.c.id.in_(chunk))).scalars()
-        )
+    known: dict[str, tuple[str, int]] = {}
+    for pid in {item["prediction_id"] for item in items}:
+        found = _locate(conn, pid, predictions.c.id, predictions.c.rows)
+        if found is not None:
+            known[pid] = (found[0].id, found[1])
     rejected = [
         {
             "index": item["index"],
@@ -239,6 +319,8 @@ def store_feedback(
             [
                 {
                     "prediction_id": item["prediction_id"],
+                    "ledger_id": known[item["prediction_id"]][0],
+                    "ledger_row": known[item["prediction_id"]][1],
                     "label": item.get("label"),
                     "reward": float(item["reward"]) if item.get("reward") is not None else None,
                     "consumer": consumer,

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import math
 import struct
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,6 +25,7 @@ import orjson
 
 from .errors import InvalidInput, InvalidRequest
 from .schema import Field, Schema
+from .table import Table
 
 #: OIP datatype -> numpy dtype (little-endian, as the binary extension requires).
 NUMPY_TYPES: dict[str, str] = {
@@ -56,7 +56,7 @@ class Tensor:
     name: str
     datatype: str
     shape: list[int]
-    values: list[Any]  # flat, row-major, plain Python values
+    values: list[Any] | np.ndarray  # flat, row-major: plain values, or an array from binary
 
 
 @dataclass
@@ -241,22 +241,30 @@ def _flatten(data: Any) -> list[Any]:
 
 
 def _from_json(values: list[Any], datatype: str, name: str, where: str) -> list[Any]:
+    types = set(map(type, values))
     if datatype == "BYTES":
-        if not all(isinstance(v, str) for v in values):
+        if not types <= {str}:
             raise _bad(f"input {name!r}: BYTES data must be strings", f"{where}.data")
         return values
     if datatype == "BOOL":
-        if not all(isinstance(v, bool) for v in values):
+        if not types <= {bool}:
             raise _bad(f"input {name!r}: BOOL data must be true or false", f"{where}.data")
         return values
-    if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in values):
+    if not types <= {int, float}:
         raise _bad(f"input {name!r}: {datatype} data must be numbers", f"{where}.data")
-    if datatype.startswith(("INT", "UINT")) and not all(float(v).is_integer() for v in values):
+    if (
+        datatype.startswith(("INT", "UINT"))
+        and float in types
+        and not all(float(v).is_integer() for v in values)
+    ):
         raise _bad(f"input {name!r}: {datatype} data must be integers", f"{where}.data")
     return values
 
 
-def _from_binary(raw: bytes, datatype: str, count: int, name: str, where: str) -> list[Any]:
+def _from_binary(
+    raw: bytes, datatype: str, count: int, name: str, where: str
+) -> list[Any] | np.ndarray:
+    values: list[Any] | np.ndarray
     if datatype == "BYTES":
         values, pos = [], 0
         while pos < len(raw):
@@ -281,7 +289,7 @@ def _from_binary(raw: bytes, datatype: str, count: int, name: str, where: str) -
                 f"input {name!r}: {len(raw)} bytes do not hold {count} {datatype} values",
                 f"{where}.parameters",
             )
-        values = np.frombuffer(raw, dtype=dtype).tolist()
+        values = np.frombuffer(raw, dtype=dtype)
     if len(values) != count:
         raise _bad(
             f"input {name!r}: shape needs {count} values, got {len(values)}", f"{where}.parameters"
@@ -289,8 +297,8 @@ def _from_binary(raw: bytes, datatype: str, count: int, name: str, where: str) -
     return values
 
 
-def records(request: InferRequest, schema: Schema, max_rows: int) -> list[Mapping[str, Any]]:
-    """The request's tensors as records for the schema (one input per field, or one matrix)."""
+def table(request: InferRequest, schema: Schema, max_rows: int) -> Table:
+    """The request's tensors as validated rows (one input per field, or one matrix)."""
     names = schema.names
     known = set(names)
     tensors = request.inputs
@@ -307,7 +315,12 @@ def records(request: InferRequest, schema: Schema, max_rows: int) -> list[Mappin
                 "inputs[0].shape",
             )
         _check_rows(n, max_rows)
-        return [dict(zip(names, t.values[r * k : (r + 1) * k], strict=True)) for r in range(n)]
+        if isinstance(t.values, np.ndarray):
+            return schema.table_from_matrix(t.values.reshape(n, k))
+        if t.datatype not in ("BYTES", "BOOL"):
+            return schema.table_from_matrix(np.array(t.values).reshape(n, k))
+        values = t.values
+        return schema.table_from_rows([values[r * k : (r + 1) * k] for r in range(n)])
     rows: int | None = None
     for i, t in enumerate(tensors):
         if t.name not in known:
@@ -326,7 +339,13 @@ def records(request: InferRequest, schema: Schema, max_rows: int) -> list[Mappin
             )
     assert rows is not None
     _check_rows(rows, max_rows)
-    return [{t.name: t.values[r] for t in tensors} for r in range(rows)]
+    columns = {
+        t.name: t.values.tolist() if isinstance(t.values, np.ndarray) else t.values for t in tensors
+    }
+    if len(columns) == len(names):
+        return schema.table_from_rows(list(zip(*(columns[n] for n in names), strict=True)))
+    # Fields missing (or given twice): the record path names every problem.
+    return schema.table([{name: col[r] for name, col in columns.items()} for r in range(rows)])
 
 
 def _check_rows(n: int, max_rows: int) -> None:
@@ -350,7 +369,9 @@ def _datatype_of(values: list[Any]) -> str:
     return "BYTES"
 
 
-def _encode(values: list[Any], datatype: str) -> bytes:
+def _encode(values: Any, datatype: str) -> bytes:
+    if isinstance(values, np.ndarray):
+        return values.astype(NUMPY_TYPES[datatype], copy=False).tobytes()
     flat = _flatten(values)
     if datatype == "BYTES":
         parts = []
@@ -367,7 +388,7 @@ def response(
     version: int,
     request: InferRequest,
     predictions: list[Any],
-    probabilities: list[dict[str, float]] | None,
+    probabilities: np.ndarray | None,
     classes: list[Any] | None,
     prediction_ids: list[str],
 ) -> tuple[bytes, int | None]:
@@ -383,7 +404,7 @@ def response(
             "outputs",
         )
     n = len(predictions)
-    tensors: list[tuple[str, str, list[int], list[Any], dict[str, Any]]] = []
+    tensors: list[tuple[str, str, list[int], Any, dict[str, Any]]] = []
     for name in OUTPUTS:
         if name not in wanted:
             continue
@@ -397,10 +418,14 @@ def response(
             tensors.append((name, dt, shape, data, {}))
         else:
             assert probabilities is not None and classes is not None
-            keys = [str(c) for c in classes]
-            matrix = [p[k] for p in probabilities for k in keys]
             tensors.append(
-                (name, "FP64", [n, len(keys)], matrix, {"classes": orjson.dumps(classes).decode()})
+                (
+                    name,
+                    "FP64",
+                    [n, len(classes)],
+                    probabilities.ravel(),
+                    {"classes": orjson.dumps(classes).decode()},
+                )
             )
     outputs = []
     chunks = []
@@ -422,7 +447,7 @@ def response(
         "parameters": {"prediction_ids": ",".join(prediction_ids)},
         "outputs": outputs,
     }
-    head = orjson.dumps(header)
+    head = orjson.dumps(header, option=orjson.OPT_SERIALIZE_NUMPY)
     if not chunks:
         return head, None
     return head + b"".join(chunks), len(head)

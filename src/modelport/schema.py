@@ -11,9 +11,14 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from itertools import chain
+from operator import itemgetter
 from typing import TYPE_CHECKING, Any, Literal
 
+import numpy as np
+
 from .errors import InvalidInput
+from .table import Table
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -61,10 +66,12 @@ class Schema:
     fields: tuple[Field, ...]
     _checkers: tuple[_Checker, ...] = field(init=False, repr=False, compare=False)
     _index: dict[str, int] = field(init=False, repr=False, compare=False)
+    _fast: _FastPlan = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_checkers", tuple(_compile(f) for f in self.fields))
         object.__setattr__(self, "_index", {f.name: i for i, f in enumerate(self.fields)})
+        object.__setattr__(self, "_fast", _FastPlan(self.fields))
 
     @property
     def names(self) -> list[str]:
@@ -125,6 +132,78 @@ class Schema:
             raise _invalid(problems)
         return rows
 
+    def table(self, records: Sequence[Mapping[str, Any]]) -> Table:
+        """Check records and return them as a :class:`~modelport.table.Table`.
+
+        Well-formed input (every field present, of its type, in range) takes a vectorized path
+        with no per-value Python work beyond one type scan; anything else goes through
+        :meth:`validate`, which is authoritative and reports every problem.
+        """
+        fast = self._fast
+        k = len(self.fields)
+        try:
+            if set(map(len, records)) == {k}:
+                # k keys each and every field name present: nothing missing, nothing extra
+                table = self._table_from_rows(list(map(fast.getter, records)))
+                if table is not None:
+                    return table
+        except (KeyError, TypeError, IndexError):
+            pass
+        return self._checked_table(records)
+
+    def table_from_rows(self, rows: Sequence[Sequence[Any]]) -> Table:
+        """Like :meth:`table`, for rows of values already in field order (lists or tuples)."""
+        k = len(self.fields)
+        if set(map(type, rows)) <= {list, tuple} and set(map(len, rows)) == {k}:
+            table = self._table_from_rows(rows)
+            if table is not None:
+                return table
+        names = self.names
+        records: list[Any] = [
+            dict(zip(names, r, strict=True)) if isinstance(r, list | tuple) and len(r) == k else r
+            for r in rows
+        ]
+        return self._checked_table(records)
+
+    def table_from_matrix(self, matrix: np.ndarray) -> Table:
+        """Like :meth:`table`, for a numeric ``n x fields`` array (decoded binary tensors)."""
+        fast = self._fast
+        if fast.all_number and matrix.dtype.kind in "fiu":
+            m = np.ascontiguousarray(matrix, dtype="float64")
+            if fast.check_matrix(m):
+                return Table(self, matrix=m)
+        return self.table_from_rows(matrix.tolist())
+
+    def _table_from_rows(self, rows: Sequence[Sequence[Any]]) -> Table | None:
+        """The fast path; None when anything needs a closer look."""
+        fast = self._fast
+        if not rows:
+            return None
+        if fast.all_number:
+            if not set(map(type, chain.from_iterable(rows))) <= _NUMBER_TYPES:
+                return None
+            try:
+                m = np.array(rows, dtype="float64")
+            except (OverflowError, ValueError):
+                return None
+            return Table(self, matrix=m) if fast.check_matrix(m) else None
+        columns = []
+        for build, values in zip(fast.columns, zip(*rows, strict=True), strict=True):
+            col = build(values)
+            if col is None:
+                return None
+            columns.append(col)
+        return Table(self, columns=columns)
+
+    def _checked_table(self, records: Sequence[Mapping[str, Any]]) -> Table:
+        rows = self.validate(records)
+        if self._fast.all_number:
+            return Table(self, matrix=np.array(rows, dtype="float64"))
+        cols = list(zip(*rows, strict=True))
+        return Table(
+            self, columns=[_typed_column(f, c) for f, c in zip(self.fields, cols, strict=True)]
+        )
+
     def example_record(self) -> dict[str, Any]:
         """A record that fits the schema, for the smoke prediction at push time."""
         return {f.name: _example_value(f) for f in self.fields}
@@ -159,6 +238,101 @@ class Schema:
 
 
 _MISSING = object()
+_NUMBER_TYPES = frozenset({float, int})
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+
+
+class _FastPlan:
+    """What :meth:`Schema.table` needs, worked out once per schema."""
+
+    def __init__(self, fields: tuple[Field, ...]) -> None:
+        names = [f.name for f in fields]
+        if len(names) == 1:
+            only = names[0]
+            self.getter: Callable[[Any], tuple[Any, ...]] = lambda r: (r[only],)
+        else:
+            self.getter = itemgetter(*names)
+        self.all_number = all(f.type == "number" for f in fields)
+        ranged = any(f.minimum is not None or f.maximum is not None for f in fields)
+        self.lo = (
+            np.array([-np.inf if f.minimum is None else f.minimum for f in fields])
+            if ranged
+            else None
+        )
+        self.hi = (
+            np.array([np.inf if f.maximum is None else f.maximum for f in fields])
+            if ranged
+            else None
+        )
+        self.columns = [_fast_column(f) for f in fields]
+
+    def check_matrix(self, m: np.ndarray) -> bool:
+        if not np.isfinite(m).all():
+            return False
+        return self.lo is None or not ((m < self.lo).any() or (m > self.hi).any())
+
+
+def _fast_column(f: Field) -> Callable[[tuple[Any, ...]], np.ndarray | None]:
+    """A checker-and-builder for one field's values that gives up (None) on anything unusual."""
+    lo = -math.inf if f.minimum is None else f.minimum
+    hi = math.inf if f.maximum is None else f.maximum
+    if f.type in ("number", "integer"):
+        allowed = _NUMBER_TYPES if f.type == "number" else frozenset({int})
+        dtype = "float64" if f.type == "number" else "int64"
+
+        def numbers(values: tuple[Any, ...]) -> np.ndarray | None:
+            if not set(map(type, values)) <= allowed:
+                return None
+            try:
+                col = np.array(values, dtype=dtype)
+            except (OverflowError, ValueError):
+                return None
+            if dtype == "float64" and not np.isfinite(col).all():
+                return None
+            if (lo > -math.inf and (col < lo).any()) or (hi < math.inf and (col > hi).any()):
+                return None
+            return col
+
+        return numbers
+    if f.type == "boolean":
+
+        def booleans(values: tuple[Any, ...]) -> np.ndarray | None:
+            return np.array(values, dtype=bool) if set(map(type, values)) == {bool} else None
+
+        return booleans
+    if f.type == "string":
+
+        def strings(values: tuple[Any, ...]) -> np.ndarray | None:
+            return _object_array(values) if set(map(type, values)) == {str} else None
+
+        return strings
+    allowed_values = frozenset(f.categories or ())
+    allowed_types = frozenset(type(c) for c in f.categories or ())
+
+    def categories(values: tuple[Any, ...]) -> np.ndarray | None:
+        if set(map(type, values)) <= allowed_types and set(values) <= allowed_values:
+            return _object_array(values)
+        return None
+
+    return categories
+
+
+def _object_array(values: Sequence[Any]) -> np.ndarray:
+    out = np.empty(len(values), dtype=object)
+    out[:] = values
+    return out
+
+
+def _typed_column(f: Field, values: Sequence[Any]) -> np.ndarray:
+    """A validated field's values as an array of the field's dtype (None allowed)."""
+    has_none = None in values
+    if f.type == "number" or (f.type == "integer" and has_none):
+        return np.array(values, dtype="float64")  # None becomes NaN
+    if f.type == "integer":
+        return np.array(values, dtype="int64")
+    if f.type == "boolean" and not has_none:
+        return np.array(values, dtype=bool)
+    return _object_array(values)
 
 
 def _invalid(problems: list[dict[str, Any]]) -> InvalidInput:
@@ -216,6 +390,8 @@ def _compile(f: Field) -> _Checker:
                 if not v.is_integer():
                     return False, None, f"expected an integer, got {v}"
                 v = int(v)
+            if not _INT64_MIN <= v <= _INT64_MAX:
+                return False, None, f"out of range: {v} does not fit a 64-bit integer"
             problem = in_range(v)
             return (not problem), v, problem
 
@@ -371,8 +547,8 @@ def parse_schema(data: Any) -> Schema:
 # -- payloads ------------------------------------------------------------------------------------
 
 
-def records_from_payload(body: Mapping[str, Any], max_rows: int) -> list[Mapping[str, Any]]:
-    """The records of a predict body: ``{"inputs": [...]}`` or ``{"columns": [...], "data": [...]}``."""
+def table_from_payload(schema: Schema, body: Mapping[str, Any], max_rows: int) -> Table:
+    """The validated rows of a predict body: ``{"inputs": [...]}`` or ``{"columns", "data"}``."""
     inputs = body.get("inputs")
     columns = body.get("columns")
     if inputs is not None and (columns is not None or "data" in body):
@@ -387,7 +563,7 @@ def records_from_payload(body: Mapping[str, Any], max_rows: int) -> list[Mapping
                 details=[{"field": "inputs", "reason": "expected a non-empty list of objects"}],
             )
         _check_rows(len(inputs), max_rows, "inputs")
-        return inputs
+        return schema.table(inputs)
     if columns is None:
         raise InvalidInput(
             "the body needs 'inputs' (a list of records) or 'columns' and 'data'",
@@ -410,19 +586,22 @@ def records_from_payload(body: Mapping[str, Any], max_rows: int) -> list[Mapping
             details=[{"field": "data", "reason": "expected a non-empty list of lists"}],
         )
     _check_rows(len(data), max_rows, "data")
-    records: list[Mapping[str, Any]] = []
-    problems = []
     width = len(columns)
-    for i, row in enumerate(data):
-        if not isinstance(row, list) or len(row) != width:
-            problems.append(
+    if set(map(type, data)) != {list} or set(map(len, data)) != {width}:
+        raise _invalid(
+            [
                 {"row": i, "field": None, "reason": f"expected a list of {width} values"}
-            )
-            continue
-        records.append(dict(zip(columns, row, strict=True)))
-    if problems:
-        raise _invalid(problems)
-    return records
+                for i, row in enumerate(data)
+                if not isinstance(row, list) or len(row) != width
+            ]
+        )
+    names = schema.names
+    if columns == names:
+        return schema.table_from_rows(data)
+    if sorted(columns) == sorted(names):  # the schema's fields in another order
+        reorder = itemgetter(*(columns.index(n) for n in names)) if width > 1 else None
+        return schema.table_from_rows(data if reorder is None else list(map(reorder, data)))
+    return schema.table([dict(zip(columns, row, strict=True)) for row in data])
 
 
 def _check_rows(n: int, max_rows: int, name: str) -> None:

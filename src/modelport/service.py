@@ -11,12 +11,13 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+import numpy as np
 import orjson
 from sqlalchemy.engine import Connection
 
@@ -24,14 +25,15 @@ from . import flavors, keys, ledger, registry
 from .artifacts import open_artifact_store
 from .batching import Batcher
 from .errors import ArtifactRejected, InvalidInput, InvalidRequest, ModelFailed
-from .flavors._base import example_rows
+from .flavors._base import example_table
 from .ids import new_ids
 from .keys import ANONYMOUS, KeyCache, Principal
 from .routing import Router, Served
-from .schema import Field, Schema, parse_schema, records_from_payload
+from .schema import Field, Schema, parse_schema, table_from_payload
 from .settings import Settings
 from .store import Store
 from .store.writer import Writer
+from .table import Table
 
 log = logging.getLogger("modelport.service")
 #: The keys a native predict body may have.
@@ -45,7 +47,7 @@ class Scored:
 
     served: Served
     predictions: list[Any]
-    probabilities: list[dict[str, float]] | None
+    probabilities: np.ndarray | None  # n x classes, columns in the order of loaded.classes
     ids: list[str]
 
     @property
@@ -141,7 +143,7 @@ class Service:
             version=version,
             alias=alias,
             request_id=request_id,
-            records=lambda served: records_from_payload(payload, max_rows),
+            table=lambda served: table_from_payload(served.schema, payload, max_rows),
         )
         out: dict[str, Any] = {
             "model": name,
@@ -150,7 +152,7 @@ class Service:
             "prediction_ids": scored.ids,
         }
         if scored.probabilities is not None:
-            out["probabilities"] = scored.probabilities
+            out["probabilities"] = scored.served.loaded.probability_records(scored.probabilities)
         return out
 
     async def score(
@@ -161,36 +163,39 @@ class Service:
         version: int | None,
         alias: str | None,
         request_id: str,
-        records: Callable[[Served], Sequence[Mapping[str, Any]]],
+        table: Callable[[Served], Table],
     ) -> Scored:
         """The prediction path every protocol shares: route, validate, score, log.
 
-        ``records`` turns the request into records once the version (and so its schema) is
-        known. The rows are committed to the ledger before this returns.
+        ``table`` turns the request into validated rows once the version (and so its schema)
+        is known. The rows are committed to the ledger before this returns.
         """
         principal.require("predict")
         started = time.perf_counter()
         served, used_alias = await self.router.resolve(name, version=version, alias=alias)
-        rows = served.schema.validate(records(served))
+        rows = table(served)
         preds, probas = await self.batcher(served).submit(rows)
         latency_ms = (time.perf_counter() - started) * 1000
         ids = new_ids(len(rows))
+        predictions = preds.tolist() if isinstance(preds, np.ndarray) else list(preds)
         await self.writer.insert_rows(
-            ledger.prediction_rows(
-                ids,
-                model=name,
-                version=served.version,
-                alias=used_alias,
-                consumer=principal.consumer,
-                request_id=request_id,
-                names=served.schema.names,
-                rows=rows,
-                preds=preds,
-                probas=probas,
-                latency_ms=latency_ms,
-            )
+            [
+                ledger.ledger_row(
+                    ids[0],
+                    model=name,
+                    version=served.version,
+                    alias=used_alias,
+                    consumer=principal.consumer,
+                    request_id=request_id,
+                    table=rows,
+                    predictions=predictions,
+                    classes=served.loaded.classes,
+                    probabilities=probas,
+                    latency_ms=latency_ms,
+                )
+            ]
         )
-        return Scored(served, preds, probas, ids)
+        return Scored(served, predictions, probas, ids)
 
     def batcher(self, served: Served) -> Batcher:
         """The version's batcher, made on first use and again when its settings change."""
@@ -209,6 +214,7 @@ class Service:
                 max_rows=limits[0],
                 max_wait_ms=limits[1],
                 max_concurrent=limits[2],
+                concat=Table.concat,
             )
             batcher.served = served
             self._batchers[key] = batcher
@@ -239,9 +245,7 @@ class Service:
             principal.require("predict")
         return await self.router.resolve(name, version=version)
 
-    async def _score(
-        self, served: Served, rows: list[list[Any]]
-    ) -> tuple[list[Any], list[dict[str, float]] | None]:
+    async def _score(self, served: Served, rows: Table) -> tuple[Any, np.ndarray | None]:
         """Run the model. Fast models run on the event loop; slow ones in the predict threads.
 
         A thread hand-off costs more than a fast scikit-learn call and makes the loop fight
@@ -252,9 +256,9 @@ class Service:
         timing = served.timing
         inline = timing.inline(self.settings.inline_predict_ms)
 
-        def call() -> tuple[list[Any], list[dict[str, float]] | None]:
+        def call() -> tuple[Any, np.ndarray | None]:
             wall, cpu = time.perf_counter(), time.thread_time()
-            result = served.loaded.predict_with_proba(rows, served.schema)
+            result = served.loaded.predict_with_proba(rows)
             wall_ms = (time.perf_counter() - wall) * 1000 if inline else None
             timing.add((time.thread_time() - cpu) * 1000, wall_ms)
             return result
@@ -399,8 +403,9 @@ class Service:
             meta.get("schema"), loaded, narrow=bool(meta.get("schema_from_train_data"))
         )
         try:
-            smoke_rows = example_rows(schema)
-            preds, probas = await asyncio.to_thread(loaded.predict_with_proba, smoke_rows, schema)
+            smoke = example_table(schema)
+            preds, probas = await asyncio.to_thread(loaded.predict_with_proba, smoke)
+            preds = preds.tolist() if isinstance(preds, np.ndarray) else preds
             orjson.dumps({"p": preds, "q": probas}, option=orjson.OPT_SERIALIZE_NUMPY)
         except Exception as exc:
             raise ArtifactRejected(

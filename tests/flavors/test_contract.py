@@ -16,7 +16,9 @@ import numpy as np
 import pandas as pd
 import pytest
 import skops.io as sio
+from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
 from sklearn.linear_model import LogisticRegression
+from sklearn.naive_bayes import GaussianNB
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
@@ -131,6 +133,12 @@ CASES: dict[str, tuple[Callable[[int], Any], Callable[[Any], bytes], str]] = {
 }
 
 
+def _predict(loaded: Any, X: pd.DataFrame) -> list[Any]:
+    """What the server would answer for the rows of ``X``: validated into a table, then scored."""
+    preds, _ = loaded.predict_with_proba(SCHEMA.table_from_rows(X.to_numpy().tolist()))
+    return list(preds.tolist() if isinstance(preds, np.ndarray) else preds)
+
+
 def _expected(model: Any, X: pd.DataFrame) -> list[Any]:
     if isinstance(model, PyfuncModel):
         return list(model.predict(None, X))
@@ -146,8 +154,7 @@ def test_round_trip_gives_identical_predictions(case: str, tmp_path: Path) -> No
     assert detect_flavor(path) == flavor
     loaded = load(flavor, path, trust_code=True)
     X, _ = _data(1)
-    rows = X.to_numpy().tolist()
-    assert loaded.predict(rows, SCHEMA) == pytest.approx(_expected(model, X))
+    assert _predict(loaded, X) == pytest.approx(_expected(model, X))
 
 
 @pytest.mark.parametrize("case", ["skops", "joblib", "mlflow sklearn"])
@@ -158,7 +165,10 @@ def test_same_seed_same_predictions_after_round_trip(case: str, tmp_path: Path) 
         path = tmp_path / f"m{i}"
         path.write_bytes(save(make(7)))
         loaded = load(flavor, path, trust_code=True)
-        outs.append(loaded.predict_with_proba(_data(2)[0].to_numpy().tolist(), SCHEMA))
+        preds, probas = loaded.predict_with_proba(
+            SCHEMA.table_from_rows(_data(2)[0].to_numpy().tolist())
+        )
+        outs.append((preds.tolist(), probas.tolist()))
     assert outs[0] == outs[1]
 
 
@@ -168,8 +178,10 @@ def test_classifiers_give_probabilities_per_class(case: str, tmp_path: Path) -> 
     path = tmp_path / "artifact"
     path.write_bytes(save(make(0)))
     loaded = load(flavor, path, trust_code=True)
-    preds, probas = loaded.predict_with_proba(_data(3)[0].to_numpy().tolist()[:20], SCHEMA)
-    assert probas is not None and len(probas) == 20
+    table = SCHEMA.table_from_rows(_data(3)[0].to_numpy().tolist()[:20])
+    preds, matrix = loaded.predict_with_proba(table)
+    assert matrix is not None and matrix.shape == (20, 2)
+    probas = loaded.probability_records(matrix)
     for pred, probs in zip(preds, probas, strict=True):
         assert set(probs) == {"no", "yes"}
         assert sum(probs.values()) == pytest.approx(1.0)
@@ -186,12 +198,60 @@ def test_inputs_are_not_mutated_and_columns_follow_the_schema(case: str, tmp_pat
     # Fields arrive in another order; validation puts them in schema order.
     records = [{"c": 0.3, "a": 1.5, "b": -2.0}, {"b": 0.1, "c": -1.0, "a": 0.2}]
     before = copy.deepcopy(records)
-    rows = SCHEMA.validate(records)
-    rows_before = copy.deepcopy(rows)
-    got = loaded.predict(rows, SCHEMA)
-    assert records == before and rows == rows_before
+    table = SCHEMA.table(records)
+    rows_before = table.rows()
+    got, _ = loaded.predict_with_proba(table)
+    got = got.tolist() if isinstance(got, np.ndarray) else list(got)
+    assert records == before and table.rows() == rows_before
     X = pd.DataFrame([[r["a"], r["b"], r["c"]] for r in records], columns=COLUMNS)
     assert got == pytest.approx(_expected(model, X))
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: make_pipeline(StandardScaler(), LogisticRegression()),
+        lambda: LogisticRegression(C=0.01),  # many rows near the decision boundary
+        lambda: RandomForestClassifier(n_estimators=20, max_depth=4, random_state=0),
+        lambda: make_pipeline(StandardScaler(), RandomForestClassifier(n_estimators=5)),
+        lambda: HistGradientBoostingClassifier(max_iter=20),
+        lambda: GaussianNB(),
+    ],
+)
+@pytest.mark.parametrize("classes", [2, 3])
+def test_one_call_predictions_equal_the_estimators_own(
+    make: Any, classes: int, tmp_path: Path
+) -> None:
+    """For estimators whose predict is the most probable class, predictions come from one
+    predict_proba call; they must equal what the estimator's predict says, row for row."""
+    rng = np.random.default_rng(classes)
+    X = rng.normal(size=(3000, 3))
+    y = np.array(["no", "yes", "maybe"])[(X[:, 0] * 3).astype(int) % classes]
+    model = make().fit(X, y)
+    loaded = load("pickle", _saved(model, tmp_path), trust_code=True)
+    assert loaded._labels is not None  # the one-call path is taken
+    fresh = rng.normal(size=(5000, 3))
+    preds, proba = loaded.predict_with_proba(SCHEMA.table_from_rows(fresh.tolist()))
+    assert preds.tolist() == model.predict(fresh).tolist()
+    assert np.allclose(proba, model.predict_proba(fresh))
+
+
+def _saved(model: Any, folder: Path) -> Path:
+    path = folder / "m.joblib"
+    path.write_bytes(_joblib(model))
+    return path
+
+
+def test_other_classifiers_are_asked_for_predictions_too(tmp_path: Path) -> None:
+    from sklearn.neighbors import KNeighborsClassifier
+
+    X, y = _data()
+    knn = KNeighborsClassifier(n_neighbors=4).fit(X, y)  # ties: predict need not be argmax
+    loaded = load("pickle", _saved(knn, tmp_path), trust_code=True)
+    assert loaded._labels is None
+    fresh, _ = _data(5)
+    preds, _ = loaded.predict_with_proba(SCHEMA.table_from_rows(fresh.to_numpy().tolist()))
+    assert preds.tolist() == knn.predict(fresh).tolist()
 
 
 @pytest.mark.parametrize("case", ["joblib", "modelport.Model", "plain object", "mlflow sklearn"])

@@ -61,3 +61,49 @@ def test_two_stores_on_one_database_share_it(store_url: str) -> None:
     finally:
         first.close()
         second.close()
+
+
+def test_ledger_rows_of_the_earlier_layout_survive_the_block_migration(store_url: str) -> None:
+    """0003 turns one-prediction-per-row ledger rows into blocks of one, feedback joined."""
+    from modelport.ids import new_id
+    from modelport.ledger import get_prediction
+
+    old = Store(store_url, migrate=False)
+    try:
+        old.migrate("0002")
+        pid = new_id()
+        with old.transaction() as conn:
+            conn.execute(
+                sa.text(
+                    "INSERT INTO predictions (id, ts, model, version, alias, consumer, request_id, "
+                    "inputs, outputs, latency_ms) VALUES (:id, 1700000000.0, 'iris', 2, "
+                    "'production', 'app', 'r-1', :inputs, :outputs, 1.5)"
+                ).bindparams(
+                    sa.bindparam("inputs", type_=sa.JSON), sa.bindparam("outputs", type_=sa.JSON)
+                ),
+                {
+                    "id": pid,
+                    "inputs": {"a": 1.0, "b": "x"},
+                    "outputs": {"prediction": "yes", "probabilities": {"no": 0.25, "yes": 0.75}},
+                },
+            )
+            conn.execute(
+                sa.text(
+                    "INSERT INTO feedback (prediction_id, label, reward, consumer, ts) "
+                    "VALUES (:pid, '\"yes\"', NULL, 'app', 1700000001.0)"
+                ),
+                {"pid": pid},
+            )
+        old.migrate()
+        assert old.revision() == _head()
+        with old.read() as conn:
+            record = get_prediction(conn, pid)
+            assert compare_metadata(MigrationContext.configure(conn), metadata) == []
+            joined = conn.exec_driver_sql("SELECT ledger_id, ledger_row FROM feedback").all()
+    finally:
+        old.close()
+    assert record["inputs"] == {"a": 1.0, "b": "x"}
+    assert record["outputs"] == {"prediction": "yes", "probabilities": {"no": 0.25, "yes": 0.75}}
+    assert (record["version"], record["consumer"], record["request_id"]) == (2, "app", "r-1")
+    assert [f["label"] for f in record["feedback"]] == ["yes"]
+    assert joined == [(pid, 0)]

@@ -18,7 +18,8 @@ from modelport.store.writer import Writer
 
 def _row(tag: object) -> tuple[object, ...]:
     """A ledger row whose request_id is ``tag``."""
-    return (new_id(), 1.0, "m", 1, None, "c", str(tag), '{"x": 1}', '{"prediction": 0}', 0.1)
+    inputs, outputs = '{"fields": ["x"], "rows": [[1]]}', '{"predictions": [0]}'
+    return (new_id(), 1, 1.0, "m", 1, None, "c", str(tag), inputs, outputs, 0.1)
 
 
 def _count(store: Store) -> int:

@@ -223,8 +223,8 @@ async def _infer(
     max_rows = svc.settings.max_rows_per_request
     infer = oip.parse_request(doc, binary, max_elements=max_rows * 1024)
 
-    def to_records(served: Served) -> Any:
-        return oip.records(infer, served.schema, max_rows)
+    def to_table(served: Served) -> Any:
+        return oip.table(infer, served.schema, max_rows)
 
     scored = await svc.score(
         who,
@@ -232,7 +232,7 @@ async def _infer(
         version=version,
         alias=None,
         request_id=infer.id or request.state.request_id,
-        records=to_records,
+        table=to_table,
     )
     content, header_length = oip.response(
         model=name,

@@ -11,10 +11,13 @@ import zipfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+import numpy as np
+
 from ..errors import ArtifactRejected
 
 if TYPE_CHECKING:
     from ..schema import Schema
+    from ..table import Table
 
 FLAVORS = ("sklearn", "pickle", "mlflow")
 #: Flavors whose loading runs no code from the artifact; anything else needs an admin key.
@@ -26,10 +29,12 @@ InputKind = Literal["frame", "array"]
 class LoadedModel:
     """A model ready to serve: the one interface serving, batching and jobs call.
 
-    ``predict`` and ``predict_proba`` take validated rows (lists of values in schema order) and
-    return JSON-ready lists. Whether the wrapped object receives a DataFrame or a numpy array is
-    decided once, at load time: estimators fitted on named columns get a DataFrame, estimators
-    fitted on bare arrays get an array, custom code always gets a DataFrame.
+    ``predict_with_proba`` takes a validated :class:`~modelport.table.Table` and returns the
+    predictions (an array, or a list for custom code that returns one) and, for classifiers,
+    the class probabilities as an ``n x classes`` float array. Whether the wrapped object
+    receives a DataFrame or a numpy array is decided once, at load time: estimators fitted on
+    named columns get a DataFrame, estimators fitted on bare arrays get an array, custom code
+    always gets a DataFrame.
     """
 
     def __init__(
@@ -51,54 +56,84 @@ class LoadedModel:
             if classes is not None and hasattr(obj, "predict_proba")
             else None
         )
+        self.class_keys: list[str] = [str(c) for c in self.classes or ()]
+        # For estimators whose predict is by definition the most probable class, one call gives
+        # both outputs; anything else is asked twice.
+        self._labels = _argmax_labels(obj) if self.classes is not None else None
         self.extra = extra or {}
 
     @property
     def has_proba(self) -> bool:
         return self.classes is not None
 
-    def inputs(self, rows: list[list[Any]], schema: Schema) -> Any:
+    def inputs(self, table: Table) -> Any:
         """Validated rows in the form the wrapped object expects."""
-        if self.input_kind == "frame":
-            return schema.frame(rows)
-        import numpy as np
+        return table.frame() if self.input_kind == "frame" else table.matrix()
 
-        numeric = all(f.type in ("number", "integer", "boolean") for f in schema.fields)
-        if numeric:
-            return np.array(
-                [[float("nan") if v is None else v for v in row] for row in rows], dtype="float64"
-            )
-        return np.array(rows, dtype=object)
-
-    def predict(self, rows: list[list[Any]], schema: Schema) -> list[Any]:
-        out = self.obj.predict(self.inputs(rows, schema))
-        return _to_list(out, len(rows), "predict")
-
-    def predict_with_proba(
-        self, rows: list[list[Any]], schema: Schema
-    ) -> tuple[list[Any], list[dict[str, float]] | None]:
+    def predict_with_proba(self, table: Table) -> tuple[Any, np.ndarray | None]:
         """Predictions and, for classifiers that have them, class probabilities."""
-        X = self.inputs(rows, schema)
-        preds = _to_list(self.obj.predict(X), len(rows), "predict")
+        n = len(table)
+        X = self.inputs(table)
         if self.classes is None:
-            return preds, None
-        proba = self.obj.predict_proba(X)
-        matrix = _to_list(proba, len(rows), "predict_proba")
-        keys = [str(c) for c in self.classes]
-        return preds, [dict(zip(keys, map(float, r), strict=True)) for r in matrix]
+            return _output(self.obj.predict(X), n, "predict"), None
+        proba = np.asarray(self.obj.predict_proba(X), dtype="float64")
+        if proba.shape != (n, len(self.classes)):
+            raise ValueError(
+                f"predict_proba returned shape {list(proba.shape)} for {n} rows and "
+                f"{len(self.classes)} classes"
+            )
+        if self._labels is not None:
+            return self._labels.take(proba.argmax(axis=1)), proba
+        return _output(self.obj.predict(X), n, "predict"), proba
+
+    def probability_records(self, proba: np.ndarray) -> list[dict[str, float]]:
+        """Probabilities as one ``{class: p}`` object per row."""
+        keys = self.class_keys
+        return [dict(zip(keys, row, strict=True)) for row in proba.tolist()]
+
+
+#: Estimators whose ``predict`` returns ``classes_[argmax(predict_proba)]`` by definition.
+_ARGMAX_ESTIMATORS = frozenset(
+    {
+        "sklearn.linear_model._logistic.LogisticRegression",
+        "sklearn.ensemble._forest.RandomForestClassifier",
+        "sklearn.ensemble._forest.ExtraTreesClassifier",
+        "sklearn.tree._classes.DecisionTreeClassifier",
+        "sklearn.tree._classes.ExtraTreeClassifier",
+        "sklearn.ensemble._gb.GradientBoostingClassifier",
+        "sklearn.ensemble._hist_gradient_boosting.gradient_boosting.HistGradientBoostingClassifier",
+        "sklearn.naive_bayes.GaussianNB",
+    }
+)
+
+
+def _argmax_labels(obj: Any) -> np.ndarray | None:
+    """The class labels to index with argmax, when ``obj`` predicts the most probable class."""
+    final = obj
+    while hasattr(final, "steps") and isinstance(final.steps, list) and final.steps:
+        final = final.steps[-1][1]  # a Pipeline: the last step decides
+    cls = type(final)
+    if f"{cls.__module__}.{cls.__qualname__}" not in _ARGMAX_ESTIMATORS:
+        return None
+    classes = getattr(obj, "classes_", None)
+    if not isinstance(classes, np.ndarray) or classes.ndim != 1:
+        return None  # multi-output: predict is not one argmax
+    return classes
 
 
 def _plain(value: Any) -> Any:
     return value.item() if hasattr(value, "item") else value
 
 
-def _to_list(out: Any, n: int, what: str) -> list[Any]:
+def _output(out: Any, n: int, what: str) -> Any:
+    """A model's predictions as an array (or a list for custom code), checked for length."""
     if hasattr(out, "to_numpy"):
         out = out.to_numpy()
-    result: list[Any] = out.tolist() if hasattr(out, "tolist") else list(out)
-    if len(result) != n:
-        raise ValueError(f"{what} returned {len(result)} results for {n} rows")
-    return result
+    if not isinstance(out, np.ndarray):
+        out = list(out)
+    if len(out) != n:
+        raise ValueError(f"{what} returned {len(out)} results for {n} rows")
+    return out
 
 
 # -- recognizing and loading -------------------------------------------------------------------
@@ -336,6 +371,6 @@ def _json_safe(value: Any, depth: int = 0) -> Any:
     return text if len(text) <= 200 else text[:197] + "..."
 
 
-def example_rows(schema: Schema) -> list[list[Any]]:
+def example_table(schema: Schema) -> Table:
     """One validated row that fits the schema, for the smoke prediction."""
-    return schema.validate([schema.example_record()])
+    return schema.table([schema.example_record()])

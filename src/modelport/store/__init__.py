@@ -93,8 +93,8 @@ class Store:
 
         return engine
 
-    def migrate(self) -> None:
-        """Bring the schema to the newest revision (a no-op when it already is)."""
+    def migrate(self, revision: str = "head") -> None:
+        """Bring the schema to ``revision`` (the newest by default; a no-op when it is there)."""
         from alembic import command
         from alembic.config import Config
 
@@ -103,7 +103,7 @@ class Store:
         try:
             with self.write_engine.begin() as conn:
                 config.attributes["connection"] = conn
-                command.upgrade(config, "head")
+                command.upgrade(config, revision)
         except sa.exc.OperationalError as exc:
             raise StoreUnavailable(f"cannot open the store: {exc.orig}") from exc
 

@@ -78,17 +78,28 @@ api_keys = sa.Table(
     sa.Column("revoked_at", sa.Float, nullable=True),
 )
 
+#: Ledger ids compare byte by byte on every database (PostgreSQL would otherwise use the
+#: database's collation), so a range lookup finds the block an id belongs to.
+LedgerId = sa.String(36).with_variant(sa.String(36, collation="C"), "postgresql")
+
+# The ledger: one row per scored request. Its predictions have consecutive ids (see
+# modelport.ids): the first is the row's id, the row count is `rows`, and the inputs and
+# outputs hold one entry per prediction, in order.
 predictions = sa.Table(
     "predictions",
     metadata,
-    sa.Column("id", sa.String(36), primary_key=True),
+    sa.Column("id", LedgerId, primary_key=True),
+    sa.Column("rows", sa.Integer, nullable=False),
     sa.Column("ts", sa.Float, nullable=False),
     sa.Column("model", sa.String(200), nullable=False),
     sa.Column("version", sa.Integer, nullable=False),
     sa.Column("alias", sa.String(100), nullable=True),
     sa.Column("consumer", sa.String(200), nullable=False),
     sa.Column("request_id", sa.String(200), nullable=False),
+    # {"fields": [name, ...], "rows": [[value, ...], ...]}
     sa.Column("inputs", sa.JSON, nullable=False),
+    # {"predictions": [...], "classes": [...], "probabilities": [[p, ...], ...]} (the last two
+    # for classifiers with probabilities)
     sa.Column("outputs", sa.JSON, nullable=False),
     sa.Column("latency_ms", sa.Float, nullable=False),
     sa.Index("ix_predictions_model_id", "model", "id"),
@@ -100,11 +111,15 @@ feedback = sa.Table(
     metadata,
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
     sa.Column("prediction_id", sa.String(36), nullable=False),
+    # Where the prediction sits in the ledger: the ledger row's id and the row within it.
+    sa.Column("ledger_id", LedgerId, nullable=False),
+    sa.Column("ledger_row", sa.Integer, nullable=False),
     sa.Column("label", sa.JSON(none_as_null=True), nullable=True),
     sa.Column("reward", sa.Float, nullable=True),
     sa.Column("consumer", sa.String(200), nullable=False),
     sa.Column("ts", sa.Float, nullable=False),
     sa.Index("ix_feedback_prediction", "prediction_id", "id"),
+    sa.Index("ix_feedback_ledger", "ledger_id", "ledger_row"),
 )
 
 # One row (id = 1) whose counter moves with every registry change, so that servers sharing a

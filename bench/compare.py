@@ -1,0 +1,316 @@
+"""modelport side by side with peer model servers: the same models, load and machine, one run.
+
+Servers: modelport (``/v1`` records, ``/v1`` columns, ``/v2`` infer), the floor (a bare Starlette
+app, bench/peers/floor.py), MLServer with adaptive batching off and on, ``mlflow models serve``,
+and a BentoML service with batching off and on. Each peer runs from its own virtual environment
+under bench/.venvs/ (built from PyPI when missing), with scikit-learn, numpy and joblib pinned to
+this Python's versions so one joblib file loads everywhere. Models: a StandardScaler +
+LogisticRegression pipeline and a RandomForestClassifier (100 trees, depth 8), 20 features.
+
+Each server serves one model at a time, pinned to CPU 0; ``wrk`` (one thread) loads it from
+CPU 1 with 1-row and 100-row requests at 16 and 64 connections, after a warm-up. Everything
+listens on 127.0.0.1, every run is bounded in time, and every server process group is stopped
+at the end (also on Ctrl-C).
+
+    python bench/compare.py                        # everything, 10 s per cell
+    python bench/compare.py --seconds 2 --only floor --only mlflow --models lr
+    python bench/compare.py --json out.json --record
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import shutil
+import signal
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from peers import load, procs, venvs
+from peers.report import CONNECTIONS, MODELS, ROWS, cpu_model, report, versions
+from peers.servers import Context, Model, NotReady, Peer, Running, Variant, all_peers, log_tail
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+# -- models --------------------------------------------------------------------------------------
+
+
+def build_models(work: Path, names: list[str]) -> list[Model]:
+    """Train the models (fixed seed, on plain arrays) and save each once as a joblib file."""
+    import joblib
+    import numpy as np
+    from sklearn.datasets import make_classification
+    from sklearn.ensemble import RandomForestClassifier
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    X, y = make_classification(n_samples=5000, n_features=20, random_state=0)
+    rows = np.round(X[:100], 6)
+    made = {
+        "lr": lambda: make_pipeline(StandardScaler(), LogisticRegression()),
+        "rf": lambda: RandomForestClassifier(n_estimators=100, max_depth=8, random_state=0),
+    }
+    models = []
+    for name in names:
+        estimator = made[name]().fit(X, y)
+        path = work / f"{name}.joblib"
+        joblib.dump(estimator, path)
+        expected = [float(v) for v in estimator.predict(rows)]
+        trusted = ["sklearn.tree._tree.Tree"] if name == "rf" else []
+        models.append(Model(name, MODELS[name], estimator, path, rows.tolist(), expected, trusted))
+    return models
+
+
+# -- one server ----------------------------------------------------------------------------------
+
+
+def _encode(body: dict[str, Any]) -> bytes:
+    return json.dumps(body, separators=(",", ":")).encode()
+
+
+def _post(running: Running, path: str, body: bytes, timeout: float) -> httpx.Response:
+    headers = {"Content-Type": "application/json", **running.headers}
+    return httpx.post(running.url + path, content=body, headers=headers, timeout=timeout)
+
+
+def wait_ready(peer: Peer, running: Running, model: Model, deadline: float) -> None:
+    """Poll until the first variant answers a 1-row predict with 200."""
+    variant = peer.variants(model)[0]
+    body = _encode(variant.body(model.rows[:1]))
+    prepared, last = False, "no answer"
+    while time.monotonic() < deadline:
+        code = running.proc.poll()
+        if code is not None:
+            raise RuntimeError(
+                f"exited during start-up (code {code}): {log_tail(running.log)}".rstrip(": ")
+            )
+        try:
+            if not prepared:
+                peer.prepare(running, model)
+                prepared = True
+            answer = _post(running, variant.path, body, timeout=5)
+            if answer.status_code == 200:
+                return
+            last = f"HTTP {answer.status_code}: {answer.text[:150]}"
+        except NotReady:
+            pass
+        except httpx.TransportError as exc:
+            last = type(exc).__name__
+        time.sleep(0.1)
+    raise RuntimeError(f"not ready in time (last: {last}); log: {log_tail(running.log)}")
+
+
+def verify(running: Running, variant: Variant, model: Model) -> None:
+    """A 1-row and a 100-row request: 200, and the model's own predictions."""
+    for n in ROWS:
+        answer = _post(running, variant.path, _encode(variant.body(model.rows[:n])), timeout=30)
+        if answer.status_code != 200:
+            raise RuntimeError(f"verify ({n} rows): HTTP {answer.status_code}: {answer.text[:200]}")
+        try:
+            got = [float(v) for v in variant.predictions(answer.json())]
+        except (ValueError, KeyError, TypeError, StopIteration) as exc:
+            raise RuntimeError(
+                f"verify ({n} rows): unexpected answer ({exc!r}): {answer.text[:200]}"
+            ) from exc
+        if got != model.expected[:n]:
+            raise RuntimeError(
+                f"verify ({n} rows): predictions {got[:5]} differ from the model's "
+                f"{model.expected[:5]}"
+            )
+
+
+def measure(
+    peer: Peer, ctx: Context, model: Model, args: argparse.Namespace
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Start ``peer`` with ``model``, load every variant, stop it: (server info, cells)."""
+    server: dict[str, Any] = {"server": peer.name, "model": model.name}
+    cells: list[dict[str, Any]] = []
+
+    def fail_all(reason: str, variants: list[str]) -> None:
+        for v in variants:
+            for rows in ROWS:
+                for conns in CONNECTIONS:
+                    cells.append(
+                        {
+                            "server": v,
+                            "peer": peer.name,
+                            "model": model.name,
+                            "rows": rows,
+                            "connections": conns,
+                            "error": reason,
+                        }
+                    )
+
+    variants = peer.variants(model)
+    names = [v.name for v in variants]
+    if peer.env is not None and ctx.envs[peer.env].error:
+        reason = ctx.envs[peer.env].error or ""
+        server["error"] = reason
+        fail_all(reason, names)
+        return server, cells
+    running: Running | None = None
+    try:
+        started = time.monotonic()
+        running = peer.launch(ctx, model)
+        wait_ready(peer, running, model, started + args.startup_timeout)
+        server["startup_s"] = time.monotonic() - started
+        server["repinned"] = len(procs.pin_tree(running.proc.pid, procs.SERVER_CPU))
+        log(f"{peer.name}/{model.name}: ready in {server['startup_s']:.1f} s")
+        for i, variant in enumerate(variants):
+            try:
+                verify(running, variant, model)
+            except Exception as exc:
+                fail_all(str(exc) or type(exc).__name__, [variant.name])
+                continue
+            for rows in ROWS:
+                body = _encode(variant.body(model.rows[:rows]))
+                lua = load.script(
+                    ctx.work, f"{peer.name}-{model.name}-{i}-{rows}", body, running.headers
+                )
+                for conns in CONNECTIONS:
+                    cell: dict[str, Any] = {
+                        "server": variant.name,
+                        "peer": peer.name,
+                        "model": model.name,
+                        "rows": rows,
+                        "connections": conns,
+                    }
+                    if running.proc.poll() is not None:
+                        cell["error"] = f"server exited: {log_tail(running.log)}"
+                    else:
+                        url = running.url + variant.path
+                        try:
+                            if args.warmup > 0:
+                                load.run(url, lua, conns, args.warmup)
+                            cell.update(load.run(url, lua, conns, args.seconds))
+                            cell["rows_per_s"] = cell["rps"] * rows
+                        except Exception as exc:  # a failed cell is reported, not fatal
+                            cell["error"] = str(exc) or type(exc).__name__
+                    cells.append(cell)
+                    log(json.dumps(cell))
+        server["rss_bytes"] = procs.rss_bytes(running.proc.pid)
+        server["processes"] = len(procs.tree(running.proc.pid))
+    except Exception as exc:  # a server that cannot start or be pushed to is a failed row
+        reason = f"{type(exc).__name__}: {exc}" if not isinstance(exc, RuntimeError) else str(exc)
+        server["error"] = reason
+        done = {c["server"] for c in cells}
+        fail_all(reason, [n for n in names if n not in done])
+    finally:
+        if running is not None:
+            procs.stop(running.proc)
+    return server, cells
+
+
+# -- main ----------------------------------------------------------------------------------------
+
+
+def _terminate(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+def main() -> None:
+    names = [p.name for p in all_peers()]
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=int, default=10, help="Length of each measured cell.")
+    parser.add_argument(
+        "--warmup", type=int, default=None, help="Warm-up before each cell (default: seconds/5)."
+    )
+    parser.add_argument(
+        "--only", action="append", choices=names, help="Run only this server (repeatable)."
+    )
+    parser.add_argument("--models", default="lr,rf", help="Comma-separated: lr, rf.")
+    parser.add_argument(
+        "--install", action="store_true", help="Rebuild the peers' virtual environments."
+    )
+    parser.add_argument(
+        "--startup-timeout", type=float, default=180.0, help="Seconds a server may take to start."
+    )
+    parser.add_argument(
+        "--keep", action="store_true", help="Keep the work folder (models, server logs)."
+    )
+    parser.add_argument("--json", type=Path, help="Write the raw results to this file.")
+    parser.add_argument(
+        "--record", action="store_true", help="Append the results to bench/RESULTS.md."
+    )
+    args = parser.parse_args()
+    args.models = [m.strip() for m in args.models.split(",") if m.strip()]
+    if not args.models or any(m not in MODELS for m in args.models):
+        parser.error(f"--models takes a comma-separated list of {', '.join(MODELS)}")
+    if args.warmup is None:
+        args.warmup = max(1, args.seconds // 5)
+    if not shutil.which("wrk"):
+        raise SystemExit("wrk is needed: apt-get install wrk")
+    peers = [p for p in all_peers() if not args.only or p.name in args.only]
+
+    signal.signal(signal.SIGTERM, _terminate)
+    work = Path(tempfile.mkdtemp(prefix="modelport-compare-"))
+    try:
+        env_names = sorted({p.env for p in peers if p.env is not None})
+        envs = venvs.ensure(env_names, force=args.install, log=log)
+        for env in envs.values():
+            if env.error:
+                log(f"{env.name}: {env.error}")
+        ctx = Context(work, envs)
+        models = build_models(work, args.models)
+        per_model = sum(len(p.variants(models[0])) for p in peers)
+        estimate = per_model * len(models) * len(ROWS) * len(CONNECTIONS)
+        estimate *= args.seconds + args.warmup
+        log(f"about {estimate / 60:.0f} min of load plus start-ups; work folder {work}")
+        servers: list[dict[str, Any]] = []
+        cells: list[dict[str, Any]] = []
+        for peer in peers:
+            for model in models:
+                server, new = measure(peer, ctx, model, args)
+                servers.append(server)
+                cells.extend(new)
+                if "error" in server:
+                    log(f"{peer.name}/{model.name}: failed: {server['error']}")
+    except KeyboardInterrupt:
+        log("interrupted; servers stopped")
+        raise SystemExit(130) from None
+    finally:
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
+    text = report(args, peers, envs, servers, cells)
+    print(text)
+    if args.json:
+        args.json.write_text(
+            json.dumps(
+                {
+                    "date": dt.datetime.now(dt.timezone.utc).isoformat(),
+                    "cpu": cpu_model(),
+                    "cores": os.cpu_count(),
+                    "python": platform.python_version(),
+                    "command": sys.argv,
+                    "seconds": args.seconds,
+                    "warmup": args.warmup,
+                    "versions": versions(envs),
+                    "peers": {p.name: p.description for p in peers},
+                    "models": {k: MODELS[k] for k in args.models},
+                    "servers": servers,
+                    "cells": cells,
+                },
+                indent=1,
+            )
+        )
+    if args.record:
+        with Path(__file__).with_name("RESULTS.md").open("a") as fh:
+            fh.write("\n" + text)
+
+
+if __name__ == "__main__":
+    main()

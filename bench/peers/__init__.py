@@ -1,0 +1,1 @@
+"""Helpers of ``bench/compare.py``: peer virtual environments, servers and the load generator."""

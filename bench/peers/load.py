@@ -1,0 +1,69 @@
+"""The load generator: ``wrk`` (Debian's package) with one thread, pinned to its own CPU.
+
+The request body is written to a file that the Lua script reads once, so any JSON works; the
+script's ``done`` hook prints one JSON line with the counts and latency percentiles.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from . import procs
+
+LUA = """
+local f = assert(io.open("{body}", "rb"))
+wrk.method = "POST"
+wrk.body = f:read("*a")
+f:close()
+wrk.headers["Content-Type"] = "application/json"
+{headers}
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    '{{"requests": %d, "duration_us": %d, "socket_errors": %d, "non2xx": %d, '
+    .. '"p50_us": %d, "p99_us": %d}}\\n',
+    summary.requests, summary.duration, e.connect + e.read + e.write + e.timeout, e.status,
+    latency:percentile(50), latency:percentile(99)))
+end
+"""
+
+
+def script(workdir: Path, tag: str, body: bytes, headers: dict[str, str]) -> Path:
+    """Write the body and the Lua script that sends it; the script's path."""
+    body_path = workdir / f"{tag}.json"
+    body_path.write_bytes(body)
+    lines = "\n".join(f'wrk.headers["{k}"] = "{v}"' for k, v in headers.items())
+    path = workdir / f"{tag}.lua"
+    path.write_text(LUA.format(body=body_path, headers=lines))
+    return path
+
+
+def run(url: str, lua: Path, connections: int, seconds: int) -> dict[str, Any]:
+    """One bounded ``wrk`` run; its counts, the 2xx rate and latency percentiles."""
+    cmd = [
+        *procs.pin(procs.LOAD_CPU),
+        "wrk",
+        "-t1",
+        f"-c{connections}",
+        f"-d{seconds}s",
+        "--timeout",
+        "10s",
+        "-s",
+        str(lua),
+        url,
+    ]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60)
+    line = next((x for x in done.stdout.splitlines() if x.startswith("{")), None)
+    if done.returncode != 0 or line is None:
+        tail = (done.stderr or done.stdout).strip().splitlines()[-1:]
+        raise RuntimeError(f"wrk failed (exit {done.returncode}): {' '.join(tail)}"[:300])
+    result: dict[str, Any] = json.loads(line)
+    secs = result["duration_us"] / 1e6
+    ok = result["requests"] - result["non2xx"]
+    result["errors"] = result["socket_errors"] + result["non2xx"]
+    # Throughput counts answered 2xx requests only: fast error answers are not throughput.
+    result["rps"] = ok / secs if secs > 0 else 0.0
+    return result
