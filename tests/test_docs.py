@@ -8,7 +8,7 @@ from pathlib import Path
 
 from fastapi.routing import APIRoute
 
-from modelport.api import dashboard, v1, v2
+from modelport.api import dashboard, scoring, v1, v2
 from modelport.settings import describe
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -33,6 +33,8 @@ def test_every_route_is_in_the_api_doc() -> None:
         assert isinstance(route, APIRoute)
         for method in route.methods:
             assert f"{method} {route.path}" in text, f"{method} {route.path} is not in docs/api.md"
+    for scoring_route in scoring.ROUTES:
+        assert f"POST {scoring_route.path}" in text, scoring_route.path
 
 
 def test_architecture_names_modules_that_exist() -> None:

@@ -70,3 +70,8 @@ def offset(first: str, prediction_id: str) -> int:
         return uuid.UUID(prediction_id).int - uuid.UUID(first).int
     except ValueError:
         return -1
+
+
+def request_id() -> str:
+    """A random 32-hex-digit id for a request that came without ``X-Request-ID``."""
+    return f"{_random.getrandbits(128):032x}"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -13,19 +12,34 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .. import __version__
 from ..errors import PayloadTooLarge
+from ..ids import request_id as new_request_id
 from ..service import Service
 from ..settings import Settings
-from . import dashboard, errors, schemas, v1, v2
+from . import dashboard, errors, schemas, scoring, v1, v2
 
 _DOC_ONLY_MODELS = (
     schemas.PredictRequest,
+    schemas.PredictResponse,
     schemas.FeedbackRequest,
     schemas.PushMetadata,
     schemas.ServingSettings,
 )
 
 
-def create_app(settings: Settings, service: Service | None = None) -> FastAPI:
+class ModelportApp(FastAPI):
+    """The FastAPI app, with the scoring routes answered before the framework's machinery."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            hit = scoring.match(scope["path"])
+            if hit is not None:
+                service = getattr(self.state, "service", None)
+                await scoring.serve(service, hit, scope, receive, send)
+                return
+        await super().__call__(scope, receive, send)
+
+
+def create_app(settings: Settings, service: Service | None = None) -> ModelportApp:
     """Build the app; the lifespan starts the service (store, writer, router) and stops it."""
 
     @contextlib.asynccontextmanager
@@ -38,7 +52,7 @@ def create_app(settings: Settings, service: Service | None = None) -> FastAPI:
         finally:
             await svc.stop()
 
-    app = FastAPI(
+    app = ModelportApp(
         title="modelport",
         version=__version__,
         description=(
@@ -65,6 +79,8 @@ def create_app(settings: Settings, service: Service | None = None) -> FastAPI:
                 schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
                 components.update(schema.pop("$defs", {}))
                 components[model.__name__] = schema
+            for route in scoring.ROUTES:
+                doc["paths"][route.path] = {"post": _scoring_operation(route)}
             doc["components"]["securitySchemes"] = {
                 "bearer": {"type": "http", "scheme": "bearer"},
                 "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
@@ -76,6 +92,36 @@ def create_app(settings: Settings, service: Service | None = None) -> FastAPI:
     app.openapi = openapi  # type: ignore[method-assign]
     app.add_middleware(RequestGuard, settings=settings)
     return app
+
+
+def _scoring_operation(route: scoring.ScoringRoute) -> dict[str, Any]:
+    """The OpenAPI operation of a scoring route (they are not framework routes)."""
+    params = [
+        {"name": p, "in": "path", "required": True, "schema": {"type": t}}
+        for p, t in (("name", "string"), ("version", "integer"))
+        if "{" + p + "}" in route.path
+    ]
+    op: dict[str, Any] = {"tags": list(route.tags), "summary": route.summary, "parameters": params}
+    if route.oip:
+        return {**op, **v2.INFER_DOC, "responses": {**v2.ERRORS, **v2.INFER_DOC["responses"]}}
+
+    def ref(model: type[Any]) -> dict[str, Any]:
+        return {"$ref": f"#/components/schemas/{model.__name__}"}
+
+    envelope = {"content": {"application/json": {"schema": ref(schemas.ErrorEnvelope)}}}
+    responses: dict[str, Any] = {
+        "200": {
+            "description": "Predictions, their ids, and probabilities for classifiers",
+            "content": {"application/json": {"schema": ref(schemas.PredictResponse)}},
+        }
+    }
+    for code in (400, 401, 403, 404, 409, 413, 422, 500, 503):
+        responses[str(code)] = {"description": errors.describe_status(code), **envelope}
+    body = {
+        "required": True,
+        "content": {"application/json": {"schema": ref(schemas.PredictRequest)}},
+    }
+    return {**op, "requestBody": body, "responses": responses}
 
 
 class RequestGuard:
@@ -100,7 +146,7 @@ class RequestGuard:
                 request_id = value.decode("latin-1")[:200]
                 break
         if not request_id:
-            request_id = uuid.uuid4().hex
+            request_id = new_request_id()
         scope.setdefault("state", {})["request_id"] = request_id
         is_push = scope["method"] == "POST" and scope["path"].endswith("/versions")
         limit = self.settings.max_artifact_bytes if is_push else self.settings.max_body_bytes

@@ -10,6 +10,7 @@ Every ``/v1`` error body is ``{"error": {"code": str, "message": str, "details":
 
 from __future__ import annotations
 
+import http
 import logging
 from collections.abc import Sequence
 from typing import Any
@@ -38,6 +39,11 @@ _HTTP_CODES = {
     500: "internal_error",
     503: "unavailable",
 }
+
+
+def describe_status(status: int) -> str:
+    """The standard reason phrase of an HTTP status, for documentation."""
+    return http.HTTPStatus(status).phrase
 
 
 def error_body(
@@ -77,12 +83,26 @@ def _is_oip(request: Request) -> bool:
     return request.url.path.startswith("/v2")
 
 
+def render(exc: ModelportError, *, oip: bool) -> tuple[int, bytes, dict[str, str]]:
+    """Status, body and extra headers of one of our errors: the /v1 envelope or the /v2 shape."""
+    if oip:
+        return _oip_status(exc), orjson.dumps({"error": exc.message}), {}
+    headers = {"WWW-Authenticate": "Bearer"} if exc.status_code == 401 else {}
+    body = orjson.dumps(error_body(exc.code, exc.message, exc.details))
+    return exc.status_code, body, headers
+
+
+def render_unexpected(exc: BaseException, *, oip: bool) -> tuple[int, bytes]:
+    """A 500 that names the exception type only (details stay in the server log)."""
+    message = f"internal error: {type(exc).__name__}"
+    body = {"error": message} if oip else error_body("internal_error", message)
+    return 500, orjson.dumps(body)
+
+
 def _modelport_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ModelportError)
-    if _is_oip(request):
-        return _oip_error(_oip_status(exc), exc.message)
-    headers = {"WWW-Authenticate": "Bearer"} if exc.status_code == 401 else None
-    return error_response(exc.status_code, error_body(exc.code, exc.message, exc.details), headers)
+    status, body, headers = render(exc, oip=_is_oip(request))
+    return Response(body, status_code=status, media_type="application/json", headers=headers)
 
 
 def _validation_error(request: Request, exc: Exception) -> Response:
@@ -139,11 +159,8 @@ def _http_error(request: Request, exc: Exception) -> Response:
 
 def _unexpected(request: Request, exc: Exception) -> Response:
     log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
-    if _is_oip(request):
-        return _oip_error(500, f"internal error: {type(exc).__name__}")
-    return error_response(
-        500, error_body("internal_error", f"internal error: {type(exc).__name__}")
-    )
+    status, body = render_unexpected(exc, oip=_is_oip(request))
+    return Response(body, status_code=status, media_type="application/json")
 
 
 def install(app: FastAPI) -> None:

@@ -107,20 +107,6 @@ async def settings(svc: Svc, who: Who) -> Response:
 # -- predictions --------------------------------------------------------------------------------
 
 
-@router.post(
-    "/models/{name}/predict",
-    response_model=s.PredictResponse,
-    responses=_ERRORS,
-    tags=["predictions"],
-    summary="Score rows with the version behind an alias (default production) or a version",
-    openapi_extra=_doc_body(s.PredictRequest),
-)
-async def predict(name: str, request: Request, svc: Svc, who: Who) -> Response:
-    body = await json_body(request)
-    result = await svc.predict(who, name, body, request.state.request_id)
-    return json_response(result)
-
-
 @router.get(
     "/predictions/{prediction_id}",
     response_model=s.PredictionRecord,

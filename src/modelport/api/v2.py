@@ -11,13 +11,10 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
-from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 
 from .. import __version__, oip
-from ..errors import InvalidRequest
 from ..keys import Principal
-from ..routing import Served
 from ..service import Service
 from .v1 import json_response, principal, service
 
@@ -26,7 +23,7 @@ router = APIRouter(prefix="/v2", tags=["open inference protocol v2"])
 Svc = Annotated[Service, Depends(service)]
 Who = Annotated[Principal, Depends(principal)]
 
-_ERRORS: dict[int | str, dict[str, Any]] = {
+ERRORS: dict[int | str, dict[str, Any]] = {
     code: {
         "description": "Error",
         "content": {
@@ -48,7 +45,7 @@ _TENSOR = {
         "data": {"type": "array", "description": "row-major, nested or flat"},
     },
 }
-_INFER_DOC: dict[str, Any] = {
+INFER_DOC: dict[str, Any] = {
     "requestBody": {
         "required": True,
         "content": {
@@ -181,7 +178,7 @@ async def _metadata(svc: Service, who: Principal, name: str, version: int | None
 @router.get(
     "/models/{name}",
     summary="Model metadata (the version behind production)",
-    responses={**_ERRORS, **_METADATA},
+    responses={**ERRORS, **_METADATA},
 )
 async def model_metadata(name: str, svc: Svc, who: Who) -> Response:
     return await _metadata(svc, who, name, None)
@@ -190,13 +187,13 @@ async def model_metadata(name: str, svc: Svc, who: Who) -> Response:
 @router.get(
     "/models/{name}/versions/{version}",
     summary="Model metadata of a version",
-    responses={**_ERRORS, **_METADATA},
+    responses={**ERRORS, **_METADATA},
 )
 async def version_metadata(name: str, version: int, svc: Svc, who: Who) -> Response:
     return await _metadata(svc, who, name, version)
 
 
-@router.get("/models/{name}/ready", summary="Model ready", responses={**_ERRORS, **_READY})
+@router.get("/models/{name}/ready", summary="Model ready", responses={**ERRORS, **_READY})
 async def model_ready(name: str, svc: Svc, who: Who) -> Response:
     await svc.served(who, name)
     return json_response({"name": name, "ready": True})
@@ -205,68 +202,8 @@ async def model_ready(name: str, svc: Svc, who: Who) -> Response:
 @router.get(
     "/models/{name}/versions/{version}/ready",
     summary="Model version ready",
-    responses={**_ERRORS, **_READY},
+    responses={**ERRORS, **_READY},
 )
 async def version_ready(name: str, version: int, svc: Svc, who: Who) -> Response:
     await svc.served(who, name, version)
     return json_response({"name": name, "ready": True})
-
-
-async def _infer(
-    request: Request, svc: Service, who: Principal, name: str, version: int | None
-) -> Response:
-    try:
-        body = await request.body()
-    except ClientDisconnect:
-        raise InvalidRequest("the client disconnected before sending the whole body") from None
-    doc, binary = oip.split_body(body, request.headers.get("inference-header-content-length"))
-    max_rows = svc.settings.max_rows_per_request
-    infer = oip.parse_request(doc, binary, max_elements=max_rows * 1024)
-
-    def to_table(served: Served) -> Any:
-        return oip.table(infer, served.schema, max_rows)
-
-    scored = await svc.score(
-        who,
-        name,
-        version=version,
-        alias=None,
-        request_id=infer.id or request.state.request_id,
-        table=to_table,
-    )
-    content, header_length = oip.response(
-        model=name,
-        version=scored.version,
-        request=infer,
-        predictions=scored.predictions,
-        probabilities=scored.probabilities,
-        classes=scored.served.loaded.classes,
-        prediction_ids=scored.ids,
-    )
-    if header_length is None:
-        return Response(content, media_type="application/json")
-    return Response(
-        content,
-        media_type="application/octet-stream",
-        headers={"Inference-Header-Content-Length": str(header_length)},
-    )
-
-
-@router.post(
-    "/models/{name}/infer",
-    summary="Inference (production alias)",
-    responses=_ERRORS,
-    openapi_extra=_INFER_DOC,
-)
-async def infer(name: str, request: Request, svc: Svc, who: Who) -> Response:
-    return await _infer(request, svc, who, name, None)
-
-
-@router.post(
-    "/models/{name}/versions/{version}/infer",
-    summary="Inference on a version",
-    responses=_ERRORS,
-    openapi_extra=_INFER_DOC,
-)
-async def infer_version(name: str, version: int, request: Request, svc: Svc, who: Who) -> Response:
-    return await _infer(request, svc, who, name, version)

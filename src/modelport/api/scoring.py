@@ -1,0 +1,269 @@
+"""The scoring routes, as plain ASGI: native predict and Open Inference Protocol inference.
+
+    POST /v1/models/{name}/predict
+    POST /v2/models/{name}/infer
+    POST /v2/models/{name}/versions/{version}/infer
+
+They carry nearly all of a server's traffic, so the app hands them over before the web
+framework's middleware, routing and dependency injection run (measured: those cost more per
+request than scoring a batched row). What the framework would have done, they do here, once:
+request ids (``X-Request-ID``, echoed or made), the body limit counted as bytes arrive, the key,
+and the error shapes of :mod:`modelport.api.errors`. Business rules stay in the service.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import orjson
+from starlette.types import Receive, Scope, Send
+
+from .. import oip
+from ..errors import InvalidRequest, ModelportError, PayloadTooLarge
+from ..ids import request_id as new_request_id
+from ..routing import Served
+from . import errors
+
+if TYPE_CHECKING:
+    from ..service import Service
+
+log = logging.getLogger("modelport.api")
+
+_JSON = b"application/json"
+
+
+@dataclass
+class Call:
+    """One scoring request: what the route needs from the HTTP layer."""
+
+    service: Service
+    name: str
+    version: int | None
+    request_id: str
+    key: str | None
+    body: bytes
+    headers: dict[bytes, bytes] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ScoringRoute:
+    """A scoring route: its path, how it answers, and its OpenAPI operation."""
+
+    path: str
+    oip: bool
+    handler: Callable[[Call], Awaitable[tuple[bytes, list[tuple[bytes, bytes]]]]]
+    summary: str
+    tags: tuple[str, ...]
+
+
+async def predict(call: Call) -> tuple[bytes, list[tuple[bytes, bytes]]]:
+    """``POST /v1/models/{name}/predict``: records or columns/data in, predictions and ids out."""
+    if not call.body:
+        raise InvalidRequest("the request body is empty; send a JSON object")
+    try:
+        payload = orjson.loads(call.body)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidRequest(f"the body is not valid JSON: {exc}") from None
+    svc = call.service
+    who = await svc.authenticate(call.key)
+    result = await svc.predict(who, call.name, payload, call.request_id)
+    return orjson.dumps(result, option=orjson.OPT_SERIALIZE_NUMPY), [(b"content-type", _JSON)]
+
+
+async def infer(call: Call) -> tuple[bytes, list[tuple[bytes, bytes]]]:
+    """``POST /v2/models/{name}[/versions/{v}]/infer``: tensors in and out (JSON or binary)."""
+    svc = call.service
+    who = await svc.authenticate(call.key)
+    header_length = call.headers.get(b"inference-header-content-length")
+    doc, binary = oip.split_body(
+        call.body, None if header_length is None else header_length.decode("latin-1")
+    )
+    max_rows = svc.settings.max_rows_per_request
+    request = oip.parse_request(doc, binary, max_elements=max_rows * 1024)
+
+    def to_table(served: Served) -> Any:
+        return oip.table(request, served.schema, max_rows)
+
+    scored = await svc.score(
+        who,
+        call.name,
+        version=call.version,
+        alias=None,
+        request_id=request.id or call.request_id,
+        table=to_table,
+    )
+    content, json_length = oip.response(
+        model=call.name,
+        version=scored.version,
+        request=request,
+        predictions=scored.predictions,
+        probabilities=scored.probabilities,
+        classes=scored.served.loaded.classes,
+        prediction_ids=scored.ids,
+    )
+    if json_length is None:
+        return content, [(b"content-type", _JSON)]
+    return content, [
+        (b"content-type", b"application/octet-stream"),
+        (b"inference-header-content-length", str(json_length).encode()),
+    ]
+
+
+ROUTES = (
+    ScoringRoute(
+        "/v1/models/{name}/predict",
+        False,
+        predict,
+        "Score rows with the version behind an alias (default production) or a version",
+        ("predictions",),
+    ),
+    ScoringRoute(
+        "/v2/models/{name}/infer",
+        True,
+        infer,
+        "Inference (production alias)",
+        ("open inference protocol v2",),
+    ),
+    ScoringRoute(
+        "/v2/models/{name}/versions/{version}/infer",
+        True,
+        infer,
+        "Inference on a version",
+        ("open inference protocol v2",),
+    ),
+)
+_PREDICT, _INFER, _INFER_VERSION = ROUTES
+
+
+def match(path: str) -> tuple[ScoringRoute, str, str | None] | None:
+    """The scoring route a path names, with its model name and version text; None otherwise."""
+    parts = path.split("/")
+    if len(parts) == 5 and parts[2] == "models" and parts[3]:
+        if parts[1] == "v1" and parts[4] == "predict":
+            return _PREDICT, parts[3], None
+        if parts[1] == "v2" and parts[4] == "infer":
+            return _INFER, parts[3], None
+    elif (
+        len(parts) == 7
+        and parts[1] == "v2"
+        and parts[2] == "models"
+        and parts[3]
+        and parts[4] == "versions"
+        and parts[6] == "infer"
+    ):
+        return _INFER_VERSION, parts[3], parts[5]
+    return None
+
+
+async def serve(
+    service: Service | None,
+    hit: tuple[ScoringRoute, str, str | None],
+    scope: Scope,
+    receive: Receive,
+    send: Send,
+) -> None:
+    """Answer one scoring request; every failure becomes the route's error shape."""
+    route, name, version_text = hit
+    headers = dict(scope["headers"])
+    given_id = headers.get(b"x-request-id")
+    request_id = given_id.decode("latin-1")[:200] if given_id else new_request_id()
+    extra = [(b"x-request-id", request_id.encode("latin-1"))]
+    try:
+        if scope["method"] != "POST":
+            allow = [(b"content-type", _JSON), (b"allow", b"POST"), *extra]
+            await _send(send, 405, _method_not_allowed(scope, route), allow)
+            return
+        if service is None:
+            raise _not_ready()
+        call = Call(
+            service,
+            name,
+            _version(version_text),
+            request_id,
+            _key(headers),
+            await _read_body(receive, headers, service.settings.max_body_bytes),
+            headers,
+        )
+        body, content_headers = await route.handler(call)
+        await _send(send, 200, body, [*content_headers, *extra])
+    except ModelportError as exc:
+        status, body, more = errors.render(exc, oip=route.oip)
+        more_headers = [(k.lower().encode(), v.encode()) for k, v in more.items()]
+        await _send(send, status, body, [(b"content-type", _JSON), *more_headers, *extra])
+    except _Disconnected:
+        return  # nobody to answer
+    except Exception as exc:
+        log.error("unhandled error on %s %s", scope["method"], scope["path"], exc_info=exc)
+        status, body = errors.render_unexpected(exc, oip=route.oip)
+        await _send(send, status, body, [(b"content-type", _JSON), *extra])
+
+
+class _Disconnected(Exception):
+    pass
+
+
+def _not_ready() -> ModelportError:
+    from ..errors import StoreUnavailable
+
+    return StoreUnavailable("the server is starting or stopping")
+
+
+def _version(text: str | None) -> int | None:
+    if text is None:
+        return None
+    if not text.isdigit() or int(text) < 1:
+        raise InvalidRequest(
+            f"version must be a positive integer, got {text!r}",
+            details=[{"field": "version", "reason": "expected a positive integer"}],
+        )
+    return int(text)
+
+
+def _key(headers: dict[bytes, bytes]) -> str | None:
+    auth = headers.get(b"authorization")
+    if auth and auth[:7].lower() == b"bearer ":
+        return auth[7:].strip().decode("latin-1")
+    key = headers.get(b"x-api-key")
+    return key.decode("latin-1") if key is not None else None
+
+
+async def _read_body(receive: Receive, headers: dict[bytes, bytes], limit: int) -> bytes:
+    """The whole body, refused as soon as it is known to exceed ``limit`` bytes."""
+    declared = headers.get(b"content-length")
+    too_large = f"the request body exceeds the limit of {limit} bytes"
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(too_large)
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise _Disconnected
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(too_large)
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def _method_not_allowed(scope: Scope, route: ScoringRoute) -> bytes:
+    message = f"{scope['method']} is not allowed on {scope['path']}; use POST"
+    if route.oip:
+        return orjson.dumps({"error": message})
+    return orjson.dumps(errors.error_body("method_not_allowed", message))
+
+
+async def _send(send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]]) -> None:
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(b"content-length", str(len(body)).encode()), *headers],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
