@@ -145,3 +145,26 @@ def test_integers_beyond_64_bits_are_rejected_not_crashed() -> None:
     with pytest.raises(InvalidInput) as info:
         MIXED.table([{"age": 2**63, "income": 1, "plan": "free", "level": 1}])
     assert info.value.details[0]["field"] == "age"
+
+
+def test_the_ledger_encoding_gives_the_rows_back() -> None:
+    from modelport.ledger import decode_inputs, encode_inputs
+
+    optional = parse_schema(
+        {
+            "fields": [
+                {"name": "x", "type": "number"},
+                {"name": "y", "type": "number", "default": None},
+            ]
+        }
+    )
+    numbers = optional.table([{"x": 1.5}, {"x": -2, "y": 1e-300}])
+    blob = encode_inputs(numbers)
+    assert blob[:2] == b"F8" and len(blob) == 2 + 4 * 8  # raw float64, not text
+    assert decode_inputs(blob, 2) == [[1.5, None], [-2.0, 1e-300]]
+    mixed = MIXED.table([{"age": 3, "income": 1.25, "plan": "pro", "level": 2, "note": "n"}])
+    blob = encode_inputs(mixed)
+    assert blob[:2] == b"JS"
+    assert decode_inputs(blob, len(MIXED.fields)) == [[3, 1.25, "pro", 2, True, "n", None]]
+    with pytest.raises(ValueError, match="encoding"):
+        decode_inputs(b"??", 1)

@@ -15,6 +15,7 @@ import uuid
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import orjson
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
@@ -25,8 +26,6 @@ from .store.tables import feedback, predictions
 from .timefmt import iso
 
 if TYPE_CHECKING:
-    import numpy as np
-
     from .table import Table
 
 MAX_PAGE = 1000
@@ -36,6 +35,7 @@ MAX_PAGE = 1000
 PREDICTION_COLUMNS = (
     "id",
     "rows",
+    "fields",
     "ts",
     "model",
     "version",
@@ -47,6 +47,9 @@ PREDICTION_COLUMNS = (
     "latency_ms",
 )
 _NUMPY = orjson.OPT_SERIALIZE_NUMPY
+# How a ledger row's inputs are encoded: a two-byte tag, then the rows.
+_FLOAT64 = b"F8"  # little-endian float64, row-major, one value per field
+_JSON_ROWS = b"JS"  # a JSON list of rows
 
 
 def insert_statement(paramstyle: str) -> str:
@@ -56,6 +59,30 @@ def insert_statement(paramstyle: str) -> str:
         f"INSERT INTO predictions ({', '.join(PREDICTION_COLUMNS)}) "
         f"VALUES ({', '.join([mark] * len(PREDICTION_COLUMNS))})"
     )
+
+
+def encode_inputs(table: Table) -> bytes:
+    """A table's rows as stored: raw little-endian float64 when held as one matrix, else JSON."""
+    matrix = table.float_matrix
+    if matrix is not None:
+        return _FLOAT64 + matrix.astype("<f8", copy=False).tobytes()
+    return _JSON_ROWS + orjson.dumps(table.rows(), option=_NUMPY)
+
+
+def decode_inputs(blob: bytes, width: int) -> list[list[Any]]:
+    """The rows :func:`encode_inputs` stored (missing numbers come back as None)."""
+    blob = bytes(blob)
+    tag = blob[:2]
+    if tag == _FLOAT64:
+        matrix = np.frombuffer(blob, dtype="<f8", offset=2).reshape(-1, width)
+        rows: list[list[Any]] = matrix.tolist()
+        if np.isnan(matrix).any():
+            rows = [[None if v != v else v for v in row] for row in rows]
+        return rows
+    if tag == _JSON_ROWS:
+        decoded: list[list[Any]] = orjson.loads(blob[2:])
+        return decoded
+    raise ValueError(f"unknown ledger input encoding {tag!r}")
 
 
 def ledger_row(
@@ -74,10 +101,9 @@ def ledger_row(
 ) -> tuple[Any, ...]:
     """The ledger row of one scored request, ready for ``executemany``.
 
-    Inputs and outputs are serialized here, each in one ``orjson`` call over whole arrays, so
-    the writer thread only hands a tuple to the driver.
+    Inputs and outputs are encoded here, each in one call over whole arrays, so the writer
+    thread only hands a tuple to the driver.
     """
-    inputs = {"fields": table.schema.names, "rows": table.json_rows()}
     outputs: dict[str, Any] = {"predictions": predictions}
     if probabilities is not None:
         outputs["classes"] = classes
@@ -85,13 +111,14 @@ def ledger_row(
     return (
         first_id,
         len(table),
+        table.schema.names_json,
         time.time(),
         model,
         version,
         alias,
         consumer,
         request_id,
-        orjson.dumps(inputs, option=_NUMPY).decode(),
+        encode_inputs(table),
         orjson.dumps(outputs, option=_NUMPY).decode(),
         latency_ms,
     )
@@ -99,8 +126,8 @@ def ledger_row(
 
 def _records(row: sa.Row[Any], start: int = 0) -> list[dict[str, Any]]:
     """The predictions of one ledger row, from its ``start``-th on."""
-    fields = row.inputs["fields"]
-    inputs = row.inputs["rows"]
+    fields = orjson.loads(row.fields)
+    inputs = decode_inputs(row.inputs, len(fields))
     outputs = row.outputs
     preds = outputs["predictions"]
     classes = [str(c) for c in outputs.get("classes") or ()]

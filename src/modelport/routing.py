@@ -25,30 +25,49 @@ log = logging.getLogger("modelport.routing")
 
 @dataclass
 class PredictTiming:
-    """How long predict calls of a version take: CPU time, and wall time when run inline.
+    """How long predict calls of a version take: CPU time, and waiting time when run inline.
 
     CPU time is measured in the calling thread, so waiting for the GIL under load does not make
-    a fast model look slow. Wall time on the event loop catches models that wait (sleep, I/O)
-    rather than compute; once such a model has shown itself, it stays off the loop.
+    a fast model look slow. On the event loop, wall time minus CPU time is time the call spent
+    not computing: a model that sleeps or does I/O shows it on every call and is moved off the
+    loop; a one-off hiccup (another thread holding the GIL) moves an average only a little. A
+    model moved off the loop for waiting is tried on it again now and then (after 256 calls,
+    then twice as long each time it still waits), so a false alarm does not last.
     """
 
     cpu_ms: float = 0.0
-    inline_wall_ms: float = 0.0
+    wait_ms: float = 0.0  # moving average of (wall - CPU) over calls made on the loop
     calls: int = 0
+    _off_since: int = -1  # the call count when waiting moved the model off the loop
+    _probe_after: int = 256
 
     def add(self, cpu_ms: float, wall_ms: float | None) -> None:
         self.calls += 1
         weight = max(0.05, 1.0 / self.calls)  # a plain mean at first, then an EMA
         self.cpu_ms += (cpu_ms - self.cpu_ms) * weight
-        if wall_ms is not None:
-            self.inline_wall_ms = max(wall_ms, self.inline_wall_ms * 0.99)
+        if wall_ms is None:
+            return
+        waited = max(0.0, wall_ms - cpu_ms)
+        if self._off_since >= 0:  # a probe: its one measurement decides
+            self.wait_ms = waited
+        else:
+            self.wait_ms += (waited - self.wait_ms) * 0.2
 
     def inline(self, threshold_ms: float) -> bool:
-        return (
-            self.calls > 0
-            and self.cpu_ms <= threshold_ms
-            and self.inline_wall_ms <= 4 * threshold_ms
-        )
+        if self.calls == 0 or self.cpu_ms > threshold_ms:
+            return False
+        if self.wait_ms <= 4 * threshold_ms:
+            if self._off_since >= 0:  # a probe came back clean
+                self._off_since, self._probe_after = -1, 256
+            return True
+        if self._off_since < 0:
+            self._off_since = self.calls
+            return False
+        if self.calls - self._off_since >= self._probe_after:
+            self._off_since = self.calls
+            self._probe_after = min(self._probe_after * 2, 1 << 16)
+            return True  # probe once
+        return False
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ from operator import itemgetter
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
+import orjson
 
 from .errors import InvalidInput
 from .table import Table
@@ -67,15 +68,20 @@ class Schema:
     _checkers: tuple[_Checker, ...] = field(init=False, repr=False, compare=False)
     _index: dict[str, int] = field(init=False, repr=False, compare=False)
     _fast: _FastPlan = field(init=False, repr=False, compare=False)
+    _names: list[str] = field(init=False, repr=False, compare=False)
+    names_json: str = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "_names", [f.name for f in self.fields])
+        object.__setattr__(self, "names_json", orjson.dumps(self._names).decode())
         object.__setattr__(self, "_checkers", tuple(_compile(f) for f in self.fields))
         object.__setattr__(self, "_index", {f.name: i for i, f in enumerate(self.fields)})
         object.__setattr__(self, "_fast", _FastPlan(self.fields))
 
     @property
     def names(self) -> list[str]:
-        return [f.name for f in self.fields]
+        """The field names in order (the same list every time: do not change it)."""
+        return self._names
 
     def to_dict(self) -> dict[str, Any]:
         return {"fields": [f.to_dict() for f in self.fields]}
@@ -151,10 +157,13 @@ class Schema:
             pass
         return self._checked_table(records)
 
-    def table_from_rows(self, rows: Sequence[Sequence[Any]]) -> Table:
-        """Like :meth:`table`, for rows of values already in field order (lists or tuples)."""
+    def table_from_rows(self, rows: Sequence[Sequence[Any]], *, shaped: bool = False) -> Table:
+        """Like :meth:`table`, for rows of values already in field order (lists or tuples).
+
+        ``shaped`` says the caller has checked that every row is a list of the right length.
+        """
         k = len(self.fields)
-        if set(map(type, rows)) <= {list, tuple} and set(map(len, rows)) == {k}:
+        if shaped or (set(map(type, rows)) <= {list, tuple} and set(map(len, rows)) == {k}):
             table = self._table_from_rows(rows)
             if table is not None:
                 return table
@@ -597,10 +606,11 @@ def table_from_payload(schema: Schema, body: Mapping[str, Any], max_rows: int) -
         )
     names = schema.names
     if columns == names:
-        return schema.table_from_rows(data)
+        return schema.table_from_rows(data, shaped=True)
     if sorted(columns) == sorted(names):  # the schema's fields in another order
         reorder = itemgetter(*(columns.index(n) for n in names)) if width > 1 else None
-        return schema.table_from_rows(data if reorder is None else list(map(reorder, data)))
+        rows = data if reorder is None else list(map(reorder, data))
+        return schema.table_from_rows(rows, shaped=True)
     return schema.table([dict(zip(columns, row, strict=True)) for row in data])
 
 

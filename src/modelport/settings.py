@@ -90,7 +90,7 @@ class Settings(BaseSettings):
         default=4, ge=1, description="Threads that run model predictions beside the event loop."
     )
     batch_max_rows: int = Field(
-        default=256,
+        default=1024,
         ge=1,
         description=(
             "Most rows one model call takes when concurrent requests are batched; a larger "
@@ -111,12 +111,12 @@ class Settings(BaseSettings):
         description="Most batches of one version running at once.",
     )
     inline_predict_ms: float = Field(
-        default=5.0,
+        default=1.0,
         ge=0,
         description=(
-            "Versions whose predict calls take at most this many milliseconds of CPU (and have "
-            "never waited long on the event loop) run inline; slower ones run in the predict "
-            "threads so they cannot stall the server."
+            "Versions whose predict calls take at most this many milliseconds of CPU (and do "
+            "not wait on the event loop) run inline; slower ones run in the predict threads, so "
+            "the server keeps reading requests (and filling the next batch) meanwhile."
         ),
     )
     key_cache_seconds: float = Field(

@@ -100,11 +100,10 @@ class Table:
         cols = [_plain_column(c) for c in self.columns()]
         return [list(row) for row in zip(*cols, strict=True)]
 
-    def json_rows(self) -> Any:
-        """The rows in a form ``orjson`` serializes (with ``OPT_SERIALIZE_NUMPY``) in one call."""
-        if self._matrix is not None and not self._has_nan():
-            return self._matrix
-        return self.rows()
+    @property
+    def float_matrix(self) -> np.ndarray | None:
+        """The float64 matrix the rows are held in, or None when they are held per field."""
+        return self._matrix
 
     def _has_nan(self) -> bool:
         m = self._matrix

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from concurrent.futures import Future, wait
 from typing import Any
@@ -18,8 +19,8 @@ from modelport.store.writer import Writer
 
 def _row(tag: object) -> tuple[object, ...]:
     """A ledger row whose request_id is ``tag``."""
-    inputs, outputs = '{"fields": ["x"], "rows": [[1]]}', '{"predictions": [0]}'
-    return (new_id(), 1, 1.0, "m", 1, None, "c", str(tag), inputs, outputs, 0.1)
+    inputs, outputs = b"JS[[1]]", '{"predictions": [0]}'
+    return (new_id(), 1, '["x"]', 1.0, "m", 1, None, "c", str(tag), inputs, outputs, 0.1)
 
 
 def _count(store: Store) -> int:
@@ -113,3 +114,19 @@ def test_stop_commits_everything_queued(store: Store) -> None:
     assert writer.stats.jobs == 100 and writer.stats.commits >= 100 / 7
     with pytest.raises(StoreUnavailable, match="shutting down"):
         writer.submit_rows([_row(0)])
+
+
+def test_awaited_jobs_are_answered_with_one_wake_up_per_group(store: Store) -> None:
+    writer = Writer(store)
+    writer.start()
+
+    async def main() -> None:
+        await asyncio.gather(*(writer.insert_rows([_row(f"a{i}")]) for i in range(300)))
+        assert await writer.run(lambda conn: 42) == 42
+
+    asyncio.run(main())
+    writer.stop()
+    assert _count(store) == 300
+    assert writer.stats.jobs == 301
+    # every group woke the loop once, however many of its requests were waiting
+    assert writer.stats.wakeups == writer.stats.commits < 301

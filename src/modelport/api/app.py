@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import gc
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -39,14 +40,24 @@ class ModelportApp(FastAPI):
         await super().__call__(scope, receive, send)
 
 
-def create_app(settings: Settings, service: Service | None = None) -> ModelportApp:
-    """Build the app; the lifespan starts the service (store, writer, router) and stops it."""
+def create_app(
+    settings: Settings, service: Service | None = None, *, freeze_after_start: bool = False
+) -> ModelportApp:
+    """Build the app; the lifespan starts the service (store, writer, router) and stops it.
+
+    ``freeze_after_start`` (for a serving process of its own) moves everything alive once the
+    service has started, libraries and loaded models included, out of the garbage
+    collector's reach, so collections only walk what requests allocate.
+    """
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         svc = service or Service(settings)
         app.state.service = svc
         await svc.start()
+        if freeze_after_start:
+            gc.collect()
+            gc.freeze()
         try:
             yield
         finally:

@@ -96,8 +96,10 @@ predictions = sa.Table(
     sa.Column("alias", sa.String(100), nullable=True),
     sa.Column("consumer", sa.String(200), nullable=False),
     sa.Column("request_id", sa.String(200), nullable=False),
-    # {"fields": [name, ...], "rows": [[value, ...], ...]}
-    sa.Column("inputs", sa.JSON, nullable=False),
+    # The validated inputs: the field names (a JSON list) and the rows, encoded by
+    # modelport.ledger (raw float64 when every field is a number, else JSON).
+    sa.Column("fields", sa.Text, nullable=False),
+    sa.Column("inputs", sa.LargeBinary, nullable=False),
     # {"predictions": [...], "classes": [...], "probabilities": [[p, ...], ...]} (the last two
     # for classifiers with probabilities)
     sa.Column("outputs", sa.JSON, nullable=False),

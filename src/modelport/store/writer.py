@@ -2,7 +2,8 @@
 
 Request handlers hand the writer a job (ledger rows as tuples, or a function over a connection) and
 await it. The thread takes every job that is waiting, runs them all in one transaction and
-commits once, then answers each job. While one commit is on its way to disk, the next group forms,
+commits once, then answers the jobs: the ones awaited on an event loop with one call into that
+loop per group (a thread-safe wake-up per request would cost more than its insert). While one commit is on its way to disk, the next group forms,
 so durability costs one fsync per group rather than one per request. Each function job runs in its
 own savepoint, so one that fails is answered with its own error and does not fail the others.
 """
@@ -10,6 +11,7 @@ own savepoint, so one that fails is answered with its own error and does not fai
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import queue
 import threading
@@ -33,10 +35,12 @@ T = TypeVar("T")
 
 @dataclass(slots=True)
 class _Job:
-    future: Future[Any]
+    # Answered through a concurrent future (threads) or an asyncio future on its loop.
+    future: Future[Any] | asyncio.Future[Any]
     rows: list[tuple[Any, ...]] | None = None
     fn: Callable[[Connection], Any] | None = None
     live: bool = True  # False when the caller gave up waiting; the work is still done
+    loop: asyncio.AbstractEventLoop | None = None
 
 
 @dataclass
@@ -45,6 +49,7 @@ class WriterStats:
 
     commits: int = 0
     jobs: int = 0
+    wakeups: int = 0  # calls into event loops to answer awaited jobs
     rows: int = 0
     failures: int = 0
     last_commit_ms: float = 0.0
@@ -83,23 +88,37 @@ class Writer:
 
     def submit_rows(self, rows: list[tuple[Any, ...]]) -> Future[None]:
         """Queue ledger rows; the future resolves once they are committed."""
-        return self._submit(_Job(Future(), rows=rows))
+        future: Future[None] = Future()
+        self._submit(_Job(future, rows=rows))
+        return future
 
     def submit(self, fn: Callable[[Connection], T]) -> Future[T]:
         """Queue ``fn(conn)``; the future resolves with its result once committed."""
-        return self._submit(_Job(Future(), fn=fn))
+        future: Future[T] = Future()
+        self._submit(_Job(future, fn=fn))
+        return future
 
     async def insert_rows(self, rows: list[tuple[Any, ...]]) -> None:
-        await asyncio.wrap_future(self.submit_rows(rows))
+        """Queue ledger rows and wait until they are committed."""
+        await self._submit_async(_Job(None, rows=rows))  # type: ignore[arg-type]
 
     async def run(self, fn: Callable[[Connection], T]) -> T:
-        return await asyncio.wrap_future(self.submit(fn))
+        """Run ``fn(conn)`` in the next group; its result once committed."""
+        result: T = await self._submit_async(_Job(None, fn=fn))  # type: ignore[arg-type]
+        return result
 
-    def _submit(self, job: _Job) -> Future[Any]:
+    def _submit_async(self, job: _Job) -> asyncio.Future[Any]:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+        job.future = future
+        job.loop = loop
+        self._submit(job)
+        return future
+
+    def _submit(self, job: _Job) -> None:
         if self._stopped:
             raise StoreUnavailable("the server is shutting down")
         self._queue.put(job)
-        return job.future
 
     # -- the thread -------------------------------------------------------------------------
 
@@ -122,7 +141,8 @@ class Writer:
             for job in jobs:
                 # From here a caller's cancel() no longer succeeds; a job cancelled earlier is
                 # still written (its rows were predicted) but nobody is answered.
-                job.live = job.future.set_running_or_notify_cancel()
+                if isinstance(job.future, Future):
+                    job.live = job.future.set_running_or_notify_cancel()
             self._commit_group(jobs)
             if stop_after:
                 return
@@ -137,20 +157,16 @@ class Writer:
                     self._commit_group([job])
                 return
             self.stats.failures += 1
-            _fail(jobs[0], exc)
+            self.stats.wakeups += _answer([(jobs[0], False, _translate(exc))])
             return
         elapsed = (time.perf_counter() - started) * 1000
         self.stats.commits += 1
         self.stats.jobs += len(jobs)
         self.stats.last_commit_ms = elapsed
         self.stats.commit_ms_total += elapsed
-        for job, (ok, value) in zip(jobs, results, strict=True):
-            if not job.live:
-                continue
-            if ok:
-                job.future.set_result(value)
-            else:
-                job.future.set_exception(value)
+        self.stats.wakeups += _answer(
+            [(job, ok, value) for job, (ok, value) in zip(jobs, results, strict=True)]
+        )
 
     def _execute(self, jobs: list[_Job]) -> list[tuple[bool, Any]]:
         results: list[tuple[bool, Any]] = []
@@ -176,9 +192,35 @@ class Writer:
         return results
 
 
-def _fail(job: _Job, exc: BaseException) -> None:
-    if job.live:
-        job.future.set_exception(_translate(exc))
+def _answer(outcomes: list[tuple[_Job, bool, Any]]) -> int:
+    """Settle the jobs' futures: thread futures here, loop futures with one call per loop.
+
+    Returns how many calls into event loops that took.
+    """
+    by_loop: dict[asyncio.AbstractEventLoop, list[tuple[_Job, bool, Any]]] = {}
+    for outcome in outcomes:
+        job = outcome[0]
+        if job.loop is not None:
+            by_loop.setdefault(job.loop, []).append(outcome)
+        elif job.live:
+            _settle(job.future, outcome[1], outcome[2])
+    for loop, items in by_loop.items():
+        with contextlib.suppress(RuntimeError):  # a closed loop: nobody is waiting any more
+            loop.call_soon_threadsafe(_settle_all, items)
+    return len(by_loop)
+
+
+def _settle_all(items: list[tuple[_Job, bool, Any]]) -> None:
+    for job, ok, value in items:
+        if not job.future.done():  # a caller that gave up has a cancelled future
+            _settle(job.future, ok, value)
+
+
+def _settle(future: Future[Any] | asyncio.Future[Any], ok: bool, value: Any) -> None:
+    if ok:
+        future.set_result(value)
+    else:
+        future.set_exception(value)
 
 
 def _translate(exc: BaseException) -> BaseException:

@@ -1,7 +1,8 @@
 """The ledger keeps one row per scored request; feedback points at its ledger row.
 
-A request's predictions have consecutive ids, so one ledger row (first id, row count, inputs
-and outputs as lists) holds them all: a 100-row request is one insert, not a hundred. Rows of
+A request's predictions have consecutive ids, so one ledger row (first id, row count, field
+names, the inputs encoded as modelport.ledger does, outputs as lists) holds them all: a 100-row
+request is one insert, not a hundred. Rows of
 the earlier layout (one prediction each) become one-prediction ledger rows.
 
 Revision ID: 0003
@@ -30,15 +31,16 @@ def _loads(value: Any) -> Any:
     return json.loads(value) if isinstance(value, str) else value
 
 
-def _block(inputs: Any, outputs: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+def _block(inputs: Any, outputs: Any) -> tuple[str, bytes, dict[str, Any]]:
     inputs, outputs = _loads(inputs) or {}, _loads(outputs) or {}
-    new_inputs = {"fields": list(inputs), "rows": [list(inputs.values())]}
+    fields = json.dumps(list(inputs))
+    rows = b"JS" + json.dumps([list(inputs.values())]).encode()  # modelport.ledger's encoding
     new_outputs: dict[str, Any] = {"predictions": [outputs.get("prediction")]}
     probabilities = outputs.get("probabilities")
     if isinstance(probabilities, dict):
         new_outputs["classes"] = list(probabilities)
         new_outputs["probabilities"] = [list(probabilities.values())]
-    return new_inputs, new_outputs
+    return fields, rows, new_outputs
 
 
 def upgrade() -> None:
@@ -56,7 +58,8 @@ def upgrade() -> None:
         sa.Column("alias", sa.String(100), nullable=True),
         sa.Column("consumer", sa.String(200), nullable=False),
         sa.Column("request_id", sa.String(200), nullable=False),
-        sa.Column("inputs", sa.JSON, nullable=False),
+        sa.Column("fields", sa.Text, nullable=False),
+        sa.Column("inputs", sa.LargeBinary, nullable=False),
         sa.Column("outputs", sa.JSON, nullable=False),
         sa.Column("latency_ms", sa.Float, nullable=False),
     )
@@ -65,7 +68,8 @@ def upgrade() -> None:
         "predictions",
         *(sa.column(c) for c in ("id", "rows", "ts", "model", "version", "alias", "consumer")),
         *(sa.column(c) for c in ("request_id", "latency_ms")),
-        sa.column("inputs", sa.JSON),
+        sa.column("fields", sa.Text),
+        sa.column("inputs", sa.LargeBinary),
         sa.column("outputs", sa.JSON),
     )
     last = ""
@@ -80,8 +84,10 @@ def upgrade() -> None:
             break
         batch = []
         for row in old:
-            inputs, outputs = _block(row.inputs, row.outputs)
-            batch.append({**row._asdict(), "rows": 1, "inputs": inputs, "outputs": outputs})
+            fields, inputs, outputs = _block(row.inputs, row.outputs)
+            batch.append(
+                {**row._asdict(), "rows": 1, "fields": fields, "inputs": inputs, "outputs": outputs}
+            )
         conn.execute(new.insert(), batch)
         last = old[-1].id
     op.drop_table("predictions_0002")
