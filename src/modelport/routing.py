@@ -9,6 +9,7 @@ and the loaded versions themselves. The unversioned route always goes through an
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from dataclasses import dataclass, field
 from typing import Any
@@ -106,10 +107,16 @@ class Router:
         self.generation = gen
         return True
 
-    async def watch(self, interval: float) -> None:
-        """Poll the registry generation forever (cancel to stop)."""
-        while True:
-            await asyncio.sleep(interval)
+    async def watch(self, interval: float, stop: asyncio.Event) -> None:
+        """Poll the registry generation until ``stop`` is set.
+
+        Stopping by an event rather than by cancelling lets a refresh that is running in a
+        thread finish (and give its connection back) before the store closes.
+        """
+        while not stop.is_set():
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(stop.wait(), interval)
+                return
             try:
                 if await asyncio.to_thread(self.refresh):
                     await self.warm()

@@ -704,6 +704,13 @@ def read_table(path: str) -> pd.DataFrame:
 
     lower = path.lower()
     if lower.endswith((".parquet", ".pq")):
+        try:
+            import pyarrow  # noqa: F401
+        except ImportError:
+            raise InvalidInput(
+                f"{path}: reading Parquet needs pyarrow: pip install 'modelport[parquet]'",
+                details=[{"field": "train_data", "reason": "pyarrow is not installed"}],
+            ) from None
         return pd.read_parquet(path)
     if lower.endswith((".csv", ".csv.gz", ".txt")):
         return pd.read_csv(path)

@@ -8,7 +8,6 @@ router and the prediction threads; :meth:`start` and :meth:`stop` bracket its li
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -69,6 +68,7 @@ class Service:
             settings.predict_threads, thread_name_prefix="modelport-predict"
         )
         self._watch: asyncio.Task[None] | None = None
+        self._stopping = asyncio.Event()
         self._batchers: dict[tuple[str, int], Batcher] = {}
 
     # -- life -------------------------------------------------------------------------------------
@@ -77,14 +77,16 @@ class Service:
         self.writer.start()
         await asyncio.to_thread(self.router.refresh)
         await self.router.warm()
-        self._watch = asyncio.create_task(self.router.watch(self.settings.registry_poll_seconds))
+        self._stopping = asyncio.Event()
+        self._watch = asyncio.create_task(
+            self.router.watch(self.settings.registry_poll_seconds, self._stopping)
+        )
 
     async def stop(self) -> None:
         """Stop taking work, commit everything acknowledged-to-be, release resources."""
         if self._watch is not None:
-            self._watch.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._watch
+            self._stopping.set()
+            await self._watch
         await asyncio.to_thread(self.writer.stop)
         self.predict_pool.shutdown(wait=True)
         self.store.close()

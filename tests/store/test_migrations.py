@@ -9,7 +9,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
 from modelport.keys import create_key, list_keys
-from modelport.store import Store, metadata
+from modelport.store import HEAD_REVISION, Store, metadata
 
 
 def _head() -> str | None:
@@ -21,7 +21,7 @@ def _head() -> str | None:
 def test_migrations_reach_head_and_match_the_tables(store_url: str) -> None:
     store = Store(store_url)
     try:
-        assert store.revision() == _head() is not None
+        assert store.revision() == _head() == HEAD_REVISION
         with store.read() as conn:
             tables = set(sa.inspect(conn).get_table_names())
             diff = compare_metadata(MigrationContext.configure(conn), metadata)
@@ -107,3 +107,17 @@ def test_ledger_rows_of_the_earlier_layout_survive_the_block_migration(store_url
     assert (record["version"], record["consumer"], record["request_id"]) == (2, "app", "r-1")
     assert [f["label"] for f in record["feedback"]] == ["yes"]
     assert joined == [(pid, 0)]
+
+
+def test_a_store_at_the_newest_revision_opens_without_alembic(store_url: str) -> None:
+    import subprocess
+    import sys
+
+    Store(store_url).close()  # migrated here
+    code = (
+        "import sys; from modelport.store import Store; "
+        f"Store({store_url!r}).close(); "
+        "print('alembic' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

@@ -23,6 +23,10 @@ from .tables import metadata
 __all__ = ["Store", "metadata", "normalize_url"]
 
 _MIGRATIONS = Path(__file__).parent / "migrations"
+#: The newest migration: revision ids are the four digits its file name starts with.
+HEAD_REVISION = max(
+    p.name[:4] for p in (_MIGRATIONS / "versions").glob("[0-9][0-9][0-9][0-9]_*.py")
+)
 
 
 def _json_dumps(value: Any) -> str:
@@ -94,7 +98,13 @@ class Store:
         return engine
 
     def migrate(self, revision: str = "head") -> None:
-        """Bring the schema to ``revision`` (the newest by default; a no-op when it is there)."""
+        """Bring the schema to ``revision`` (the newest by default; a no-op when it is there).
+
+        A store already at the newest revision is recognized without loading Alembic, which
+        a serving process then never imports (it would stay in memory for nothing).
+        """
+        if revision == "head" and self._recorded_revision() == HEAD_REVISION:
+            return
         from alembic import command
         from alembic.config import Config
 
@@ -106,6 +116,13 @@ class Store:
                 command.upgrade(config, revision)
         except sa.exc.OperationalError as exc:
             raise StoreUnavailable(f"cannot open the store: {exc.orig}") from exc
+
+    def _recorded_revision(self) -> str | None:
+        try:
+            with self.read_engine.connect() as conn:
+                return conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar()
+        except sa.exc.SQLAlchemyError:
+            return None  # a new database (or an unreachable one: migrate says which)
 
     def revision(self) -> str | None:
         """The schema revision recorded in the database."""
