@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 import struct
 from dataclasses import dataclass, field
+from itertools import chain
 from typing import Any
 
 import numpy as np
@@ -230,12 +231,17 @@ def _tensor(spec: Any, i: int, binary: bytes, offset: int, max_elements: int) ->
 
 
 def _flatten(data: Any) -> list[Any]:
+    """Row-major values of nested lists (a scalar is one value)."""
     if not isinstance(data, list):
         return [data]
-    if not any(isinstance(v, list) for v in data):
-        return data
-    out: list[Any] = []
-    for v in data:
+    flat: list[Any] = data
+    # One level at a time while every element is a list: C-speed for the usual [[...], ...].
+    while flat and set(map(type, flat)) == {list}:
+        flat = list(chain.from_iterable(flat))
+    if not any(isinstance(v, list) for v in flat):
+        return flat
+    out: list[Any] = []  # ragged nesting: element by element
+    for v in flat:
         out.extend(_flatten(v))
     return out
 
@@ -358,13 +364,13 @@ def _check_rows(n: int, max_rows: int) -> None:
 # -- responses -------------------------------------------------------------------------------------
 
 
-def _datatype_of(values: list[Any]) -> str:
-    flat = _flatten(values)
-    if all(isinstance(v, bool) for v in flat):
+def _datatype_of(flat: list[Any]) -> str:
+    types = set(map(type, flat))
+    if types <= {bool}:
         return "BOOL"
-    if all(isinstance(v, int) and not isinstance(v, bool) for v in flat):
+    if types <= {int}:
         return "INT64"
-    if all(isinstance(v, int | float) and not isinstance(v, bool) for v in flat):
+    if types <= {int, float}:
         return "FP64"
     return "BYTES"
 
@@ -409,12 +415,11 @@ def response(
         if name not in wanted:
             continue
         if name == "predict":
-            dt = _datatype_of(predictions)
+            flat = _flatten(predictions)
+            dt = _datatype_of(flat)
             first = predictions[0] if predictions else None
             shape = [n, len(first)] if isinstance(first, list) else [n]
-            data: list[Any] = (
-                [str(v) for v in _flatten(predictions)] if dt == "BYTES" else _flatten(predictions)
-            )
+            data: list[Any] = [str(v) for v in flat] if dt == "BYTES" else flat
             tensors.append((name, dt, shape, data, {}))
         else:
             assert probabilities is not None and classes is not None

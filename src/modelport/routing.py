@@ -14,10 +14,11 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import flavors, registry
+from . import registry
 from .artifacts import ArtifactStore
 from .errors import ModelNotFound, NoVersionBehindAlias
 from .flavors import LoadedModel
+from .flavors._cache import LoadCache
 from .schema import Schema, parse_schema
 from .store import Store
 
@@ -86,9 +87,10 @@ class Served:
 class Router:
     """Resolves (model, version or alias) to a :class:`Served` version."""
 
-    def __init__(self, store: Store, artifacts: ArtifactStore) -> None:
+    def __init__(self, store: Store, artifacts: ArtifactStore, cache: LoadCache) -> None:
         self.store = store
         self.artifacts = artifacts
+        self.cache = cache
         self.generation = -1
         self.models: dict[str, dict[str, Any]] = {}
         self._served: dict[tuple[str, int], Served] = {}
@@ -184,8 +186,7 @@ class Router:
             row = registry.version_row(conn, name, version)
             task = registry.get_model(conn, name)["task"]
         path = self.artifacts.local_path(row.sha256)
-        # Stored artifacts were vetted (and trust decided) when they were pushed.
-        loaded = flavors.load(row.flavor, path, trust_code=True)
+        loaded = self.cache.load(row.flavor, row.sha256, path)
         return Served(name, version, task, parse_schema(row.input_schema), loaded)
 
     def add(self, served: Served) -> None:

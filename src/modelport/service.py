@@ -25,6 +25,7 @@ from .artifacts import open_artifact_store
 from .batching import Batcher
 from .errors import ArtifactRejected, InvalidInput, InvalidRequest, ModelFailed
 from .flavors._base import example_table
+from .flavors._cache import LoadCache
 from .ids import new_ids
 from .keys import ANONYMOUS, KeyCache, Principal
 from .routing import Router, Served
@@ -62,7 +63,8 @@ class Service:
         self.store = Store(settings.store_url, sqlite_synchronous=settings.sqlite_synchronous)
         self.artifacts = open_artifact_store(settings.artifacts_location)
         self.writer = Writer(self.store, max_batch=settings.ledger_max_batch)
-        self.router = Router(self.store, self.artifacts)
+        cache = LoadCache(settings.home / "cache" if settings.model_cache else None)
+        self.router = Router(self.store, self.artifacts, cache)
         self.keys = KeyCache(self.store, settings.key_cache_seconds)
         self.predict_pool = ThreadPoolExecutor(
             settings.predict_threads, thread_name_prefix="modelport-predict"
@@ -421,6 +423,7 @@ class Service:
                 return self.artifacts.put(fh)
 
         sha, size = await asyncio.to_thread(put)
+        await asyncio.to_thread(self.router.cache.keep, flavor, sha, loaded)
         described = await asyncio.to_thread(flavors.describe_object, loaded.obj)
         env = meta.get("environment") or {}
         lineage = {

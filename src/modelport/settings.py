@@ -119,6 +119,14 @@ class Settings(BaseSettings):
             "the server keeps reading requests (and filling the next batch) meanwhile."
         ),
     )
+    model_cache: bool = Field(
+        default=True,
+        description=(
+            "Keep models this server loaded from skops files as joblib files in the home "
+            "folder's cache/, so restarts and workers load them without importing skops "
+            "(see docs/security.md)."
+        ),
+    )
     key_cache_seconds: float = Field(
         default=2.0,
         ge=0,

@@ -159,3 +159,12 @@ def test_parquet_training_data(
     assert pushed["lineage"]["schema_source"] == "train_data"
     stats = server.client().version("iris", 1, stats=True)["train_stats"]
     assert stats["fields"]["sepal_length"]["count"] == 150
+
+
+def test_a_pushed_skops_model_is_kept_in_the_model_cache(
+    server: RunningServer, iris_pipeline: Any, iris_frame: Any
+) -> None:
+    version = server.client().push("iris", iris_pipeline, train_data=iris_frame)
+    assert version["flavor"] == "sklearn"
+    cache = server.settings.home / "cache"
+    assert [p.name.split("-")[0] for p in cache.glob("*.joblib")] == [version["sha256"]]
