@@ -1,19 +1,25 @@
 """modelport side by side with peer model servers: the same models, load and machine, one run.
 
-Servers: modelport (``/v1`` records, ``/v1`` columns, ``/v2`` infer), the floor (a bare Starlette
-app, bench/peers/floor.py), MLServer with adaptive batching off and on, ``mlflow models serve``,
-and a BentoML service with batching off and on. Each peer runs from its own virtual environment
-under bench/.venvs/ (built from PyPI when missing), with scikit-learn, numpy and joblib pinned to
-this Python's versions so one joblib file loads everywhere. Models: a StandardScaler +
-LogisticRegression pipeline and a RandomForestClassifier (100 trees, depth 8), 20 features.
+Servers: modelport (``/v1`` records, ``/v1`` columns, ``/v2`` infer), modelport with two worker
+processes, the floor (a bare Starlette app, bench/peers/floor.py), MLServer with adaptive
+batching off and on, ``mlflow models serve``, and a BentoML service with batching off and on.
+Each server runs from its own virtual environment under bench/.venvs/ (built when missing:
+modelport from this checkout with its core dependencies, the peers from PyPI), with
+scikit-learn, numpy and joblib pinned to this Python's versions so one joblib file loads
+everywhere. Models: a StandardScaler + LogisticRegression pipeline and a RandomForestClassifier
+(100 trees, depth 8), 20 features.
 
 Each server serves one model at a time, pinned to CPU 0; ``wrk`` (one thread) loads it from
-CPU 1 with 1-row and 100-row requests at 16 and 64 connections, after a warm-up. Everything
-listens on 127.0.0.1, every run is bounded in time, and every server process group is stopped
-at the end (also on Ctrl-C).
+CPU 1 with 1-row and 100-row requests at 16 and 64 connections, after a warm-up. A peer's
+start-up runs from its launch to its first successful predict. modelport loads the models of
+its store when it starts, so it is started on an empty store (launch to ``/v1/health``), the
+model is pushed, the server is stopped and started again on that store: its start-up is the
+second launch to the first successful predict. Everything listens on 127.0.0.1, every run is
+bounded in time, and every server process group is stopped at the end (also on Ctrl-C).
 
     python bench/compare.py                        # everything, 10 s per cell
     python bench/compare.py --seconds 2 --only floor --only mlflow --models lr
+    python bench/compare.py --only modelport --serve-arg=--batch-max-rows=256
     python bench/compare.py --json out.json --record
 """
 
@@ -25,7 +31,6 @@ import json
 import os
 import platform
 import shutil
-import signal
 import sys
 import tempfile
 import time
@@ -38,7 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from peers import load, procs, venvs
 from peers.report import CONNECTIONS, MODELS, ROWS, cpu_model, report, versions
-from peers.servers import Context, Model, NotReady, Peer, Running, Variant, all_peers, log_tail
+from peers.servers import Context, Model, Peer, Running, Variant, all_peers, log_tail
 
 
 def log(message: str) -> None:
@@ -87,31 +92,41 @@ def _post(running: Running, path: str, body: bytes, timeout: float) -> httpx.Res
     return httpx.post(running.url + path, content=body, headers=headers, timeout=timeout)
 
 
+def _with_log(reason: str, running: Running) -> RuntimeError:
+    tail = log_tail(running.log)
+    return RuntimeError(f"{reason}; log: {tail}" if tail else reason)
+
+
 def wait_ready(peer: Peer, running: Running, model: Model, deadline: float) -> None:
     """Poll until the first variant answers a 1-row predict with 200."""
     variant = peer.variants(model)[0]
     body = _encode(variant.body(model.rows[:1]))
-    prepared, last = False, "no answer"
-    while time.monotonic() < deadline:
-        code = running.proc.poll()
-        if code is not None:
-            raise RuntimeError(
-                f"exited during start-up (code {code}): {log_tail(running.log)}".rstrip(": ")
-            )
+    try:
+        procs.wait_for_200(
+            running.proc, lambda: _post(running, variant.path, body, timeout=5), deadline
+        )
+    except RuntimeError as exc:
+        raise _with_log(str(exc), running) from None
+
+
+def seed(peer: Peer, ctx: Context, model: Model, timeout: float, server: dict[str, Any]) -> None:
+    """A seeded peer's first start, on an empty folder: time the launch to healthy and the seed
+    (modelport: launch to ``GET /v1/health`` 200 on an empty store, then the push), then stop it."""
+    started = time.monotonic()
+    first = peer.launch(ctx, model, "server-seed.log")
+    try:
         try:
-            if not prepared:
-                peer.prepare(running, model)
-                prepared = True
-            answer = _post(running, variant.path, body, timeout=5)
-            if answer.status_code == 200:
-                return
-            last = f"HTTP {answer.status_code}: {answer.text[:150]}"
-        except NotReady:
-            pass
-        except httpx.TransportError as exc:
-            last = type(exc).__name__
-        time.sleep(0.1)
-    raise RuntimeError(f"not ready in time (last: {last}); log: {log_tail(running.log)}")
+            peer.wait_started(first, started + timeout)
+        except RuntimeError as exc:
+            raise _with_log(f"empty start: {exc}", first) from None
+        server["empty_health_s"] = time.monotonic() - started
+        pushed = time.monotonic()
+        peer.seed(first, model)
+        server["push_s"] = time.monotonic() - pushed
+    finally:
+        left = procs.stop(first.proc)
+    if left:
+        raise RuntimeError(f"empty start: processes {left} still alive after the stop")
 
 
 def verify(running: Running, variant: Variant, model: Model) -> None:
@@ -164,6 +179,8 @@ def measure(
         return server, cells
     running: Running | None = None
     try:
+        if peer.seeded:
+            seed(peer, ctx, model, args.startup_timeout, server)
         started = time.monotonic()
         running = peer.launch(ctx, model)
         wait_ready(peer, running, model, started + args.startup_timeout)
@@ -202,8 +219,9 @@ def measure(
                             cell["error"] = str(exc) or type(exc).__name__
                     cells.append(cell)
                     log(json.dumps(cell))
-        server["rss_bytes"] = procs.rss_bytes(running.proc.pid)
-        server["processes"] = len(procs.tree(running.proc.pid))
+        server["memory"] = procs.memory(running.proc.pid)
+        server["rss_bytes"] = sum(m["rss_bytes"] for m in server["memory"])
+        server["processes"] = len(server["memory"])
     except Exception as exc:  # a server that cannot start or be pushed to is a failed row
         reason = f"{type(exc).__name__}: {exc}" if not isinstance(exc, RuntimeError) else str(exc)
         server["error"] = reason
@@ -211,15 +229,14 @@ def measure(
         fail_all(reason, [n for n in names if n not in done])
     finally:
         if running is not None:
-            procs.stop(running.proc)
+            left = procs.stop(running.proc)
+            if left:  # reported; a process that survives SIGKILL is beyond this script
+                server["left_running"] = left
+                log(f"{peer.name}/{model.name}: processes {left} still alive after the stop")
     return server, cells
 
 
 # -- main ----------------------------------------------------------------------------------------
-
-
-def _terminate(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt
 
 
 def main() -> None:
@@ -240,6 +257,14 @@ def main() -> None:
         "--startup-timeout", type=float, default=180.0, help="Seconds a server may take to start."
     )
     parser.add_argument(
+        "--serve-arg",
+        action="append",
+        default=[],
+        metavar="FLAG",
+        help="Extra flag for `modelport serve`, e.g. --serve-arg=--batch-max-rows=256 "
+        "(repeatable; both modelport servers).",
+    )
+    parser.add_argument(
         "--keep", action="store_true", help="Keep the work folder (models, server logs)."
     )
     parser.add_argument("--json", type=Path, help="Write the raw results to this file.")
@@ -256,7 +281,7 @@ def main() -> None:
         raise SystemExit("wrk is needed: apt-get install wrk")
     peers = [p for p in all_peers() if not args.only or p.name in args.only]
 
-    signal.signal(signal.SIGTERM, _terminate)
+    procs.interrupt_on_sigterm()
     work = Path(tempfile.mkdtemp(prefix="modelport-compare-"))
     try:
         env_names = sorted({p.env for p in peers if p.env is not None})
@@ -264,7 +289,7 @@ def main() -> None:
         for env in envs.values():
             if env.error:
                 log(f"{env.name}: {env.error}")
-        ctx = Context(work, envs)
+        ctx = Context(work, envs, args.serve_arg)
         models = build_models(work, args.models)
         per_model = sum(len(p.variants(models[0])) for p in peers)
         estimate = per_model * len(models) * len(ROWS) * len(CONNECTIONS)
@@ -298,6 +323,7 @@ def main() -> None:
                     "command": sys.argv,
                     "seconds": args.seconds,
                     "warmup": args.warmup,
+                    "serve_args": args.serve_arg,
                     "versions": versions(envs),
                     "peers": {p.name: p.description for p in peers},
                     "models": {k: MODELS[k] for k in args.models},

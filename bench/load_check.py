@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import signal
+import shutil
 import sys
 import tempfile
 import time
@@ -23,13 +23,13 @@ from pathlib import Path
 
 import httpx
 
-from modelport import Client
 from modelport.ledger import prediction_ids
-from modelport.quickstart import train_demo
 from modelport.store import Store
 
-sys.path.insert(0, str(Path(__file__).parent))
-from serve_bench import ROW, _pin, _wait_healthy, start_server
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from peers import procs
+from peers.modelport_server import IRIS_ROW, push_demo, serving
 
 
 async def load(url: str, key: str, connections: int, seconds: float) -> tuple[set[str], int, int]:
@@ -49,7 +49,9 @@ async def load(url: str, key: str, connections: int, seconds: float) -> tuple[se
                 i += 1
                 requests += 1
                 try:
-                    r = await http.post("/v1/models/iris/predict", json={"inputs": [ROW] * rows})
+                    r = await http.post(
+                        "/v1/models/iris/predict", json={"inputs": [IRIS_ROW] * rows}
+                    )
                 except httpx.HTTPError:
                     errors += 1
                     continue
@@ -70,26 +72,29 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=60)
     parser.add_argument("--connections", type=int, default=64)
     args = parser.parse_args()
+    procs.interrupt_on_sigterm()
     work = Path(tempfile.mkdtemp(prefix="modelport-load-"))
     home = work / "home"
-    url, key, server = start_server(home, [])
     try:
-        _wait_healthy(url, server)
-        model, data = train_demo()
-        with Client(url, key) as mp:
-            mp.push("iris", model, train_data=data, target="species", alias="production")
-        if _pin(1):
-            os.sched_setaffinity(0, {1})
-        started = time.monotonic()
-        acked, errors, requests = asyncio.run(load(url, key, args.connections, args.seconds))
-        elapsed = time.monotonic() - started
+        # Stopped with SIGTERM at the end of the block; a graceful stop commits the ledger.
+        with serving(home, stop_timeout=120) as server:
+            push_demo(server)
+            if procs.can_pin():
+                os.sched_setaffinity(0, {procs.LOAD_CPU})
+            started = time.monotonic()
+            acked, errors, requests = asyncio.run(
+                load(server.url, server.key, args.connections, args.seconds)
+            )
+            elapsed = time.monotonic() - started
+        status = server.proc.returncode
+        st = Store(f"sqlite:///{home / 'modelport.db'}")
+        try:
+            with st.read() as conn:
+                stored = list(prediction_ids(conn))
+        finally:
+            st.close()
     finally:
-        server.send_signal(signal.SIGTERM)
-        status = server.wait(timeout=120)
-    st = Store(f"sqlite:///{home / 'modelport.db'}")
-    with st.read() as conn:
-        stored = list(prediction_ids(conn))
-    st.close()
+        shutil.rmtree(work, ignore_errors=True)
     missing = acked - set(stored)
     extra = len(stored) - len(acked)
     print(

@@ -21,45 +21,17 @@ MODELS = {
     "lr": "Pipeline(StandardScaler, LogisticRegression)",
     "rf": "RandomForestClassifier(n_estimators=100, max_depth=8)",
 }
-SYSTEM_PACKAGES = [
-    "modelport",
-    "scikit-learn",
-    "numpy",
-    "joblib",
-    "uvicorn",
-    "uvloop",
-    "httptools",
-    "starlette",
-    "fastapi",
-    "SQLAlchemy",
-    "pandas",
-]
+#: The benchmark's own Python: it trains the models, makes the keys and pushes to modelport.
+SYSTEM_PACKAGES = ["modelport", "scikit-learn", "numpy", "joblib", "pandas", "pyarrow"]
+_STACK = ["fastapi", "starlette", "uvicorn", "uvloop", "httptools"]
+_SKLEARN = ["scikit-learn", "numpy", "pandas", "joblib"]
+#: What the report names of each environment (packages an environment lacks are left out).
 ENV_PACKAGES = {
-    "floor": ["starlette", "uvicorn", "uvloop", "httptools", "scikit-learn", "numpy", "joblib"],
-    "mlserver": [
-        "mlserver",
-        "mlserver-sklearn",
-        "fastapi",
-        "starlette",
-        "uvicorn",
-        "uvloop",
-        "scikit-learn",
-        "numpy",
-        "pandas",
-        "joblib",
-    ],
-    "mlflow": [
-        "mlflow",
-        "fastapi",
-        "starlette",
-        "uvicorn",
-        "uvloop",
-        "scikit-learn",
-        "numpy",
-        "pandas",
-        "joblib",
-    ],
-    "bentoml": ["bentoml", "starlette", "uvicorn", "uvloop", "scikit-learn", "numpy", "joblib"],
+    "modelport": ["modelport", *_STACK, "SQLAlchemy", "orjson", *_SKLEARN, "skops", "pyarrow"],
+    "floor": [*_STACK, *_SKLEARN],
+    "mlserver": ["mlserver", "mlserver-sklearn", *_STACK, *_SKLEARN],
+    "mlflow": ["mlflow", *_STACK, *_SKLEARN],
+    "bentoml": ["bentoml", *_STACK, *_SKLEARN],
 }
 
 
@@ -69,6 +41,14 @@ def _floor_rps(cells: list[dict[str, Any]]) -> dict[tuple[str, int, int], float]
         for c in cells
         if c["peer"] == "floor" and "rps" in c
     }
+
+
+def _mib(n: float | None) -> str:
+    return "-" if n is None else f"{n / 2**20:.0f}"
+
+
+def _secs(s: dict[str, Any], key: str) -> str:
+    return f"{s[key]:.2f}" if key in s else "-"
 
 
 def tables(servers: list[dict[str, Any]], cells: list[dict[str, Any]]) -> str:
@@ -81,11 +61,50 @@ def tables(servers: list[dict[str, Any]], cells: list[dict[str, Any]]) -> str:
         if "error" in s and "startup_s" not in s:
             out.append(f"| {s['server']} | {s['model']} | failed: {_short(s['error'])} | | |")
             continue
-        rss = f"{s['rss_bytes'] / 2**20:.0f}" if "rss_bytes" in s else "-"
         out.append(
-            f"| {s['server']} | {s['model']} | {s['startup_s']:.1f} | {rss} | "
-            f"{s.get('processes', '-')} |"
+            f"| {s['server']} | {s['model']} | {s['startup_s']:.2f} | {_mib(s.get('rss_bytes'))} "
+            f"| {s.get('processes', '-')} |"
         )
+    seeded = [s for s in servers if "empty_health_s" in s]
+    if seeded:
+        out += [
+            "",
+            "modelport start-up: (a) launch to `GET /v1/health` 200 on an empty store; (b) the "
+            "push (client side, informational); (c) the start-up above: the server stopped after "
+            "the push and launched again on that store, to the first 200 of a 1-row predict.",
+            "",
+            "| server | model | (a) empty store to health s | (b) push s | (c) restart to predict s |",
+            "|---|---|---:|---:|---:|",
+        ]
+        for s in seeded:
+            out.append(
+                f"| {s['server']} | {s['model']} | {_secs(s, 'empty_health_s')} | "
+                f"{_secs(s, 'push_s')} | {_secs(s, 'startup_s')} |"
+            )
+    measured = [s for s in servers if s.get("memory")]
+    if measured:
+        out += [
+            "",
+            "Memory by process after the load: each process's own VmRSS (shared pages count in "
+            "every process that maps them) and PSS (shared pages split among them: PSS adds up).",
+            "",
+            "| server | model | process | VmRSS MiB | PSS MiB |",
+            "|---|---|---|---:|---:|",
+        ]
+        for s in measured:
+            mem = s["memory"]
+            for m in mem:
+                out.append(
+                    f"| {s['server']} | {s['model']} | {m['role']} ({m['pid']}) | "
+                    f"{_mib(m['rss_bytes'])} | {_mib(m['pss_bytes'])} |"
+                )
+            if len(mem) > 1:
+                pss = [m["pss_bytes"] for m in mem]
+                total = None if None in pss else sum(pss)
+                out.append(
+                    f"| {s['server']} | {s['model']} | sum of {len(mem)} | "
+                    f"{_mib(sum(m['rss_bytes'] for m in mem))} | {_mib(total)} |"
+                )
     out += [
         "",
         "requests/s (x the floor's requests/s in the same cell):",
@@ -142,12 +161,30 @@ def cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
-def versions(envs: dict[str, venvs.Env]) -> dict[str, dict[str, str]]:
-    system = {}
-    for name in SYSTEM_PACKAGES:
+def machine() -> str:
+    """The report line on the machine, the pinning and the Python running the benchmark."""
+    pinned = "server pinned to CPU 0, wrk (1 thread) to CPU 1" if procs.can_pin() else "no pinning"
+    return (
+        f"Machine: {os.cpu_count()} cores ({cpu_model()}); {pinned}. "
+        f"Python {platform.python_version()}."
+    )
+
+
+def installed(names: list[str]) -> dict[str, str]:
+    """Versions of ``names`` in this Python (missing ones left out)."""
+    out = {}
+    for name in names:
         with contextlib.suppress(md.PackageNotFoundError):
-            system[name] = md.version(name)
-    out = {"modelport (this Python)": system}
+            out[name] = md.version(name)
+    return out
+
+
+def versions_text(vers: dict[str, str]) -> str:
+    return ", ".join(f"{k} {v}" for k, v in vers.items())
+
+
+def versions(envs: dict[str, venvs.Env]) -> dict[str, dict[str, str]]:
+    out = {"benchmark Python": installed(SYSTEM_PACKAGES)}
     for name, env in envs.items():
         if not env.error:
             out[name] = env.versions(ENV_PACKAGES[name])
@@ -163,19 +200,16 @@ def report(
 ) -> str:
     vers = versions(envs)
     command = "python bench/compare.py " + " ".join(sys.argv[1:])
-    pinned = "server pinned to CPU 0, wrk (1 thread) to CPU 1" if procs.can_pin() else "no pinning"
+    flags = " ".join(args.serve_arg)
     lines = [
         f"### {dt.date.today().isoformat()} — side by side with peer servers (`bench/compare.py`)",
         "",
-        f"Machine: {os.cpu_count()} cores ({cpu_model()}); {pinned}. "
-        f"Python {platform.python_version()}. Command: `{command.strip()}` "
-        f"({args.seconds} s per cell after a {args.warmup} s warm-up).",
+        f"{machine()} Command: `{command.strip()}` "
+        f"({args.seconds} s per cell after a {args.warmup} s warm-up). "
+        f"Extra `modelport serve` flags: {f'`{flags}`' if flags else 'none (defaults)'}.",
         "",
         "Versions: "
-        + "; ".join(
-            f"{env}: " + ", ".join(f"{k} {v}" for k, v in pkgs.items())
-            for env, pkgs in vers.items()
-        )
+        + "; ".join(f"{env}: {versions_text(pkgs)}" for env, pkgs in vers.items())
         + ".",
         "",
         "Servers: " + "; ".join(f"{p.name}: {p.description}" for p in peers) + ".",
@@ -187,8 +221,10 @@ def report(
         "requests/s counts 2xx answers only; errors are wrk's socket errors plus HTTP ≥ 400 "
         "answers; the floor ratio is the same for rows/s (same rows per request). modelport also "
         "computes `predict_proba` and writes every row to its ledger; the peers call `predict` "
-        "only. Start-up runs from the launch to the first 200 to a 1-row predict (modelport's "
-        "includes pushing the model). RSS sums VmRSS over the server's process tree.",
+        "only. Start-up runs from the launch to the first 200 to a 1-row predict; for modelport, "
+        "which loads the models of its store at start, it is a restart on the store the model "
+        "was pushed to (c), beside the empty-store start (a) and the push (b). RSS sums VmRSS "
+        "over the server's process tree.",
         "",
     ]
     return "\n".join(lines)

@@ -1,26 +1,26 @@
 """The servers under comparison: how each is set up, started, called and checked.
 
-A :class:`Peer` starts one server process serving one model. Its :class:`Variant` s are the
-request forms measured against that process (modelport has three: ``/v1`` records, ``/v1``
-columns and ``/v2``); each builds the JSON body for a list of rows and reads the predictions out
-of the answer. Every server listens on 127.0.0.1 only, runs in its own session (so its whole
-process group can be stopped) and logs to a file in the run's work folder.
+A :class:`Peer` starts one server process (and whatever that starts) serving one model. Its
+:class:`Variant` s are the request forms measured against that server (modelport has three:
+``/v1`` records, ``/v1`` columns and ``/v2``); each builds the JSON body for a list of rows and
+reads the predictions out of the answer. Every server listens on 127.0.0.1 only, runs in its own
+session (so its whole process group can be stopped) and logs to a file in the run's work folder.
+modelport is *seeded*: started once on an empty store to push the model, then started again on
+that store, since a modelport server loads the models of its store when it starts.
 """
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import subprocess
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import httpx
-
-from . import procs
+from . import modelport_server, procs
 from .venvs import Env
 
 HERE = Path(__file__).resolve().parent
@@ -38,10 +38,6 @@ QUIET_ENV = {
 }
 
 Rows = list[list[float]]
-
-
-class NotReady(Exception):
-    """The server is not up yet: poll again."""
 
 
 @dataclass
@@ -84,6 +80,7 @@ class Running:
 class Context:
     work: Path
     envs: dict[str, Env]
+    serve_args: list[str] = field(default_factory=list)  # extra flags of `modelport serve`
 
 
 class Peer:
@@ -92,6 +89,10 @@ class Peer:
     name = ""
     env: str | None = None  # the bench/.venvs environment it runs in; None: this Python
     description = ""
+    #: Started twice: first on an empty folder, which ``seed`` fills (modelport: the push) and
+    #: which is then stopped; then again on the same folder, and that start is the one timed
+    #: to the first predict and loaded.
+    seeded = False
 
     def variants(self, model: Model) -> list[Variant]:
         raise NotImplementedError
@@ -105,15 +106,24 @@ class Peer:
     def environ(self, ctx: Context, model: Model) -> dict[str, str]:
         return {}
 
-    def prepare(self, running: Running, model: Model) -> None:
-        """Timed work after the launch and before the first predict (raise NotReady to wait)."""
+    def wait_started(self, running: Running, deadline: float) -> None:
+        """A seeded peer's first start: wait until it takes the seed."""
+        raise NotImplementedError
 
-    def launch(self, ctx: Context, model: Model) -> Running:
-        folder = ctx.work / f"{self.name}-{model.name}"
+    def seed(self, running: Running, model: Model) -> None:
+        """A seeded peer's first start: put the model where the second start finds it."""
+        raise NotImplementedError
+
+    def folder(self, ctx: Context, model: Model) -> Path:
+        """The server's working folder (its files and logs) in the run's work folder."""
+        return ctx.work / f"{self.name}-{model.name}"
+
+    def launch(self, ctx: Context, model: Model, log_name: str = "server.log") -> Running:
+        folder = self.folder(ctx, model)
         folder.mkdir(parents=True, exist_ok=True)
         self.setup(ctx, model, folder)
         port = procs.free_port()
-        log = folder / "server.log"
+        log = folder / log_name
         env = {**os.environ, **QUIET_ENV, **self.environ(ctx, model)}
         if self.env is not None:
             # As if activated: tools the peer starts by name (mlflow runs `uvicorn`) are its own.
@@ -166,75 +176,70 @@ def _v2_predictions(answer: Any) -> list[Any]:
 
 
 class Modelport(Peer):
-    name = "modelport"
-    description = (
-        "`modelport serve` (this Python), SQLite store, ledger on; model pushed with "
-        "`Client.push(..., alias='production')`"
-    )
+    env = "modelport"
+    seeded = True
+
+    def __init__(self, workers: int = 1) -> None:
+        self.workers = workers
+        self.name = "modelport" if workers == 1 else f"modelport-{workers}w"
+        self.description = (
+            "`modelport serve` from bench/.venvs/modelport (this checkout, core dependencies), "
+            "SQLite store, ledger on; the model pushed with `Client.push(..., alias='production')`"
+            ", then the server restarted on that store"
+            if workers == 1
+            else f"the same with `--workers {workers}` (every process on CPU 0), /v1 records only"
+        )
+        self._keys: dict[Path, str] = {}
 
     def variants(self, model: Model) -> list[Variant]:
         # Models fitted on bare arrays get the schema x0..x{k-1} (service._schema_for).
         names = [f"x{i}" for i in range(model.n_features)]
         path = f"/v1/models/{model.name}/predict"
-        return [
+        variants = [
             Variant(
-                "modelport /v1 records",
+                f"{self.name} /v1 records",
                 path,
                 lambda rows: {"inputs": [dict(zip(names, r, strict=True)) for r in rows]},
                 lambda answer: list(answer["predictions"]),
             ),
             Variant(
-                "modelport /v1 columns",
+                f"{self.name} /v1 columns",
                 path,
                 lambda rows: {"columns": names, "data": rows},
                 lambda answer: list(answer["predictions"]),
             ),
             Variant(
-                "modelport /v2 infer",
+                f"{self.name} /v2 infer",
                 f"/v2/models/{model.name}/infer",
                 _v2_body,
                 _v2_predictions,
             ),
         ]
+        return variants if self.workers == 1 else variants[:1]
 
     def setup(self, ctx: Context, model: Model, folder: Path) -> None:
-        from modelport.keys import create_key
-        from modelport.store import Store
-
-        st = Store(f"sqlite:///{folder / 'modelport.db'}")
-        with st.transaction() as conn:
-            key, _ = create_key(conn, "bench", ["admin"])
-        st.close()
-        self._key = key
+        importlib.import_module("modelport.client")  # imported now, not in the timed push
+        if folder not in self._keys:  # the restart finds the store (and key) it left
+            self._keys[folder] = modelport_server.admin_key(folder)
 
     def command(self, ctx: Context, model: Model, folder: Path, port: int) -> list[str]:
-        return [
-            sys.executable,
-            "-m",
-            "modelport.cli",
-            "serve",
-            "--home",
-            str(folder),
-            "--port",
-            str(port),
-            "--log-level",
-            "warning",
-        ]
+        workers = ["--workers", str(self.workers)] if self.workers > 1 else []
+        python = self.bin(ctx, "python")
+        return modelport_server.command(python, folder, port, [*workers, *ctx.serve_args])
 
-    def launch(self, ctx: Context, model: Model) -> Running:
-        running = super().launch(ctx, model)
-        running.headers["Authorization"] = f"Bearer {self._key}"
-        running.state["key"] = self._key
+    def launch(self, ctx: Context, model: Model, log_name: str = "server.log") -> Running:
+        running = super().launch(ctx, model, log_name)
+        key = self._keys[self.folder(ctx, model)]
+        running.headers["Authorization"] = f"Bearer {key}"
+        running.state["key"] = key
         return running
 
-    def prepare(self, running: Running, model: Model) -> None:
+    def wait_started(self, running: Running, deadline: float) -> None:
+        modelport_server.wait_healthy(running.url, running.proc, deadline)
+
+    def seed(self, running: Running, model: Model) -> None:
         from modelport import Client
 
-        try:
-            if httpx.get(f"{running.url}/v1/health", timeout=1).status_code != 200:
-                raise NotReady
-        except httpx.TransportError:
-            raise NotReady from None
         with Client(running.url, running.state["key"]) as mp:
             mp.push(model.name, model.estimator, alias="production")
 
@@ -271,12 +276,7 @@ class Floor(Peer):
             "floor:app",
             "--app-dir",
             str(HERE),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--log-level",
-            "warning",
+            *procs.loopback_flags(port),
             "--no-access-log",
         ]
 
@@ -459,6 +459,7 @@ class BentoML(Peer):
 def all_peers() -> list[Peer]:
     return [
         Modelport(),
+        Modelport(workers=2),
         Floor(),
         MLServer(batching=False),
         MLServer(batching=True),

@@ -1,14 +1,19 @@
-"""One virtual environment per peer server under ``bench/.venvs/<name>``, installed from PyPI.
+"""One virtual environment per server under ``bench/.venvs/<name>``, installed from PyPI.
 
+The peers get their packages from PyPI; ``modelport`` gets this repository, installed editable
+with its core dependencies only (no extras), so the server runs with what a plain
+``pip install modelport`` brings and nothing the benchmark's own Python happens to hold.
 Every environment pins scikit-learn, numpy and joblib to the versions of the Python running the
 benchmark, so one joblib file of a model loads the same everywhere. An environment is built when
-it is missing, when its requirements changed, or when asked to (``force``); a marker file inside
-it holds the requirements it was built with. Installs run in the background, side by side, each
-bounded in time, and a failed one is reported by name rather than raised.
+it is missing, when its requirements changed (for ``modelport``: also when pyproject.toml did),
+or when asked to (``force``); a marker file inside it holds what it was built from. Installs run
+in the background, side by side, each bounded in time, and a failed one is reported by name
+rather than raised.
 """
 
 from __future__ import annotations
 
+import hashlib
 import importlib.metadata as md
 import json
 import shlex
@@ -23,6 +28,7 @@ from pathlib import Path
 from .procs import stop
 
 ROOT = Path(__file__).resolve().parent.parent / ".venvs"
+REPO = Path(__file__).resolve().parents[2]  # the modelport checkout (pyproject.toml)
 MARKER = "bench-requirements.json"
 INSTALL_TIMEOUT = 1800.0  # seconds for one environment
 
@@ -33,9 +39,11 @@ def pinned() -> list[str]:
 
 
 def requirements() -> dict[str, list[str]]:
-    """What each peer's environment holds, by environment name."""
+    """The ``pip install`` arguments of each environment, by environment name."""
     same = pinned()
     return {
+        # This checkout, editable, core dependencies only: what `pip install modelport` brings.
+        "modelport": ["-e", str(REPO), *same],
         # The floor uses the same Starlette and uvicorn as modelport runs on.
         "floor": [
             f"starlette=={md.version('starlette')}",
@@ -48,6 +56,15 @@ def requirements() -> dict[str, list[str]]:
         "mlflow": ["mlflow", *same],
         "bentoml": ["bentoml", *same],
     }
+
+
+def marker(name: str, reqs: list[str]) -> list[str]:
+    """What an environment's marker file holds: its requirements, and for ``modelport`` the hash
+    of pyproject.toml, whose dependencies an editable install does not follow on its own."""
+    if name != "modelport":
+        return reqs
+    digest = hashlib.sha256((REPO / "pyproject.toml").read_bytes()).hexdigest()
+    return [*reqs, f"pyproject.toml sha256:{digest}"]
 
 
 @dataclass
@@ -87,15 +104,15 @@ class Env:
             return {}
 
 
-def _ready(path: Path, reqs: list[str]) -> bool:
-    marker = path / MARKER
+def _ready(path: Path, stamp: list[str]) -> bool:
     try:
-        return bool(json.loads(marker.read_text()) == reqs and (path / "bin" / "python").exists())
+        built = json.loads((path / MARKER).read_text())
     except (OSError, ValueError):
         return False
+    return bool(built == stamp and (path / "bin" / "python").exists())
 
 
-def _install_script(path: Path, reqs: list[str]) -> list[str]:
+def _install_script(path: Path, reqs: list[str], stamp: list[str]) -> list[str]:
     """One shell command: a fresh venv, its pip upgraded, the requirements, then the marker."""
     q = shlex.quote
     py = q(str(path / "bin" / "python"))
@@ -105,7 +122,7 @@ def _install_script(path: Path, reqs: list[str]) -> list[str]:
         "-c",
         f"set -e; {q(sys.executable)} -m venv {q(str(path))}; {pip} -q -U pip; "
         f"{pip} {' '.join(q(r) for r in reqs)}; "
-        f"echo {q(json.dumps(reqs))} > {q(str(path / MARKER))}",
+        f"echo {q(json.dumps(stamp))} > {q(str(path / MARKER))}",
     ]
 
 
@@ -122,14 +139,15 @@ def ensure(
     envs = {n: Env(n, ROOT / n) for n in names}
     running: dict[str, tuple[subprocess.Popen[bytes], Path, float]] = {}
     for name, env in envs.items():
-        if not force and _ready(env.path, reqs[name]):
+        stamp = marker(name, reqs[name])
+        if not force and _ready(env.path, stamp):
             continue
         shutil.rmtree(env.path, ignore_errors=True)
         logfile = ROOT / f"{name}-install.log"
         log(f"installing {name} into {env.path} ({', '.join(reqs[name])}); log: {logfile}")
         with logfile.open("wb") as fh:
             proc = subprocess.Popen(
-                _install_script(env.path, reqs[name]),
+                _install_script(env.path, reqs[name], stamp),
                 stdout=fh,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,

@@ -9,6 +9,8 @@ one transaction (group commit). Short-lived tools (the CLI's ``keys`` commands, 
 from __future__ import annotations
 
 import contextlib
+import os
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,6 +20,11 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine, make_url
 
 from ..errors import StoreUnavailable
+
+try:
+    import fcntl
+except ImportError:  # not POSIX: SQLite's own locking alone
+    fcntl = None  # type: ignore[assignment]
 from .tables import metadata
 
 __all__ = ["Store", "metadata", "normalize_url"]
@@ -40,6 +47,38 @@ def _json_loads(value: Any) -> Any:
     return value
 
 
+class _WriteLock:
+    """One writer at a time across threads and processes (a thread lock and a file lock)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._thread_lock = threading.Lock()
+        self._fd: int | None = None
+
+    def __enter__(self) -> None:
+        self._thread_lock.acquire()
+        try:
+            if self._fd is None:
+                self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+            fcntl.flock(self._fd, fcntl.LOCK_EX)
+        except BaseException:
+            self._thread_lock.release()
+            raise
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            if self._fd is not None:
+                fcntl.flock(self._fd, fcntl.LOCK_UN)
+        finally:
+            self._thread_lock.release()
+
+    def close(self) -> None:
+        with self._thread_lock:
+            if self._fd is not None:
+                os.close(self._fd)
+                self._fd = None
+
+
 def normalize_url(url: str) -> str:
     """Map ``postgresql://`` and ``postgres://`` to the psycopg 3 driver; keep others as given."""
     for prefix in ("postgresql://", "postgres://"):
@@ -60,9 +99,12 @@ class Store:
                 f"unsupported store URL scheme {parsed.drivername!r}: use sqlite:/// or postgresql://"
             )
         common: dict[str, Any] = {"json_serializer": _json_dumps, "json_deserializer": _json_loads}
+        self._write_lock: _WriteLock | None = None
         if self.dialect == "sqlite":
             if parsed.database and parsed.database != ":memory:":
                 Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+                if fcntl is not None:
+                    self._write_lock = _WriteLock(Path(parsed.database + ".write-lock"))
             self.read_engine = self._sqlite_engine(sqlite_synchronous, immediate=False, **common)
             self.write_engine = self._sqlite_engine(sqlite_synchronous, immediate=True, **common)
         else:
@@ -111,7 +153,7 @@ class Store:
         config = Config()
         config.set_main_option("script_location", str(_MIGRATIONS))
         try:
-            with self.write_engine.begin() as conn:
+            with self.transaction() as conn:
                 config.attributes["connection"] = conn
                 command.upgrade(config, revision)
         except sa.exc.OperationalError as exc:
@@ -139,11 +181,18 @@ class Store:
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[Connection]:
-        """A write transaction outside the writer thread (tools and tests)."""
-        with self.write_engine.begin() as conn:
+        """A write transaction: the writer thread's groups, migrations, tools and tests.
+
+        On SQLite, writers of every process queue on a file lock first, so a waiting writer
+        is woken the moment the lock is free; SQLite's own busy handler would poll with
+        growing sleeps (up to 100 ms), which is what two server processes on one file saw.
+        """
+        with self._write_lock or contextlib.nullcontext(), self.write_engine.begin() as conn:
             yield conn
 
     def close(self) -> None:
+        if self._write_lock is not None:
+            self._write_lock.close()
         self.read_engine.dispose()
         if self.write_engine is not self.read_engine:
             self.write_engine.dispose()

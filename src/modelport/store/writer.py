@@ -170,7 +170,7 @@ class Writer:
 
     def _execute(self, jobs: list[_Job]) -> list[tuple[bool, Any]]:
         results: list[tuple[bool, Any]] = []
-        with self.store.write_engine.begin() as conn:
+        with self.store.transaction() as conn:
             rows = [row for job in jobs if job.rows for row in job.rows]
             if rows:
                 # Straight to the driver's executemany: the rows are tuples of plain values.

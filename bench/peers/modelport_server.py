@@ -1,0 +1,119 @@
+"""A ``modelport serve`` process for the benchmarks: its store, admin key, command and health.
+
+Shared by ``bench/compare.py`` (which runs the server from ``bench/.venvs/modelport``) and by
+``bench/serve_bench.py`` and ``bench/load_check.py`` (which run it with their own Python). The
+server listens on 127.0.0.1 only, runs pinned to the server CPU in its own session (so its whole
+process group can be stopped) and is stopped when the block that started it ends.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from . import procs
+
+HEALTH = "/v1/health"
+#: One row of the quickstart iris model (``modelport.quickstart.train_demo``).
+IRIS_ROW = {"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}
+
+
+def admin_key(home: Path) -> str:
+    """A new admin key in the SQLite store of ``home`` (created, and migrated, when missing)."""
+    from modelport.keys import create_key
+    from modelport.store import Store
+
+    home.mkdir(parents=True, exist_ok=True)
+    st = Store(f"sqlite:///{home / 'modelport.db'}")
+    try:
+        with st.transaction() as conn:
+            key, _ = create_key(conn, "bench", ["admin"])
+    finally:
+        st.close()
+    return str(key)
+
+
+def command(python: str, home: Path, port: int, extra: Sequence[str] = ()) -> list[str]:
+    """``modelport serve`` on ``home``, loopback only, warnings only, then ``extra`` flags."""
+    return [
+        python,
+        "-m",
+        "modelport.cli",
+        "serve",
+        "--home",
+        str(home),
+        *procs.loopback_flags(port),
+        *extra,
+    ]
+
+
+def wait_healthy(url: str, proc: subprocess.Popen[bytes], deadline: float) -> None:
+    """Wait for ``GET /v1/health`` 200; RuntimeError if the server exits or time runs out."""
+    procs.wait_for_200(proc, lambda: httpx.get(url + HEALTH, timeout=1), deadline)
+
+
+@dataclass
+class Server:
+    url: str
+    key: str
+    proc: subprocess.Popen[bytes]
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.key}"}
+
+
+@contextlib.contextmanager
+def serving(
+    home: Path,
+    extra: Sequence[str] = (),
+    *,
+    python: str = sys.executable,
+    log: Path | None = None,
+    startup_timeout: float = 60.0,
+    stop_timeout: float = 60.0,
+) -> Iterator[Server]:
+    """An admin key in a fresh store at ``home`` and ``modelport serve`` on it, healthy.
+
+    The server's process group is stopped (SIGTERM, then SIGKILL after ``stop_timeout``) when the
+    block ends, also on errors; its exit status is ``server.proc.returncode`` afterwards.
+    """
+    key = admin_key(home)
+    port = procs.free_port()
+    out = log.open("wb") if log is not None else None
+    try:
+        proc = subprocess.Popen(
+            [*procs.pin(procs.SERVER_CPU), *command(python, home, port, extra)],
+            stdin=subprocess.DEVNULL,
+            stdout=out or subprocess.DEVNULL,
+            stderr=subprocess.STDOUT if out else None,
+            start_new_session=True,
+        )
+    finally:
+        if out is not None:
+            out.close()
+    try:
+        server = Server(f"http://127.0.0.1:{port}", key, proc)
+        wait_healthy(server.url, proc, time.monotonic() + startup_timeout)
+        yield server
+    finally:
+        procs.stop(proc, timeout=stop_timeout)
+
+
+def push_demo(server: Server) -> Any:
+    """Push the quickstart iris pipeline as ``iris`` (alias production); the fitted model."""
+    from modelport import Client
+    from modelport.quickstart import train_demo
+
+    model, data = train_demo()
+    with Client(server.url, server.key) as mp:
+        mp.push("iris", model, train_data=data, target="species", alias="production")
+    return model
