@@ -16,7 +16,7 @@ import json
 import os
 import subprocess
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -281,6 +281,21 @@ class Floor(Peer):
         ]
 
 
+class FloorInModelportEnv(Floor):
+    """The floor's app with modelport's libraries installed: the memory comparison on equal
+    terms (scikit-learn imports pandas whenever it is installed, and modelport needs it)."""
+
+    name = "floor-env"
+    env = "modelport"
+    description = (
+        "the floor's app run in modelport's virtual environment (same libraries installed, so "
+        "scikit-learn also imports pandas)"
+    )
+
+    def variants(self, model: Model) -> list[Variant]:
+        return [replace(v, name="floor-env") for v in super().variants(model)]
+
+
 # -- MLServer ----------------------------------------------------------------------------------
 
 
@@ -461,6 +476,7 @@ def all_peers() -> list[Peer]:
         Modelport(),
         Modelport(workers=2),
         Floor(),
+        FloorInModelportEnv(),
         MLServer(batching=False),
         MLServer(batching=True),
         MLflow(),

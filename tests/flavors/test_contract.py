@@ -16,7 +16,13 @@ import numpy as np
 import pandas as pd
 import pytest
 import skops.io as sio
-from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
+from sklearn.ensemble import (
+    ExtraTreesClassifier,
+    ExtraTreesRegressor,
+    HistGradientBoostingClassifier,
+    RandomForestClassifier,
+    RandomForestRegressor,
+)
 from sklearn.linear_model import LogisticRegression
 from sklearn.naive_bayes import GaussianNB
 from sklearn.pipeline import make_pipeline
@@ -350,3 +356,38 @@ def test_libraries_name_python_and_scikit_learn() -> None:
     assert libs["scikit-learn"] == sklearn.__version__
     assert libs["python"].count(".") == 2
     assert "numpy" in libs
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: RandomForestClassifier(n_estimators=15, max_depth=6, random_state=1),
+        lambda: ExtraTreesClassifier(n_estimators=15, random_state=2),
+        lambda: RandomForestRegressor(n_estimators=15, max_depth=5, random_state=3),
+        lambda: ExtraTreesRegressor(n_estimators=15, random_state=4),
+    ],
+)
+@pytest.mark.parametrize("classes", [2, 3])
+def test_forests_predicted_tree_by_tree_equal_the_estimators_own(
+    make: Any, classes: int, tmp_path: Path
+) -> None:
+    """Forests fitted on arrays skip scikit-learn's per-tree job machinery: the answers must
+    be bit-identical, and rows with missing values go to the estimator itself."""
+    rng = np.random.default_rng(classes)
+    X = rng.normal(size=(2000, 3))
+    y = (X[:, 0] * 3).astype(int) % classes
+    model = make().fit(X, y if hasattr(make(), "predict_proba") else X[:, 0] + y)
+    loaded = load("pickle", _saved(model, tmp_path), trust_code=True)
+    assert loaded._forest is not None
+    fresh = rng.normal(size=(3000, 3)) * 3
+    preds, proba = loaded.predict_with_proba(SCHEMA.table_from_rows(fresh.tolist()))
+    assert np.array_equal(preds, model.predict(fresh))
+    if proba is not None:
+        assert np.array_equal(proba, model.predict_proba(fresh))
+    assert loaded._forest(np.array([[np.nan, 0.0, 0.0]])) is None  # the estimator decides
+
+
+def test_a_forest_fitted_on_named_columns_is_left_to_scikit_learn(tmp_path: Path) -> None:
+    X, y = _data()
+    model = RandomForestClassifier(n_estimators=5, random_state=0).fit(X, y)
+    assert load("pickle", _saved(model, tmp_path), trust_code=True)._forest is None

@@ -18,6 +18,7 @@ from ..errors import ArtifactRejected
 if TYPE_CHECKING:
     from ..schema import Schema
     from ..table import Table
+    from ._forest import ForestPredict
 
 FLAVORS = ("sklearn", "pickle", "mlflow")
 #: Flavors whose loading runs no code from the artifact; anything else needs an admin key.
@@ -60,6 +61,7 @@ class LoadedModel:
         # For estimators whose predict is by definition the most probable class, one call gives
         # both outputs; anything else is asked twice.
         self._labels = _argmax_labels(obj) if self.classes is not None else None
+        self._forest = _checked_forest(obj) if input_kind == "array" else None
         self.extra = extra or {}
 
     @property
@@ -74,9 +76,12 @@ class LoadedModel:
         """Predictions and, for classifiers that have them, class probabilities."""
         n = len(table)
         X = self.inputs(table)
+        fast = self._forest(X) if self._forest is not None else None
         if self.classes is None:
+            if fast is not None:
+                return fast, None
             return _output(self.obj.predict(X), n, "predict"), None
-        proba = np.asarray(self.obj.predict_proba(X), dtype="float64")
+        proba = fast if fast is not None else np.asarray(self.obj.predict_proba(X), dtype="float64")
         if proba.shape != (n, len(self.classes)):
             raise ValueError(
                 f"predict_proba returned shape {list(proba.shape)} for {n} rows and "
@@ -128,6 +133,25 @@ def _argmax_labels(obj: Any) -> np.ndarray | None:
     if not isinstance(classes, np.ndarray) or classes.ndim != 1:
         return None  # multi-output: predict is not one argmax
     return classes
+
+
+def _checked_forest(obj: Any) -> ForestPredict | None:
+    """The tree-by-tree forest prediction, if it gives exactly the estimator's own answers."""
+    from ._forest import forest_predictor
+
+    predict = forest_predictor(obj)
+    if predict is None:
+        return None
+    rng = np.random.default_rng(0)
+    sample = np.vstack(
+        [np.zeros((1, obj.n_features_in_)), rng.normal(size=(63, obj.n_features_in_))]
+    )
+    try:
+        ours = predict(sample)
+        theirs = obj.predict_proba(sample) if hasattr(obj, "classes_") else obj.predict(sample)
+    except Exception:
+        return None
+    return predict if ours is not None and np.array_equal(ours, theirs) else None
 
 
 def _plain(value: Any) -> Any:
