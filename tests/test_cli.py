@@ -130,6 +130,51 @@ def test_push_predict_feedback_rollback(
     assert json.loads(_ok(["models", "--json"], env))[0]["aliases"] == {"production": 1}
 
 
+def test_release_commands(
+    served: tuple[ServerProcess, dict[str, str]], iris_pipeline: Any, tmp_path: Path
+) -> None:
+    _, env = served
+    model = tmp_path / "model.skops"
+    sio.dump(iris_pipeline, model)
+    _ok(["push", "iris", str(model), "--alias", "production"], env)
+    _ok(["push", "iris", str(model), "--alias", "candidate"], env)
+    assert "consumer ci -> {'version': 1}" in _ok(["pin", "iris", "ci", "--version", "1"], env)
+    _ok(["promote", "iris", "2"], env)
+    assert json.loads(_ok(["predict", "iris", "--json", json.dumps(ROW)], env))["version"] == 1
+    assert "ci" in _ok(["consumers", "iris"], env)
+    _ok(["unpin", "iris", "ci"], env)
+    assert json.loads(_ok(["predict", "iris", "--json", json.dumps(ROW)], env))["version"] == 2
+
+    policy = tmp_path / "split.json"
+    policy.write_text(
+        json.dumps(
+            {
+                "policy": "split",
+                "arms": [{"name": "a", "version": 1}, {"name": "b", "version": 2}],
+            }
+        )
+    )
+    out = json.loads(_ok(["traffic", "iris", "--set", f"@{policy}"], env))
+    assert out["revision"] == 1 and out["traffic"]["policy"] == "split"
+    assert json.loads(_ok(["traffic", "iris"], env))["revision"] == 1
+    for _ in range(6):
+        _ok(["predict", "iris", "--json", json.dumps(ROW)], env)
+    report = json.loads(_ok(["experiment", "iris", "--json"], env))
+    assert [a["arm"] for a in report["arms"]] == ["a", "b"]
+    assert sum(a["requests"] for a in report["arms"]) == 6
+    assert "accuracy" in _ok(["experiment", "iris"], env)
+    adapter = '{"steps": [{"rename": {"from": "sl", "to": "sepal_length"}}]}'
+    _ok(["adapter", "iris", "--set", adapter], env)
+    renamed = {("sl" if k == "sepal_length" else k): v for k, v in ROW.items()}
+    assert json.loads(_ok(["predict", "iris", "--json", json.dumps(renamed)], env))["predictions"]
+    kinds = _ok(["events", "iris"], env)
+    assert "adapter_set" in kinds and "traffic_set" in kinds and "consumer_removed" in kinds
+    line = _fails(
+        ["traffic", "iris", "--set", '{"policy": "split", "arms": [{"version": 9}]}'], env
+    )
+    assert "arms" in line
+
+
 def test_errors_are_one_line(served: tuple[ServerProcess, dict[str, str]], tmp_path: Path) -> None:
     _, env = served
     assert "no model named 'ghost'" in _fails(["versions", "ghost"], env)

@@ -241,6 +241,11 @@ def _key_values(pairs: tuple[str, ...], what: str, number: bool) -> dict[str, An
     help="Task, when the model is new.",
 )
 @click.option("--description", help="Description, when the model is new.")
+@click.option(
+    "--strict",
+    is_flag=True,
+    help="Refuse the push if any consumer's recent payloads would fail the new schema.",
+)
 @client_options
 def push(
     name: str,
@@ -254,10 +259,14 @@ def push(
     params: tuple[str, ...],
     task: str | None,
     description: str | None,
+    strict: bool,
     url: str,
     key: str | None,
 ) -> None:
     """Push a model file (skops, joblib/pickle, or an MLflow model folder) as a new version.
+
+    The compatibility report says which consumers' recent payloads the new schema would
+    reject (and why); --strict refuses the push when any would.
 
     \b
     Example:
@@ -276,9 +285,18 @@ def push(
         params=_key_values(params, "--param", False) or None,
         task=task,
         description=description,
+        strict=strict,
     )
     aliases = f" (aliases: {', '.join(out['aliases'])})" if out["aliases"] else ""
     click.echo(f"pushed {name} version {out['version']}{aliases} sha256 {out['sha256'][:12]}")
+    for c in out.get("compatibility", {}).get("consumers", []):
+        if c["rows_rejected"]:
+            why = "; ".join(f"{r['field']}: {r['reason']}" for r in c.get("reasons", []))
+            click.echo(
+                f"warning: consumer {c['consumer']}: {c['rows_rejected']} of {c['rows_checked']} "
+                f"recent rows would be rejected ({why})",
+                err=True,
+            )
 
 
 @main.command()
@@ -591,5 +609,12 @@ def keys_revoke(remote: Any, local: Any, key_id: int) -> None:
     click.echo(f"revoked key {out['id']} of {out['consumer']}")
 
 
+# The release commands (pin, traffic, adapter, events, experiment) live in their own module.
+from . import cli_releases  # noqa: E402, F401
+
 if __name__ == "__main__":  # pragma: no cover
-    main()
+    # Run as ``python -m modelport.cli``: start the imported module's group, on which
+    # cli_releases registered its commands (this __main__ copy has only its own).
+    from modelport.cli import main as registered
+
+    registered()

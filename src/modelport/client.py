@@ -161,8 +161,12 @@ class Client:
         task: str | None = None,
         description: str | None = None,
         flavor: str | None = None,
+        strict: bool = False,
     ) -> dict[str, Any]:
         """Push a model (a file path, or an in-memory estimator or object) as a new version.
+
+        The answer carries a ``compatibility`` report: which consumers' recent payloads the new
+        schema would reject. With ``strict`` such a push is refused (Incompatible).
 
         In-memory scikit-learn estimators are saved with skops (safe to load); other objects with
         cloudpickle (admin keys only). ``train_data`` (CSV/Parquet path or DataFrame) gives the
@@ -199,6 +203,7 @@ class Client:
             ("task", task),
             ("description", description),
             ("flavor", flavor),
+            ("strict", strict or None),
         ):
             if value is not None:
                 meta[key] = value
@@ -225,6 +230,54 @@ class Client:
         params = {"alias": alias} if alias else None
         return self._list("GET", f"/v1/models/{name}/aliases/history", params=params)
 
+    # -- releases ---------------------------------------------------------------------------------
+
+    def traffic(self, name: str) -> dict[str, Any]:
+        """The traffic policy of a model's unversioned routes, with its revision."""
+        return self._dict("GET", f"/v1/models/{name}/traffic")
+
+    def set_traffic(self, name: str, policy: Mapping[str, Any]) -> dict[str, Any]:
+        """Replace the traffic policy (single, split, shadow, bandit or canary)."""
+        return self._dict("PUT", f"/v1/models/{name}/traffic", json=dict(policy))
+
+    def consumers(self, name: str) -> list[dict[str, Any]]:
+        return self._list("GET", f"/v1/models/{name}/consumers")
+
+    def pin(
+        self,
+        name: str,
+        consumer: str,
+        *,
+        version: int | None = None,
+        alias: str | None = None,
+        adapter: Mapping[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """Pin ``consumer`` to a version or an alias of ``name`` (neither: follow the policy),
+        and give it an adapter for its older payloads."""
+        pin = {"version": version} if version is not None else {"alias": alias} if alias else None
+        body = {"pin": pin, "adapter": dict(adapter) if adapter is not None else None}
+        return self._dict("PUT", f"/v1/models/{name}/consumers/{consumer}", json=body)
+
+    def unpin(self, name: str, consumer: str) -> dict[str, Any]:
+        """Remove a consumer's pin and adapter."""
+        return self._dict("DELETE", f"/v1/models/{name}/consumers/{consumer}")
+
+    def set_adapter(self, name: str, adapter: Mapping[str, Any] | None) -> dict[str, Any]:
+        """The model-wide adapter (None removes it)."""
+        body = {"adapter": dict(adapter) if adapter is not None else None}
+        return self._dict("PUT", f"/v1/models/{name}/adapter", json=body)
+
+    def events(self, name: str, limit: int = 200) -> list[dict[str, Any]]:
+        """Release events, newest first (policies, pins, adapters, automatic actions, aliases)."""
+        return self._list("GET", f"/v1/models/{name}/events", params={"limit": limit})
+
+    def experiment(
+        self, name: str, *, metric: str | None = None, revision: int | None = None
+    ) -> dict[str, Any]:
+        """The experiment report of the current (or a given) traffic revision."""
+        params = {k: v for k, v in (("metric", metric), ("revision", revision)) if v is not None}
+        return self._dict("GET", f"/v1/models/{name}/experiment", params=params)
+
     # -- predictions ------------------------------------------------------------------------------
 
     def predict(
@@ -235,8 +288,13 @@ class Client:
         version: int | None = None,
         alias: str | None = None,
         request_id: str | None = None,
+        unit_id: str | None = None,
     ) -> dict[str, Any]:
-        """Score records (a list of dicts) or a DataFrame; returns predictions and their ids."""
+        """Score records (a list of dicts) or a DataFrame; returns predictions and their ids.
+
+        ``unit_id`` (sent as ``X-Unit-ID``) keeps a unit (a user, a session) on one arm of a
+        split traffic policy.
+        """
         body: dict[str, Any]
         if not isinstance(inputs, Sequence):
             frame = inputs.astype(object).where(inputs.notna(), None)
@@ -247,7 +305,9 @@ class Client:
             body["version"] = version
         if alias is not None:
             body["alias"] = alias
-        headers = {"X-Request-ID": request_id} if request_id else None
+        headers = {"X-Request-ID": request_id} if request_id else {}
+        if unit_id is not None:
+            headers["X-Unit-ID"] = unit_id
         return self._dict("POST", f"/v1/models/{name}/predict", json=body, headers=headers)
 
     def feedback(

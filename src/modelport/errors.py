@@ -11,10 +11,12 @@
     │   ├── VersionNotFound
     │   ├── AliasNotFound
     │   ├── PredictionNotFound
-    │   └── KeyNotFound
+    │   ├── KeyNotFound
+    │   └── ConsumerNotFound            no settings for that consumer on that model
     ├── Conflict                        409
     │   ├── NoVersionBehindAlias        the alias points nowhere yet
-    │   └── NothingToRollBack           the alias has no earlier target
+    │   ├── NothingToRollBack           the alias has no earlier target
+    │   └── Incompatible                a strict push that some consumers' traffic would fail
     ├── PayloadTooLarge                 413
     ├── InvalidInput                    422  carries field-level ``details``
     │   └── ArtifactRejected            the pushed artifact cannot be loaded or smoke-tested
@@ -91,6 +93,10 @@ class KeyNotFound(NotFound):
     code = "key_not_found"
 
 
+class ConsumerNotFound(NotFound):
+    code = "consumer_not_found"
+
+
 class Conflict(ModelportError):
     """The request conflicts with the current state."""
 
@@ -104,6 +110,12 @@ class NoVersionBehindAlias(Conflict):
 
 class NothingToRollBack(Conflict):
     code = "nothing_to_roll_back"
+
+
+class Incompatible(Conflict):
+    """A strict push that the recent traffic of some consumers would fail (``details``)."""
+
+    code = "incompatible"
 
 
 class PayloadTooLarge(ModelportError):

@@ -45,6 +45,11 @@ PREDICTION_COLUMNS = (
     "inputs",
     "outputs",
     "latency_ms",
+    "policy",
+    "arm",
+    "traffic_rev",
+    "shadow",
+    "raw_inputs",
 )
 _NUMPY = orjson.OPT_SERIALIZE_NUMPY
 # How a ledger row's inputs are encoded: a two-byte tag, then the rows.
@@ -98,6 +103,10 @@ def ledger_row(
     classes: list[Any] | None,
     probabilities: np.ndarray | None,
     latency_ms: float,
+    policy: str | None = None,
+    arm: str | None = None,
+    traffic_rev: int | None = None,
+    shadow: bool = False,
 ) -> tuple[Any, ...]:
     """The ledger row of one scored request, ready for ``executemany``.
 
@@ -121,6 +130,11 @@ def ledger_row(
         encode_inputs(table),
         orjson.dumps(outputs, option=_NUMPY).decode(),
         latency_ms,
+        policy,
+        arm,
+        traffic_rev,
+        shadow,
+        table.raw,
     )
 
 
@@ -133,6 +147,7 @@ def _records(row: sa.Row[Any], start: int = 0) -> list[dict[str, Any]]:
     classes = [str(c) for c in outputs.get("classes") or ()]
     probabilities = outputs.get("probabilities")
     base = uuid.UUID(row.id).int
+    raw = orjson.loads(row.raw_inputs) if row.raw_inputs else None
     shared = {
         "time": iso(row.ts),
         "model": row.model,
@@ -140,6 +155,9 @@ def _records(row: sa.Row[Any], start: int = 0) -> list[dict[str, Any]]:
         "alias": row.alias,
         "consumer": row.consumer,
         "request_id": row.request_id,
+        "policy": row.policy,
+        "arm": row.arm,
+        "shadow": bool(row.shadow),
     }
     out = []
     for i in range(start, row.rows):
@@ -155,6 +173,8 @@ def _records(row: sa.Row[Any], start: int = 0) -> list[dict[str, Any]]:
                 "latency_ms": row.latency_ms,
             }
         )
+        if raw is not None and i < len(raw):
+            out[-1]["raw_inputs"] = raw[i]  # as sent, before adapters and defaults
     return out
 
 
@@ -318,15 +338,36 @@ def _item_problem(item: Any) -> str:
     return ""
 
 
+def _against(label: Any, prediction: Any) -> dict[str, Any]:
+    """A label against its prediction: ``correct`` for class-like predictions (not floats),
+    ``error`` (label - prediction) when both are numbers; None where it does not apply."""
+    if label is None:
+        return {"correct": None, "error": None}
+    correct = None
+    if not isinstance(prediction, float):
+        correct = label == prediction or str(label) == str(prediction)
+    error = None
+    numeric = (int, float)
+    if (
+        isinstance(label, numeric)
+        and isinstance(prediction, numeric)
+        and not isinstance(label, bool)
+        and not isinstance(prediction, bool)
+    ):
+        error = float(label) - float(prediction)
+    return {"correct": correct, "error": error}
+
+
 def store_feedback(
     conn: Connection, items: list[dict[str, Any]], consumer: str
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Insert feedback for known predictions; report unknown ids per item."""
-    known: dict[str, tuple[str, int]] = {}
+    known: dict[str, tuple[str, int, Any]] = {}
     for pid in {item["prediction_id"] for item in items}:
-        found = _locate(conn, pid, predictions.c.id, predictions.c.rows)
+        found = _locate(conn, pid, predictions.c.id, predictions.c.rows, predictions.c.outputs)
         if found is not None:
-            known[pid] = (found[0].id, found[1])
+            row, at = found
+            known[pid] = (row.id, at, row.outputs["predictions"][at])
     rejected = [
         {
             "index": item["index"],
@@ -348,6 +389,7 @@ def store_feedback(
                     "prediction_id": item["prediction_id"],
                     "ledger_id": known[item["prediction_id"]][0],
                     "ledger_row": known[item["prediction_id"]][1],
+                    **_against(item.get("label"), known[item["prediction_id"]][2]),
                     "label": item.get("label"),
                     "reward": float(item["reward"]) if item.get("reward") is not None else None,
                     "consumer": consumer,

@@ -19,14 +19,17 @@ import math
 import struct
 from dataclasses import dataclass, field
 from itertools import chain
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import orjson
 
 from .errors import InvalidInput, InvalidRequest
-from .schema import Field, Schema
+from .schema import Field, Schema, adapted_table
 from .table import Table
+
+if TYPE_CHECKING:
+    from .adapters import Adapter
 
 #: OIP datatype -> numpy dtype (little-endian, as the binary extension requires).
 NUMPY_TYPES: dict[str, str] = {
@@ -303,8 +306,14 @@ def _from_binary(
     return values
 
 
-def table(request: InferRequest, schema: Schema, max_rows: int) -> Table:
-    """The request's tensors as validated rows (one input per field, or one matrix)."""
+def table(
+    request: InferRequest, schema: Schema, max_rows: int, adapter: Adapter | None = None
+) -> Table:
+    """The request's tensors as validated rows (one input per field, or one matrix).
+
+    An ``adapter`` applies to inputs sent one per field (by name); a matrix is in the
+    version's own field order already.
+    """
     names = schema.names
     known = set(names)
     tensors = request.inputs
@@ -329,7 +338,7 @@ def table(request: InferRequest, schema: Schema, max_rows: int) -> Table:
         return schema.table_from_rows([values[r * k : (r + 1) * k] for r in range(n)])
     rows: int | None = None
     for i, t in enumerate(tensors):
-        if t.name not in known:
+        if t.name not in known and adapter is None:
             raise _bad(
                 f"input {t.name!r} is not a field of the schema ({', '.join(names)}); send one "
                 f"input per field, or a single [n, {len(names)}] input",
@@ -348,10 +357,22 @@ def table(request: InferRequest, schema: Schema, max_rows: int) -> Table:
     columns = {
         t.name: t.values.tolist() if isinstance(t.values, np.ndarray) else t.values for t in tensors
     }
+    if adapter is not None:
+        records = [{name: col[r] for name, col in columns.items()} for r in range(rows)]
+        return adapted_table(schema, records, adapter)
     if len(columns) == len(names):
         return schema.table_from_rows(list(zip(*(columns[n] for n in names), strict=True)))
     # Fields missing (or given twice): the record path names every problem.
     return schema.table([{name: col[r] for name, col in columns.items()} for r in range(rows)])
+
+
+def first_value(request: InferRequest, name: str) -> str | None:
+    """The first value of the input called ``name`` (a unit key), or None."""
+    for t in request.inputs:
+        if t.name == name and len(t.values):
+            value = t.values[0]
+            return None if value is None else str(value.item() if hasattr(value, "item") else value)
+    return None
 
 
 def _check_rows(n: int, max_rows: int) -> None:

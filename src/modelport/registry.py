@@ -23,7 +23,14 @@ from .errors import (
     NothingToRollBack,
     VersionNotFound,
 )
-from .store.tables import alias_events, aliases, models, registry_generation, versions
+from .store.tables import (
+    alias_events,
+    aliases,
+    consumers,
+    models,
+    registry_generation,
+    versions,
+)
 from .timefmt import iso
 
 MODEL_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,199}$")
@@ -411,15 +418,68 @@ def get_serving(conn: Connection, name: str) -> dict[str, Any]:
     return {"model": name, "serving": _model_row(conn, name).serving or {}}
 
 
-def snapshot(conn: Connection) -> dict[str, dict[str, Any]]:
-    """Every model with its id, task, serving settings and aliases: what routing needs."""
+def snapshot(conn: Connection, model_id: int | None = None) -> dict[str, dict[str, Any]]:
+    """Every model (or one) with what routing needs: id, task, serving settings, aliases,
+    version numbers, traffic policy and revision, adapter, and per-consumer settings."""
+    query = sa.select(
+        models.c.id,
+        models.c.name,
+        models.c.task,
+        models.c.serving,
+        models.c.traffic,
+        models.c.traffic_rev,
+        models.c.adapter,
+    )
+    if model_id is not None:
+        query = query.where(models.c.id == model_id)
     out: dict[str, dict[str, Any]] = {
-        r.name: {"id": r.id, "task": r.task, "serving": r.serving or {}, "aliases": {}}
-        for r in conn.execute(
-            sa.select(models.c.id, models.c.name, models.c.task, models.c.serving)
-        )
+        r.name: {
+            "id": r.id,
+            "task": r.task,
+            "serving": r.serving or {},
+            "aliases": {},
+            "versions": set(),
+            "traffic": r.traffic,
+            "traffic_rev": r.traffic_rev,
+            "adapter": r.adapter,
+            "consumers": {},
+        }
+        for r in conn.execute(query)
     }
     by_id = {m["id"]: m for m in out.values()}
     for a in conn.execute(sa.select(aliases.c.model_id, aliases.c.name, aliases.c.version)):
-        by_id[a.model_id]["aliases"][a.name] = a.version
+        if a.model_id in by_id:
+            by_id[a.model_id]["aliases"][a.name] = a.version
+    for v in conn.execute(sa.select(versions.c.model_id, versions.c.version)):
+        if v.model_id in by_id:
+            by_id[v.model_id]["versions"].add(v.version)
+    for c in conn.execute(sa.select(consumers)):
+        if c.model_id in by_id:
+            by_id[c.model_id]["consumers"][c.consumer] = {
+                "pin_version": c.pin_version,
+                "pin_alias": c.pin_alias,
+                "adapter": c.adapter,
+            }
     return out
+
+
+def model_snapshot(conn: Connection, model_id: int) -> dict[str, Any]:
+    """One model's routing snapshot (see :func:`snapshot`)."""
+    return next(iter(snapshot(conn, model_id).values()))
+
+
+def model_row(conn: Connection, name: str) -> sa.Row[Any]:
+    """A model's row; ModelNotFound when there is none."""
+    return _model_row(conn, name)
+
+
+CONSUMER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,199}$")  # as API keys name them
+
+
+def check_consumer_name(name: str) -> str:
+    if not CONSUMER_NAME.match(name):
+        raise InvalidRequest(
+            f"invalid consumer name {name!r}: letters, digits and _ . @ - (1-200 characters)",
+            details=[{"field": "consumer", "reason": "invalid name"}],
+        )
+    return name

@@ -11,16 +11,25 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import registry
+import numpy as np
+
+from . import bandits, registry
+from .adapters import Adapter
 from .artifacts import ArtifactStore
+from .bandits import ArmStats
 from .errors import ModelNotFound, NoVersionBehindAlias
 from .flavors import LoadedModel
 from .flavors._cache import LoadCache
+from .releases import Release, release_of
 from .schema import Schema, parse_schema
 from .store import Store
+from .traffic import Target, pick_weighted, unit_position
+
+EMPTY = ArmStats(0, 0.0, 0.0)
 
 log = logging.getLogger("modelport.routing")
 
@@ -72,6 +81,17 @@ class PredictTiming:
         return False
 
 
+def _behind(name: str, model: dict[str, Any], alias: str) -> int:
+    target = model["aliases"].get(alias)
+    if target is None:
+        raise NoVersionBehindAlias(
+            f"model {name!r} has no version behind the alias {alias!r}; promote one with "
+            f"'modelport promote {name} VERSION --alias {alias}' or "
+            f'PUT /v1/models/{name}/aliases/{alias} with {{"version": N}}'
+        )
+    return int(target)
+
+
 @dataclass(frozen=True)
 class Served:
     """A version ready to answer: its schema (compiled) and its loaded model."""
@@ -84,6 +104,26 @@ class Served:
     timing: PredictTiming = field(default_factory=PredictTiming, compare=False)
 
 
+@dataclass(frozen=True)
+class Route:
+    """The decision for one request: who answers, chosen how, and what else happens."""
+
+    served: Served
+    alias: str | None
+    policy: str  # "explicit", "pinned", or the traffic policy's kind
+    arm: str | None = None
+    traffic_rev: int | None = None
+    adapter: Adapter | None = None  # the consumer's, else the model's (see adapter_for)
+    shadow: Served | None = None  # also score here, off the response path
+    fallback: Served | None = None  # a canary candidate's champion, should the candidate fail
+    fallback_arm: str | None = None
+
+    def adapter_for(self, served: Served) -> Adapter | None:
+        """The adapter, if it applies to the version that is about to score."""
+        adapter = self.adapter
+        return adapter if adapter is not None and adapter.applies_to(served.version) else None
+
+
 class Router:
     """Resolves (model, version or alias) to a :class:`Served` version."""
 
@@ -93,6 +133,11 @@ class Router:
         self.cache = cache
         self.generation = -1
         self.models: dict[str, dict[str, Any]] = {}
+        self.releases: dict[str, Release] = {}
+        # Bandit statistics per (model, traffic revision), read from the store by the watcher.
+        self.bandit_stats: dict[tuple[str, int], dict[str, ArmStats]] = {}
+        self._choosers: dict[tuple[str, int], bandits.BanditPolicy] = {}
+        self._rng = np.random.default_rng()
         self._served: dict[tuple[str, int], Served] = {}
         self._loading: dict[tuple[str, int], asyncio.Future[Served]] = {}
 
@@ -105,7 +150,14 @@ class Router:
             if gen == self.generation:
                 return False
             models = registry.snapshot(conn)
+        releases = {}
+        for name, model in models.items():
+            try:
+                releases[name] = release_of(model)
+            except Exception as exc:  # never let one bad document stop routing for all
+                log.error("cannot read the release settings of %s: %s", name, exc)
         self.models = models
+        self.releases = releases
         self.generation = gen
         return True
 
@@ -136,27 +188,100 @@ class Router:
 
     # -- resolving --------------------------------------------------------------------------------
 
-    async def resolve(
-        self, name: str, *, version: int | None = None, alias: str | None = None
-    ) -> tuple[Served, str | None]:
-        """The version that answers, and the alias that chose it (None when pinned by number)."""
+    async def _model(self, name: str) -> dict[str, Any]:
         model = self.models.get(name)
         if model is None:
             await asyncio.to_thread(self.refresh)
             model = self.models.get(name)
             if model is None:
                 raise ModelNotFound(f"no model named {name!r}")
+        return model
+
+    async def resolve(
+        self, name: str, *, version: int | None = None, alias: str | None = None
+    ) -> tuple[Served, str | None]:
+        """The version that answers, and the alias that chose it (None when pinned by number)."""
+        model = await self._model(name)
         if version is not None:
             return await self.get(name, version), None
         alias = alias or registry.DEFAULT_ALIAS
-        target = model["aliases"].get(alias)
-        if target is None:
-            raise NoVersionBehindAlias(
-                f"model {name!r} has no version behind the alias {alias!r}; promote one with "
-                f"'modelport promote {name} VERSION --alias {alias}' or "
-                f'PUT /v1/models/{name}/aliases/{alias} with {{"version": N}}'
+        return await self.get(name, _behind(name, model, alias)), alias
+
+    async def route(
+        self,
+        name: str,
+        *,
+        consumer: str,
+        version: int | None = None,
+        alias: str | None = None,
+        unit: Callable[[str | None], str | None] = lambda field: None,
+    ) -> Route:
+        """Who answers a request: an explicit version or alias, else the consumer's pin, else
+        the model's traffic policy. ``unit(field)`` gives the request's unit key: the
+        ``X-Unit-ID`` header for None, else the value of that input field."""
+        model = await self._model(name)
+        release = self.releases.get(name)
+        people = release.consumers.get(consumer) if release else None
+        adapter = people.adapter if people and people.adapter else None
+        if adapter is None and release is not None:
+            adapter = release.adapter
+
+        async def at(target: Target) -> tuple[Served, str | None]:
+            if target.version is not None:
+                return await self.get(name, target.version), None
+            assert target.alias is not None
+            return await self.get(name, _behind(name, model, target.alias)), target.alias
+
+        if version is not None or alias is not None:
+            served, used = await self.resolve(name, version=version, alias=alias)
+            return Route(served, used, "explicit", adapter=adapter)
+        if people and (people.pin_version is not None or people.pin_alias is not None):
+            served, used = await at(Target(people.pin_alias, people.pin_version))
+            return Route(served, used, "pinned", adapter=adapter)
+        if release is None:
+            served, used = await self.resolve(name)
+            return Route(served, used, "single", adapter=adapter)
+        policy, rev = release.policy, release.traffic_rev
+        kind = policy.kind
+        if kind == "single":
+            served, used = await at(policy.control.target)
+            return Route(served, used, kind, traffic_rev=rev, adapter=adapter)
+        key = unit(policy.unit_field)
+        u = unit_position(name, key) if key is not None else float(self._rng.random())
+        if kind == "split":
+            arm = pick_weighted(policy.arms, u)
+        elif kind == "bandit":
+            stats = self.bandit_stats.get((name, rev), {})
+            chooser = self._choosers.get((name, rev))
+            if chooser is None:
+                chooser = bandits.make_policy(policy.bandit["algorithm"], policy.bandit["params"])
+                self._choosers[(name, rev)] = chooser
+            arm_stats = {a.name: stats.get(a.name, EMPTY) for a in policy.arms}
+            chosen = chooser.choose(arm_stats, self._rng)
+            arm = next(a for a in policy.arms if a.name == chosen)
+        elif kind == "canary":
+            arm = policy.arms[1] if u < policy.share else policy.arms[0]
+        else:  # shadow: the primary answers; a share is mirrored
+            served, used = await at(policy.arms[0].target)
+            mirrored = (
+                unit_position(name, key, "shadow") if key is not None else float(self._rng.random())
             )
-        return await self.get(name, target), alias
+            mirror = (await at(policy.arms[1].target))[0] if mirrored < policy.share else None
+            return Route(served, used, kind, "primary", rev, adapter, shadow=mirror)
+        served, used = await at(arm.target)
+        if kind == "canary" and arm is policy.arms[1]:
+            champion, _ = await at(policy.arms[0].target)
+            return Route(
+                served,
+                used,
+                kind,
+                arm.name,
+                rev,
+                adapter,
+                fallback=champion,
+                fallback_arm="champion",
+            )
+        return Route(served, used, kind, arm.name, rev, adapter)
 
     async def get(self, name: str, version: int) -> Served:
         """A loaded version, loading it (once, however many callers wait) when needed."""

@@ -24,6 +24,8 @@ from .table import Table
 if TYPE_CHECKING:
     import pandas as pd
 
+    from .adapters import Adapter
+
 FieldType = Literal["number", "integer", "string", "boolean", "category"]
 FIELD_TYPES: tuple[str, ...] = ("number", "integer", "string", "boolean", "category")
 MAX_REPORTED_PROBLEMS = 100
@@ -207,43 +209,19 @@ class Schema:
     def _checked_table(self, records: Sequence[Mapping[str, Any]]) -> Table:
         rows = self.validate(records)
         if self._fast.all_number:
-            return Table(self, matrix=np.array(rows, dtype="float64"))
-        cols = list(zip(*rows, strict=True))
-        return Table(
-            self, columns=[_typed_column(f, c) for f, c in zip(self.fields, cols, strict=True)]
-        )
+            table = Table(self, matrix=np.array(rows, dtype="float64"))
+        else:
+            cols = list(zip(*rows, strict=True))
+            table = Table(
+                self, columns=[_typed_column(f, c) for f, c in zip(self.fields, cols, strict=True)]
+            )
+        # What was sent differs from the rows (defaults filled in, values coerced): keep it.
+        table.raw = orjson.dumps(list(records)).decode()
+        return table
 
     def example_record(self) -> dict[str, Any]:
         """A record that fits the schema, for the smoke prediction at push time."""
         return {f.name: _example_value(f) for f in self.fields}
-
-    def frame(self, rows: list[list[Any]]) -> pd.DataFrame:
-        """Validated rows as a DataFrame with the schema's columns and dtypes.
-
-        Built column by column from typed arrays: several times faster than letting pandas
-        infer types from a list of rows, which matters on the per-request path.
-        """
-        import numpy as np
-        import pandas as pd
-
-        columns: dict[str, Any] = {}
-        for j, f in enumerate(self.fields):
-            values = [row[j] for row in rows]
-            if f.type == "number":
-                columns[f.name] = np.array(
-                    [np.nan if v is None else v for v in values], dtype="float64"
-                )
-            elif f.type == "integer" and None not in values:
-                columns[f.name] = np.array(values, dtype="int64")
-            elif f.type == "integer":
-                columns[f.name] = np.array(
-                    [np.nan if v is None else v for v in values], dtype="float64"
-                )
-            elif f.type == "boolean" and None not in values:
-                columns[f.name] = np.array(values, dtype="bool")
-            else:
-                columns[f.name] = pd.Series(values, dtype="object")
-        return pd.DataFrame(columns, columns=self.names)
 
 
 _MISSING = object()
@@ -556,8 +534,44 @@ def parse_schema(data: Any) -> Schema:
 # -- payloads ------------------------------------------------------------------------------------
 
 
-def table_from_payload(schema: Schema, body: Mapping[str, Any], max_rows: int) -> Table:
-    """The validated rows of a predict body: ``{"inputs": [...]}`` or ``{"columns", "data"}``."""
+def table_from_payload(
+    schema: Schema, body: Mapping[str, Any], max_rows: int, adapter: Adapter | None = None
+) -> Table:
+    """The validated rows of a predict body: ``{"inputs": [...]}`` or ``{"columns", "data"}``.
+
+    With an ``adapter``, the records are adapted first; the table then keeps the records as
+    sent (``raw``) for the ledger.
+    """
+    inputs, columns, data = _payload_form(body, max_rows)
+    if adapter is not None:
+        return adapted_table(schema, records_of_payload(body, max_rows), adapter)
+    if inputs is not None:
+        return schema.table(inputs)
+    assert columns is not None and data is not None
+    names = schema.names
+    width = len(columns)
+    if columns == names:
+        return schema.table_from_rows(data, shaped=True)
+    if sorted(columns) == sorted(names):  # the schema's fields in another order
+        reorder = itemgetter(*(columns.index(n) for n in names)) if width > 1 else None
+        rows = data if reorder is None else list(map(reorder, data))
+        return schema.table_from_rows(rows, shaped=True)
+    return schema.table([dict(zip(columns, row, strict=True)) for row in data])
+
+
+def records_of_payload(body: Mapping[str, Any], max_rows: int) -> list[Any]:
+    """A predict body's rows as records, whichever form it came in."""
+    inputs, columns, data = _payload_form(body, max_rows)
+    if inputs is not None:
+        return inputs
+    assert columns is not None and data is not None
+    return [dict(zip(columns, row, strict=True)) for row in data]
+
+
+def _payload_form(
+    body: Mapping[str, Any], max_rows: int
+) -> tuple[list[Any] | None, list[str] | None, list[list[Any]] | None]:
+    """``(inputs, None, None)`` or ``(None, columns, data)``, after every shape check."""
     inputs = body.get("inputs")
     columns = body.get("columns")
     if inputs is not None and (columns is not None or "data" in body):
@@ -572,7 +586,7 @@ def table_from_payload(schema: Schema, body: Mapping[str, Any], max_rows: int) -
                 details=[{"field": "inputs", "reason": "expected a non-empty list of objects"}],
             )
         _check_rows(len(inputs), max_rows, "inputs")
-        return schema.table(inputs)
+        return inputs, None, None
     if columns is None:
         raise InvalidInput(
             "the body needs 'inputs' (a list of records) or 'columns' and 'data'",
@@ -604,14 +618,17 @@ def table_from_payload(schema: Schema, body: Mapping[str, Any], max_rows: int) -
                 if not isinstance(row, list) or len(row) != width
             ]
         )
-    names = schema.names
-    if columns == names:
-        return schema.table_from_rows(data, shaped=True)
-    if sorted(columns) == sorted(names):  # the schema's fields in another order
-        reorder = itemgetter(*(columns.index(n) for n in names)) if width > 1 else None
-        rows = data if reorder is None else list(map(reorder, data))
-        return schema.table_from_rows(rows, shaped=True)
-    return schema.table([dict(zip(columns, row, strict=True)) for row in data])
+    return None, columns, data
+
+
+def adapted_table(schema: Schema, records: list[Any], adapter: Adapter) -> Table:
+    """Records through an adapter, then validated; problems of either kind are one 422."""
+    adapted, problems = adapter.apply(records)
+    if problems:
+        raise _invalid(problems)
+    table = schema.table(adapted)
+    table.raw = orjson.dumps(records).decode()
+    return table
 
 
 def _check_rows(n: int, max_rows: int, name: str) -> None:

@@ -8,9 +8,11 @@ router and the prediction threads; :meth:`start` and :meth:`stop` bracket its li
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,18 +22,29 @@ import numpy as np
 import orjson
 from sqlalchemy.engine import Connection
 
-from . import flavors, keys, ledger, registry
+from . import canary, compatibility, flavors, keys, ledger, outcomes, registry, releases
+from .adapters import Adapter
 from .artifacts import open_artifact_store
+from .bandits import ArmStats
 from .batching import Batcher
-from .errors import ArtifactRejected, InvalidInput, InvalidRequest, ModelFailed
+from .errors import (
+    ArtifactRejected,
+    Incompatible,
+    InvalidInput,
+    InvalidRequest,
+    ModelFailed,
+    ModelNotFound,
+)
 from .flavors._base import example_table
 from .flavors._cache import LoadCache
 from .ids import new_ids
 from .keys import ANONYMOUS, KeyCache, Principal
-from .routing import Router, Served
+from .releases import Release
+from .routing import Route, Router, Served
 from .schema import Field, Schema, parse_schema, table_from_payload
 from .settings import Settings
 from .store import Store
+from .store.tables import failures
 from .store.writer import Writer
 from .table import Table
 
@@ -71,6 +84,8 @@ class Service:
         )
         self._watch: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
+        self._background: set[asyncio.Task[None]] = set()
+        self._releases: asyncio.Task[None] | None = None
         self._batchers: dict[tuple[str, int], Batcher] = {}
 
     # -- life -------------------------------------------------------------------------------------
@@ -83,15 +98,64 @@ class Service:
         self._watch = asyncio.create_task(
             self.router.watch(self.settings.registry_poll_seconds, self._stopping)
         )
+        self._releases = asyncio.create_task(self._release_loop())
 
     async def stop(self) -> None:
         """Stop taking work, commit everything acknowledged-to-be, release resources."""
         if self._watch is not None:
             self._stopping.set()
             await self._watch
+        if self._releases is not None:
+            await self._releases
+        if self._background:  # shadow copies: give them their time, then let them go
+            _, pending = await asyncio.wait(
+                self._background, timeout=self.settings.shadow_timeout_seconds
+            )
+            for task in pending:
+                task.cancel()
         await asyncio.to_thread(self.writer.stop)
         self.predict_pool.shutdown(wait=True)
         self.store.close()
+
+    async def _release_loop(self) -> None:
+        """Re-read bandit statistics and judge canaries, until the service stops."""
+        interval = self.settings.release_check_seconds
+        while not self._stopping.is_set():
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), interval)
+                return
+            try:
+                await self.check_releases()
+            except Exception as exc:  # the store may be briefly away; keep serving
+                log.warning("release check failed: %s", exc)
+
+    async def check_releases(self) -> None:
+        """One round: bandit statistics into the router; canary guards judged (and acted on)."""
+        now = time.time()
+        for name, release in list(self.router.releases.items()):
+            policy, rev = release.policy, release.traffic_rev
+            if policy.kind == "bandit":
+                kind = "correct" if policy.reward == "label" else "reward"
+                stats = await self._read(
+                    functools.partial(outcomes.feedback_stats, model=name, rev=rev, kind=kind)
+                )
+                self.router.bandit_stats[(name, rev)] = {
+                    arm: ArmStats(s.n, s.total, s.total_sq) for arm, s in stats.items()
+                }
+            elif policy.kind == "canary":
+                found = await self._read(
+                    functools.partial(canary.breach, model=name, policy=policy, rev=rev, now=now)
+                )
+                if found is not None:
+                    model_id = self.router.models[name]["id"]
+                    acted = await self.writer.run(
+                        functools.partial(
+                            canary.roll_back, model_id=model_id, policy=policy, rev=rev, found=found
+                        )
+                    )
+                    if acted:
+                        log.warning("canary of %s rolled back: %s", name, found["reason"])
+                    await self._after_registry_change()
 
     async def authenticate(self, secret: str | None) -> Principal:
         """The caller's principal; a key not in the cache is looked up off the event loop."""
@@ -112,9 +176,17 @@ class Service:
     # -- predictions ------------------------------------------------------------------------------
 
     async def predict(
-        self, principal: Principal, name: str, payload: Any, request_id: str
+        self,
+        principal: Principal,
+        name: str,
+        payload: Any,
+        request_id: str,
+        unit_id: str | None = None,
     ) -> dict[str, Any]:
-        """Validate, score and log the rows of one native predict request."""
+        """Validate, score and log the rows of one native predict request.
+
+        ``unit_id`` (the ``X-Unit-ID`` header) keeps a unit on one arm of a split policy.
+        """
         principal.require("predict")
         if not isinstance(payload, dict):
             raise InvalidRequest(
@@ -147,7 +219,10 @@ class Service:
             version=version,
             alias=alias,
             request_id=request_id,
-            table=lambda served: table_from_payload(served.schema, payload, max_rows),
+            table=lambda served, adapter: table_from_payload(
+                served.schema, payload, max_rows, adapter
+            ),
+            unit=lambda field: unit_id if field is None else _field_of(payload, field),
         )
         out: dict[str, Any] = {
             "model": name,
@@ -167,18 +242,32 @@ class Service:
         version: int | None,
         alias: str | None,
         request_id: str,
-        table: Callable[[Served], Table],
+        table: Callable[[Served, Adapter | None], Table],
+        unit: Callable[[str | None], str | None] = lambda field: None,
     ) -> Scored:
-        """The prediction path every protocol shares: route, validate, score, log.
+        """The prediction path every protocol shares: route, adapt, validate, score, log.
 
-        ``table`` turns the request into validated rows once the version (and so its schema)
-        is known. The rows are committed to the ledger before this returns.
+        ``table(served, adapter)`` turns the request into validated rows once the version (and
+        so its schema and the consumer's adapter) is known. The rows are committed to the
+        ledger before this returns. A canary candidate that fails hands the request to the
+        champion; a shadow copy is scored after the answer, off its path.
         """
         principal.require("predict")
         started = time.perf_counter()
-        served, used_alias = await self.router.resolve(name, version=version, alias=alias)
-        rows = table(served)
-        preds, probas = await self.batcher(served).submit(rows)
+        route = await self.router.route(
+            name, consumer=principal.consumer, version=version, alias=alias, unit=unit
+        )
+        served, arm = route.served, route.arm
+        rows = table(served, route.adapter_for(served))
+        try:
+            preds, probas = await self.batcher(served).submit(rows)
+        except ModelFailed as exc:
+            await self._failed(route, served, arm, principal.consumer, request_id, exc)
+            if route.fallback is None:
+                raise
+            served, arm = route.fallback, route.fallback_arm
+            rows = table(served, route.adapter_for(served))
+            preds, probas = await self.batcher(served).submit(rows)
         latency_ms = (time.perf_counter() - started) * 1000
         ids = new_ids(len(rows))
         predictions = preds.tolist() if isinstance(preds, np.ndarray) else list(preds)
@@ -188,7 +277,7 @@ class Service:
                     ids[0],
                     model=name,
                     version=served.version,
-                    alias=used_alias,
+                    alias=route.alias if served is route.served else None,
                     consumer=principal.consumer,
                     request_id=request_id,
                     table=rows,
@@ -196,10 +285,88 @@ class Service:
                     classes=served.loaded.classes,
                     probabilities=probas,
                     latency_ms=latency_ms,
+                    policy=route.policy,
+                    arm=arm,
+                    traffic_rev=route.traffic_rev,
                 )
             ]
         )
+        if route.shadow is not None:
+            self._spawn(self._shadow(route, principal.consumer, request_id, table))
         return Scored(served, predictions, probas, ids)
+
+    async def _shadow(
+        self,
+        route: Route,
+        consumer: str,
+        request_id: str,
+        table: Callable[[Served, Adapter | None], Table],
+    ) -> None:
+        """Score a shadow copy and log it; whatever goes wrong stays here (and in failures)."""
+        shadow = route.shadow
+        assert shadow is not None
+        started = time.perf_counter()
+        try:
+            rows = table(shadow, route.adapter_for(shadow))
+            preds, probas = await asyncio.wait_for(
+                self.batcher(shadow).submit(rows), self.settings.shadow_timeout_seconds
+            )
+            latency_ms = (time.perf_counter() - started) * 1000
+            ids = new_ids(len(rows))
+            row = ledger.ledger_row(
+                ids[0],
+                model=shadow.model,
+                version=shadow.version,
+                alias=None,
+                consumer=consumer,
+                request_id=request_id,
+                table=rows,
+                predictions=preds.tolist() if isinstance(preds, np.ndarray) else list(preds),
+                classes=shadow.loaded.classes,
+                probabilities=probas,
+                latency_ms=latency_ms,
+                policy=route.policy,
+                arm="shadow",
+                traffic_rev=route.traffic_rev,
+                shadow=True,
+            )
+            await self.writer.insert_rows([row])
+        except Exception as exc:
+            if isinstance(exc, asyncio.TimeoutError):
+                exc = ModelFailed(f"timed out after {self.settings.shadow_timeout_seconds:g} s")
+            log.warning(
+                "shadow scoring of %s version %s failed: %s", shadow.model, shadow.version, exc
+            )
+            with contextlib.suppress(Exception):
+                await self._failed(route, shadow, "shadow", consumer, request_id, exc)
+
+    async def _failed(
+        self,
+        route: Route,
+        served: Served,
+        arm: str | None,
+        consumer: str,
+        request_id: str,
+        exc: BaseException,
+    ) -> None:
+        """Record a failed scoring (error rates per arm are read from the store)."""
+        row = {
+            "ts": time.time(),
+            "model": served.model,
+            "version": served.version,
+            "policy": route.policy,
+            "arm": arm,
+            "traffic_rev": route.traffic_rev,
+            "consumer": consumer,
+            "request_id": request_id,
+            "error": str(exc)[:2000],
+        }
+        await self.writer.run(lambda conn: conn.execute(failures.insert().values(**row)))
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._background.add(task)  # referenced until done, and awaited at stop
+        task.add_done_callback(self._background.discard)
 
     def batcher(self, served: Served) -> Batcher:
         """The version's batcher, made on first use and again when its settings change."""
@@ -379,9 +546,87 @@ class Service:
         principal.require("read")
         return await self._read(lambda c: registry.alias_history(c, name, alias))
 
+    async def _change(self, principal: Principal, fn: Callable[[Connection], T]) -> T:
+        """An admin's registry change: run on the writer, then every route sees it."""
+        principal.require("admin")
+        out = await self.writer.run(fn)
+        await self._after_registry_change()
+        return out
+
     async def _after_registry_change(self) -> None:
         await asyncio.to_thread(self.router.refresh)
         await self.router.warm()
+
+    # -- releases ---------------------------------------------------------------------------------
+
+    async def get_traffic(self, principal: Principal, name: str) -> dict[str, Any]:
+        principal.require("read")
+        return await self._read(lambda c: releases.get_traffic(c, name))
+
+    async def set_traffic(self, principal: Principal, name: str, doc: Any) -> dict[str, Any]:
+        """Replace the traffic policy of a model's unversioned routes (a new experiment)."""
+        return await self._change(
+            principal, lambda c: releases.set_traffic(c, name, doc, actor=principal.consumer)
+        )
+
+    async def list_consumers(self, principal: Principal, name: str) -> list[dict[str, Any]]:
+        principal.require("read")
+        return await self._read(lambda c: releases.list_consumers(c, name))
+
+    async def get_consumer(self, principal: Principal, name: str, consumer: str) -> dict[str, Any]:
+        principal.require("read")
+        return await self._read(lambda c: releases.get_consumer(c, name, consumer))
+
+    async def set_consumer(
+        self, principal: Principal, name: str, consumer: str, doc: Any
+    ) -> dict[str, Any]:
+        """Pin a consumer to a version or alias and/or give it an adapter."""
+        return await self._change(
+            principal,
+            lambda c: releases.set_consumer(c, name, consumer, doc, actor=principal.consumer),
+        )
+
+    async def delete_consumer(
+        self, principal: Principal, name: str, consumer: str
+    ) -> dict[str, Any]:
+        return await self._change(
+            principal,
+            lambda c: releases.delete_consumer(c, name, consumer, actor=principal.consumer),
+        )
+
+    async def get_adapter(self, principal: Principal, name: str) -> dict[str, Any]:
+        principal.require("read")
+        return await self._read(
+            lambda c: {"model": name, "adapter": registry.model_row(c, name).adapter}
+        )
+
+    async def set_adapter(self, principal: Principal, name: str, doc: Any) -> dict[str, Any]:
+        """The model-wide adapter (consumers with their own use theirs); null removes it."""
+        return await self._change(
+            principal, lambda c: releases.set_model_adapter(c, name, doc, actor=principal.consumer)
+        )
+
+    async def events(
+        self, principal: Principal, name: str, limit: int = 200
+    ) -> list[dict[str, Any]]:
+        principal.require("read")
+        return await self._read(lambda c: releases.list_events(c, name, limit))
+
+    async def experiment(
+        self,
+        principal: Principal,
+        name: str,
+        *,
+        metric: str | None = None,
+        revision: int | None = None,
+        alpha: float = 0.05,
+    ) -> dict[str, Any]:
+        """The report of a traffic experiment: per arm, traffic, feedback, the metric with its
+        interval, and the difference to the control arm with its test."""
+        principal.require("read")
+        return await self._read(
+            lambda c: outcomes.report_for(c, name, metric=metric, revision=revision, alpha=alpha)
+        )
 
     # -- push -------------------------------------------------------------------------------------
 
@@ -406,6 +651,29 @@ class Service:
         schema, schema_source = _schema_for(
             meta.get("schema"), loaded, narrow=bool(meta.get("schema_from_train_data"))
         )
+        compat = await self._read(
+            functools.partial(
+                _compatibility,
+                name=name,
+                schema=schema,
+                release=self.router.releases.get(name),
+            )
+        )
+        if meta.get("strict") and not compat["compatible"]:
+            failing = [c for c in compat["consumers"] if c["rows_rejected"]]
+            raise Incompatible(
+                "the new schema would reject recent payloads of "
+                + ", ".join(repr(c["consumer"]) for c in failing)
+                + " (give them an adapter, or push without strict)",
+                details=[
+                    {
+                        "field": f"consumer:{c['consumer']}",
+                        "reason": f"{c['rows_rejected']} of {c['rows_checked']} rows rejected: "
+                        + "; ".join(f"{r['field']}: {r['reason']}" for r in c["reasons"]),
+                    }
+                    for c in failing
+                ],
+            )
         try:
             smoke = example_table(schema)
             preds, probas = await asyncio.to_thread(loaded.predict_with_proba, smoke)
@@ -477,7 +745,8 @@ class Service:
         number = await self.writer.run(write)
         self.router.add(Served(name, number, task, schema, loaded))
         await asyncio.to_thread(self.router.refresh)
-        return await self._read(lambda c: registry.get_version(c, name, number))
+        out = await self._read(lambda c: registry.get_version(c, name, number))
+        return {**out, "compatibility": compat}
 
     # -- keys -------------------------------------------------------------------------------------
 
@@ -497,6 +766,32 @@ class Service:
         out = await self.writer.run(lambda c: keys.revoke_key(c, key_id))
         self.keys.forget()
         return out
+
+
+def _compatibility(
+    conn: Connection, *, name: str, schema: Schema, release: Release | None
+) -> dict[str, Any]:
+    """The push's compatibility report, for the version number the push will most likely get."""
+    try:
+        version = 1 + max(v["version"] for v in registry.list_versions(conn, name))
+    except (ModelNotFound, ValueError):
+        return {"since": None, "compatible": True, "consumers": []}  # a new model: no traffic
+    return compatibility.check(conn, name, schema, version, release)
+
+
+def _field_of(payload: dict[str, Any], field: str) -> str | None:
+    """The value of ``field`` in the first row of a predict body, as a unit key."""
+    inputs = payload.get("inputs")
+    if isinstance(inputs, list) and inputs and isinstance(inputs[0], dict):
+        value = inputs[0].get(field)
+    else:
+        columns, data = payload.get("columns"), payload.get("data")
+        if not (isinstance(columns, list) and field in columns and isinstance(data, list) and data):
+            return None
+        first = data[0]
+        index = columns.index(field)
+        value = first[index] if isinstance(first, list) and index < len(first) else None
+    return None if value is None else str(value)
 
 
 def _optional_int(value: Any, field: str) -> int | None:

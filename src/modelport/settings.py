@@ -119,6 +119,22 @@ class Settings(BaseSettings):
             "the server keeps reading requests (and filling the next batch) meanwhile."
         ),
     )
+    release_check_seconds: float = Field(
+        default=1.0,
+        gt=0,
+        description=(
+            "How often each server re-reads bandit statistics and checks canary guards from "
+            "the store."
+        ),
+    )
+    shadow_timeout_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        description=(
+            "How long a shadow copy may take to score before it is recorded as failed (it never "
+            "delays the caller's answer); also how long shutdown waits for shadow copies."
+        ),
+    )
     model_cache: bool = Field(
         default=True,
         description=(

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 class Table:
     """``n`` validated rows of a schema: a numeric matrix, or one array per field."""
 
-    __slots__ = ("_columns", "_matrix", "n", "schema")
+    __slots__ = ("_columns", "_matrix", "n", "raw", "schema")
 
     def __init__(
         self,
@@ -39,6 +39,8 @@ class Table:
         self._matrix = matrix
         self._columns = tuple(columns) if columns is not None else None
         self.n = len(matrix) if matrix is not None else len(self._columns[0])  # type: ignore[index]
+        #: The records as the consumer sent them (JSON), when they differ from the rows.
+        self.raw: str | None = None
 
     def __len__(self) -> int:
         return self.n

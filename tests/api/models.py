@@ -25,3 +25,32 @@ class AlwaysFails(Model):
 
     def predict(self, X: pd.DataFrame) -> Any:
         raise RuntimeError("broken model")
+
+
+class Constant(Model):
+    """A classifier that always answers ``label`` (it has no probabilities)."""
+
+    task = "classification"
+
+    def __init__(self, label: str, *, fail_above: float | None = None, sleep_ms: float = 0) -> None:
+        self.label = label
+        self.fail_above = fail_above
+        self.sleep_ms = sleep_ms
+
+    def predict(self, X: pd.DataFrame) -> list[str]:
+        import time
+
+        if self.fail_above is not None and (X["x"] > self.fail_above).any():
+            raise RuntimeError("candidate broke")
+        if self.sleep_ms:
+            time.sleep(self.sleep_ms / 1000)
+        return [self.label] * len(X)
+
+
+class Doubler(Model):
+    """Regression on the renamed schema: zip_code and income -> income * 2 (+ zip_code * 0)."""
+
+    task = "regression"
+
+    def predict(self, X: pd.DataFrame) -> list[float]:
+        return [float(v) * 2 for v in X["income"]]

@@ -196,6 +196,14 @@ def test_404_unknown_things(iris: RunningServer) -> None:
     assert err["message"] == "no route GET /v1/no/such/route"
     assert_envelope(iris.http("").get("/v1/nothing"), 404, "not_found")
     assert_envelope(http.delete("/v1/models"), 405, "method_not_allowed")
+    # the scoring routes answer ahead of the framework, with the same shapes
+    got = http.get("/v1/models/iris/predict")
+    assert_envelope(got, 405, "method_not_allowed")
+    assert got.headers["allow"] == "POST" and got.headers["x-request-id"]
+    oip = http.put("/v2/models/iris/infer", json={})
+    assert oip.status_code == 405 and "use POST" in oip.json()["error"]
+    bad_version = http.post("/v2/models/iris/versions/two/infer", json={})
+    assert bad_version.status_code == 400 and "version" in bad_version.json()["error"]
     assert ledger_size(iris.settings) == (0, 0)
 
 

@@ -20,7 +20,8 @@ from modelport.store.writer import Writer
 def _row(tag: object) -> tuple[object, ...]:
     """A ledger row whose request_id is ``tag``."""
     inputs, outputs = b"JS[[1]]", '{"predictions": [0]}'
-    return (new_id(), 1, '["x"]', 1.0, "m", 1, None, "c", str(tag), inputs, outputs, 0.1)
+    head = (new_id(), 1, '["x"]', 1.0, "m", 1, None, "c", str(tag), inputs, outputs, 0.1)
+    return (*head, None, None, None, False, None)  # policy, arm, revision, shadow, raw inputs
 
 
 def _count(store: Store) -> int:

@@ -24,6 +24,8 @@ _DOC_ONLY_MODELS = (
     schemas.FeedbackRequest,
     schemas.PushMetadata,
     schemas.ServingSettings,
+    schemas.TrafficPolicy,
+    schemas.ConsumerRequest,
 )
 
 

@@ -132,6 +132,13 @@ class PushMetadata(Strict):
     flavor: Literal["sklearn", "pickle", "mlflow"] | None = Field(
         None, description="Artifact format; detected from the bytes when absent."
     )
+    strict: bool = Field(
+        False,
+        description=(
+            "Refuse the push (409) when the compatibility report says some consumer's recent "
+            "payloads would be rejected by the new version's schema."
+        ),
+    )
 
 
 class ServingSettings(Strict):
@@ -242,6 +249,14 @@ class PredictionRecord(BaseModel):
     inputs: dict[str, Any]
     outputs: dict[str, Any]
     latency_ms: float
+    policy: str | None = Field(
+        None, description="What chose the version: explicit, pinned, or the traffic policy."
+    )
+    arm: str | None = Field(None, description="The policy's arm (split, bandit, canary, shadow).")
+    shadow: bool = Field(False, description="A shadow copy, never returned to a caller.")
+    raw_inputs: dict[str, Any] | None = Field(
+        None, description="The record as sent, when adapters or defaults changed it."
+    )
     feedback: list[Feedback] | None = None
 
 
@@ -302,3 +317,68 @@ class KeyRevoked(BaseModel):
     id: int
     consumer: str
     revoked: bool
+
+
+# -- releases -------------------------------------------------------------------------------------
+
+
+class TrafficPolicy(BaseModel):
+    """A traffic policy (docs/api.md has one example per kind). ``policy`` is one of single,
+    split, shadow, bandit, canary; the other keys depend on it."""
+
+    model_config = ConfigDict(extra="allow")
+    policy: Literal["single", "split", "shadow", "bandit", "canary"]
+
+
+class TrafficState(BaseModel):
+    model: str
+    traffic: dict[str, Any] = Field(description="The policy, in its canonical form.")
+    revision: int = Field(description="Bumped by every change; each revision is one experiment.")
+
+
+class ConsumerRequest(Strict):
+    pin: dict[str, Any] | None = Field(
+        None, description='{"version": n} or {"alias": name}; null: follow the traffic policy.'
+    )
+    adapter: dict[str, Any] | None = Field(
+        None, description="Steps that translate this consumer's payloads (see docs/api.md)."
+    )
+
+
+class ConsumerInfo(BaseModel):
+    model: str
+    consumer: str
+    pin: dict[str, Any] | None
+    adapter: dict[str, Any] | None
+    updated: str
+    updated_by: str
+
+
+class ConsumerRemoved(BaseModel):
+    model: str
+    consumer: str
+    removed: bool
+
+
+class ModelAdapter(BaseModel):
+    model: str
+    adapter: dict[str, Any] | None
+
+
+class ModelEvent(BaseModel):
+    time: str
+    kind: str = Field(
+        description="traffic_set, consumer_set, consumer_removed, adapter_set, canary_rollback, "
+        "alias_move, alias_rollback"
+    )
+    actor: str
+    detail: dict[str, Any]
+
+
+class ExperimentReport(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    model: str
+    revision: int
+    policy: str
+    metric: str
+    arms: list[dict[str, Any]]

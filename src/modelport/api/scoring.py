@@ -28,6 +28,7 @@ from ..routing import Served
 from . import errors
 
 if TYPE_CHECKING:
+    from ..adapters import Adapter
     from ..service import Service
 
 log = logging.getLogger("modelport.api")
@@ -69,7 +70,10 @@ async def predict(call: Call) -> tuple[bytes, list[tuple[bytes, bytes]]]:
         raise InvalidRequest(f"the body is not valid JSON: {exc}") from None
     svc = call.service
     who = await svc.authenticate(call.key)
-    result = await svc.predict(who, call.name, payload, call.request_id)
+    unit = call.headers.get(b"x-unit-id")
+    result = await svc.predict(
+        who, call.name, payload, call.request_id, unit.decode("latin-1") if unit else None
+    )
     return orjson.dumps(result, option=orjson.OPT_SERIALIZE_NUMPY), [(b"content-type", _JSON)]
 
 
@@ -84,8 +88,15 @@ async def infer(call: Call) -> tuple[bytes, list[tuple[bytes, bytes]]]:
     max_rows = svc.settings.max_rows_per_request
     request = oip.parse_request(doc, binary, max_elements=max_rows * 1024)
 
-    def to_table(served: Served) -> Any:
-        return oip.table(request, served.schema, max_rows)
+    def to_table(served: Served, adapter: Adapter | None) -> Any:
+        return oip.table(request, served.schema, max_rows, adapter)
+
+    header_unit = call.headers.get(b"x-unit-id")
+
+    def unit(field: str | None) -> str | None:
+        if field is None:
+            return header_unit.decode("latin-1") if header_unit else None
+        return oip.first_value(request, field)
 
     scored = await svc.score(
         who,
@@ -94,6 +105,7 @@ async def infer(call: Call) -> tuple[bytes, list[tuple[bytes, bytes]]]:
         alias=None,
         request_id=request.id or call.request_id,
         table=to_table,
+        unit=unit,
     )
     content, json_length = oip.response(
         model=call.name,

@@ -6,7 +6,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import orjson
 from fastapi import APIRouter, Depends, File, Form, Query, Request, UploadFile
@@ -295,6 +295,135 @@ async def get_serving(name: str, svc: Svc, who: Who) -> Response:
 )
 async def set_serving(name: str, request: Request, svc: Svc, who: Who) -> Response:
     return json_response(await svc.set_serving(who, name, await json_body(request)))
+
+
+# -- releases -------------------------------------------------------------------------------------
+
+
+@router.get(
+    "/models/{name}/traffic",
+    response_model=s.TrafficState,
+    responses=_ERRORS,
+    tags=["releases"],
+    summary="The traffic policy of the unversioned routes",
+)
+async def get_traffic(name: str, svc: Svc, who: Who) -> Response:
+    return json_response(await svc.get_traffic(who, name))
+
+
+@router.put(
+    "/models/{name}/traffic",
+    response_model=s.TrafficState,
+    responses=_ERRORS,
+    tags=["releases"],
+    summary="Set the traffic policy: single, split, shadow, bandit or canary (admin, audited)",
+    openapi_extra=_doc_body(s.TrafficPolicy),
+)
+async def set_traffic(name: str, request: Request, svc: Svc, who: Who) -> Response:
+    return json_response(await svc.set_traffic(who, name, await json_body(request)))
+
+
+@router.get(
+    "/models/{name}/consumers",
+    response_model=list[s.ConsumerInfo],
+    responses=_ERRORS,
+    tags=["releases"],
+    summary="Consumers with pins or adapters on this model",
+)
+async def list_consumers(name: str, svc: Svc, who: Who) -> Response:
+    return json_response(await svc.list_consumers(who, name))
+
+
+@router.get(
+    "/models/{name}/consumers/{consumer}",
+    response_model=s.ConsumerInfo,
+    responses=_ERRORS,
+    tags=["releases"],
+    summary="One consumer's pin and adapter",
+)
+async def get_consumer(name: str, consumer: str, svc: Svc, who: Who) -> Response:
+    return json_response(await svc.get_consumer(who, name, consumer))
+
+
+@router.put(
+    "/models/{name}/consumers/{consumer}",
+    response_model=s.ConsumerInfo,
+    responses=_ERRORS,
+    tags=["releases"],
+    summary="Pin a consumer to a version or alias, give it an adapter (admin, audited)",
+    openapi_extra=_doc_body(s.ConsumerRequest),
+)
+async def set_consumer(name: str, consumer: str, request: Request, svc: Svc, who: Who) -> Response:
+    return json_response(await svc.set_consumer(who, name, consumer, await json_body(request)))
+
+
+@router.delete(
+    "/models/{name}/consumers/{consumer}",
+    response_model=s.ConsumerRemoved,
+    responses=_ERRORS,
+    tags=["releases"],
+    summary="Remove a consumer's pin and adapter (admin, audited)",
+)
+async def delete_consumer(name: str, consumer: str, svc: Svc, who: Who) -> Response:
+    return json_response(await svc.delete_consumer(who, name, consumer))
+
+
+@router.get(
+    "/models/{name}/adapter",
+    response_model=s.ModelAdapter,
+    responses=_ERRORS,
+    tags=["releases"],
+    summary="The model-wide adapter for older payloads",
+)
+async def get_adapter(name: str, svc: Svc, who: Who) -> Response:
+    return json_response(await svc.get_adapter(who, name))
+
+
+@router.put(
+    "/models/{name}/adapter",
+    response_model=s.ModelAdapter,
+    responses=_ERRORS,
+    tags=["releases"],
+    summary="Set (or with null remove) the model-wide adapter (admin, audited)",
+)
+async def set_adapter(name: str, request: Request, svc: Svc, who: Who) -> Response:
+    return json_response(await svc.set_adapter(who, name, await json_body(request)))
+
+
+@router.get(
+    "/models/{name}/events",
+    response_model=list[s.ModelEvent],
+    responses=_ERRORS,
+    tags=["releases"],
+    summary="Release events, newest first: policies, pins, adapters, automatic actions, aliases",
+)
+async def events(
+    name: str, svc: Svc, who: Who, limit: Annotated[int, Query(ge=1, le=1000)] = 200
+) -> Response:
+    return json_response(await svc.events(who, name, limit))
+
+
+@router.get(
+    "/models/{name}/experiment",
+    response_model=s.ExperimentReport,
+    responses=_ERRORS,
+    tags=["releases"],
+    summary="Per arm: traffic, feedback, the metric with its interval, the difference to control",
+)
+async def experiment(
+    name: str,
+    svc: Svc,
+    who: Who,
+    metric: Annotated[
+        Literal["accuracy", "mean_reward", "rmse"] | None,
+        Query(description="Default: mean_reward for reward bandits, else by the model's task"),
+    ] = None,
+    revision: Annotated[int | None, Query(ge=1, description="Default: the current one")] = None,
+    alpha: Annotated[float, Query(gt=0, lt=1)] = 0.05,
+) -> Response:
+    return json_response(
+        await svc.experiment(who, name, metric=metric, revision=revision, alpha=alpha)
+    )
 
 
 @router.get(

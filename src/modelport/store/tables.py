@@ -22,6 +22,13 @@ models = sa.Table(
     sa.Column("created_by", sa.String(200), nullable=False),
     # Per-model serving settings, e.g. {"max_batch_rows": 64}; absent keys use the defaults.
     sa.Column("serving", sa.JSON, nullable=True),
+    # The traffic policy of the unversioned routes (modelport.traffic); null: production alias.
+    sa.Column("traffic", sa.JSON, nullable=True),
+    # Bumped by every policy change: ledger rows record it, so each experiment stands alone.
+    sa.Column("traffic_rev", sa.Integer, nullable=False, server_default="0"),
+    # The adapter every consumer's payloads go through (modelport.adapters), unless the
+    # consumer has its own.
+    sa.Column("adapter", sa.JSON, nullable=True),
 )
 
 versions = sa.Table(
@@ -66,6 +73,33 @@ alias_events = sa.Table(
     sa.Index("ix_alias_events_model_alias", "model_id", "alias", "id"),
 )
 
+# Per model, what one consumer (an app, named by its keys) gets: a pinned version or alias,
+# and its own adapter for older payloads.
+consumers = sa.Table(
+    "consumers",
+    metadata,
+    sa.Column("model_id", sa.Integer, sa.ForeignKey("models.id"), primary_key=True),
+    sa.Column("consumer", sa.String(200), primary_key=True),
+    sa.Column("pin_version", sa.Integer, nullable=True),
+    sa.Column("pin_alias", sa.String(100), nullable=True),
+    sa.Column("adapter", sa.JSON, nullable=True),
+    sa.Column("updated_at", sa.Float, nullable=False),
+    sa.Column("updated_by", sa.String(200), nullable=False),
+)
+
+# The audit trail of a model's releases: traffic policies, pins, adapters, automatic actions.
+model_events = sa.Table(
+    "model_events",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("model_id", sa.Integer, sa.ForeignKey("models.id"), nullable=False),
+    sa.Column("kind", sa.String(32), nullable=False),
+    sa.Column("actor", sa.String(200), nullable=False),
+    sa.Column("detail", sa.JSON, nullable=False),
+    sa.Column("at", sa.Float, nullable=False),
+    sa.Index("ix_model_events_model", "model_id", "id"),
+)
+
 api_keys = sa.Table(
     "api_keys",
     metadata,
@@ -104,6 +138,16 @@ predictions = sa.Table(
     # for classifiers with probabilities)
     sa.Column("outputs", sa.JSON, nullable=False),
     sa.Column("latency_ms", sa.Float, nullable=False),
+    # How the version was chosen: the policy ("single", "split", "shadow", "bandit",
+    # "canary", "pinned", "explicit"), the arm, and the traffic revision it belongs to.
+    sa.Column("policy", sa.String(16), nullable=True),
+    sa.Column("arm", sa.String(100), nullable=True),
+    sa.Column("traffic_rev", sa.Integer, nullable=True),
+    # A shadow copy: scored off the response path, never returned to the caller.
+    sa.Column("shadow", sa.Boolean, nullable=False, server_default=sa.false()),
+    # The records as the consumer sent them (JSON), when they differ from the inputs (an
+    # adapter changed them, or defaults were filled in).
+    sa.Column("raw_inputs", sa.Text, nullable=True),
     sa.Index("ix_predictions_model_id", "model", "id"),
     sa.Index("ix_predictions_model_ts", "model", "ts"),
 )
@@ -118,10 +162,32 @@ feedback = sa.Table(
     sa.Column("ledger_row", sa.Integer, nullable=False),
     sa.Column("label", sa.JSON(none_as_null=True), nullable=True),
     sa.Column("reward", sa.Float, nullable=True),
+    # The label against the prediction, worked out when the feedback arrives: whether they are
+    # equal, and (numeric predictions) label minus prediction.
+    sa.Column("correct", sa.Boolean, nullable=True),
+    sa.Column("error", sa.Float, nullable=True),
     sa.Column("consumer", sa.String(200), nullable=False),
     sa.Column("ts", sa.Float, nullable=False),
     sa.Index("ix_feedback_prediction", "prediction_id", "id"),
     sa.Index("ix_feedback_ledger", "ledger_id", "ledger_row"),
+)
+
+# Scoring that failed: the model raised or timed out. Error rates per version and arm (canary
+# guards) are read from here by every process.
+failures = sa.Table(
+    "failures",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("ts", sa.Float, nullable=False),
+    sa.Column("model", sa.String(200), nullable=False),
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("policy", sa.String(16), nullable=True),
+    sa.Column("arm", sa.String(100), nullable=True),
+    sa.Column("traffic_rev", sa.Integer, nullable=True),
+    sa.Column("consumer", sa.String(200), nullable=False),
+    sa.Column("request_id", sa.String(200), nullable=False),
+    sa.Column("error", sa.Text, nullable=False),
+    sa.Index("ix_failures_model_ts", "model", "ts"),
 )
 
 # One row (id = 1) whose counter moves with every registry change, so that servers sharing a
