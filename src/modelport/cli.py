@@ -609,8 +609,8 @@ def keys_revoke(remote: Any, local: Any, key_id: int) -> None:
     click.echo(f"revoked key {out['id']} of {out['consumer']}")
 
 
-# The release commands (pin, traffic, adapter, events, experiment) live in their own module.
-from . import cli_releases  # noqa: E402, F401
+# The release and learning-loop commands live in modules of their own.
+from . import cli_learning, cli_releases  # noqa: E402, F401
 
 if __name__ == "__main__":  # pragma: no cover
     # Run as ``python -m modelport.cli``: start the imported module's group, on which

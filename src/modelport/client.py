@@ -230,6 +230,119 @@ class Client:
         params = {"alias": alias} if alias else None
         return self._list("GET", f"/v1/models/{name}/aliases/history", params=params)
 
+    # -- the learning loop --------------------------------------------------------------------
+
+    def algorithms(self) -> list[dict[str, Any]]:
+        """The built-in algorithms with their parameters and defaults."""
+        return self._list("GET", "/v1/algorithms")
+
+    def create_from_algorithm(
+        self,
+        name: str,
+        algorithm: str,
+        *,
+        schema: Mapping[str, Any],
+        target: str,
+        params: Mapping[str, Any] | None = None,
+        classes: Sequence[Any] | None = None,
+        online: Mapping[str, Any] | None = None,
+        description: str = "",
+    ) -> dict[str, Any]:
+        """A model made from a built-in algorithm; it learns from observations."""
+        body: dict[str, Any] = {
+            "name": name,
+            "algorithm": algorithm,
+            "schema": dict(schema),
+            "target": target,
+            "description": description,
+        }
+        for key, value in (("params", params), ("classes", classes), ("online", online)):
+            if value is not None:
+                body[key] = dict(value) if isinstance(value, Mapping) else list(value)
+        return self._dict("POST", "/v1/models", json=body)
+
+    def observe(
+        self, name: str, rows: Sequence[Mapping[str, Any]] | pd.DataFrame
+    ) -> dict[str, Any]:
+        """Send labelled rows (the fields and the target); bad rows come back in ``rejected``."""
+        if not isinstance(rows, Sequence):
+            frame = rows.astype(object).where(rows.notna(), None)
+            rows = frame.to_dict("records")
+        return self._dict(
+            "POST", f"/v1/models/{name}/observations", json={"observations": list(rows)}
+        )
+
+    def ingest(
+        self, name: str, path: str | Path, *, chunk_rows: int = 5000, progress: bool = False
+    ) -> dict[str, Any]:
+        """Send a CSV or Parquet file of labelled rows in chunks (a progress bar with
+        ``progress``); totals of accepted and rejected rows, rejections with file row numbers."""
+        from .schema import read_table
+
+        frame = read_table(str(path))
+        accepted, rejected = 0, []
+        bar = None
+        if progress:
+            from tqdm import tqdm
+
+            bar = tqdm(total=len(frame), unit="rows", desc=f"ingest {name}")
+        try:
+            for start in range(0, len(frame), chunk_rows):
+                chunk = frame.iloc[start : start + chunk_rows]
+                try:
+                    out = self.observe(name, chunk)
+                    accepted += out["accepted"]
+                    rejected += [{**r, "index": r["index"] + start} for r in out["rejected"]]
+                except errors.InvalidInput as exc:  # every row of the chunk was bad
+                    rejected += [{**d, "index": d.get("row", 0) + start} for d in exc.details]
+                if bar is not None:
+                    bar.update(len(chunk))
+        finally:
+            if bar is not None:
+                bar.close()
+        return {"model": name, "rows": len(frame), "accepted": accepted, "rejected": rejected}
+
+    def snapshot(self, name: str) -> dict[str, Any]:
+        """Snapshot the observations as a dataset (its id names it in a retrain)."""
+        return self._dict("POST", f"/v1/models/{name}/datasets")
+
+    def job(self, job_id: int) -> dict[str, Any]:
+        return self._dict("GET", f"/v1/jobs/{job_id}")
+
+    def jobs(self, name: str) -> list[dict[str, Any]]:
+        return self._list("GET", f"/v1/models/{name}/jobs")
+
+    def cancel_job(self, job_id: int) -> dict[str, Any]:
+        return self._dict("POST", f"/v1/jobs/{job_id}/cancel")
+
+    def retrain(self, name: str, **params: Any) -> dict[str, Any]:
+        """Queue a retrain (``seed``, ``holdout``, ``dataset``, ``params``); returns the job."""
+        return self._dict("POST", f"/v1/models/{name}/jobs", json={"type": "retrain", **params})
+
+    def replay(self, name: str, version: int, **params: Any) -> dict[str, Any]:
+        """Queue a replay of logged traffic through ``version`` (``since``, ``until``,
+        ``consumer``, ``limit``); returns the job."""
+        body = {"type": "replay", "version": version, **params}
+        return self._dict("POST", f"/v1/models/{name}/jobs", json=body)
+
+    def wait_job(
+        self, job_id: int, *, timeout: float = 600, interval: float = 0.2
+    ) -> dict[str, Any]:
+        """Poll a job until it ends (or ``timeout`` seconds pass); the job."""
+        import time
+
+        deadline = time.monotonic() + timeout
+        while True:
+            job = self.job(job_id)
+            if job["status"] not in ("queued", "running") or time.monotonic() > deadline:
+                return job
+            time.sleep(interval)
+
+    def set_gate(self, name: str, gate: Mapping[str, Any] | None) -> dict[str, Any]:
+        """The promotion gate of retrained candidates (None removes it)."""
+        body = {"gate": dict(gate) if gate is not None else None}
+        return self._dict("PUT", f"/v1/models/{name}/gate", json=body)
+
     # -- releases ---------------------------------------------------------------------------------
 
     def traffic(self, name: str) -> dict[str, Any]:

@@ -13,12 +13,11 @@ import time
 from collections import Counter
 from typing import Any
 
-import orjson
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from .errors import InvalidInput
-from .ledger import decode_inputs
+from .ledger import sent_records
 from .releases import Release
 from .schema import Schema
 from .store.tables import predictions
@@ -57,16 +56,7 @@ def check(
             .order_by(predictions.c.id.desc())
             .limit(REQUESTS_PER_CONSUMER)
         ).all()
-        records: list[Any] = []
-        for row in rows:
-            if row.raw_inputs:
-                records.extend(orjson.loads(row.raw_inputs))
-            else:
-                fields = orjson.loads(row.fields)
-                records.extend(
-                    dict(zip(fields, r, strict=True))
-                    for r in decode_inputs(row.inputs, len(fields))
-                )
+        records: list[Any] = [record for row in rows for record in sent_records(row)]
         adapter = None
         if release is not None:
             own = release.consumers.get(consumer)

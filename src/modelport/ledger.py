@@ -90,6 +90,18 @@ def decode_inputs(blob: bytes, width: int) -> list[list[Any]]:
     raise ValueError(f"unknown ledger input encoding {tag!r}")
 
 
+def sent_records(row: Any) -> list[dict[str, Any]]:
+    """A ledger row's records as the consumer sent them: the raw records where the ledger kept
+    them, else its rows by field name."""
+    if row.raw_inputs:
+        raw: list[dict[str, Any]] = orjson.loads(row.raw_inputs)
+        return raw
+    fields = orjson.loads(row.fields)
+    return [
+        dict(zip(fields, values, strict=True)) for values in decode_inputs(row.inputs, len(fields))
+    ]
+
+
 def ledger_row(
     first_id: str,
     *,

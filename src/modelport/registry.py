@@ -429,6 +429,7 @@ def snapshot(conn: Connection, model_id: int | None = None) -> dict[str, dict[st
         models.c.traffic,
         models.c.traffic_rev,
         models.c.adapter,
+        models.c.spec,
     )
     if model_id is not None:
         query = query.where(models.c.id == model_id)
@@ -442,6 +443,7 @@ def snapshot(conn: Connection, model_id: int | None = None) -> dict[str, dict[st
             "traffic": r.traffic,
             "traffic_rev": r.traffic_rev,
             "adapter": r.adapter,
+            "spec": r.spec,
             "consumers": {},
         }
         for r in conn.execute(query)

@@ -24,6 +24,7 @@ from .bandits import ArmStats
 from .errors import ModelNotFound, NoVersionBehindAlias
 from .flavors import LoadedModel
 from .flavors._cache import LoadCache
+from .learning import NotEnoughObservations
 from .releases import Release, release_of
 from .schema import Schema, parse_schema
 from .store import Store
@@ -83,6 +84,13 @@ class PredictTiming:
 
 def _behind(name: str, model: dict[str, Any], alias: str) -> int:
     target = model["aliases"].get(alias)
+    spec = model.get("spec") or {}
+    if target is None and alias == registry.DEFAULT_ALIAS and spec.get("online"):
+        needed = (spec.get("learning") or {}).get("min_observations", 10)
+        raise NotEnoughObservations(
+            f"model {name!r} learns online and answers once it has learned from {needed:g} "
+            f"observations (POST /v1/models/{name}/observations); it has not yet"
+        )
     if target is None:
         raise NoVersionBehindAlias(
             f"model {name!r} has no version behind the alias {alias!r}; promote one with "

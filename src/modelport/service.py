@@ -22,13 +22,25 @@ import numpy as np
 import orjson
 from sqlalchemy.engine import Connection
 
-from . import canary, compatibility, flavors, keys, ledger, outcomes, registry, releases
+from . import (
+    canary,
+    compatibility,
+    flavors,
+    jobs,
+    keys,
+    learning,
+    ledger,
+    outcomes,
+    registry,
+    releases,
+)
 from .adapters import Adapter
 from .artifacts import open_artifact_store
 from .bandits import ArmStats
 from .batching import Batcher
 from .errors import (
     ArtifactRejected,
+    Conflict,
     Incompatible,
     InvalidInput,
     InvalidRequest,
@@ -39,12 +51,15 @@ from .flavors._base import example_table
 from .flavors._cache import LoadCache
 from .ids import new_ids
 from .keys import ANONYMOUS, KeyCache, Principal
+from .learner import Learner, learning_status
 from .releases import Release
+from .retrain import check_gate
 from .routing import Route, Router, Served
+from .runner import JobRunner
 from .schema import Field, Schema, parse_schema, table_from_payload
 from .settings import Settings
 from .store import Store
-from .store.tables import failures
+from .store.tables import failures, models
 from .store.writer import Writer
 from .table import Table
 
@@ -86,6 +101,10 @@ class Service:
         self._stopping = asyncio.Event()
         self._background: set[asyncio.Task[None]] = set()
         self._releases: asyncio.Task[None] | None = None
+        self._jobs_wake = asyncio.Event()
+        self._runner: asyncio.Task[None] | None = None
+        self._learner: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._batchers: dict[tuple[str, int], Batcher] = {}
 
     # -- life -------------------------------------------------------------------------------------
@@ -99,6 +118,11 @@ class Service:
             self.router.watch(self.settings.registry_poll_seconds, self._stopping)
         )
         self._releases = asyncio.create_task(self._release_loop())
+        self._runner = asyncio.create_task(JobRunner(self).run(self._stopping, self._jobs_wake))
+        self._loop = asyncio.get_running_loop()
+        self._learner = asyncio.create_task(
+            Learner(self).run(self._stopping, self.settings.learn_poll_seconds)
+        )
 
     async def stop(self) -> None:
         """Stop taking work, commit everything acknowledged-to-be, release resources."""
@@ -107,6 +131,10 @@ class Service:
             await self._watch
         if self._releases is not None:
             await self._releases
+        if self._runner is not None:
+            await self._runner
+        if self._learner is not None:
+            await self._learner
         if self._background:  # shadow copies: give them their time, then let them go
             _, pending = await asyncio.wait(
                 self._background, timeout=self.settings.shadow_timeout_seconds
@@ -470,9 +498,18 @@ class Service:
         good, rejected = ledger.check_feedback_items(payload.get("feedback"))
         accepted: list[dict[str, Any]] = []
         if good:
-            accepted, unknown = await self.writer.run(
-                lambda c: ledger.store_feedback(c, good, principal.consumer)
-            )
+
+            def store(conn: Connection) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+                stored, unknown = ledger.store_feedback(conn, good, principal.consumer)
+                labelled = [g for g in good if g.get("label") is not None]
+                if labelled and stored:
+                    kept = {a["prediction_id"] for a in stored}
+                    learning.observe_feedback(
+                        conn, [g for g in labelled if g["prediction_id"] in kept]
+                    )
+                return stored, unknown
+
+            accepted, unknown = await self.writer.run(store)
             rejected = sorted(rejected + unknown, key=lambda r: r["index"])
         if not accepted:
             raise InvalidInput(
@@ -553,9 +590,131 @@ class Service:
         await self._after_registry_change()
         return out
 
+    def router_changed_from_thread(self) -> None:
+        """A registry change made from a worker thread (the learner): refresh the routes."""
+        if self._loop is not None:
+            asyncio.run_coroutine_threadsafe(self._after_registry_change(), self._loop)
+
+    async def learning_status(self, principal: Principal, name: str) -> dict[str, Any]:
+        principal.require("read")
+        return await self._read(lambda c: learning_status(c, name))
+
     async def _after_registry_change(self) -> None:
         await asyncio.to_thread(self.router.refresh)
         await self.router.warm()
+
+    # -- the learning loop --------------------------------------------------------------------
+
+    async def algorithms(self, principal: Principal) -> list[dict[str, Any]]:
+        principal.require("read")
+        from . import algorithms
+
+        return algorithms.catalog()
+
+    async def create_from_algorithm(
+        self, principal: Principal, doc: dict[str, Any]
+    ) -> dict[str, Any]:
+        """A model made from a built-in algorithm: no code, no version until it has learned."""
+        return await self._change(
+            principal,
+            functools.partial(learning.create_algorithm_model, doc=doc, actor=principal.consumer),
+        )
+
+    async def observe(
+        self, principal: Principal, name: str, rows: Any, source: str = "api"
+    ) -> dict[str, Any]:
+        """Store labelled rows (every bad one rejected with its index and reason) before the
+        answer; online models learn from them in the background."""
+        principal.require("feedback")
+        model_id, spec = await self._read(
+            lambda c: (registry.model_row(c, name).id, learning.spec_of(c, name))
+        )
+        good, rejected = learning.check_observations(spec, rows)
+        ids: list[int] = []
+        if good:
+            ids = await self.writer.run(
+                lambda c: learning.store_observations(c, model_id, good, source)
+            )
+        if not ids:
+            raise InvalidInput(
+                "no observation was accepted",
+                details=[
+                    {"row": r["index"], "field": r["field"], "reason": r["reason"]}
+                    for r in rejected
+                ],
+            )
+        return {
+            "model": name,
+            "accepted": len(ids),
+            "first_id": ids[0],
+            "last_id": ids[-1],
+            "rejected": rejected,
+        }
+
+    async def snapshot(self, principal: Principal, name: str) -> dict[str, Any]:
+        """A dataset of the model's observations so far (Parquet, content-hashed)."""
+        principal.require("admin")
+        return await self.writer.run(lambda c: learning.snapshot(c, self.artifacts, name))
+
+    async def dataset(self, principal: Principal, dataset_id: str) -> dict[str, Any]:
+        principal.require("read")
+        return await self._read(lambda c: learning.get_dataset(c, dataset_id))
+
+    async def create_job(self, principal: Principal, name: str, doc: Any) -> dict[str, Any]:
+        """Queue a retrain or replay job; a worker process of some server runs it."""
+        principal.require("admin")
+        kind = doc.get("type") if isinstance(doc, dict) else None
+        params = jobs.check_params(kind, doc)
+
+        def create(conn: Connection) -> dict[str, Any]:
+            if kind == "retrain":
+                learning.spec_of(conn, name)  # 409 for a pushed model: nothing to retrain
+                model_id = registry.model_row(conn, name).id
+                running = jobs.active_job(conn, model_id, "retrain")
+                if running is not None:
+                    raise Conflict(f"model {name!r} has a retrain job in progress: job {running}")
+            else:
+                registry.version_row(conn, name, params["version"])  # 404 for an unknown one
+            return jobs.create_job(conn, name, str(kind), params, actor=principal.consumer)
+
+        out = await self.writer.run(create)
+        self._jobs_wake.set()
+        return out
+
+    async def job(self, principal: Principal, job_id: int) -> dict[str, Any]:
+        principal.require("read")
+        return await self._read(lambda c: jobs.get_job(c, job_id))
+
+    async def list_jobs(self, principal: Principal, name: str) -> list[dict[str, Any]]:
+        principal.require("read")
+        return await self._read(lambda c: jobs.list_jobs(c, name))
+
+    async def cancel_job(self, principal: Principal, job_id: int) -> dict[str, Any]:
+        principal.require("admin")
+        out = await self.writer.run(lambda c: jobs.request_cancel(c, job_id))
+        self._jobs_wake.set()
+        return out
+
+    async def get_gate(self, principal: Principal, name: str) -> dict[str, Any]:
+        principal.require("read")
+        return await self._read(lambda c: {"model": name, "gate": registry.model_row(c, name).gate})
+
+    async def set_gate(self, principal: Principal, name: str, doc: Any) -> dict[str, Any]:
+        """The promotion gate retrains pass through (``{"gate": null}`` removes it)."""
+        if not isinstance(doc, dict) or set(doc) != {"gate"}:
+            raise InvalidInput(
+                'the body must be {"gate": {...}} or {"gate": null}',
+                details=[{"field": "body", "reason": 'expected an object with the key "gate"'}],
+            )
+        gate = check_gate(doc["gate"])
+
+        def store(conn: Connection) -> dict[str, Any]:
+            model = registry.model_row(conn, name)
+            conn.execute(models.update().where(models.c.id == model.id).values(gate=gate))
+            releases.record_event(conn, model.id, "gate_set", principal.consumer, {"gate": gate})
+            return {"model": name, "gate": gate}
+
+        return await self._change(principal, store)
 
     # -- releases ---------------------------------------------------------------------------------
 

@@ -127,6 +127,22 @@ class Settings(BaseSettings):
             "the store."
         ),
     )
+    job_workers: int = Field(
+        default=1,
+        ge=0,
+        description=(
+            "Jobs (retrains, replays) this server runs at once, each in a worker process of its "
+            "own; 0: this server runs none (other servers sharing the store do)."
+        ),
+    )
+    learn_poll_seconds: float = Field(
+        default=0.2,
+        gt=0,
+        description="How often the online learner of a server reads new observations.",
+    )
+    job_poll_seconds: float = Field(
+        default=1.0, gt=0, description="How often a server looks for queued jobs to run."
+    )
     shadow_timeout_seconds: float = Field(
         default=10.0,
         gt=0,

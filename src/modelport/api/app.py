@@ -26,6 +26,8 @@ _DOC_ONLY_MODELS = (
     schemas.ServingSettings,
     schemas.TrafficPolicy,
     schemas.ConsumerRequest,
+    schemas.ObservationsRequest,
+    schemas.JobRequest,
 )
 
 
@@ -161,7 +163,10 @@ class RequestGuard:
         if not request_id:
             request_id = new_request_id()
         scope.setdefault("state", {})["request_id"] = request_id
-        is_push = scope["method"] == "POST" and scope["path"].endswith("/versions")
+        # Artifacts and observation files get the artifact limit; everything else the body one.
+        is_push = scope["method"] == "POST" and scope["path"].endswith(
+            ("/versions", "/observations")
+        )
         limit = self.settings.max_artifact_bytes if is_push else self.settings.max_body_bytes
         header_id = (b"x-request-id", request_id.encode("latin-1"))
 

@@ -40,9 +40,22 @@ class Health(BaseModel):
 
 
 class CreateModel(Strict):
+    """An empty model (to push versions to), or with ``algorithm`` a model made from a built-in
+    algorithm (``GET /v1/algorithms``) that learns from observations."""
+
     name: str = Field(description="Model name: [a-z0-9][a-z0-9_-]*", examples=["churn"])
     task: Literal["classification", "regression", "other"] = "other"
     description: str = ""
+    algorithm: str | None = Field(None, examples=["online_logistic_regression"])
+    params: dict[str, Any] | None = Field(None, description="The algorithm's parameters.")
+    schema_: dict[str, Any] | None = Field(None, alias="schema", description="Input schema.")
+    target: str | None = Field(None, description="The label column of observations.")
+    classes: list[Any] | None = Field(None, description="Class labels (online classifiers).")
+    online: dict[str, Any] | None = Field(
+        None,
+        description="Online learning: min_observations (10), snapshot_every (100 observations), "
+        "snapshot_seconds (5).",
+    )
 
 
 class ModelInfo(BaseModel):
@@ -382,3 +395,64 @@ class ExperimentReport(BaseModel):
     policy: str
     metric: str
     arms: list[dict[str, Any]]
+
+
+# -- the learning loop ---------------------------------------------------------------------------
+
+
+class Algorithm(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    name: str
+    task: str
+    online: bool
+    description: str
+    params: Any
+
+
+class ObservationsRequest(Strict):
+    observations: list[dict[str, Any]] = Field(
+        description="Rows with the schema's fields and the target (the label)."
+    )
+
+
+class ObservationsResponse(BaseModel):
+    model: str
+    accepted: int
+    first_id: int
+    last_id: int
+    rejected: list[dict[str, Any]]
+
+
+class Dataset(BaseModel):
+    id: str = Field(description="sha256 of the Parquet snapshot")
+    model: str
+    rows: int
+    through_observation: int
+    fields: list[str]
+    target: str
+    size_bytes: int
+    created: str
+
+
+class JobRequest(BaseModel):
+    """``{"type": "retrain", "seed": 0, "holdout": 0.2, "dataset": id?, "params": {...}?}`` or
+    ``{"type": "replay", "version": n, "since": t?, "until": t?, "consumer": c?, "limit": n?}``."""
+
+    model_config = ConfigDict(extra="allow")
+    type: Literal["retrain", "replay"]
+
+
+class Job(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    id: int
+    model: str
+    type: str
+    status: str
+    progress: float
+    message: str
+    result: dict[str, Any] | None
+
+
+class GateInfo(BaseModel):
+    model: str
+    gate: dict[str, Any] | None

@@ -11,6 +11,7 @@ from typing import Annotated, Any, Literal
 import orjson
 from fastapi import APIRouter, Depends, File, Form, Query, Request, UploadFile
 from pydantic import BaseModel, ValidationError
+from starlette.datastructures import UploadFile as StarletteUpload
 from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 
@@ -171,6 +172,9 @@ async def feedback(request: Request, svc: Svc, who: Who) -> Response:
     summary="Create an empty model (admin)",
 )
 async def create_model(body: s.CreateModel, svc: Svc, who: Who) -> Response:
+    if body.algorithm is not None:
+        doc = body.model_dump(by_alias=True, exclude_none=True, exclude={"task"})
+        return json_response(await svc.create_from_algorithm(who, doc), 201)
     out = await svc.create_model(who, body.name, body.task, body.description)
     return json_response(out, 201)
 
@@ -295,6 +299,189 @@ async def get_serving(name: str, svc: Svc, who: Who) -> Response:
 )
 async def set_serving(name: str, request: Request, svc: Svc, who: Who) -> Response:
     return json_response(await svc.set_serving(who, name, await json_body(request)))
+
+
+# -- the learning loop -------------------------------------------------------------------------------
+
+
+@router.get(
+    "/algorithms",
+    response_model=list[s.Algorithm],
+    responses=_ERRORS,
+    tags=["learning"],
+    summary="Built-in algorithms, with their parameters and defaults",
+)
+async def algorithms(svc: Svc, who: Who) -> Response:
+    return json_response(await svc.algorithms(who))
+
+
+@router.post(
+    "/models/{name}/observations",
+    response_model=s.ObservationsResponse,
+    responses=_ERRORS,
+    tags=["learning"],
+    summary="Labelled rows to learn from: JSON, or a CSV/Parquet file upload (feedback scope)",
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {
+                    "schema": {"$ref": "#/components/schemas/ObservationsRequest"}
+                },
+                "multipart/form-data": {
+                    "schema": {
+                        "type": "object",
+                        "properties": {"file": {"type": "string", "format": "binary"}},
+                    }
+                },
+            },
+        }
+    },
+)
+async def observations(name: str, request: Request, svc: Svc, who: Who) -> Response:
+    if request.headers.get("content-type", "").startswith("multipart/form-data"):
+        async with request.form() as form:  # closing it removes the spooled upload
+            upload = form.get("file")
+            if not isinstance(upload, StarletteUpload):
+                raise InvalidInput(
+                    "send the file in a form field named 'file'",
+                    details=[{"field": "file", "reason": "missing"}],
+                )
+            rows = await _table_rows(upload)
+        return json_response(await svc.observe(who, name, rows, source="file"))
+    body = await json_body(request)
+    if not isinstance(body, dict) or set(body) != {"observations"}:
+        raise InvalidInput(
+            'the body must be {"observations": [...]}',
+            details=[{"field": "observations", "reason": "expected the one key 'observations'"}],
+        )
+    return json_response(await svc.observe(who, name, body["observations"]))
+
+
+async def _table_rows(upload: StarletteUpload) -> list[dict[str, Any]]:
+    """The rows of an uploaded CSV or Parquet file (by its name), NaN as missing."""
+    import pandas as pd
+
+    from ..schema import read_table
+
+    filename = upload.filename or "upload.csv"
+    suffix = ".parquet" if filename.lower().endswith((".parquet", ".pq")) else ".csv"
+    with tempfile.NamedTemporaryFile(suffix=suffix) as tmp:
+        shutil.copyfileobj(upload.file, tmp)
+        tmp.flush()
+        try:
+            frame = read_table(tmp.name)
+        except InvalidInput:
+            raise
+        except Exception as exc:
+            raise InvalidInput(
+                f"cannot read {filename}: {exc}", details=[{"field": "file", "reason": str(exc)}]
+            ) from None
+    frame = frame.astype(object).where(pd.notna(frame), None)
+    rows: list[dict[str, Any]] = frame.to_dict("records")
+    return rows
+
+
+@router.post(
+    "/models/{name}/datasets",
+    response_model=s.Dataset,
+    status_code=201,
+    responses=_ERRORS,
+    tags=["learning"],
+    summary="Snapshot the observations as a content-hashed Parquet dataset (admin)",
+)
+async def snapshot(name: str, svc: Svc, who: Who) -> Response:
+    return json_response(await svc.snapshot(who, name), 201)
+
+
+@router.get(
+    "/datasets/{dataset_id}",
+    response_model=s.Dataset,
+    responses=_ERRORS,
+    tags=["learning"],
+    summary="A dataset snapshot",
+)
+async def dataset(dataset_id: str, svc: Svc, who: Who) -> Response:
+    return json_response(await svc.dataset(who, dataset_id))
+
+
+@router.post(
+    "/models/{name}/jobs",
+    response_model=s.Job,
+    status_code=202,
+    responses=_ERRORS,
+    tags=["learning"],
+    summary="Queue a retrain or replay job (admin); it runs in a worker process",
+    openapi_extra=_doc_body(s.JobRequest),
+)
+async def create_job(name: str, request: Request, svc: Svc, who: Who) -> Response:
+    return json_response(await svc.create_job(who, name, await json_body(request)), 202)
+
+
+@router.get(
+    "/models/{name}/jobs",
+    response_model=list[s.Job],
+    responses=_ERRORS,
+    tags=["learning"],
+    summary="A model's jobs, newest first",
+)
+async def list_jobs(name: str, svc: Svc, who: Who) -> Response:
+    return json_response(await svc.list_jobs(who, name))
+
+
+@router.get(
+    "/jobs/{job_id}",
+    response_model=s.Job,
+    responses=_ERRORS,
+    tags=["learning"],
+    summary="A job: status, progress, log and result",
+)
+async def job(job_id: int, svc: Svc, who: Who) -> Response:
+    return json_response(await svc.job(who, job_id))
+
+
+@router.post(
+    "/jobs/{job_id}/cancel",
+    response_model=s.Job,
+    responses=_ERRORS,
+    tags=["learning"],
+    summary="Cancel a queued or running job (admin)",
+)
+async def cancel_job(job_id: int, svc: Svc, who: Who) -> Response:
+    return json_response(await svc.cancel_job(who, job_id))
+
+
+@router.get(
+    "/models/{name}/learning",
+    response_model=dict[str, Any],
+    responses=_ERRORS,
+    tags=["learning"],
+    summary="Online learning: observations, what was learned, the prequential record",
+)
+async def learning_status(name: str, svc: Svc, who: Who) -> Response:
+    return json_response(await svc.learning_status(who, name))
+
+
+@router.get(
+    "/models/{name}/gate",
+    response_model=s.GateInfo,
+    responses=_ERRORS,
+    tags=["learning"],
+    summary="The promotion gate retrained candidates pass through",
+)
+async def get_gate(name: str, svc: Svc, who: Who) -> Response:
+    return json_response(await svc.get_gate(who, name))
+
+
+@router.put(
+    "/models/{name}/gate",
+    response_model=s.GateInfo,
+    responses=_ERRORS,
+    tags=["learning"],
+    summary="Set (or with null remove) the promotion gate (admin, audited)",
+)
+async def set_gate(name: str, request: Request, svc: Svc, who: Who) -> Response:
+    return json_response(await svc.set_gate(who, name, await json_body(request)))
 
 
 # -- releases -------------------------------------------------------------------------------------

@@ -390,6 +390,8 @@ def _summary(value: Any) -> Any:
 def _json_safe(value: Any, depth: int = 0) -> Any:
     if value is None or isinstance(value, bool | int | str):
         return value
+    if isinstance(value, type):  # e.g. a dtype given as a class (np.float64)
+        return f"{value.__module__}.{value.__qualname__}"
     if isinstance(value, float):
         return value if value == value and abs(value) != float("inf") else str(value)
     if hasattr(value, "item") and getattr(value, "size", 2) == 1:

@@ -29,6 +29,12 @@ models = sa.Table(
     # The adapter every consumer's payloads go through (modelport.adapters), unless the
     # consumer has its own.
     sa.Column("adapter", sa.JSON, nullable=True),
+    # A model made from a built-in algorithm: {"algorithm", "params", "schema", "target",
+    # "online": {...}} (modelport.learning); null for models pushed as artifacts.
+    sa.Column("spec", sa.JSON, nullable=True),
+    # The promotion gate and the retraining triggers (modelport.learning).
+    sa.Column("gate", sa.JSON, nullable=True),
+    sa.Column("triggers", sa.JSON, nullable=True),
 )
 
 versions = sa.Table(
@@ -170,6 +176,85 @@ feedback = sa.Table(
     sa.Column("ts", sa.Float, nullable=False),
     sa.Index("ix_feedback_prediction", "prediction_id", "id"),
     sa.Index("ix_feedback_ledger", "ledger_id", "ledger_row"),
+)
+
+# Labelled examples to learn from: sent as observations, or feedback labels joined to the
+# inputs of their predictions (``prediction_id`` set). Inputs are the validated record (JSON).
+observations = sa.Table(
+    "observations",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("model_id", sa.Integer, sa.ForeignKey("models.id"), nullable=False),
+    sa.Column("ts", sa.Float, nullable=False),
+    sa.Column("inputs", sa.Text, nullable=False),
+    sa.Column("label", sa.JSON(none_as_null=True), nullable=True),
+    sa.Column("source", sa.String(16), nullable=False),  # api | file | feedback
+    sa.Column("prediction_id", sa.String(36), nullable=True),
+    sa.Index("ix_observations_model_id", "model_id", "id"),
+)
+
+# Content-hashed snapshots of a model's observations, kept as Parquet in the artifact store.
+datasets = sa.Table(
+    "datasets",
+    metadata,
+    sa.Column("id", sa.String(64), primary_key=True),  # sha256 of the Parquet bytes
+    sa.Column("model_id", sa.Integer, sa.ForeignKey("models.id"), nullable=False),
+    sa.Column("rows", sa.Integer, nullable=False),
+    sa.Column("through_observation", sa.Integer, nullable=False),
+    sa.Column("fields", sa.JSON, nullable=False),
+    sa.Column("target", sa.String(200), nullable=False),
+    sa.Column("size_bytes", sa.BigInteger, nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+)
+
+# Work done off the serving path, in a worker process: retrains, replays.
+jobs = sa.Table(
+    "jobs",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("model_id", sa.Integer, sa.ForeignKey("models.id"), nullable=False),
+    sa.Column("type", sa.String(16), nullable=False),
+    sa.Column("params", sa.JSON, nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),  # queued running succeeded failed cancelled
+    sa.Column("progress", sa.Float, nullable=False, server_default="0"),
+    sa.Column("message", sa.Text, nullable=False, server_default=""),
+    sa.Column("logs", sa.Text, nullable=False, server_default=""),
+    sa.Column("result", sa.JSON, nullable=True),
+    sa.Column("error", sa.Text, nullable=True),
+    sa.Column("cancel_requested", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("worker", sa.String(200), nullable=True),
+    sa.Column("created_by", sa.String(200), nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("started_at", sa.Float, nullable=True),
+    sa.Column("finished_at", sa.Float, nullable=True),
+    sa.Column("heartbeat_at", sa.Float, nullable=True),
+    sa.Index("ix_jobs_status", "status", "id"),
+    sa.Index("ix_jobs_model", "model_id", "id"),
+)
+
+# The online learner's predict-then-learn record: per model, per interval, what it got right.
+prequential = sa.Table(
+    "prequential",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("model_id", sa.Integer, sa.ForeignKey("models.id"), nullable=False),
+    sa.Column("version", sa.Integer, nullable=True),  # the snapshot taken at the interval's end
+    sa.Column("ts", sa.Float, nullable=False),
+    sa.Column("n", sa.Integer, nullable=False),
+    sa.Column("total", sa.Float, nullable=False),  # correct answers, or absolute errors
+    sa.Column("total_sq", sa.Float, nullable=False),  # squared errors (regression)
+    sa.Column("learned", sa.Integer, nullable=False),  # observations learned so far
+    sa.Index("ix_prequential_model", "model_id", "id"),
+)
+
+# Who learns online for a model: one process holds the lease and renews it.
+learner_leases = sa.Table(
+    "learner_leases",
+    metadata,
+    sa.Column("model_id", sa.Integer, sa.ForeignKey("models.id"), primary_key=True),
+    sa.Column("holder", sa.String(200), nullable=False),
+    sa.Column("expires_at", sa.Float, nullable=False),
+    sa.Column("through_observation", sa.Integer, nullable=False, server_default="0"),
 )
 
 # Scoring that failed: the model raised or timed out. Error rates per version and arm (canary

@@ -1,0 +1,277 @@
+"""Jobs: work done off the serving path, in a worker process of its own.
+
+A job is a row (``queued`` -> ``running`` -> ``succeeded`` | ``failed`` | ``cancelled``) with its
+progress, a log, and a result. Servers claim queued jobs (one claim wins, whatever the number
+of servers) and run each as ``python -m modelport.jobs JOB_ID`` with the server's settings; the
+worker reports through the store, so ``GET /v1/jobs/{id}`` shows the same from every server.
+Cancelling sets a flag the server acts on by stopping the worker. Kinds:
+
+- ``retrain``: snapshot the observations (or take a given dataset), train the model's
+  algorithm with a seed, evaluate on the holdout (the champion too, on the same rows), store the
+  result as a new version aliased ``candidate`` with its lineage, and apply the promotion gate;
+- ``replay``: re-score logged traffic through a version (see :mod:`modelport.replay`).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+import time
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from . import registry
+from .errors import InvalidInput, NotFound
+from .store.tables import jobs, models
+from .timefmt import iso
+
+KINDS = ("retrain", "replay")
+ACTIVE = ("queued", "running")
+_LOG_LIMIT = 100_000  # characters of log kept per job
+
+
+class JobNotFound(NotFound):
+    code = "job_not_found"
+
+
+def worker_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _job_dict(row: Any, model: str) -> dict[str, Any]:
+    return {
+        "id": row.id,
+        "model": model,
+        "type": row.type,
+        "params": row.params,
+        "status": row.status,
+        "progress": row.progress,
+        "message": row.message,
+        "logs": row.logs,
+        "result": row.result,
+        "error": row.error,
+        "cancel_requested": bool(row.cancel_requested),
+        "worker": row.worker,
+        "created_by": row.created_by,
+        "created": iso(row.created_at),
+        "started": iso(row.started_at) if row.started_at else None,
+        "finished": iso(row.finished_at) if row.finished_at else None,
+    }
+
+
+def check_params(kind: Any, params: Any) -> dict[str, Any]:
+    """A job request's parameters, checked per kind (422 naming the field)."""
+    if kind not in KINDS:
+        raise InvalidInput(
+            f"'type' must be one of {', '.join(KINDS)}",
+            details=[{"field": "type", "reason": f"expected one of {', '.join(KINDS)}"}],
+        )
+    if not isinstance(params, dict):
+        raise InvalidInput(
+            "the job body must be an object", details=[{"field": "body", "reason": "not an object"}]
+        )
+    allowed = {
+        "retrain": {"type", "dataset", "seed", "holdout", "params", "promote"},
+        "replay": {"type", "version", "since", "until", "consumer", "limit"},
+    }[kind]
+    problems = [{"field": k, "reason": "unexpected field"} for k in params if k not in allowed]
+    out = {k: v for k, v in params.items() if k != "type"}
+    if kind == "retrain":
+        seed = out.setdefault("seed", 0)
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            problems.append({"field": "seed", "reason": "expected an integer"})
+        holdout = out.setdefault("holdout", 0.2)
+        if isinstance(holdout, bool) or not isinstance(holdout, int | float) or not 0 < holdout < 1:
+            problems.append({"field": "holdout", "reason": "expected a number between 0 and 1"})
+        if out.get("dataset") is not None and not isinstance(out["dataset"], str):
+            problems.append({"field": "dataset", "reason": "expected a dataset id"})
+        if out.get("params") is not None and not isinstance(out["params"], dict):
+            problems.append({"field": "params", "reason": "expected an object"})
+    else:
+        version = out.get("version")
+        if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+            problems.append({"field": "version", "reason": "expected a version number"})
+        for key in ("since", "until"):
+            if out.get(key) is not None and not isinstance(out[key], str | int | float):
+                problems.append({"field": key, "reason": "expected ISO-8601 or epoch seconds"})
+        limit = out.setdefault("limit", 10_000)
+        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 1_000_000:
+            problems.append({"field": "limit", "reason": "expected an integer from 1 to 1000000"})
+        if out.get("consumer") is not None and not isinstance(out["consumer"], str):
+            problems.append({"field": "consumer", "reason": "expected a consumer name"})
+    if problems:
+        raise InvalidInput(
+            f"invalid {kind} job: {problems[0]['field']}: {problems[0]['reason']}", details=problems
+        )
+    return out
+
+
+def create_job(
+    conn: Connection, name: str, kind: str, params: dict[str, Any], *, actor: str
+) -> dict[str, Any]:
+    model = registry.model_row(conn, name)
+    job_id = conn.execute(
+        jobs.insert()
+        .values(
+            model_id=model.id,
+            type=kind,
+            params=params,
+            status="queued",
+            created_by=actor,
+            created_at=time.time(),
+        )
+        .returning(jobs.c.id)
+    ).scalar_one()
+    return get_job(conn, job_id)
+
+
+def get_job(conn: Connection, job_id: int) -> dict[str, Any]:
+    row = conn.execute(
+        sa.select(jobs, models.c.name.label("model_name"))
+        .join(models, models.c.id == jobs.c.model_id)
+        .where(jobs.c.id == job_id)
+    ).first()
+    if row is None:
+        raise JobNotFound(f"no job {job_id}")
+    return _job_dict(row, row.model_name)
+
+
+def list_jobs(conn: Connection, name: str, limit: int = 50) -> list[dict[str, Any]]:
+    model = registry.model_row(conn, name)
+    rows = conn.execute(
+        sa.select(jobs).where(jobs.c.model_id == model.id).order_by(jobs.c.id.desc()).limit(limit)
+    )
+    return [_job_dict(r, name) for r in rows]
+
+
+def request_cancel(conn: Connection, job_id: int) -> dict[str, Any]:
+    """Ask a job to stop: a queued job is cancelled at once, a running one by its server."""
+    job = get_job(conn, job_id)
+    if job["status"] == "queued":
+        conn.execute(
+            jobs.update()
+            .where(jobs.c.id == job_id, jobs.c.status == "queued")
+            .values(status="cancelled", finished_at=time.time(), cancel_requested=True)
+        )
+    elif job["status"] == "running":
+        conn.execute(jobs.update().where(jobs.c.id == job_id).values(cancel_requested=True))
+    return get_job(conn, job_id)
+
+
+def active_job(conn: Connection, model_id: int, kind: str) -> int | None:
+    return conn.execute(
+        sa.select(jobs.c.id).where(
+            jobs.c.model_id == model_id, jobs.c.type == kind, jobs.c.status.in_(ACTIVE)
+        )
+    ).scalar()
+
+
+def claim(conn: Connection, worker: str) -> int | None:
+    """Take the oldest queued job for this server; None when there is none (or another won)."""
+    job_id = conn.execute(
+        sa.select(jobs.c.id).where(jobs.c.status == "queued").order_by(jobs.c.id).limit(1)
+    ).scalar()
+    if job_id is None:
+        return None
+    now = time.time()
+    won = conn.execute(
+        jobs.update()
+        .where(jobs.c.id == job_id, jobs.c.status == "queued")
+        .values(status="running", worker=worker, started_at=now, heartbeat_at=now)
+    ).rowcount
+    return int(job_id) if won else None
+
+
+def finish(
+    conn: Connection, job_id: int, status: str, *, result: Any = None, error: str | None = None
+) -> None:
+    conn.execute(
+        jobs.update()
+        .where(jobs.c.id == job_id, jobs.c.status == "running")
+        .values(
+            status=status,
+            result=result,
+            error=error,
+            finished_at=time.time(),
+            progress=1.0 if status == "succeeded" else jobs.c.progress,
+        )
+    )
+
+
+def report(conn: Connection, job_id: int, progress: float, message: str) -> bool:
+    """Progress from the worker; returns whether a cancel was requested."""
+    row = conn.execute(
+        sa.select(jobs.c.logs, jobs.c.cancel_requested).where(jobs.c.id == job_id)
+    ).one()
+    line = f"{iso(time.time())} {message}\n"
+    logs = (row.logs + line)[-_LOG_LIMIT:]
+    conn.execute(
+        jobs.update()
+        .where(jobs.c.id == job_id)
+        .values(progress=progress, message=message, logs=logs, heartbeat_at=time.time())
+    )
+    return bool(row.cancel_requested)
+
+
+class Cancelled(Exception):
+    """The job was asked to stop."""
+
+
+# -- the worker process -----------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m modelport.jobs JOB_ID``: run one claimed job to its end."""
+    import orjson
+
+    from .artifacts import open_artifact_store
+    from .settings import Settings
+    from .store import Store
+
+    args = argv if argv is not None else sys.argv[1:]
+    job_id = int(args[0])
+    settings = Settings(**orjson.loads(os.environ[SETTINGS_ENV]))
+    store = Store(settings.store_url, sqlite_synchronous=settings.sqlite_synchronous)
+    artifacts = open_artifact_store(settings.artifacts_location)
+
+    def progress(fraction: float, message: str) -> None:
+        with store.transaction() as conn:
+            if report(conn, job_id, fraction, message):
+                raise Cancelled
+
+    try:
+        with store.read() as conn:
+            job = get_job(conn, job_id)
+        progress(0.0, f"started on {worker_name()}")
+        if job["type"] == "retrain":
+            from .retrain import run_retrain
+
+            result = run_retrain(store, artifacts, job, progress)
+        else:
+            from .replay import run_replay
+
+            result = run_replay(store, artifacts, job, progress)
+        with store.transaction() as conn:
+            finish(conn, job_id, "succeeded", result=result)
+        return 0
+    except Cancelled:
+        with store.transaction() as conn:
+            finish(conn, job_id, "cancelled", error="cancelled on request")
+        return 0
+    except Exception as exc:
+        with store.transaction() as conn:
+            report(conn, job_id, 0.0, f"failed: {type(exc).__name__}: {exc}")
+            finish(conn, job_id, "failed", error=f"{type(exc).__name__}: {exc}")
+        return 1
+    finally:
+        store.close()
+
+
+#: How a server hands its settings to a job's worker process.
+SETTINGS_ENV = "MODELPORT_JOB_SETTINGS"
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())
