@@ -8,7 +8,7 @@ from typing import Any
 import click
 
 from .cli import _client, _key_values, _print_json, _table, client_options, main
-from .cli_releases import _document
+from .cli_releases import _document, _set_or_remove
 
 
 @main.command()
@@ -193,7 +193,19 @@ def gate(name: str, gate: str | None, remove: bool, url: str, key: str | None) -
     Example:
       modelport gate churn --set '{"metric": "accuracy", "min_improvement": 0.01}'
     """
-    if bool(gate) == remove:
-        raise click.UsageError("give --set or --remove")
-    doc = None if remove else _document(gate or "", "--set")
-    _print_json(_client(url, key).set_gate(name, doc))
+    _print_json(_client(url, key).set_gate(name, _set_or_remove(gate, remove)))
+
+
+@main.command()
+@click.argument("name")
+@click.option("--set", "triggers", help="The triggers: JSON, or @FILE.")
+@click.option("--remove", is_flag=True, help="Remove the triggers.")
+@client_options
+def triggers(name: str, triggers: str | None, remove: bool, url: str, key: str | None) -> None:
+    """Set or remove when a model retrains by itself.
+
+    \b
+    Example:
+      modelport triggers churn --set '{"after_observations": 1000, "every_seconds": 86400}'
+    """
+    _print_json(_client(url, key).set_triggers(name, _set_or_remove(triggers, remove)))

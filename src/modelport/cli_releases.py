@@ -25,6 +25,13 @@ def _document(text: str, what: str) -> Any:
         ) from None
 
 
+def _set_or_remove(text: str | None, remove: bool) -> Any:
+    """The document of a ``--set``/``--remove`` pair: exactly one is given; None removes."""
+    if bool(text) == remove:
+        raise click.UsageError("give --set or --remove")
+    return None if remove else _document(text or "", "--set")
+
+
 @main.command()
 @click.argument("name")
 @click.argument("consumer")
@@ -128,10 +135,7 @@ def adapter(name: str, adapter: str | None, remove: bool, url: str, key: str | N
     Example:
       modelport adapter churn --set '{"steps": [{"rename": {"from": "postcode", "to": "zip"}}]}'
     """
-    if bool(adapter) == remove:
-        raise click.UsageError("give --set or --remove")
-    doc = None if remove else _document(adapter or "", "--set")
-    _print_json(_client(url, key).set_adapter(name, doc))
+    _print_json(_client(url, key).set_adapter(name, _set_or_remove(adapter, remove)))
 
 
 @main.command()

@@ -338,6 +338,11 @@ class Client:
                 return job
             time.sleep(interval)
 
+    def set_triggers(self, name: str, triggers: Mapping[str, Any] | None) -> dict[str, Any]:
+        """When the model retrains by itself (None removes the triggers)."""
+        body = {"triggers": dict(triggers) if triggers is not None else None}
+        return self._dict("PUT", f"/v1/models/{name}/triggers", json=body)
+
     def set_gate(self, name: str, gate: Mapping[str, Any] | None) -> dict[str, Any]:
         """The promotion gate of retrained candidates (None removes it)."""
         body = {"gate": dict(gate) if gate is not None else None}

@@ -14,6 +14,7 @@ Cancelling sets a flag the server acts on by stopping the worker. Kinds:
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import sys
@@ -233,6 +234,13 @@ def main(argv: list[str] | None = None) -> int:
 
     args = argv if argv is not None else sys.argv[1:]
     job_id = int(args[0])
+    # A job is batch work beside a serving process: let serving have the CPU first. The
+    # worker runs in a session of its own, and Linux shares CPU between sessions ("autogroups")
+    # before nice values count, so the session's group is made nice too.
+    with contextlib.suppress(OSError):
+        os.nice(10)
+    with contextlib.suppress(OSError), open("/proc/self/autogroup", "w") as group:
+        group.write("10")
     settings = Settings(**orjson.loads(os.environ[SETTINGS_ENV]))
     store = Store(settings.store_url, sqlite_synchronous=settings.sqlite_synchronous)
     artifacts = open_artifact_store(settings.artifacts_location)

@@ -430,6 +430,7 @@ def snapshot(conn: Connection, model_id: int | None = None) -> dict[str, dict[st
         models.c.traffic_rev,
         models.c.adapter,
         models.c.spec,
+        models.c.triggers,
     )
     if model_id is not None:
         query = query.where(models.c.id == model_id)
@@ -444,6 +445,7 @@ def snapshot(conn: Connection, model_id: int | None = None) -> dict[str, dict[st
             "traffic_rev": r.traffic_rev,
             "adapter": r.adapter,
             "spec": r.spec,
+            "triggers": r.triggers,
             "consumers": {},
         }
         for r in conn.execute(query)

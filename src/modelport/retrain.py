@@ -243,3 +243,129 @@ def apply_gate(
             },
         )
     return {"decision": decision, "reason": reason}
+
+
+# -- triggers ---------------------------------------------------------------------------------------
+
+TRIGGER_ACTOR = "modelport-trigger"
+
+
+def check_triggers(doc: Any) -> dict[str, Any] | None:
+    """Retraining triggers, checked (None removes them)::
+
+    {"every_seconds": 86400, "after_observations": 1000,
+     "metric_below": {"metric": "accuracy", "threshold": 0.8, "window_s": 3600,
+                      "min_feedback": 30}}
+    """
+    from .errors import InvalidInput
+
+    if doc is None:
+        return None
+    problems: list[dict[str, Any]] = []
+    if not isinstance(doc, dict) or not doc:
+        raise InvalidInput(
+            "triggers must be an object with at least one trigger",
+            details=[{"field": "triggers", "reason": "expected a non-empty object"}],
+        )
+    for key, value in doc.items():
+        path = f"triggers.{key}"
+        if key in ("every_seconds", "after_observations"):
+            if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+                problems.append({"field": path, "reason": "expected a positive number"})
+        elif key == "metric_below":
+            if not isinstance(value, dict):
+                problems.append({"field": path, "reason": "expected an object"})
+                continue
+            if value.get("metric") not in ("accuracy", "mean_reward"):
+                problems.append(
+                    {"field": f"{path}.metric", "reason": 'expected "accuracy" or "mean_reward"'}
+                )
+            for k, v in value.items():
+                if k == "metric":
+                    continue
+                if k not in ("threshold", "window_s", "min_feedback"):
+                    problems.append({"field": f"{path}.{k}", "reason": "unexpected field"})
+                elif isinstance(v, bool) or not isinstance(v, int | float) or v < 0:
+                    problems.append({"field": f"{path}.{k}", "reason": "expected a number >= 0"})
+            if "threshold" not in value:
+                problems.append({"field": f"{path}.threshold", "reason": "missing"})
+        else:
+            problems.append({"field": path, "reason": "unknown trigger"})
+    if problems:
+        raise InvalidInput(
+            f"invalid triggers: {problems[0]['field']}: {problems[0]['reason']}", details=problems
+        )
+    return dict(doc)
+
+
+def due_trigger(conn: Any, name: str, now: float) -> str | None:
+    """Why a retrain of ``name`` is due now, or None (also None while one is queued or runs)."""
+    import sqlalchemy as sa
+
+    from . import jobs as jobmod
+    from .store.tables import datasets, feedback, jobs, predictions
+
+    model = registry.model_row(conn, name)
+    triggers = model.triggers
+    if not triggers or model.spec is None or jobmod.active_job(conn, model.id, "retrain"):
+        return None
+    every = triggers.get("every_seconds")
+    if every:
+        last = conn.execute(
+            sa.select(sa.func.max(jobs.c.created_at)).where(
+                jobs.c.model_id == model.id, jobs.c.type == "retrain"
+            )
+        ).scalar()
+        if last is None or now - last >= every:
+            return f"schedule: every {every:g} s"
+    after = triggers.get("after_observations")
+    if after:
+        through = conn.execute(
+            sa.select(sa.func.coalesce(sa.func.max(datasets.c.through_observation), 0)).where(
+                datasets.c.model_id == model.id
+            )
+        ).scalar()
+        count, _ = learning.observation_count(conn, model.id, after=int(through))
+        if count >= after:
+            return f"{count} new observations (at least {after:g})"
+    below = triggers.get("metric_below")
+    production = registry.get_model(conn, name)["aliases"].get("production")
+    if below and production is not None:
+        column = feedback.c.correct if below["metric"] == "accuracy" else feedback.c.reward
+        value = (
+            sa.case((column == sa.true(), 1.0), else_=0.0)
+            if below["metric"] == "accuracy"
+            else column
+        )
+        row = conn.execute(
+            sa.select(sa.func.count(), sa.func.avg(value))
+            .select_from(feedback.join(predictions, predictions.c.id == feedback.c.ledger_id))
+            .where(
+                predictions.c.model == name,
+                predictions.c.version == production,
+                predictions.c.shadow == sa.false(),
+                predictions.c.ts >= now - float(below.get("window_s", 3600)),
+                column.is_not(None),
+            )
+        ).one()
+        n, mean = int(row[0]), row[1]
+        if n >= below.get("min_feedback", 30) and mean is not None and mean < below["threshold"]:
+            return (
+                f"live {below['metric']} {mean:.3f} of version {production} below "
+                f"{below['threshold']:g} ({n} feedback items)"
+            )
+    return None
+
+
+def trigger_retrain(conn: Any, name: str, reason: str) -> dict[str, Any] | None:
+    """Queue a retrain for ``reason`` unless one is already queued or running; the event."""
+    from . import jobs as jobmod
+
+    model = registry.model_row(conn, name)
+    if jobmod.active_job(conn, model.id, "retrain"):
+        return None
+    job = jobmod.create_job(conn, name, "retrain", {"seed": 0, "holdout": 0.2}, actor=TRIGGER_ACTOR)
+    releases.record_event(
+        conn, model.id, "retrain_triggered", TRIGGER_ACTOR, {"job": job["id"], "reason": reason}
+    )
+    return job

@@ -53,7 +53,7 @@ from .ids import new_ids
 from .keys import ANONYMOUS, KeyCache, Principal
 from .learner import Learner, learning_status
 from .releases import Release
-from .retrain import check_gate
+from .retrain import check_gate, check_triggers, due_trigger, trigger_retrain
 from .routing import Route, Router, Served
 from .runner import JobRunner
 from .schema import Field, Schema, parse_schema, table_from_payload
@@ -158,8 +158,19 @@ class Service:
                 log.warning("release check failed: %s", exc)
 
     async def check_releases(self) -> None:
-        """One round: bandit statistics into the router; canary guards judged (and acted on)."""
+        """One round: bandit statistics into the router; canary guards judged (and acted on);
+        retraining triggers fired."""
         now = time.time()
+        for name, model in list(self.router.models.items()):
+            if model.get("spec") and model.get("triggers"):
+                reason = await self._read(functools.partial(due_trigger, name=name, now=now))
+                if reason is not None:
+                    job = await self.writer.run(
+                        functools.partial(trigger_retrain, name=name, reason=reason)
+                    )
+                    if job is not None:
+                        log.info("retrain of %s triggered: %s (job %s)", name, reason, job["id"])
+                        self._jobs_wake.set()
         for name, release in list(self.router.releases.items()):
             policy, rev = release.policy, release.traffic_rev
             if policy.kind == "bandit":
@@ -695,28 +706,56 @@ class Service:
         self._jobs_wake.set()
         return out
 
+    async def get_triggers(self, principal: Principal, name: str) -> dict[str, Any]:
+        principal.require("read")
+        return await self._read(
+            lambda c: {"model": name, "triggers": registry.model_row(c, name).triggers}
+        )
+
+    async def set_triggers(self, principal: Principal, name: str, doc: Any) -> dict[str, Any]:
+        """When to retrain by itself (``{"triggers": null}`` removes them)."""
+        return await self._set_model_document(
+            principal, name, doc, "triggers", check_triggers, learned_only=True
+        )
+
     async def get_gate(self, principal: Principal, name: str) -> dict[str, Any]:
         principal.require("read")
         return await self._read(lambda c: {"model": name, "gate": registry.model_row(c, name).gate})
 
     async def set_gate(self, principal: Principal, name: str, doc: Any) -> dict[str, Any]:
         """The promotion gate retrains pass through (``{"gate": null}`` removes it)."""
-        if not isinstance(doc, dict) or set(doc) != {"gate"}:
+        return await self._set_model_document(principal, name, doc, "gate", check_gate)
+
+    async def _set_model_document(
+        self,
+        principal: Principal,
+        name: str,
+        doc: Any,
+        key: str,
+        check: Callable[[Any], Any],
+        *,
+        learned_only: bool = False,
+    ) -> dict[str, Any]:
+        """Store ``{key: {...}}`` (or ``{key: null}``) in the model's column ``key``, audited as
+        the event ``<key>_set``; every server's release loop picks it up. ``learned_only``
+        refuses models pushed as artifacts (409)."""
+        if not isinstance(doc, dict) or set(doc) != {key}:
             raise InvalidInput(
-                'the body must be {"gate": {...}} or {"gate": null}',
-                details=[{"field": "body", "reason": 'expected an object with the key "gate"'}],
+                f'the body must be {{"{key}": {{...}}}} or {{"{key}": null}}',
+                details=[{"field": "body", "reason": f'expected an object with the key "{key}"'}],
             )
-        gate = check_gate(doc["gate"])
+        value = check(doc[key])
 
         def store(conn: Connection) -> dict[str, Any]:
+            if learned_only:
+                learning.spec_of(conn, name)
             model = registry.model_row(conn, name)
-            conn.execute(models.update().where(models.c.id == model.id).values(gate=gate))
-            releases.record_event(conn, model.id, "gate_set", principal.consumer, {"gate": gate})
-            return {"model": name, "gate": gate}
+            conn.execute(models.update().where(models.c.id == model.id).values({key: value}))
+            releases.record_event(conn, model.id, f"{key}_set", principal.consumer, {key: value})
+            registry.bump_generation(conn)
+            return {"model": name, key: value}
 
         return await self._change(principal, store)
-
-    # -- releases ---------------------------------------------------------------------------------
 
     async def get_traffic(self, principal: Principal, name: str) -> dict[str, Any]:
         principal.require("read")

@@ -193,6 +193,15 @@ def test_every_v1_route_enforces_its_scope(server: RunningServer, iris_pipeline:
         ("GET", "/v1/jobs/{job_id}", "/v1/jobs/999999", {}, "read", 404),
         ("POST", "/v1/jobs/{job_id}/cancel", "/v1/jobs/999999/cancel", {}, "admin", 404),
         ("GET", "/v1/models/{name}/gate", "/v1/models/iris/gate", {}, "read", 200),
+        ("GET", "/v1/models/{name}/triggers", "/v1/models/iris/triggers", {}, "read", 200),
+        (
+            "PUT",
+            "/v1/models/{name}/triggers",
+            "/v1/models/iris/triggers",
+            {"json": {"triggers": {"after_observations": 10}}},
+            "admin",
+            409,  # allowed, but iris was pushed: nothing to retrain
+        ),
         (
             "PUT",
             "/v1/models/{name}/gate",

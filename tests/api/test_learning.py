@@ -354,3 +354,40 @@ def test_observation_files_are_uploaded_and_checked(learning: RunningServer, tmp
             assert conn.execute(sa.select(sa.func.count()).select_from(versions)).scalar() == 0
     finally:
         st.close()
+
+
+def test_triggers_queue_retrains_by_themselves(learning: RunningServer) -> None:
+    mp = learning.client()
+    mp.create_from_algorithm(
+        "auto", "logistic_regression", schema=XY_SCHEMA, target="y", classes=["no", "yes"]
+    )
+    mp.set_triggers("auto", {"after_observations": 50})
+    mp.observe("auto", _rows(60, 8))
+    job = _wait(lambda: (js := mp.jobs("auto")) and js[0], what="a triggered retrain")
+    assert job["created_by"] == "modelport-trigger"
+    done = mp.wait_job(job["id"])
+    assert done["status"] == "succeeded", done
+    triggered = next(e for e in mp.events("auto") if e["kind"] == "retrain_triggered")
+    assert "60 new observations" in triggered["detail"]["reason"]
+    time.sleep(0.5)
+    assert len(mp.jobs("auto")) == 1  # the snapshot took those observations: nothing new
+
+    # A live metric below its threshold triggers too.
+    mp.promote("auto", done["result"]["version"])
+    mp.set_triggers(
+        "auto", {"metric_below": {"metric": "accuracy", "threshold": 0.5, "min_feedback": 10}}
+    )
+    for row in _rows(12, 9):
+        out = mp.predict("auto", [{k: v for k, v in row.items() if k != "y"}])
+        wrong = "no" if out["predictions"][0] == "yes" else "yes"
+        mp.feedback(out["prediction_ids"][0], label=wrong)
+    second = _wait(lambda: len(js := mp.jobs("auto")) == 2 and js[0], what="a metric trigger")
+    assert second["created_by"] == "modelport-trigger"
+    reasons = [e["detail"]["reason"] for e in mp.events("auto") if e["kind"] == "retrain_triggered"]
+    assert any("live accuracy 0.000" in r for r in reasons)
+    with pytest.raises(errors.InvalidInput) as bad:
+        mp.set_triggers("auto", {"after_observations": -1, "hourly": True})
+    assert {d["field"] for d in bad.value.details} == {
+        "triggers.after_observations",
+        "triggers.hourly",
+    }

@@ -463,6 +463,28 @@ async def learning_status(name: str, svc: Svc, who: Who) -> Response:
 
 
 @router.get(
+    "/models/{name}/triggers",
+    response_model=dict[str, Any],
+    responses=_ERRORS,
+    tags=["learning"],
+    summary="When the model retrains by itself",
+)
+async def get_triggers(name: str, svc: Svc, who: Who) -> Response:
+    return json_response(await svc.get_triggers(who, name))
+
+
+@router.put(
+    "/models/{name}/triggers",
+    response_model=dict[str, Any],
+    responses=_ERRORS,
+    tags=["learning"],
+    summary="Set (or with null remove) the retraining triggers (admin, audited)",
+)
+async def set_triggers(name: str, request: Request, svc: Svc, who: Who) -> Response:
+    return json_response(await svc.set_triggers(who, name, await json_body(request)))
+
+
+@router.get(
     "/models/{name}/gate",
     response_model=s.GateInfo,
     responses=_ERRORS,
