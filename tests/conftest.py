@@ -139,14 +139,20 @@ def make_key(settings: Settings, consumer: str, scopes: list[str]) -> str:
     return secret
 
 
-def start_server(settings: Settings) -> RunningServer:
+def start_server(settings: Settings, service: Any = None) -> RunningServer:
+    """Start a server (with ``service``, a ``modelport.service.Service`` built by the test
+    with fakes at its outside boundaries, when given)."""
     from modelport.api.app import create_app
 
     port = free_port()
     settings = settings.model_copy(update={"port": port})
     admin = make_key(settings, "test-admin", ["admin"])
     config = uvicorn.Config(
-        create_app(settings), host="127.0.0.1", port=port, log_level="warning", lifespan="on"
+        create_app(settings, service),
+        host="127.0.0.1",
+        port=port,
+        log_level="warning",
+        lifespan="on",
     )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)

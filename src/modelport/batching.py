@@ -116,6 +116,8 @@ class Batcher:
         self._timer: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self.served: Any = None  # the loaded version this batcher serves (set by its owner)
+        # Told of each model call: (rows, each request's queue wait in seconds, call seconds).
+        self.observer: Callable[[int, list[float], float], None] | None = None
 
     async def submit(self, rows: Rows) -> Result:
         """Predict ``rows``; returns their predictions (and probabilities) in order."""
@@ -175,6 +177,9 @@ class Batcher:
         try:
             try:
                 preds, probas = await self.predict(rows)
+                if self.observer is not None:
+                    waits = [started - item.queued_at for item in items]
+                    self.observer(len(rows), waits, time.perf_counter() - started)
             except Exception as exc:
                 stats.failed_batches += 1
                 if len(items) == 1:

@@ -70,6 +70,10 @@ def raise_for_error(response: httpx.Response) -> None:
     raise exc
 
 
+#: The most values of training data a push sends as the drift reference sample.
+REFERENCE_CELLS = 200_000
+
+
 class Client:
     """A modelport server at ``url``, called with ``key``.
 
@@ -348,6 +352,52 @@ class Client:
         body = {"gate": dict(gate) if gate is not None else None}
         return self._dict("PUT", f"/v1/models/{name}/gate", json=body)
 
+    # -- monitoring -------------------------------------------------------------------------------
+
+    def performance(
+        self,
+        name: str,
+        *,
+        window: str | float = "24h",
+        version: int | None = None,
+        buckets: int = 24,
+        consumer: str | None = None,
+    ) -> dict[str, Any]:
+        """Live metrics per version from feedback labels, over ``window`` (e.g. ``"7d"``)."""
+        params = {"window": window, "version": version, "buckets": buckets, "consumer": consumer}
+        return self._dict(
+            "GET",
+            f"/v1/models/{name}/performance",
+            params={k: v for k, v in params.items() if v is not None},
+        )
+
+    def drift(
+        self, name: str, *, window: str | float | None = None, version: int | None = None
+    ) -> dict[str, Any]:
+        """Per version: inputs and predictions of the window against the version's reference."""
+        params = {"window": window, "version": version}
+        return self._dict(
+            "GET",
+            f"/v1/models/{name}/drift",
+            params={k: v for k, v in params.items() if v is not None},
+        )
+
+    def monitoring(self, name: str) -> dict[str, Any]:
+        """A model's monitoring settings (drift thresholds, window, webhook)."""
+        return self._dict("GET", f"/v1/models/{name}/monitoring")
+
+    def set_monitoring(self, name: str, monitoring: Mapping[str, Any] | None) -> dict[str, Any]:
+        """Set (None removes) a model's monitoring settings."""
+        body = {"monitoring": dict(monitoring) if monitoring is not None else None}
+        return self._dict("PUT", f"/v1/models/{name}/monitoring", json=body)
+
+    def set_reference(
+        self, name: str, version: int, *, since: str | float, until: str | float | None = None
+    ) -> dict[str, Any]:
+        """Make a window of a version's own traffic its drift reference."""
+        body = {"since": since, **({"until": until} if until is not None else {})}
+        return self._dict("PUT", f"/v1/models/{name}/versions/{version}/reference", json=body)
+
     # -- releases ---------------------------------------------------------------------------------
 
     def traffic(self, name: str) -> dict[str, Any]:
@@ -489,6 +539,17 @@ def frame_fingerprint(df: pd.DataFrame) -> str:
     return digest.hexdigest()
 
 
+def _reference_sample(df: pd.DataFrame, names: list[str]) -> dict[str, Any]:
+    """A seeded sample of the training rows, which the server scores as the version's drift
+    reference (at most REFERENCE_CELLS values, to keep the push body small)."""
+    from .drift import REFERENCE_ROWS, sample_rows
+
+    size = max(1, min(REFERENCE_ROWS, REFERENCE_CELLS // max(1, len(names))))
+    picked = sample_rows(list(range(len(df))), size)
+    rows = orjson.loads(df[names].iloc[picked].to_json(orient="values"))
+    return {"fields": list(names), "rows": rows, "total": len(df)}
+
+
 def _train_data_meta(
     data: str | Path | pd.DataFrame, target: str | None, model: Any, *, explicit_schema: bool
 ) -> dict[str, Any]:
@@ -512,7 +573,11 @@ def _train_data_meta(
     names = getattr(model, "feature_names_in_", None)
     fields = [str(n) for n in names] if names is not None else None
     schema, stats = infer_schema(df, fields=fields)
-    meta: dict[str, Any] = {"train_data_sha256": fingerprint, "train_stats": stats}
+    meta: dict[str, Any] = {
+        "train_data_sha256": fingerprint,
+        "train_stats": stats,
+        "reference_sample": _reference_sample(df, schema.names),
+    }
     if not explicit_schema:
         meta["schema"] = schema.to_dict()
         meta["schema_from_train_data"] = True

@@ -38,6 +38,8 @@ class ModelportError(Exception):
 
     status_code = 500
     code = "internal_error"
+    #: The model version a scoring request had been routed to when it failed (for metrics).
+    version: int | None = None
 
     def __init__(self, message: str, *, details: list[dict[str, Any]] | None = None) -> None:
         super().__init__(message)

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import sqlalchemy as sa
 
-from . import flavors, jobs, learning, registry
+from . import drift, flavors, jobs, learning, registry
 from .schema import Schema, parse_schema
 from .store.tables import learner_leases, prequential, versions
 
@@ -48,6 +48,8 @@ class _State:
     n: int = 0  # prequential counts since the last snapshot
     total: float = 0.0
     total_sq: float = 0.0
+    # The observations seen (a sample): each snapshot's drift reference.
+    seen: drift.Reservoir = field(default_factory=drift.Reservoir)
 
 
 class Learner:
@@ -146,7 +148,9 @@ class Learner:
         if rows:
             records = [inputs for _, inputs, _, _ in rows]
             labels = [label for _, _, label, _ in rows]
-            X = state.schema.table(records).frame()
+            table = state.schema.table(records)
+            state.seen.add(table.rows())
+            X = table.frame()
             if state.model.ready(1):
                 self._score(state, X, labels)
             state.model.learn(
@@ -202,6 +206,19 @@ class Learner:
             "prequential": {"n": state.n, "total": state.total, "total_sq": state.total_sq},
         }
 
+        schema, model = state.schema, state.model
+        reference = drift.safe_reference(
+            lambda: drift.build_reference(
+                "observations",
+                list(schema.names),
+                state.seen.rows,
+                lambda rows: np.asarray(
+                    model.predict(schema.table_from_rows(rows).frame())
+                ).tolist(),
+                total=state.seen.seen,
+            )
+        )
+
         def write(conn: Any) -> int:
             number = registry.insert_version(
                 conn,
@@ -213,6 +230,7 @@ class Learner:
                 train_stats=None,
                 lineage=lineage,
                 description=f"online snapshot through observation {state.through}",
+                reference=reference,
             )
             registry.set_alias(
                 conn, name, "production", number, actor=LEARNER_ACTOR, reason="online snapshot"

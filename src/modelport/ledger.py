@@ -190,6 +190,10 @@ def _records(row: sa.Row[Any], start: int = 0) -> list[dict[str, Any]]:
     return out
 
 
+#: The predictions of one ledger row as API records (the dashboard's recent predictions).
+records = _records
+
+
 def _feedback_records(rows: Sequence[sa.Row[Any]]) -> list[dict[str, Any]]:
     """Feedback oldest first; the newest label (and newest reward) is current, the rest superseded."""
     latest_label = max((r.id for r in rows if r.label is not None), default=None)
@@ -374,12 +378,20 @@ def store_feedback(
     conn: Connection, items: list[dict[str, Any]], consumer: str
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Insert feedback for known predictions; report unknown ids per item."""
-    known: dict[str, tuple[str, int, Any]] = {}
+    known: dict[str, tuple[str, int, Any, str, int]] = {}
     for pid in {item["prediction_id"] for item in items}:
-        found = _locate(conn, pid, predictions.c.id, predictions.c.rows, predictions.c.outputs)
+        found = _locate(
+            conn,
+            pid,
+            predictions.c.id,
+            predictions.c.rows,
+            predictions.c.outputs,
+            predictions.c.model,
+            predictions.c.version,
+        )
         if found is not None:
             row, at = found
-            known[pid] = (row.id, at, row.outputs["predictions"][at])
+            known[pid] = (row.id, at, row.outputs["predictions"][at], row.model, row.version)
     rejected = [
         {
             "index": item["index"],
@@ -414,7 +426,13 @@ def store_feedback(
         .all()
     )
     accepted = [
-        {"index": item["index"], "prediction_id": item["prediction_id"], "feedback_id": fid}
+        {
+            "index": item["index"],
+            "prediction_id": item["prediction_id"],
+            "feedback_id": fid,
+            "model": known[item["prediction_id"]][3],
+            "version": known[item["prediction_id"]][4],
+        }
         for item, fid in zip(good, new_ids, strict=True)
     ]
     return accepted, rejected

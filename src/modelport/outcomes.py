@@ -104,6 +104,18 @@ def traffic(
     return out
 
 
+def newest_feedback(*where: Any) -> sa.Subquery:
+    """The ids of the newest feedback item per prediction among those matching ``where``
+    (conditions on ``feedback`` and its ``predictions`` row): a later label supersedes."""
+    return (
+        sa.select(sa.func.max(feedback.c.id).label("id"))
+        .select_from(feedback.join(predictions, predictions.c.id == feedback.c.ledger_id))
+        .where(*where)
+        .group_by(feedback.c.ledger_id, feedback.c.ledger_row)
+        .subquery()
+    )
+
+
 def feedback_stats(
     conn: Connection,
     model: str,
@@ -121,13 +133,7 @@ def feedback_stats(
         "error": feedback.c.error,
         "sq_error": feedback.c.error,
     }[kind]
-    newest = (
-        sa.select(sa.func.max(feedback.c.id).label("id"))
-        .select_from(feedback.join(predictions, predictions.c.id == feedback.c.ledger_id))
-        .where(*_scope(model, rev, since), column.is_not(None))
-        .group_by(feedback.c.ledger_id, feedback.c.ledger_row)
-        .subquery()
-    )
+    newest = newest_feedback(*_scope(model, rev, since), column.is_not(None))
     value: Any = sa.cast(column, sa.Float)
     if kind == "correct":
         value = sa.case((column == sa.true(), 1.0), else_=0.0)

@@ -158,8 +158,10 @@ def insert_version(
     train_stats: dict[str, Any] | None,
     lineage: dict[str, Any],
     description: str = "",
+    reference: dict[str, Any] | None = None,
 ) -> int:
-    """Add the next version of a model; return its number."""
+    """Add the next version of a model; return its number. ``reference``: its drift
+    reference (see :mod:`modelport.drift`)."""
     current = conn.execute(
         sa.select(sa.func.max(versions.c.version)).where(versions.c.model_id == model_id)
     ).scalar()
@@ -173,6 +175,7 @@ def insert_version(
             flavor=flavor,
             input_schema=input_schema,
             train_stats=train_stats,
+            reference=reference,
             lineage=lineage,
             description=description,
             created_at=time.time(),

@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from . import algorithms, flavors, learning, registry, releases
+from . import algorithms, drift, flavors, learning, registry, releases
 from .schema import parse_schema
 
 Progress = Callable[[float, str], None]
@@ -107,6 +107,11 @@ def run_retrain(
         classes=spec.get("classes"),
     )
     progress(0.6, f"trained in {time.perf_counter() - started:.1f} s: {trained.metrics}")
+    reference = drift.safe_reference(
+        lambda: drift.reference_from_frame(
+            "dataset", frame, schema.names, trained.estimator, seed=params.get("seed", 0)
+        )
+    )
     champion = _champion_metrics(store, artifacts, name, trained, spec)
     blob = io.BytesIO()
     joblib.dump(trained.estimator, blob)
@@ -141,6 +146,7 @@ def run_retrain(
             train_stats=None,
             lineage=lineage,
             description=f"retrained by job {job['id']} on dataset {dataset['id'][:12]}",
+            reference=reference,
         )
         registry.set_alias(
             conn,

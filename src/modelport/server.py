@@ -11,6 +11,7 @@ import gc
 import ipaddress
 import logging
 import os
+import shutil
 import signal
 import socket
 import sys
@@ -75,15 +76,23 @@ def _config(settings: Settings, app: Any, **extra: Any) -> uvicorn.Config:
 
 
 def _serve_workers(settings: Settings, on_ready: Callable[[], None] | None) -> None:
-    """N processes on one socket (uvicorn's supervisor restarts a worker that dies)."""
+    """N processes on one socket (uvicorn's supervisor restarts a worker that dies); their
+    metrics go to one directory, so a scrape of any worker answers for all."""
+    from .metrics import MULTIPROC_ENV, prepare_multiprocess
+
     os.environ[SETTINGS_ENV] = settings.model_dump_json()
+    metrics_dir = prepare_multiprocess(settings.home / "run")
     config = _config(
         settings, "modelport.server:worker_app", factory=True, workers=settings.workers
     )
     sock = config.bind_socket()
     if on_ready is not None:
         on_ready()
-    Multiprocess(config, sockets=[sock]).run()
+    try:
+        Multiprocess(config, sockets=[sock]).run()
+    finally:
+        os.environ.pop(MULTIPROC_ENV, None)
+        shutil.rmtree(metrics_dir, ignore_errors=True)
 
 
 class _Server(uvicorn.Server):

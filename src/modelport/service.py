@@ -16,7 +16,7 @@ from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 import orjson
@@ -25,14 +25,19 @@ from sqlalchemy.engine import Connection
 from . import (
     canary,
     compatibility,
+    drift,
+    fit,
     flavors,
     jobs,
     keys,
     learning,
     ledger,
+    monitoring,
     outcomes,
+    performance,
     registry,
     releases,
+    timeline,
 )
 from .adapters import Adapter
 from .artifacts import open_artifact_store
@@ -46,12 +51,14 @@ from .errors import (
     InvalidRequest,
     ModelFailed,
     ModelNotFound,
+    ModelportError,
 )
 from .flavors._base import example_table
 from .flavors._cache import LoadCache
 from .ids import new_ids
 from .keys import ANONYMOUS, KeyCache, Principal
 from .learner import Learner, learning_status
+from .metrics import Metrics
 from .releases import Release
 from .retrain import check_gate, check_triggers, due_trigger, trigger_retrain
 from .routing import Route, Router, Served
@@ -62,6 +69,10 @@ from .store import Store
 from .store.tables import failures, models
 from .store.writer import Writer
 from .table import Table
+from .timefmt import parse_window
+
+if TYPE_CHECKING:
+    import httpx
 
 log = logging.getLogger("modelport.service")
 #: The keys a native predict body may have.
@@ -86,11 +97,17 @@ class Scored:
 class Service:
     """One modelport process's state and operations."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(
+        self, settings: Settings, *, webhook_transport: httpx.AsyncBaseTransport | None = None
+    ) -> None:
+        """``webhook_transport``: how monitoring webhooks are sent (tests give a fake)."""
         self.settings = settings
+        self.webhook_transport = webhook_transport
         self.store = Store(settings.store_url, sqlite_synchronous=settings.sqlite_synchronous)
         self.artifacts = open_artifact_store(settings.artifacts_location)
+        self.metrics = Metrics(max_series=settings.metrics_max_series)
         self.writer = Writer(self.store, max_batch=settings.ledger_max_batch)
+        self.writer.observer = self.metrics.committed
         cache = LoadCache(settings.home / "cache" if settings.model_cache else None)
         self.router = Router(self.store, self.artifacts, cache)
         self.keys = KeyCache(self.store, settings.key_cache_seconds)
@@ -104,6 +121,7 @@ class Service:
         self._jobs_wake = asyncio.Event()
         self._runner: asyncio.Task[None] | None = None
         self._learner: asyncio.Task[None] | None = None
+        self._drift: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._batchers: dict[tuple[str, int], Batcher] = {}
 
@@ -123,6 +141,10 @@ class Service:
         self._learner = asyncio.create_task(
             Learner(self).run(self._stopping, self.settings.learn_poll_seconds)
         )
+        if self.settings.drift_check_seconds > 0:
+            self._drift = asyncio.create_task(
+                self._repeat(self.settings.drift_check_seconds, self.check_drift, "drift check")
+            )
 
     async def stop(self) -> None:
         """Stop taking work, commit everything acknowledged-to-be, release resources."""
@@ -135,6 +157,8 @@ class Service:
             await self._runner
         if self._learner is not None:
             await self._learner
+        if self._drift is not None:
+            await self._drift
         if self._background:  # shadow copies: give them their time, then let them go
             _, pending = await asyncio.wait(
                 self._background, timeout=self.settings.shadow_timeout_seconds
@@ -144,18 +168,26 @@ class Service:
         await asyncio.to_thread(self.writer.stop)
         self.predict_pool.shutdown(wait=True)
         self.store.close()
+        self.metrics.close()
 
     async def _release_loop(self) -> None:
         """Re-read bandit statistics and judge canaries, until the service stops."""
-        interval = self.settings.release_check_seconds
+        await self._repeat(
+            self.settings.release_check_seconds, self.check_releases, "release check"
+        )
+
+    async def _repeat(
+        self, interval: float, check: Callable[[], Coroutine[Any, Any, None]], what: str
+    ) -> None:
+        """Run ``check`` every ``interval`` seconds until the service stops."""
         while not self._stopping.is_set():
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), interval)
                 return
             try:
-                await self.check_releases()
+                await check()
             except Exception as exc:  # the store may be briefly away; keep serving
-                log.warning("release check failed: %s", exc)
+                log.warning("%s failed: %s", what, exc)
 
     async def check_releases(self) -> None:
         """One round: bandit statistics into the router; canary guards judged (and acted on);
@@ -297,16 +329,20 @@ class Service:
             name, consumer=principal.consumer, version=version, alias=alias, unit=unit
         )
         served, arm = route.served, route.arm
-        rows = table(served, route.adapter_for(served))
         try:
-            preds, probas = await self.batcher(served).submit(rows)
-        except ModelFailed as exc:
-            await self._failed(route, served, arm, principal.consumer, request_id, exc)
-            if route.fallback is None:
-                raise
-            served, arm = route.fallback, route.fallback_arm
             rows = table(served, route.adapter_for(served))
-            preds, probas = await self.batcher(served).submit(rows)
+            try:
+                preds, probas = await self.batcher(served).submit(rows)
+            except ModelFailed as exc:
+                await self._failed(route, served, arm, principal.consumer, request_id, exc)
+                if route.fallback is None:
+                    raise
+                served, arm = route.fallback, route.fallback_arm
+                rows = table(served, route.adapter_for(served))
+                preds, probas = await self.batcher(served).submit(rows)
+        except ModelportError as exc:
+            exc.version = served.version
+            raise
         latency_ms = (time.perf_counter() - started) * 1000
         ids = new_ids(len(rows))
         predictions = preds.tolist() if isinstance(preds, np.ndarray) else list(preds)
@@ -329,6 +365,9 @@ class Service:
                     traffic_rev=route.traffic_rev,
                 )
             ]
+        )
+        self.metrics.scored(
+            name, served.version, arm, principal.consumer, len(rows), time.perf_counter() - started
         )
         if route.shadow is not None:
             self._spawn(self._shadow(route, principal.consumer, request_id, table))
@@ -370,7 +409,9 @@ class Service:
                 shadow=True,
             )
             await self.writer.insert_rows([row])
+            self.metrics.shadow.child(shadow.model, str(shadow.version), "ok").inc()
         except Exception as exc:
+            self.metrics.shadow.child(shadow.model, str(shadow.version), "failed").inc()
             if isinstance(exc, asyncio.TimeoutError):
                 exc = ModelFailed(f"timed out after {self.settings.shadow_timeout_seconds:g} s")
             log.warning(
@@ -427,6 +468,7 @@ class Service:
                 concat=Table.concat,
             )
             batcher.served = served
+            batcher.observer = functools.partial(self.metrics.batch, served.model, served.version)
             self._batchers[key] = batcher
         return batcher
 
@@ -507,6 +549,7 @@ class Service:
                 details=[{"field": "body", "reason": "not an object"}],
             )
         good, rejected = ledger.check_feedback_items(payload.get("feedback"))
+        good_by_index = {item["index"]: item for item in good}
         accepted: list[dict[str, Any]] = []
         if good:
 
@@ -522,6 +565,11 @@ class Service:
 
             accepted, unknown = await self.writer.run(store)
             rejected = sorted(rejected + unknown, key=lambda r: r["index"])
+            for item in accepted:
+                kind = (
+                    "label" if good_by_index[item["index"]].get("label") is not None else "reward"
+                )
+                self.metrics.feedback.child(item["model"], str(item["version"]), kind).inc()
         if not accepted:
             raise InvalidInput(
                 "no feedback item was accepted",
@@ -646,6 +694,7 @@ class Service:
             ids = await self.writer.run(
                 lambda c: learning.store_observations(c, model_id, good, source)
             )
+            self.metrics.observations.child(name, source).inc(len(ids))
         if not ids:
             raise InvalidInput(
                 "no observation was accepted",
@@ -826,6 +875,151 @@ class Service:
             lambda c: outcomes.report_for(c, name, metric=metric, revision=revision, alpha=alpha)
         )
 
+    # -- monitoring -------------------------------------------------------------------------------
+
+    async def performance(
+        self,
+        principal: Principal,
+        name: str,
+        *,
+        window: str | None = None,
+        version: int | None = None,
+        buckets: int = 24,
+        consumer: str | None = None,
+    ) -> dict[str, Any]:
+        """Live metrics per version from feedback labels, over a window cut into buckets."""
+        principal.require("read")
+        span = parse_window(window, "window", 86400.0)
+        timeline.check_buckets(buckets)
+        until = time.time()
+        return await self._read(
+            functools.partial(
+                performance.report,
+                name=name,
+                since=until - span,
+                until=until,
+                version=version,
+                buckets=buckets,
+                consumer=consumer,
+                max_rows=self.settings.performance_max_rows,
+            )
+        )
+
+    async def drift(
+        self,
+        principal: Principal,
+        name: str,
+        *,
+        window: str | None = None,
+        version: int | None = None,
+    ) -> dict[str, Any]:
+        """Per version with traffic in the window: its inputs and predictions against its
+        reference."""
+        principal.require("read")
+        return await self._read(
+            functools.partial(
+                monitoring.drift_report,
+                name=name,
+                window=window,
+                version=version,
+                max_rows=self.settings.drift_max_rows,
+            )
+        )
+
+    async def get_monitoring(self, principal: Principal, name: str) -> dict[str, Any]:
+        principal.require("read")
+
+        def run(conn: Connection) -> dict[str, Any]:
+            doc = registry.model_row(conn, name).monitoring
+            return {
+                "model": name,
+                "monitoring": doc,
+                "thresholds": monitoring.thresholds_of(doc),
+                "window_seconds": monitoring.window_of(doc),
+            }
+
+        return await self._read(run)
+
+    async def set_monitoring(self, principal: Principal, name: str, doc: Any) -> dict[str, Any]:
+        """Drift thresholds, window and webhook (``{"monitoring": null}`` removes them)."""
+        return await self._set_model_document(
+            principal, name, doc, "monitoring", monitoring.check_monitoring
+        )
+
+    async def set_reference(
+        self, principal: Principal, name: str, version: int, doc: Any
+    ) -> dict[str, Any]:
+        """A version's drift reference from a window of its own logged traffic (audited)."""
+        principal.require("admin")
+        since, until = monitoring.check_reference_window(doc)
+        return await self.writer.run(
+            functools.partial(
+                monitoring.set_reference_from_traffic,
+                name=name,
+                version=version,
+                since=since,
+                until=until,
+                actor=principal.consumer,
+                max_rows=self.settings.drift_max_rows,
+            )
+        )
+
+    async def check_drift(self) -> None:
+        """One round of the background drift check: a ``drift`` or ``drift_cleared`` event
+        (and the model's webhook) when a version's verdict changes."""
+        for name, model in list(self.router.models.items()):
+            found = await self._read(
+                functools.partial(
+                    monitoring.drift_report,
+                    name=name,
+                    max_rows=self.settings.drift_max_rows,
+                    with_settings=True,
+                )
+            )
+            settings = found.pop("settings", None) or {}
+            for entry in found["versions"]:
+                if not monitoring.judged(entry, found["thresholds"]):
+                    continue
+                detail = monitoring.event_detail(entry, found["window"])
+                try:
+                    kind = await self.writer.run(
+                        functools.partial(
+                            monitoring.transition,
+                            model_id=model["id"],
+                            version=entry["version"],
+                            drifted=entry["drifted"],
+                            detail=detail,
+                        )
+                    )
+                except Exception as exc:  # another server recorded it first
+                    log.info("drift state of %s v%s: %s", name, entry["version"], exc)
+                    continue
+                if kind is not None:
+                    log.warning("%s: %s version %s %s", kind, name, entry["version"], detail)
+                    if settings.get("webhook"):
+                        payload = monitoring.webhook_payload(name, kind, detail)
+                        await self._webhook(model["id"], settings["webhook"], payload)
+
+    async def _webhook(self, model_id: int, url: str, payload: dict[str, Any]) -> None:
+        """POST a monitoring event; a failure is logged and recorded, never raised."""
+        import httpx
+
+        timeout = self.settings.webhook_timeout_seconds
+        try:
+            async with httpx.AsyncClient(transport=self.webhook_transport, timeout=timeout) as http:
+                response = await asyncio.wait_for(http.post(url, json=payload), timeout * 2)
+                response.raise_for_status()
+        except Exception as exc:
+            error = f"{type(exc).__name__}: {exc}"[:500]
+            log.warning("webhook %s for %s failed: %s", url, payload["model"], error)
+            detail = {"url": url, "event": payload["event"], "error": error}
+            with contextlib.suppress(Exception):
+                await self.writer.run(
+                    lambda c: releases.record_event(
+                        c, model_id, "webhook_failed", releases.SYSTEM_ACTOR, detail
+                    )
+                )
+
     # -- push -------------------------------------------------------------------------------------
 
     async def push(
@@ -909,6 +1103,9 @@ class Service:
         if isinstance(stats, dict) and isinstance(stats.get("fields"), dict):
             keep = set(schema.names)
             stats = {**stats, "fields": {k: v for k, v in stats["fields"].items() if k in keep}}
+        reference = await asyncio.to_thread(
+            drift.reference_from_sample, meta.get("reference_sample"), schema, loaded
+        )
 
         def write(conn: Connection) -> int:
             model = registry.ensure_model(
@@ -928,6 +1125,7 @@ class Service:
                 train_stats=stats,
                 lineage=lineage,
                 description=meta.get("version_description") or "",
+                reference=reference,
             )
             if meta.get("alias"):
                 registry.set_alias(
@@ -964,6 +1162,42 @@ class Service:
         out = await self.writer.run(lambda c: keys.revoke_key(c, key_id))
         self.keys.forget()
         return out
+
+    # -- dashboard views (modelport.timeline, modelport.fit) ---------------------------------------
+
+    async def timeline(
+        self, principal: Principal, name: str, *, seconds: float, buckets: int
+    ) -> dict[str, Any]:
+        """Requests, rows, errors and latency per version and time bucket."""
+        principal.require("read")
+        return await self._read(
+            lambda c: timeline.timeline(c, name, seconds=seconds, buckets=buckets)
+        )
+
+    async def recent_predictions(
+        self, principal: Principal, name: str, limit: int
+    ) -> dict[str, Any]:
+        """The newest predictions, newest first, with their current feedback."""
+        principal.require("read")
+        return await self._read(lambda c: timeline.recent(c, name, limit))
+
+    async def fit_view(self, principal: Principal, name: str, points: int) -> dict[str, Any]:
+        """A one-input regression's last labelled points and the production version's line
+        over them (scored without touching the ledger)."""
+        principal.require("read")
+        fit.check_points(points)
+        served, alias = await self.router.resolve(name)
+        field = fit.input_field(served)
+        found = await self._read(lambda c: fit.labelled_points(c, name, field, points))
+        line = await asyncio.to_thread(fit.line, served, fit.grid(found, served))
+        return {
+            "model": name,
+            "version": served.version,
+            "alias": alias,
+            "field": field,
+            "points": found,
+            "line": line,
+        }
 
 
 def _compatibility(

@@ -127,6 +127,27 @@ class Settings(BaseSettings):
             "the store."
         ),
     )
+    drift_check_seconds: float = Field(
+        default=60.0,
+        ge=0,
+        description=(
+            "How often each server judges drift per model and version (events, webhooks); "
+            "0 disables the check. Servers sharing a store act once per change."
+        ),
+    )
+    drift_max_rows: int = Field(
+        default=50_000,
+        ge=100,
+        description="The most recent predictions per version a drift report reads.",
+    )
+    performance_max_rows: int = Field(
+        default=200_000,
+        ge=100,
+        description="The most labelled predictions a performance report reads (newest first).",
+    )
+    webhook_timeout_seconds: float = Field(
+        default=5.0, gt=0, description="How long a monitoring webhook call may take."
+    )
     job_workers: int = Field(
         default=1,
         ge=0,
@@ -149,6 +170,21 @@ class Settings(BaseSettings):
         description=(
             "How long a shadow copy may take to score before it is recorded as failed (it never "
             "delays the caller's answer); also how long shutdown waits for shadow copies."
+        ),
+    )
+    metrics_public: bool = Field(
+        default=False,
+        description=(
+            "Answer /metrics without a key. By default a scrape needs a key with the read "
+            "scope (Prometheus: authorization credentials in the scrape config)."
+        ),
+    )
+    metrics_max_series: int = Field(
+        default=1000,
+        ge=10,
+        description=(
+            "The most label sets each Prometheus metric family keeps; further ones (say, a "
+            "flood of online snapshots) are counted under '_other' labels."
         ),
     )
     model_cache: bool = Field(

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from .errors import InvalidRequest
+from .errors import InvalidInput, InvalidRequest
+
+#: Seconds per unit of a window such as ``15m``, ``2h`` or ``7d``.
+_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
 
 
 def iso(ts: float | None) -> str | None:
@@ -32,3 +35,27 @@ def parse_time(value: str | None, field: str) -> float | None:
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=timezone.utc)
     return parsed.timestamp()
+
+
+def parse_window(
+    value: str | float | None, field: str = "window", default: float = 3600.0
+) -> float:
+    """A time window as seconds: ``90`` (seconds), ``15m``, ``2h``, ``7d`` or ``1w``.
+
+    Bad or non-positive values raise a 422 naming ``field``.
+    """
+    if value is None or value == "":
+        return default
+    text = str(value).strip().lower()
+    unit = _UNITS.get(text[-1:]) if text else None
+    number = text[:-1] if unit is not None else text
+    try:
+        seconds = float(number) * (unit or 1.0)
+    except ValueError:
+        seconds = float("nan")
+    if not seconds > 0 or seconds == float("inf"):
+        raise InvalidInput(
+            f"{field}: expected a positive duration such as 90, 15m, 2h or 7d, got {value!r}",
+            details=[{"field": field, "reason": "not a positive duration (s, m, h, d, w)"}],
+        )
+    return seconds

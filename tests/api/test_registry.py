@@ -161,10 +161,13 @@ def test_versions_are_immutable(
     mp = server.client()
     first = mp.push("iris", iris_pipeline, train_data=iris_frame, commit="c1", metrics={"f1": 0.9})
     frozen = mp.version("iris", 1, stats=True)
-    # Nothing in the API edits or deletes a version: only GET reaches a version's URL.
+    # Nothing in the API edits or deletes a version: only GET reaches a version's URL, but for
+    # its drift reference (monitoring's baseline, not part of what the version is or returns).
     doc = server.http("").get("/openapi.json").json()
     for path, ops in doc["paths"].items():
-        if path.startswith("/v1/models/{name}/versions/{version}"):
+        if path == "/v1/models/{name}/versions/{version}/reference":
+            assert set(ops) == {"put"}, path
+        elif path.startswith("/v1/models/{name}/versions/{version}"):
             assert set(ops) == {"get"}, path
     http = server.http()
     for method in ("PUT", "PATCH", "DELETE", "POST"):

@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import gc
 from collections.abc import AsyncIterator
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.openapi.utils import get_openapi
+from starlette.responses import PlainTextResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .. import __version__
 from ..errors import PayloadTooLarge
 from ..ids import request_id as new_request_id
+from ..metrics import CONTENT_TYPE
 from ..service import Service
 from ..settings import Settings
 from . import dashboard, errors, schemas, scoring, v1, v2
@@ -29,6 +32,31 @@ _DOC_ONLY_MODELS = (
     schemas.ObservationsRequest,
     schemas.JobRequest,
 )
+
+
+metrics_router = APIRouter()
+
+
+@metrics_router.get(
+    "/metrics",
+    response_class=PlainTextResponse,
+    responses={
+        200: {
+            "description": "The Prometheus text format",
+            "content": {CONTENT_TYPE: {"schema": {"type": "string"}}},
+        },
+        **v1._ERRORS,
+    },
+    tags=["service"],
+    summary="Prometheus metrics (read key unless metrics_public)",
+)
+async def prometheus_metrics(request: Request) -> Response:
+    svc: Service = request.app.state.service
+    if not svc.settings.metrics_public:
+        who = await svc.authenticate(v1.api_key(request))
+        who.require("read")
+    body = await asyncio.to_thread(svc.metrics.exposition)
+    return Response(body, media_type=CONTENT_TYPE)
 
 
 class ModelportApp(FastAPI):
@@ -80,6 +108,7 @@ def create_app(
         redoc_url=None,
     )
     errors.install(app)
+    app.include_router(metrics_router)
     app.include_router(v1.router)
     app.include_router(v2.router)
     app.include_router(dashboard.router)
@@ -186,12 +215,33 @@ class RequestGuard:
                     raise PayloadTooLarge(f"the request body exceeds the limit of {limit} bytes")
             return message
 
+        status = 500
+
         async def send_with_id(message: Message) -> None:
+            nonlocal status
             if message["type"] == "http.response.start":
+                status = message["status"]
                 message["headers"] = [*message.get("headers", []), header_id]
             await send(message)
 
-        await self.app(scope, limited_receive, send_with_id)
+        try:
+            await self.app(scope, limited_receive, send_with_id)
+        finally:
+            _count_http(scope, status)
+
+
+def _count_http(scope: Scope, status: int) -> None:
+    """Count a request by its route's path template (bounded), not its path."""
+    service = getattr(scope["app"].state, "service", None) if "app" in scope else None
+    if service is None:
+        return
+    route = scope.get("route")
+    template = getattr(route, "path", None) or "_unmatched"
+    method = scope["method"] if scope["method"] in _METHODS else "_other"
+    service.metrics.http.child(method, template, str(status)).inc()
+
+
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
 async def _too_large(send: Send, limit: int, header_id: tuple[bytes, bytes], *, oip: bool) -> None:

@@ -121,6 +121,14 @@ class PushMetadata(Strict):
         None,
         description="Per-field training statistics (computed by the client from --train-data).",
     )
+    reference_sample: dict[str, Any] | None = Field(
+        None,
+        description=(
+            'A seeded sample of the training rows, {"fields": [...], "rows": [[...]], "total": '
+            "n} (sent by the client with --train-data): the server scores it with the pushed "
+            "model and keeps both as the version's drift reference."
+        ),
+    )
     schema_from_train_data: bool = Field(
         False,
         description=(
@@ -292,6 +300,8 @@ class FeedbackAccepted(BaseModel):
     index: int
     prediction_id: str
     feedback_id: int
+    model: str
+    version: int
 
 
 class FeedbackRejected(BaseModel):
@@ -456,3 +466,99 @@ class Job(BaseModel):
 class GateInfo(BaseModel):
     model: str
     gate: dict[str, Any] | None
+
+
+# -- monitoring -------------------------------------------------------------------------------------
+
+
+class Window(BaseModel):
+    since: str
+    until: str
+    seconds: float
+
+
+class LabelDelay(BaseModel):
+    median: float
+    p90: float
+
+
+class PerformanceBucket(BaseModel):
+    start: str
+    end: str
+    labelled: int
+    metrics: dict[str, Any]
+
+
+class VersionPerformance(BaseModel):
+    version: int
+    predictions: int = Field(description="Predictions (rows, not requests) in the window")
+    labelled: int = Field(description="Of those, how many have a label (the newest counts)")
+    coverage: float | None
+    label_delay_seconds: LabelDelay | None
+    metrics: dict[str, Any] = Field(
+        description="accuracy, precision, recall, f1 (macro), positive_class, "
+        "precision_positive, recall_positive, f1_positive, log_loss, roc_auc; or mae, rmse, r2. "
+        "Absent when not computable."
+    )
+    series: list[PerformanceBucket]
+
+
+class PerformanceReport(BaseModel):
+    model: str
+    task: Literal["classification", "regression"]
+    window: Window
+    consumer: str | None
+    truncated: bool = Field(description="More labels than performance_max_rows: newest read")
+    max_rows: int
+    versions: list[VersionPerformance]
+
+
+class DriftFigures(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    field: str
+    kind: Literal["numeric", "categorical"]
+    psi: float
+    ks_statistic: float | None = None
+    ks_pvalue: float | None = None
+    chi2: float | None = None
+    chi2_pvalue: float | None = None
+    drifted: bool
+    reasons: list[str]
+
+
+class VersionDrift(BaseModel):
+    version: int
+    rows: int
+    reference_rows: int | None
+    reference: bool
+    reason: str | None
+    drifted: bool
+    fields: list[DriftFigures]
+    predictions: DriftFigures | None
+
+
+class DriftReport(BaseModel):
+    model: str
+    window: Window
+    thresholds: dict[str, float]
+    versions: list[VersionDrift]
+
+
+class MonitoringInfo(BaseModel):
+    model: str
+    monitoring: dict[str, Any] | None = Field(
+        description='{"thresholds": {"psi", "ks_pvalue", "chi2_pvalue", "min_rows"}, '
+        '"window": "1h", "webhook": "https://..."}; every key optional'
+    )
+    thresholds: dict[str, float] | None = None
+    window_seconds: float | None = None
+
+
+class ReferenceSet(BaseModel):
+    model: str
+    source: str
+    version: int
+    since: str
+    until: str
+    rows: int
+    sample_rows: int

@@ -24,6 +24,7 @@ from starlette.types import Receive, Scope, Send
 from .. import oip
 from ..errors import InvalidRequest, ModelportError, PayloadTooLarge
 from ..ids import request_id as new_request_id
+from ..metrics import UNKNOWN
 from ..routing import Served
 from . import errors
 
@@ -190,6 +191,7 @@ async def serve(
             return
         if service is None:
             raise _not_ready()
+        service.metrics.inflight.inc()
         call = Call(
             service,
             name,
@@ -203,6 +205,8 @@ async def serve(
         await _send(send, 200, body, [*content_headers, *extra])
     except ModelportError as exc:
         status, body, more = errors.render(exc, oip=route.oip)
+        if service is not None:
+            _count_refused(service, name, exc.version, status)
         more_headers = [(k.lower().encode(), v.encode()) for k, v in more.items()]
         await _send(send, status, body, [(b"content-type", _JSON), *more_headers, *extra])
     except _Disconnected:
@@ -210,7 +214,18 @@ async def serve(
     except Exception as exc:
         log.error("unhandled error on %s %s", scope["method"], scope["path"], exc_info=exc)
         status, body = errors.render_unexpected(exc, oip=route.oip)
+        if service is not None:
+            _count_refused(service, name, None, status)
         await _send(send, status, body, [(b"content-type", _JSON), *extra])
+    finally:
+        if service is not None and scope["method"] == "POST":
+            service.metrics.inflight.dec()
+
+
+def _count_refused(service: Service, name: str, version: int | None, status: int) -> None:
+    """Count an error answer; a name the registry does not know is not a label value."""
+    model = name if name in service.router.models else UNKNOWN
+    service.metrics.refused(model, version, "", status)
 
 
 class _Disconnected(Exception):

@@ -44,11 +44,28 @@ def service(request: Request) -> Service:
     return svc
 
 
+#: The dashboard's session cookie (set by ``POST /login``): it holds the key.
+SESSION_COOKIE = "modelport_key"
+#: The header the dashboard's scripts send; a cross-site form cannot set it.
+DASHBOARD_HEADER = "x-modelport-dashboard"
+
+
 def api_key(request: Request) -> str | None:
+    """The key: a bearer token, ``X-API-Key``, or the dashboard's cookie. The cookie counts
+    for reads, and for changes only beside the dashboard header, so it never authorizes a
+    cross-site request forgery."""
     auth = request.headers.get("authorization")
     if auth and auth[:7].lower() == "bearer ":
         return auth[7:].strip()
-    return request.headers.get("x-api-key")
+    header = request.headers.get("x-api-key")
+    if header is not None:
+        return header
+    cookie = request.cookies.get(SESSION_COOKIE)
+    if cookie and (
+        request.method in ("GET", "HEAD") or request.headers.get(DASHBOARD_HEADER) == "1"
+    ):
+        return cookie
+    return None
 
 
 async def principal(request: Request) -> Principal:
@@ -683,6 +700,84 @@ async def alias_history(
     name: str, svc: Svc, who: Who, alias: Annotated[str | None, Query()] = None
 ) -> Response:
     return json_response(await svc.alias_history(who, name, alias))
+
+
+# -- monitoring ----------------------------------------------------------------------------------
+
+_WINDOW = "A duration: seconds, or a number with s, m, h, d or w (30s, 15m, 2h, 7d)"
+
+
+@router.get(
+    "/models/{name}/performance",
+    response_model=s.PerformanceReport,
+    responses=_ERRORS,
+    tags=["monitoring"],
+    summary="Live metrics per version from feedback labels, over a window in time buckets",
+)
+async def performance(
+    name: str,
+    svc: Svc,
+    who: Who,
+    window: Annotated[str, Query(description=_WINDOW)] = "24h",
+    version: Annotated[int | None, Query(ge=1)] = None,
+    buckets: Annotated[int, Query(ge=1, le=1000)] = 24,
+    consumer: Annotated[str | None, Query(description="Only this consumer's predictions")] = None,
+) -> Response:
+    return json_response(
+        await svc.performance(
+            who, name, window=window, version=version, buckets=buckets, consumer=consumer
+        )
+    )
+
+
+@router.get(
+    "/models/{name}/drift",
+    response_model=s.DriftReport,
+    responses=_ERRORS,
+    tags=["monitoring"],
+    summary="Per version: the window's inputs and predictions against the version's reference",
+)
+async def drift(
+    name: str,
+    svc: Svc,
+    who: Who,
+    window: Annotated[str | None, Query(description=_WINDOW + "; default: the model's")] = None,
+    version: Annotated[int | None, Query(ge=1)] = None,
+) -> Response:
+    return json_response(await svc.drift(who, name, window=window, version=version))
+
+
+@router.get(
+    "/models/{name}/monitoring",
+    response_model=s.MonitoringInfo,
+    responses=_ERRORS,
+    tags=["monitoring"],
+    summary="A model's monitoring settings: drift thresholds, window, webhook",
+)
+async def get_monitoring(name: str, svc: Svc, who: Who) -> Response:
+    return json_response(await svc.get_monitoring(who, name))
+
+
+@router.put(
+    "/models/{name}/monitoring",
+    response_model=s.MonitoringInfo,
+    responses=_ERRORS,
+    tags=["monitoring"],
+    summary="Set (or with null remove) the monitoring settings (admin, audited)",
+)
+async def set_monitoring(name: str, request: Request, svc: Svc, who: Who) -> Response:
+    return json_response(await svc.set_monitoring(who, name, await json_body(request)))
+
+
+@router.put(
+    "/models/{name}/versions/{version}/reference",
+    response_model=s.ReferenceSet,
+    responses=_ERRORS,
+    tags=["monitoring"],
+    summary="Set a version's drift reference from a window of its own traffic (admin, audited)",
+)
+async def set_reference(name: str, version: int, request: Request, svc: Svc, who: Who) -> Response:
+    return json_response(await svc.set_reference(who, name, version, await json_body(request)))
 
 
 # -- keys ----------------------------------------------------------------------------------------

@@ -35,6 +35,8 @@ models = sa.Table(
     # The promotion gate and the retraining triggers (modelport.learning).
     sa.Column("gate", sa.JSON, nullable=True),
     sa.Column("triggers", sa.JSON, nullable=True),
+    # Drift thresholds, the check window and the webhook (modelport.monitoring).
+    sa.Column("monitoring", sa.JSON, nullable=True),
 )
 
 versions = sa.Table(
@@ -48,6 +50,9 @@ versions = sa.Table(
     sa.Column("flavor", sa.String(32), nullable=False),
     sa.Column("input_schema", sa.JSON, nullable=False),
     sa.Column("train_stats", sa.JSON, nullable=True),
+    # The drift reference: a seeded sample of the training inputs and the version's
+    # predictions on it (modelport.drift); null when nothing was trained on or pushed.
+    sa.Column("reference", sa.JSON, nullable=True),
     sa.Column("lineage", sa.JSON, nullable=False),
     sa.Column("description", sa.Text, nullable=False, server_default=""),
     sa.Column("created_at", sa.Float, nullable=False),
@@ -273,6 +278,18 @@ failures = sa.Table(
     sa.Column("request_id", sa.String(200), nullable=False),
     sa.Column("error", sa.Text, nullable=False),
     sa.Index("ix_failures_model_ts", "model", "ts"),
+)
+
+# Per version, whether its traffic drifted from its reference at the last check: servers
+# change it only from the state they read, so of those that notice a change one acts.
+drift_state = sa.Table(
+    "drift_state",
+    metadata,
+    sa.Column("model_id", sa.Integer, sa.ForeignKey("models.id"), primary_key=True),
+    sa.Column("version", sa.Integer, primary_key=True),
+    sa.Column("drifted", sa.Boolean, nullable=False),
+    sa.Column("detail", sa.JSON, nullable=True),
+    sa.Column("changed_at", sa.Float, nullable=False),
 )
 
 # One row (id = 1) whose counter moves with every registry change, so that servers sharing a

@@ -66,6 +66,9 @@ class Writer:
         self.store = store
         self.max_batch = max_batch
         self.stats = WriterStats()
+        # Told of each group commit, from the writer thread: (seconds, jobs), or (None, jobs)
+        # for writes the store refused.
+        self.observer: Callable[[float | None, int], None] | None = None
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._insert_sql = insert_statement(store.write_engine.dialect.paramstyle)
         self._thread = threading.Thread(target=self._run, name="modelport-writer", daemon=True)
@@ -157,9 +160,13 @@ class Writer:
                     self._commit_group([job])
                 return
             self.stats.failures += 1
+            if self.observer is not None:
+                self.observer(None, 1)
             self.stats.wakeups += _answer([(jobs[0], False, _translate(exc))])
             return
         elapsed = (time.perf_counter() - started) * 1000
+        if self.observer is not None:
+            self.observer(elapsed / 1000, len(jobs))
         self.stats.commits += 1
         self.stats.jobs += len(jobs)
         self.stats.last_commit_ms = elapsed
