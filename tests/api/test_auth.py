@@ -211,6 +211,7 @@ def test_every_v1_route_enforces_its_scope(server: RunningServer, iris_pipeline:
             200,
         ),
         ("GET", "/v1/models/{name}/learning", "/v1/models/iris/learning", {}, "read", 409),
+        ("GET", "/v1/models/{name}/health", "/v1/models/iris/health", {}, "read", 200),
         ("GET", "/v1/models/{name}/experiment", "/v1/models/iris/experiment", {}, "read", 200),
         ("DELETE", "/v1/keys/{key_id}", "/v1/keys/999", {}, "admin", 404),
         ("GET", "/v1/settings", "/v1/settings", {}, "admin", 200),
