@@ -44,8 +44,15 @@ class ServerProcess:
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen[str] | None = None
+        self.home.parent.mkdir(parents=True, exist_ok=True)
+        self.log = self.home.parent / f"server-{self.port}.log"  # every start appends
+
+    def output(self) -> str:
+        """What the server printed so far."""
+        return self.log.read_text() if self.log.exists() else ""
 
     def start(self, timeout: float = 60) -> ServerProcess:
+        log = self.log.open("a")
         self.proc = subprocess.Popen(
             [
                 sys.executable,
@@ -62,16 +69,16 @@ class ServerProcess:
                 "warning",
             ],
             env=cli_env(),
-            stdout=subprocess.PIPE,
+            # A file, not a pipe: a pipe nobody reads fills up and blocks the server's logging.
+            stdout=log,
             stderr=subprocess.STDOUT,
             text=True,
         )
+        log.close()  # the server has its own copy
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(
-                    f"server exited: {self.proc.stdout.read() if self.proc.stdout else ''}"
-                )
+                raise RuntimeError(f"server exited: {self.output()[-5000:]}")
             try:
                 if httpx.get(f"{self.url}/v1/health", timeout=1).status_code == 200:
                     return self
@@ -91,5 +98,3 @@ class ServerProcess:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGKILL)
             self.proc.wait(timeout=30)
-        if self.proc is not None and self.proc.stdout is not None:
-            self.proc.stdout.close()

@@ -9,7 +9,8 @@ that long for more rows when another batch is still running.
 
 Rows are counted, not requests: a batch takes at most ``max_rows`` rows, and a larger request is
 split across batches. If a batch's model call fails, each request in it is retried alone, so a
-failing request fails by itself and never takes its neighbours down.
+failing request fails by itself and never takes its neighbours down (unless the error says
+``retry_alone = False``: a timeout would only make each of them wait again).
 
 The batcher does not look inside rows: a request's rows are anything with ``len`` and slicing
 (a :class:`~modelport.table.Table` on the serving path, a list in tests), joined by ``concat``;
@@ -182,7 +183,7 @@ class Batcher:
                     self.observer(len(rows), waits, time.perf_counter() - started)
             except Exception as exc:
                 stats.failed_batches += 1
-                if len(items) == 1:
+                if len(items) == 1 or not getattr(exc, "retry_alone", True):
                     _answer(items[0], exc)
                     return
                 for item in items:  # retry alone: only the request at fault fails

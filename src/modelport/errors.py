@@ -150,6 +150,25 @@ class ModelFailed(ModelportError):
     code = "model_failed"
 
 
+class ModelTimeout(ModelFailed):
+    """The model call ran past its timeout (it fails this request; the version is marked
+    unhealthy)."""
+
+    status_code = 504
+    code = "model_timeout"
+    #: Not retried row by row by the batcher: every request of the batch would wait again.
+    retry_alone = False
+
+
+class VersionUnhealthy(ModelFailed):
+    """The version failed repeatedly, hung or leaked memory; it is not called until a probe
+    after the cooldown succeeds."""
+
+    status_code = 503
+    code = "version_unhealthy"
+    retry_alone = False
+
+
 class StoreUnavailable(ModelportError):
     """The database could not be reached or refused the write."""
 

@@ -365,6 +365,7 @@ SERVING_KEYS: dict[str, tuple[type, float]] = {
     "max_batch_rows": (int, 1),
     "max_wait_ms": (float, 0),
     "max_concurrent_batches": (int, 1),
+    "predict_timeout_seconds": (float, 0.001),
 }
 
 

@@ -52,9 +52,11 @@ from .errors import (
     ModelFailed,
     ModelNotFound,
     ModelportError,
+    ModelTimeout,
 )
 from .flavors._base import example_table
 from .flavors._cache import LoadCache
+from .health import HealthBook, rss_bytes
 from .ids import new_ids
 from .keys import ANONYMOUS, KeyCache, Principal
 from .learner import Learner, learning_status
@@ -111,6 +113,11 @@ class Service:
         cache = LoadCache(settings.home / "cache" if settings.model_cache else None)
         self.router = Router(self.store, self.artifacts, cache)
         self.keys = KeyCache(self.store, settings.key_cache_seconds)
+        self.health = HealthBook(
+            failures=settings.unhealthy_after_failures,
+            cooldown=settings.unhealthy_cooldown_seconds,
+            memory_mb=settings.model_memory_growth_mb,
+        )
         self.predict_pool = ThreadPoolExecutor(
             settings.predict_threads, thread_name_prefix="modelport-predict"
         )
@@ -451,7 +458,7 @@ class Service:
     def batcher(self, served: Served) -> Batcher:
         """The version's batcher, made on first use and again when its settings change."""
         settings = self.settings
-        serving = self.router.models.get(served.model, {}).get("serving", {})
+        serving = self._serving(served.model)
         limits = (
             serving.get("max_batch_rows", settings.batch_max_rows),
             serving.get("max_wait_ms", settings.batch_max_wait_ms),
@@ -506,24 +513,93 @@ class Service:
         (see :class:`~modelport.routing.PredictTiming`).
         """
         timing = served.timing
-        inline = timing.inline(self.settings.inline_predict_ms)
+        loaded = served.loaded
+        health = self.health.of((served.model, served.version))
+        self.health.admit(health)
+        inline = not loaded.custom_code and timing.inline(self.settings.inline_predict_ms)
+        watch = loaded.custom_code and self.health.memory_limit > 0
+        grown = 0
 
         def call() -> tuple[Any, np.ndarray | None]:
+            nonlocal grown
             wall, cpu = time.perf_counter(), time.thread_time()
-            result = served.loaded.predict_with_proba(rows)
+            before = rss_bytes() if watch else 0
+            result = loaded.predict_with_proba(rows)
+            if watch:
+                grown = rss_bytes() - before
             wall_ms = (time.perf_counter() - wall) * 1000 if inline else None
             timing.add((time.thread_time() - cpu) * 1000, wall_ms)
             return result
 
         try:
             if inline:
-                return call()
-            return await asyncio.get_running_loop().run_in_executor(self.predict_pool, call)
+                result = call()
+            else:
+                future = asyncio.get_running_loop().run_in_executor(self.predict_pool, call)
+                timeout = self._serving(served.model).get(
+                    "predict_timeout_seconds", self.settings.predict_timeout_seconds
+                )
+                done, _ = await asyncio.wait({future}, timeout=timeout)
+                if not done:
+                    future.add_done_callback(lambda _: self.health.finished_late(health))
+                    self._health_changed(served, self.health.timed_out(health, timeout))
+                    log.error(
+                        "model %s version %s: a call ran past %g s",
+                        served.model,
+                        served.version,
+                        timeout,
+                    )
+                    raise ModelTimeout(
+                        f"model {served.model!r} version {served.version} did not answer within "
+                        f"{timeout:g} s"
+                    )
+                result = future.result()
+        except ModelTimeout:
+            raise
         except Exception as exc:
             log.exception("model %s version %s failed", served.model, served.version)
+            reason = f"{type(exc).__name__}: {exc}"
+            self._health_changed(served, self.health.failed(health, reason[:500]))
             raise ModelFailed(
-                f"model {served.model!r} version {served.version} failed: {type(exc).__name__}: {exc}"
+                f"model {served.model!r} version {served.version} failed: {reason}"
             ) from exc
+        self._health_changed(served, self.health.succeeded(health, grown))
+        return result
+
+    def _serving(self, name: str) -> dict[str, Any]:
+        """A model's serving settings (overrides of the server's)."""
+        return self.router.models.get(name, {}).get("serving") or {}
+
+    def _health_changed(self, served: Served, event: str | None) -> None:
+        """Record a version turning unhealthy or recovering (off the request's path)."""
+        if event is None:
+            return
+        health = self.health.of((served.model, served.version)).as_dict()
+        log.warning("model %s version %s: %s (%s)", served.model, served.version, event, health)
+        detail = {"version": served.version, **health}
+
+        async def record() -> None:
+            def write(conn: Connection) -> None:
+                model = registry.model_row(conn, served.model)
+                releases.record_event(conn, model.id, event, "modelport", detail)
+
+            with contextlib.suppress(Exception):  # the store may be away; the log has it
+                await self.writer.run(write)
+
+        self._spawn(record())
+
+    async def version_health(self, principal: Principal, name: str) -> dict[str, Any]:
+        """How this server's calls of each of the model's versions went."""
+        principal.require("read")
+        await self._read(lambda c: registry.get_model(c, name))
+        return {
+            "model": name,
+            "versions": [
+                {"version": version, **health.as_dict()}
+                for (model, version), health in sorted(self.health.versions.items())
+                if model == name
+            ],
+        }
 
     async def get_prediction(self, principal: Principal, prediction_id: str) -> dict[str, Any]:
         principal.require("read")

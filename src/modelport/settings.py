@@ -89,6 +89,32 @@ class Settings(BaseSettings):
     predict_threads: int = Field(
         default=4, ge=1, description="Threads that run model predictions beside the event loop."
     )
+    predict_timeout_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        description=(
+            "How long one model call may run before its requests get 504 and the version is "
+            "marked unhealthy (per model: the serving setting of the same name)."
+        ),
+    )
+    unhealthy_after_failures: int = Field(
+        default=10,
+        ge=1,
+        description="Failed model calls in a row that mark a version unhealthy (503 until a probe).",
+    )
+    unhealthy_cooldown_seconds: float = Field(
+        default=30.0,
+        ge=0,
+        description="How long an unhealthy version is left alone before one request probes it.",
+    )
+    model_memory_growth_mb: float = Field(
+        default=1024.0,
+        ge=0,
+        description=(
+            "Resident-memory growth over a custom-code version's calls that marks it unhealthy "
+            "(a leak); 0 turns the watch off. scikit-learn estimators are not watched."
+        ),
+    )
     batch_max_rows: int = Field(
         default=1024,
         ge=1,

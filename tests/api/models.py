@@ -54,3 +54,36 @@ class Doubler(Model):
 
     def predict(self, X: pd.DataFrame) -> list[float]:
         return [float(v) * 2 for v in X["income"]]
+
+
+class Sleeper(Model):
+    """Regression: 2x, but sleeps ``seconds`` on rows with x above ``above``: a model that hangs."""
+
+    task = "regression"
+
+    def __init__(self, seconds: float, above: float = 100.0) -> None:
+        self.seconds = seconds
+        self.above = above
+
+    def predict(self, X: pd.DataFrame) -> list[float]:
+        import time
+
+        if (X["x"] > self.above).any():
+            time.sleep(self.seconds)
+        return [float(v) * 2 for v in X["x"]]
+
+
+class Leaker(Model):
+    """Regression: 2x, keeping ``mb`` megabytes more on every call: a model that leaks."""
+
+    task = "regression"
+
+    def __init__(self, mb: int) -> None:
+        self.mb = mb
+        self.kept: list[bytearray] = []
+
+    def predict(self, X: pd.DataFrame) -> list[float]:
+        block = bytearray(self.mb * 2**20)
+        block[::4096] = b"x" * len(block[::4096])  # touch every page: resident, not just reserved
+        self.kept.append(block)
+        return [float(v) * 2 for v in X["x"]]

@@ -211,6 +211,7 @@ def test_every_v1_route_enforces_its_scope(server: RunningServer, iris_pipeline:
             200,
         ),
         ("GET", "/v1/models/{name}/learning", "/v1/models/iris/learning", {}, "read", 409),
+        ("GET", "/v1/models/{name}/health", "/v1/models/iris/health", {}, "read", 200),
         ("GET", "/v1/models/{name}/experiment", "/v1/models/iris/experiment", {}, "read", 200),
         ("GET", "/v1/models/{name}/performance", "/v1/models/iris/performance", {}, "read", 200),
         ("GET", "/v1/models/{name}/drift", "/v1/models/iris/drift", {}, "read", 200),

@@ -170,6 +170,9 @@ class ServingSettings(Strict):
     max_concurrent_batches: int | None = Field(
         None, ge=1, description="Overrides batch_max_concurrent."
     )
+    predict_timeout_seconds: float | None = Field(
+        None, gt=0, description="Overrides predict_timeout_seconds."
+    )
 
 
 class ModelServing(BaseModel):

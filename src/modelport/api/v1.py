@@ -469,6 +469,17 @@ async def cancel_job(job_id: int, svc: Svc, who: Who) -> Response:
 
 
 @router.get(
+    "/models/{name}/health",
+    response_model=dict[str, Any],
+    responses=_ERRORS,
+    tags=["service"],
+    summary="How this server's calls of each version went: unhealthy versions and why",
+)
+async def version_health(name: str, svc: Svc, who: Who) -> Response:
+    return json_response(await svc.version_health(who, name))
+
+
+@router.get(
     "/models/{name}/learning",
     response_model=dict[str, Any],
     responses=_ERRORS,

@@ -63,6 +63,9 @@ class LoadedModel:
         self._labels = _argmax_labels(obj) if self.classes is not None else None
         self._forest = _checked_forest(obj) if input_kind == "array" else None
         self.extra = extra or {}
+        # Code other than a scikit-learn estimator may hang or leak: it never runs on the event
+        # loop, and its memory is watched (modelport.health).
+        self.custom_code = not _is_sklearn(obj)
 
     @property
     def has_proba(self) -> bool:

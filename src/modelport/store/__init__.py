@@ -9,8 +9,10 @@ one transaction (group commit). Short-lived tools (the CLI's ``keys`` commands, 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -26,6 +28,33 @@ try:
 except ImportError:  # not POSIX: SQLite's own locking alone
     fcntl = None  # type: ignore[assignment]
 from .tables import metadata
+
+log = logging.getLogger("modelport.store")
+
+
+class _Outage:
+    """Logs a database outage once, then at most every ``every`` seconds with a count, so a
+    flood of failing requests does not become a flood of log lines."""
+
+    def __init__(self, every: float = 10.0) -> None:
+        self.every = every
+        self.last = 0.0
+        self.suppressed = 0
+        self.lock = threading.Lock()
+
+    def report(self, exc: BaseException) -> None:
+        now = time.monotonic()
+        with self.lock:
+            if now - self.last < self.every:
+                self.suppressed += 1
+                return
+            more, self.suppressed, self.last = self.suppressed, 0, now
+        orig = getattr(exc, "orig", None) or exc
+        tail = f" ({more} more failures since the last report)" if more else ""
+        log.error("the store cannot be reached: %s%s", str(orig).splitlines()[0], tail)
+
+
+unavailable = _Outage()
 
 __all__ = ["Store", "metadata", "normalize_url"]
 
@@ -175,9 +204,17 @@ class Store:
 
     @contextlib.contextmanager
     def read(self) -> Iterator[Connection]:
-        """A connection for reading, returned to the pool afterwards."""
-        with self.read_engine.connect() as conn:
-            yield conn
+        """A connection for reading, returned to the pool afterwards.
+
+        A database that cannot be reached (or drops the connection) is StoreUnavailable, a
+        503 for the caller, not an unexpected error.
+        """
+        try:
+            with self.read_engine.connect() as conn:
+                yield conn
+        except (sa.exc.OperationalError, sa.exc.InterfaceError) as exc:
+            unavailable.report(exc)
+            raise StoreUnavailable(f"the store cannot be reached: {exc.orig}") from exc
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[Connection]:

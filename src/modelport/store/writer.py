@@ -26,7 +26,7 @@ from sqlalchemy.engine import Connection
 
 from ..errors import Conflict, ModelportError, StoreUnavailable
 from ..ledger import insert_statement
-from . import Store
+from . import Store, unavailable
 
 log = logging.getLogger("modelport.writer")
 
@@ -238,7 +238,7 @@ def _translate(exc: BaseException) -> BaseException:
         # Another process wrote the same row first (e.g. two pushes numbering a version).
         return Conflict(f"a concurrent change conflicted; try again ({exc.orig})")
     if isinstance(exc, sa.exc.OperationalError | sa.exc.InterfaceError):
-        log.error("store write failed: %s", exc)
+        unavailable.report(exc)
         return StoreUnavailable(f"the store refused the write: {exc.orig}")
     log.error("store write failed", exc_info=exc)
     return StoreUnavailable(f"the store refused the write: {exc}")

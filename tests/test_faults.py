@@ -1,0 +1,314 @@
+"""Faults: a model that raises, hangs or leaks fails its own requests only; shutdown drains;
+a database restart under load loses nothing acknowledged and the service recovers by itself."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from modelport import Client
+from modelport.settings import Settings
+from tests.api.models import Constant, FailsOnNegative, Leaker, Sleeper
+from tests.conftest import RunningServer, free_port, make_key, start_server
+from tests.procs import ServerProcess
+
+X_SCHEMA = {"fields": [{"name": "x", "type": "number"}]}
+
+
+@pytest.fixture
+def touchy(settings: Settings) -> Iterator[RunningServer]:
+    """A server that judges versions quickly."""
+    quick = {
+        "unhealthy_after_failures": 3,
+        "unhealthy_cooldown_seconds": 0.5,
+        "model_memory_growth_mb": 100,
+        "predict_threads": 2,
+    }
+    running = start_server(settings.model_copy(update=quick))
+    yield running
+    running.stop()
+
+
+def _predict(http: httpx.Client, name: str, x: float) -> httpx.Response:
+    return http.post(f"/v1/models/{name}/predict", json={"inputs": [{"x": x}]})
+
+
+def _events(http: httpx.Client, name: str, kind: str) -> list[dict[str, Any]]:
+    events = http.get(f"/v1/models/{name}/events").json()
+    return [e for e in events if e["kind"] == kind]
+
+
+def _wait(check: Any, timeout: float = 10.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while not (value := check()):
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+    return value
+
+
+def test_a_version_failing_repeatedly_is_marked_unhealthy_and_recovers(
+    touchy: RunningServer,
+) -> None:
+    mp = touchy.client()
+    mp.push("bad", FailsOnNegative(), schema=X_SCHEMA, alias="production")
+    mp.push("good", Constant("ok"), schema=X_SCHEMA, alias="production")
+    http = touchy.http()
+    assert _predict(http, "bad", 1).status_code == 200
+    for _ in range(2):  # failures below the streak limit leave it healthy
+        assert _predict(http, "bad", -1).status_code == 500
+    assert _predict(http, "bad", 1).status_code == 200  # a success ends the streak
+    for _ in range(3):
+        r = _predict(http, "bad", -1)
+        assert r.status_code == 500 and r.json()["error"]["code"] == "model_failed"
+    r = _predict(http, "bad", 1)  # a good row, but the version is not called now
+    assert r.status_code == 503, r.text
+    assert r.json()["error"]["code"] == "version_unhealthy"
+    assert "3 failed calls in a row" in r.json()["error"]["message"]
+    assert _predict(http, "good", 1).json()["predictions"] == ["ok"]  # others keep serving
+    health = http.get("/v1/models/bad/health").json()["versions"]
+    assert health[0]["healthy"] is False and health[0]["failures_in_a_row"] == 3
+    events = _wait(lambda: _events(http, "bad", "version_unhealthy"))
+    assert events[0]["detail"]["version"] == 1
+
+    time.sleep(0.6)  # the cooldown passes: the next request is a probe, and it succeeds
+    assert _predict(http, "bad", 1).status_code == 200
+    assert http.get("/v1/models/bad/health").json()["versions"][0]["healthy"] is True
+    _wait(lambda: _events(http, "bad", "version_recovered"))
+
+
+def test_a_hanging_model_times_out_alone_and_holds_no_more_threads(touchy: RunningServer) -> None:
+    mp = touchy.client()
+    mp.push("slow", Sleeper(3.0), schema=X_SCHEMA, alias="production")
+    mp.push("good", Constant("ok"), schema=X_SCHEMA, alias="production")
+    touchy.http().put(
+        "/v1/models/slow/serving", json={"predict_timeout_seconds": 0.3}
+    ).raise_for_status()
+    http = touchy.http()
+    assert _predict(http, "slow", 1).json()["predictions"] == [2.0]
+    started = time.monotonic()
+    r = _predict(http, "slow", 1000)
+    assert r.status_code == 504, r.text
+    assert r.json()["error"]["code"] == "model_timeout"
+    assert time.monotonic() - started < 2.5  # answered at the timeout, not when the call ends
+    # While its call still runs, the version takes no new call (it would hold another thread)...
+    refused = [_predict(http, "slow", 1) for _ in range(3)]
+    assert {x.status_code for x in refused} == {503}
+    assert "still running past the timeout" in refused[0].json()["error"]["message"]
+    # ...and the other models keep the predict threads (two here) and answer at once.
+    with ThreadPoolExecutor(4) as pool:
+        answers = list(pool.map(lambda _: _predict(http, "good", 1), range(8)))
+    assert {a.status_code for a in answers} == {200}
+    events = _wait(lambda: _events(http, "slow", "version_unhealthy"))
+    assert "timeout of 0.3 s" in events[0]["detail"]["reason"]
+
+    # Once the hung call has ended and the cooldown passed, a probe brings it back.
+    def recovered() -> bool:
+        return _predict(http, "slow", 1).status_code == 200
+
+    _wait(recovered, timeout=15)
+
+
+def test_a_leaking_model_is_stopped_before_it_takes_the_server_down(
+    touchy: RunningServer,
+) -> None:
+    mp = touchy.client()
+    mp.push("leak", Leaker(40), schema=X_SCHEMA, alias="production")
+    mp.push("good", Constant("ok"), schema=X_SCHEMA, alias="production")
+    http = touchy.http()
+    codes = [_predict(http, "leak", 1).status_code for _ in range(8)]
+    # 40 MB a call against a 100 MB allowance: the third or fourth call crosses it, and from
+    # then on the version is not called (so it stops growing).
+    assert codes[:2] == [200, 200]
+    assert 503 in codes and codes[codes.index(503) :] == [503] * (8 - codes.index(503))
+    health = http.get("/v1/models/leak/health").json()["versions"][0]
+    assert health["healthy"] is False and health["memory_growth_mb"] > 100
+    assert "resident memory grew" in health["reason"]
+    assert _predict(http, "good", 1).json()["predictions"] == ["ok"]
+    _wait(lambda: _events(http, "leak", "version_unhealthy"))
+
+
+def test_graceful_shutdown_answers_in_flight_requests_and_commits_them(
+    tmp_path: Path, store_url: str, settings: Settings
+) -> None:
+    home = tmp_path / "home"
+    key = make_key(settings.model_copy(update={"home": home, "store": store_url}), "ops", ["admin"])
+    server = ServerProcess(home, store_url).start()
+    try:
+        with Client(server.url, key) as mp:
+            mp.push("slow", Constant("done", sleep_ms=1500), schema=X_SCHEMA, alias="production")
+
+        with ThreadPoolExecutor(4) as pool:
+            futures = [pool.submit(_call_url, server.url, key) for _ in range(4)]
+            time.sleep(0.5)  # the requests are in the model now
+            assert server.proc is not None
+            assert server.signal(signal.SIGTERM) == 0  # sends it and waits for the exit
+            answers = [f.result(timeout=30) for f in futures]
+        assert [a.status_code for a in answers] == [200] * 4
+        ids = [i for a in answers for i in a.json()["prediction_ids"]]
+    finally:
+        server.kill()
+    restarted = ServerProcess(home, store_url).start()
+    try:
+        with Client(restarted.url, key) as mp:
+            for pid in ids:
+                assert mp.prediction(pid)["outputs"]["prediction"] == "done"
+    finally:
+        restarted.kill()
+
+
+def _call_url(url: str, key: str) -> httpx.Response:
+    with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=30) as h:
+        return _predict(h, "slow", 1)
+
+
+# -- the database goes away under load ----------------------------------------------------------
+
+
+def _pg_bin() -> Path | None:
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"))
+    return found[-1].parent if found else None
+
+
+class PrivatePostgres:
+    """A PostgreSQL server of the test's own (so it can be stopped), on a loopback port."""
+
+    def __init__(self, bindir: Path) -> None:
+        # Outside pytest's private temporary folder: the server may run as another user.
+        self.root = Path(tempfile.mkdtemp(prefix="modelport-pg-"))
+        self.dir = self.root / "pgdata"
+        self.bindir = bindir
+        self.port = free_port()
+        self.url = f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+        self._as: list[str] = []
+        if os.geteuid() == 0:  # initdb refuses root: run it as the postgres user
+            self._as = ["runuser", "-u", "postgres", "--"]
+            shutil.chown(self.root, "postgres")
+
+    def _run(self, *args: str) -> None:
+        done = subprocess.run([*self._as, *args], capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, f"{args[0]} failed: {done.stderr or done.stdout}"
+
+    def init(self) -> PrivatePostgres:
+        self._run(str(self.bindir / "initdb"), "-D", str(self.dir), "-A", "trust", "-U", "postgres")
+        return self.start()
+
+    def start(self) -> PrivatePostgres:
+        options = f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c fsync=on"
+        log = str(self.root / "postgres.log")  # not a pipe: the server outlives pg_ctl
+        self._run(
+            str(self.bindir / "pg_ctl"),
+            "-D",
+            str(self.dir),
+            "-o",
+            options,
+            "-l",
+            log,
+            "-w",
+            "start",
+        )
+        return self
+
+    def crash(self) -> None:
+        """Stop at once, as a crash would (no shutdown checkpoint)."""
+        self._run(str(self.bindir / "pg_ctl"), "-D", str(self.dir), "-m", "immediate", "stop")
+
+    def stop(self) -> None:
+        subprocess.run(
+            [*self._as, str(self.bindir / "pg_ctl"), "-D", str(self.dir), "-m", "fast", "stop"],
+            capture_output=True,
+            timeout=60,
+        )
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+@pytest.mark.skipif(_pg_bin() is None or shutil.which("runuser") is None, reason="no PostgreSQL")
+def test_a_database_restart_under_load_loses_nothing_and_the_service_recovers(
+    tmp_path: Path,
+) -> None:
+    bindir = _pg_bin()
+    assert bindir is not None
+    pg = PrivatePostgres(bindir).init()
+    home = tmp_path / "home"
+    try:
+        settings = Settings(home=home, store=pg.url)
+        key = make_key(settings, "load", ["admin"])
+        server = ServerProcess(home, pg.url).start()
+        acked: list[str] = []
+        statuses: list[tuple[float, int]] = []
+        odd: list[str] = []
+        stop = threading.Event()
+        try:
+            with Client(server.url, key) as mp:
+                mp.push("m", Constant("a"), schema=X_SCHEMA, alias="production")
+
+            def load() -> None:
+                headers = {"Authorization": f"Bearer {key}"}
+                with httpx.Client(base_url=server.url, headers=headers, timeout=30) as http:
+                    while not stop.is_set():
+                        r = _predict(http, "m", 1)
+                        statuses.append((time.monotonic(), r.status_code))
+                        if r.status_code == 200:
+                            acked.extend(r.json()["prediction_ids"])
+                        else:
+                            odd.append(r.text) if r.status_code != 503 else None
+                            time.sleep(0.05)
+
+            threads = [threading.Thread(target=load) for _ in range(3)]
+            for t in threads:
+                t.start()
+            time.sleep(1.5)
+            pg.crash()
+            down_at = time.monotonic()
+            time.sleep(2.0)
+            pg.start()
+            up_at = time.monotonic()
+            # the service recovers by itself: requests succeed again within a bounded time
+            _wait(
+                lambda: any(s == 200 and t > up_at for t, s in statuses[-20:]),
+                timeout=30,
+            )
+            time.sleep(0.5)
+            stop.set()
+            for t in threads:
+                t.join(timeout=30)
+            codes = {s for _, s in statuses}
+            assert codes <= {200, 503}, (codes, odd[:3])  # clean failures only, never a 500
+            assert any(s == 503 for t, s in statuses if down_at <= t <= up_at)
+            assert acked
+        finally:
+            stop.set()
+            server.kill()
+        # every acknowledged prediction is in the ledger
+        restarted = ServerProcess(home, pg.url).start()
+        try:
+            with Client(restarted.url, key) as mp:
+                stored = set(_all_ids(mp, "m"))
+            missing = set(acked) - stored
+            assert not missing, f"{len(missing)} acknowledged predictions lost"
+        finally:
+            restarted.kill()
+    finally:
+        pg.stop()
+
+
+def _all_ids(mp: Client, name: str) -> Iterator[str]:
+    """Every prediction id of a model, page by page."""
+    cursor = None
+    while True:
+        page = mp.predictions(name, limit=1000, cursor=cursor)
+        yield from (p["id"] for p in page["predictions"])
+        cursor = page["next_cursor"]
+        if cursor is None:
+            return
