@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import io
 import logging
 import time
 from collections.abc import Callable, Coroutine
@@ -35,7 +36,7 @@ from . import (
     releases,
 )
 from .adapters import Adapter
-from .artifacts import open_artifact_store
+from .artifacts import artifact_store
 from .bandits import ArmStats
 from .batching import Batcher
 from .errors import (
@@ -89,7 +90,7 @@ class Service:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.store = Store(settings.store_url, sqlite_synchronous=settings.sqlite_synchronous)
-        self.artifacts = open_artifact_store(settings.artifacts_location)
+        self.artifacts = artifact_store(settings)
         self.writer = Writer(self.store, max_batch=settings.ledger_max_batch)
         cache = LoadCache(settings.home / "cache" if settings.model_cache else None)
         self.router = Router(self.store, self.artifacts, cache)
@@ -110,6 +111,7 @@ class Service:
     # -- life -------------------------------------------------------------------------------------
 
     async def start(self) -> None:
+        await asyncio.to_thread(self.artifacts.check)
         self.writer.start()
         await asyncio.to_thread(self.router.refresh)
         await self.router.warm()
@@ -665,7 +667,10 @@ class Service:
     async def snapshot(self, principal: Principal, name: str) -> dict[str, Any]:
         """A dataset of the model's observations so far (Parquet, content-hashed)."""
         principal.require("admin")
-        return await self.writer.run(lambda c: learning.snapshot(c, self.artifacts, name))
+        data = await self._read(lambda c: learning.snapshot_data(c, name))
+        # Off the writer: a remote artifact store may take a while.
+        sha, _ = await asyncio.to_thread(self.artifacts.put, io.BytesIO(data.parquet))
+        return await self.writer.run(lambda c: learning.record_snapshot(c, data, sha))
 
     async def dataset(self, principal: Principal, dataset_id: str) -> dict[str, Any]:
         principal.require("read")
