@@ -112,6 +112,7 @@ class Service:
 
     async def start(self) -> None:
         await asyncio.to_thread(self.artifacts.check)
+        await asyncio.to_thread(flavors.import_libraries)
         self.writer.start()
         await asyncio.to_thread(self.router.refresh)
         await self.router.warm()
