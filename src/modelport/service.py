@@ -36,7 +36,7 @@ from . import (
     releases,
 )
 from .adapters import Adapter
-from .artifacts import artifact_store
+from .artifacts import artifact_store, is_remote
 from .bandits import ArmStats
 from .batching import Batcher
 from .errors import (
@@ -112,7 +112,10 @@ class Service:
 
     async def start(self) -> None:
         await asyncio.to_thread(self.artifacts.check)
-        await asyncio.to_thread(flavors.import_libraries)
+        if self.store.dialect == "postgresql" or is_remote(self.settings.artifacts_location):
+            # Replicas load versions pushed through other servers: importing skops (~0.7 s,
+            # ~35 MB) then would delay them past a second. A lone server skips it.
+            await asyncio.to_thread(flavors.import_libraries)
         self.writer.start()
         await asyncio.to_thread(self.router.refresh)
         await self.router.warm()

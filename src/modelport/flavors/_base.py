@@ -203,8 +203,8 @@ def detect_flavor(path: Path) -> str:
 def import_libraries() -> None:
     """Import what loading the default flavor (skops files) needs.
 
-    A server calls it at start: importing skops takes most of a second, and a replica's first
-    load of a version pushed through another replica should not wait for it.
+    A replica calls it at start: importing skops takes most of a second, and its first load of
+    a version pushed through another replica should not wait for it.
     """
     import skops.io  # noqa: F401
 
