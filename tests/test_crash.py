@@ -10,11 +10,11 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 from modelport import Client
 from tests.conftest import S3Bucket, make_key
 from tests.procs import ServerProcess
-from tests.test_replicas import replica_args
 
 ROW = {"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}
 
@@ -132,9 +132,12 @@ def test_sigkill_of_a_replica_under_load_loses_nothing_and_the_others_keep_servi
     s3_bucket: S3Bucket,
     iris_pipeline: Any,
     iris_frame: Any,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     key = make_key(settings.model_copy(update={"store": store_url}), "load", ["admin"])
-    args = replica_args(s3_bucket)
+    # The endpoint from the usual environment this time, not from artifacts_options.
+    monkeypatch.setenv("AWS_ENDPOINT_URL", s3_bucket.endpoint)
+    args = ["--artifacts", s3_bucket.url()]
     a = ServerProcess(tmp_path / "a", store_url, args=args).start()
     b = ServerProcess(tmp_path / "b", store_url, args=args).start()
     try:
