@@ -16,7 +16,7 @@ from modelport.artifacts import (
     artifact_store,
     open_artifact_store,
 )
-from modelport.errors import ArtifactUnavailable
+from modelport.errors import ArtifactUnavailable, InvalidRequest
 from modelport.settings import Settings, load_settings
 from tests.conftest import IRIS_COLUMNS, S3Bucket, start_server
 
@@ -58,8 +58,18 @@ def test_settings_take_storage_options_as_json_and_mask_secrets(tmp_path: Path) 
     store = artifact_store(settings)
     assert isinstance(store, RemoteArtifactStore)
     assert store.cache.root == tmp_path / "cache" / "artifacts"
-    with pytest.raises(Exception, match="artifacts_options"):
+    with pytest.raises(InvalidRequest, match=r"artifacts_options: .*not a JSON object"):
         load_settings({"artifacts_options": "{not json"})
+
+
+def test_storage_options_come_from_the_environment_as_json(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("MODELPORT_ARTIFACTS_OPTIONS", '{"endpoint_url": "http://s3:9000"}')
+    assert load_settings().artifacts_options == {"endpoint_url": "http://s3:9000"}
+    monkeypatch.setenv("MODELPORT_ARTIFACTS_OPTIONS", "{not json")
+    with pytest.raises(InvalidRequest, match=r"artifacts_options.*Expecting property name"):
+        load_settings()
 
 
 def test_s3_blobs_are_content_addressed_written_once_and_read_through_a_checked_cache(

@@ -16,7 +16,12 @@ from typing import Any, Literal
 
 import tomllib
 from pydantic import Field, ValidationError, field_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    SettingsError,
+)
 
 from .errors import InvalidRequest
 
@@ -309,3 +314,6 @@ def load_settings(
             f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
         )
         raise InvalidRequest(f"invalid settings: {problems}") from None
+    except SettingsError as exc:  # an environment variable that should hold JSON does not
+        cause = f": {exc.__cause__}" if exc.__cause__ else ""
+        raise InvalidRequest(f"invalid settings: {exc}{cause}") from None
