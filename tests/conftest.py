@@ -173,6 +173,53 @@ def server(settings: Settings) -> Iterator[RunningServer]:
     running.stop()
 
 
+@dataclass(frozen=True)
+class S3Bucket:
+    """An empty bucket on the tests' S3-compatible server (moto's, on loopback)."""
+
+    endpoint: str
+    name: str
+
+    def url(self, prefix: str = "artifacts") -> str:
+        return f"s3://{self.name}/{prefix}"
+
+    @property
+    def options(self) -> dict[str, str]:
+        """The ``artifacts_options`` setting that points s3fs at the server."""
+        return {"endpoint_url": self.endpoint}
+
+    def client(self) -> Any:
+        import boto3
+
+        return boto3.client("s3", endpoint_url=self.endpoint)
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint() -> Iterator[str]:
+    """moto's S3-compatible server in a thread on a free loopback port, for the session."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=free_port(), verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def s3_bucket(s3_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> S3Bucket:
+    """A new bucket; credentials in the environment (servers started as processes inherit it)."""
+    for name, value in {
+        "AWS_ACCESS_KEY_ID": "modelport-test",
+        "AWS_SECRET_ACCESS_KEY": "modelport-test-secret",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }.items():
+        monkeypatch.setenv(name, value)
+    bucket = S3Bucket(s3_endpoint, "modelport-" + uuid.uuid4().hex[:12])
+    bucket.client().create_bucket(Bucket=bucket.name)
+    return bucket
+
+
 IRIS_COLUMNS = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
 
 

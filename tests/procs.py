@@ -38,9 +38,12 @@ def run_cli(
 class ServerProcess:
     """``modelport serve`` in a subprocess."""
 
-    def __init__(self, home: Path, store: str, port: int | None = None) -> None:
+    def __init__(
+        self, home: Path, store: str, port: int | None = None, args: Sequence[str] = ()
+    ) -> None:
         self.home = home
         self.store = store
+        self.args = list(args)  # more settings flags, e.g. ["--artifacts", "s3://..."]
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen[str] | None = None
@@ -67,6 +70,7 @@ class ServerProcess:
                 self.store,
                 "--log-level",
                 "warning",
+                *self.args,
             ],
             env=cli_env(),
             # A file, not a pipe: a pipe nobody reads fills up and blocks the server's logging.

@@ -22,7 +22,8 @@
     │   └── ArtifactRejected            the pushed artifact cannot be loaded or smoke-tested
     ├── ModelNotReady                   503
     ├── ModelFailed                     500  the model itself raised while predicting
-    └── StoreUnavailable                503  the database cannot be reached
+    ├── StoreUnavailable                503  the database cannot be reached
+    └── ArtifactUnavailable             503  a blob is missing, corrupt or out of reach
 
 The HTTP status is a class attribute; only the web layer reads it. This module imports no web
 framework, so the CLI, the client and the service layer share the same tree.
@@ -174,3 +175,10 @@ class StoreUnavailable(ModelportError):
 
     status_code = 503
     code = "store_unavailable"
+
+
+class ArtifactUnavailable(ModelportError):
+    """The artifact store cannot be reached, or a blob in it is missing or corrupt."""
+
+    status_code = 503
+    code = "artifact_unavailable"

@@ -228,7 +228,7 @@ def main(argv: list[str] | None = None) -> int:
     """``python -m modelport.jobs JOB_ID``: run one claimed job to its end."""
     import orjson
 
-    from .artifacts import open_artifact_store
+    from .artifacts import artifact_store
     from .settings import Settings
     from .store import Store
 
@@ -243,7 +243,7 @@ def main(argv: list[str] | None = None) -> int:
         group.write("10")
     settings = Settings(**orjson.loads(os.environ[SETTINGS_ENV]))
     store = Store(settings.store_url, sqlite_synchronous=settings.sqlite_synchronous)
-    artifacts = open_artifact_store(settings.artifacts_location)
+    artifacts = artifact_store(settings)
 
     def progress(fraction: float, message: str) -> None:
         with store.transaction() as conn:

@@ -18,6 +18,7 @@ import io
 import math
 import time
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -308,9 +309,20 @@ def _frame_rows(
             yield inputs, label
 
 
-def snapshot(conn: Connection, artifacts: Any, name: str) -> dict[str, Any]:
-    """Write the model's observations so far as a Parquet dataset; its record (reused when a
-    snapshot with the same content exists)."""
+@dataclass(frozen=True)
+class SnapshotData:
+    """A model's observations so far, as Parquet bytes not yet stored."""
+
+    model_id: int
+    rows: int
+    through: int
+    fields: list[str]
+    target: str
+    parquet: bytes
+
+
+def snapshot_data(conn: Connection, name: str) -> SnapshotData:
+    """Read the model's observations so far into a Parquet file's bytes."""
     try:
         import pandas as pd
         import pyarrow  # noqa: F401
@@ -332,23 +344,39 @@ def snapshot(conn: Connection, artifacts: Any, name: str) -> dict[str, Any]:
     frame = pd.DataFrame(rows, columns=[*fields, spec["target"]])
     buf = io.BytesIO()
     frame.to_parquet(buf, index=False)
-    buf.seek(0)
-    sha, size = artifacts.put(buf)
+    return SnapshotData(model.id, len(frame), through, fields, spec["target"], buf.getvalue())
+
+
+def record_snapshot(conn: Connection, data: SnapshotData, sha: str) -> dict[str, Any]:
+    """Record a stored snapshot as a dataset (reused when one with the same content exists)."""
     existing = conn.execute(sa.select(datasets).where(datasets.c.id == sha)).first()
     if existing is None:
         conn.execute(
             datasets.insert().values(
                 id=sha,
-                model_id=model.id,
-                rows=len(frame),
-                through_observation=through,
-                fields=fields,
-                target=spec["target"],
-                size_bytes=size,
+                model_id=data.model_id,
+                rows=data.rows,
+                through_observation=data.through,
+                fields=data.fields,
+                target=data.target,
+                size_bytes=len(data.parquet),
                 created_at=time.time(),
             )
         )
     return get_dataset(conn, sha)
+
+
+def snapshot(store: Any, artifacts: Any, name: str) -> dict[str, Any]:
+    """Write the model's observations so far as a Parquet dataset; its record.
+
+    The blob is stored between the read and the write transaction: a remote artifact store
+    may take a while, and no transaction should be open meanwhile.
+    """
+    with store.read() as conn:
+        data = snapshot_data(conn, name)
+    sha, _ = artifacts.put(io.BytesIO(data.parquet))
+    with store.transaction() as conn:
+        return record_snapshot(conn, data, sha)
 
 
 def get_dataset(conn: Connection, dataset_id: str) -> dict[str, Any]:

@@ -83,13 +83,11 @@ def run_retrain(
     import joblib
 
     name, params = job["model"], job["params"]
-    with store.transaction() as conn:
+    with store.read() as conn:
         spec = learning.spec_of(conn, name)
-        dataset = (
-            learning.get_dataset(conn, params["dataset"])
-            if params.get("dataset")
-            else learning.snapshot(conn, artifacts, name)
-        )
+        dataset = learning.get_dataset(conn, params["dataset"]) if params.get("dataset") else None
+    if dataset is None:
+        dataset = learning.snapshot(store, artifacts, name)
     progress(0.1, f"dataset {dataset['id'][:12]}: {dataset['rows']} rows")
     frame = learning.load_dataset(artifacts, dataset["id"])
     schema = parse_schema(spec["schema"])

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import io
 import logging
 import time
 from collections.abc import Callable, Coroutine
@@ -40,7 +41,7 @@ from . import (
     timeline,
 )
 from .adapters import Adapter
-from .artifacts import open_artifact_store
+from .artifacts import artifact_store, is_remote
 from .bandits import ArmStats
 from .batching import Batcher
 from .errors import (
@@ -106,7 +107,7 @@ class Service:
         self.settings = settings
         self.webhook_transport = webhook_transport
         self.store = Store(settings.store_url, sqlite_synchronous=settings.sqlite_synchronous)
-        self.artifacts = open_artifact_store(settings.artifacts_location)
+        self.artifacts = artifact_store(settings)
         self.metrics = Metrics(max_series=settings.metrics_max_series)
         self.writer = Writer(self.store, max_batch=settings.ledger_max_batch)
         self.writer.observer = self.metrics.committed
@@ -135,6 +136,11 @@ class Service:
     # -- life -------------------------------------------------------------------------------------
 
     async def start(self) -> None:
+        await asyncio.to_thread(self.artifacts.check)
+        if self.store.dialect == "postgresql" or is_remote(self.settings.artifacts_location):
+            # Replicas load versions pushed through other servers: importing skops (~0.7 s,
+            # ~35 MB) then would delay them past a second. A lone server skips it.
+            await asyncio.to_thread(flavors.import_libraries)
         self.writer.start()
         await asyncio.to_thread(self.router.refresh)
         await self.router.warm()
@@ -790,7 +796,10 @@ class Service:
     async def snapshot(self, principal: Principal, name: str) -> dict[str, Any]:
         """A dataset of the model's observations so far (Parquet, content-hashed)."""
         principal.require("admin")
-        return await self.writer.run(lambda c: learning.snapshot(c, self.artifacts, name))
+        data = await self._read(lambda c: learning.snapshot_data(c, name))
+        # Off the writer: a remote artifact store may take a while.
+        sha, _ = await asyncio.to_thread(self.artifacts.put, io.BytesIO(data.parquet))
+        return await self.writer.run(lambda c: learning.record_snapshot(c, data, sha))
 
     async def dataset(self, principal: Principal, dataset_id: str) -> dict[str, Any]:
         principal.require("read")

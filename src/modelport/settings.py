@@ -8,13 +8,20 @@ table drives ``modelport serve --help``, ``docs/settings.md`` and ``GET /v1/sett
 
 from __future__ import annotations
 
+import json
 import os
+import re
 from pathlib import Path
 from typing import Any, Literal
 
 import tomllib
 from pydantic import Field, ValidationError, field_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    SettingsError,
+)
 
 from .errors import InvalidRequest
 
@@ -37,7 +44,19 @@ class Settings(BaseSettings):
     )
     artifacts: str | None = Field(
         default=None,
-        description="Folder for content-addressed artifacts. Default: artifacts/ in the home folder.",
+        description=(
+            "Where content-addressed artifacts and dataset snapshots live: a folder, or an fsspec "
+            "URL shared by replicas (s3://bucket/prefix with the s3 extra, gs://..., ...), read "
+            "through cache/artifacts/ in the home folder. Default: artifacts/ in the home folder."
+        ),
+    )
+    artifacts_options: dict[str, Any] = Field(
+        default_factory=dict,
+        description=(
+            "Storage options of a remote artifacts URL, as a JSON object passed to fsspec, e.g. "
+            '{"endpoint_url": "http://minio:9000"} for s3://. Credentials come from the usual '
+            "environment (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_ENDPOINT_URL, ...)."
+        ),
     )
     host: str = Field(default="127.0.0.1", description="Address the server listens on.")
     port: int = Field(default=8000, ge=0, le=65535, description="TCP port the server listens on.")
@@ -235,6 +254,16 @@ class Settings(BaseSettings):
         ),
     )
 
+    @field_validator("artifacts_options", mode="before")
+    @classmethod
+    def _json_options(cls, value: Any) -> Any:
+        if isinstance(value, str):  # a flag gives JSON text
+            try:
+                return json.loads(value) if value.strip() else {}
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"not a JSON object: {exc}") from None
+        return value
+
     @field_validator("home", mode="after")
     @classmethod
     def _absolute_home(cls, value: Path) -> Path:
@@ -263,11 +292,22 @@ class Settings(BaseSettings):
         return self.artifacts or str(self.home / "artifacts")
 
     def public(self) -> dict[str, Any]:
-        """The settings as shown to API callers: passwords in the store URL are masked."""
+        """The settings as shown to API callers: passwords in the store URL and secrets in the
+        artifact storage options are masked."""
         data = self.model_dump(mode="json")
         data["store"] = _mask_password(self.store_url)
         data["artifacts"] = self.artifacts_location
+        data["artifacts_options"] = _mask_secrets(self.artifacts_options)
         return data
+
+
+_SECRET = re.compile(r"secret|password|token|key|credential", re.IGNORECASE)
+
+
+def _mask_secrets(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: "***" if _SECRET.search(str(k)) else _mask_secrets(v) for k, v in value.items()}
+    return value
 
 
 def _mask_password(url: str) -> str:
@@ -283,7 +323,7 @@ def describe() -> list[dict[str, Any]]:
     """Name, type, default, environment variable and help text of every setting."""
     rows = []
     for name, info in Settings.model_fields.items():
-        default = info.default
+        default = info.get_default(call_default_factory=True)
         rows.append(
             {
                 "name": name,
@@ -336,3 +376,6 @@ def load_settings(
             f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
         )
         raise InvalidRequest(f"invalid settings: {problems}") from None
+    except SettingsError as exc:  # an environment variable that should hold JSON does not
+        cause = f": {exc.__cause__}" if exc.__cause__ else ""
+        raise InvalidRequest(f"invalid settings: {exc}{cause}") from None

@@ -121,3 +121,31 @@ def test_a_store_at_the_newest_revision_opens_without_alembic(store_url: str) ->
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_replicas_starting_at_once_on_a_new_store_all_migrate_it(store_url: str) -> None:
+    """Replicas started together on an empty database: one migrates, the others wait and find
+    the schema current (on PostgreSQL an advisory lock; on SQLite the write lock)."""
+    import threading
+
+    errors: list[BaseException] = []
+    start = threading.Barrier(4)
+
+    def open_store() -> None:
+        start.wait()
+        try:
+            Store(store_url).close()
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=open_store) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert errors == []
+    store = Store(store_url)
+    try:
+        assert store.revision() == HEAD_REVISION
+    finally:
+        store.close()

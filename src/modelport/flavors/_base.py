@@ -203,6 +203,15 @@ def detect_flavor(path: Path) -> str:
     )
 
 
+def import_libraries() -> None:
+    """Import what loading the default flavor (skops files) needs.
+
+    A replica calls it at start: importing skops takes most of a second, and its first load of
+    a version pushed through another replica should not wait for it.
+    """
+    import skops.io  # noqa: F401
+
+
 def load(flavor: str, path: Path, *, trust_code: bool) -> LoadedModel:
     """Load an artifact of the given flavor.
 

@@ -76,6 +76,10 @@ def _json_loads(value: Any) -> Any:
     return value
 
 
+#: The PostgreSQL advisory lock key migrations hold ("modelpor" in ASCII).
+_MIGRATION_LOCK = 0x6D6F64656C706F72
+
+
 class _WriteLock:
     """One writer at a time across threads and processes (a thread lock and a file lock)."""
 
@@ -183,6 +187,10 @@ class Store:
         config.set_main_option("script_location", str(_MIGRATIONS))
         try:
             with self.transaction() as conn:
+                if self.dialect == "postgresql":
+                    # Replicas started together on a new database: one migrates, the others
+                    # wait here and then find the schema current (SQLite: the write lock).
+                    conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_MIGRATION_LOCK})")
                 config.attributes["connection"] = conn
                 command.upgrade(config, revision)
         except sa.exc.OperationalError as exc:
