@@ -31,11 +31,19 @@ end
 """
 
 
-def script(workdir: Path, tag: str, body: bytes, headers: dict[str, str]) -> Path:
-    """Write the body and the Lua script that sends it; the script's path."""
+def script(
+    workdir: Path, tag: str, body: bytes, headers: dict[str, str], *, delay_ms: float = 0
+) -> Path:
+    """Write the body and the Lua script that sends it; the script's path.
+
+    ``delay_ms`` makes each connection pause that long before every request, which holds the
+    rate near ``connections * 1000 / (delay_ms + latency)``: a steady load, not a flood.
+    """
     body_path = workdir / f"{tag}.json"
     body_path.write_bytes(body)
     lines = "\n".join(f'wrk.headers["{k}"] = "{v}"' for k, v in headers.items())
+    if delay_ms:
+        lines += f"\ndelay = function() return {delay_ms:g} end"
     path = workdir / f"{tag}.lua"
     path.write_text(LUA.format(body=body_path, headers=lines))
     return path
