@@ -26,6 +26,7 @@ from sqlalchemy.engine import Connection
 
 from . import registry
 from .errors import InvalidInput, NotFound
+from .ids import is_version_number
 from .store.tables import jobs, models
 from .timefmt import iso
 
@@ -93,7 +94,7 @@ def check_params(kind: Any, params: Any) -> dict[str, Any]:
             problems.append({"field": "params", "reason": "expected an object"})
     else:
         version = out.get("version")
-        if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        if not is_version_number(version):
             problems.append({"field": "version", "reason": "expected a version number"})
         for key in ("since", "until"):
             if out.get(key) is not None and not isinstance(out[key], str | int | float):

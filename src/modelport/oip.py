@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import orjson
 
+from . import payload
 from .errors import InvalidInput, InvalidRequest
 from .schema import Field, Schema, adapted_table
 from .table import Table
@@ -132,7 +133,7 @@ def model_metadata(
 # -- requests --------------------------------------------------------------------------------------
 
 
-def split_body(body: bytes, header_length: str | None) -> tuple[Any, bytes]:
+def split_body(body: bytes, header_length: str | None, max_depth: int) -> tuple[Any, bytes]:
     """The JSON header and the binary tail of an infer request."""
     if header_length is None:
         head, tail = body, b""
@@ -146,10 +147,7 @@ def split_body(body: bytes, header_length: str | None) -> tuple[Any, bytes]:
                 f"Inference-Header-Content-Length {n} does not fit a body of {len(body)} bytes"
             )
         head, tail = body[:n], body[n:]
-    try:
-        return orjson.loads(head), tail
-    except orjson.JSONDecodeError as exc:
-        raise InvalidRequest(f"the inference request is not valid JSON: {exc}") from None
+    return payload.loads(head, max_depth, what="the inference request"), tail
 
 
 def parse_request(doc: Any, binary: bytes, max_elements: int) -> InferRequest:

@@ -46,10 +46,11 @@ from .errors import (
     InvalidRequest,
     ModelFailed,
     ModelNotFound,
+    PredictionNotFound,
 )
 from .flavors._base import example_table
 from .flavors._cache import LoadCache
-from .ids import new_ids
+from .ids import is_version_number, new_ids
 from .keys import ANONYMOUS, KeyCache, Principal
 from .learner import Learner, learning_status
 from .releases import Release
@@ -484,17 +485,23 @@ class Service:
             ) from exc
 
     async def get_prediction(self, principal: Principal, prediction_id: str) -> dict[str, Any]:
-        principal.require("read")
-        return await self._read(lambda c: ledger.get_prediction(c, prediction_id))
+        """One prediction with its feedback. Keys with ``read`` see every prediction; other keys
+        only their consumer's own (for feedback flows). Anyone else's is "not found", like an
+        unknown id, so ids cannot be probed."""
+        record = await self._read(lambda c: ledger.get_prediction(c, prediction_id))
+        if not principal.allows("read") and record["consumer"] != principal.consumer:
+            raise PredictionNotFound(f"no prediction with id {prediction_id!r}")
+        return record
 
     async def list_predictions(
         self, principal: Principal, name: str, **filters: Any
     ) -> dict[str, Any]:
-        principal.require("read")
+        """A page of a model's predictions: all of them for ``read`` keys, else the caller's."""
+        mine = None if principal.allows("read") else principal.consumer
 
         def run(conn: Connection) -> dict[str, Any]:
             registry.get_model(conn, name)
-            return ledger.list_predictions(conn, name, **filters)
+            return ledger.list_predictions(conn, name, consumer=mine, **filters)
 
         return await self._read(run)
 
@@ -995,7 +1002,7 @@ def _field_of(payload: dict[str, Any], field: str) -> str | None:
 def _optional_int(value: Any, field: str) -> int | None:
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+    if not is_version_number(value):
         raise InvalidInput(
             f"'{field}' must be a positive integer",
             details=[{"field": field, "reason": "expected a positive integer"}],

@@ -5,18 +5,19 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from pathlib import Path
+from pathlib import Path as FilePath
 from typing import Annotated, Any, Literal
 
 import orjson
-from fastapi import APIRouter, Depends, File, Form, Query, Request, UploadFile
+from fastapi import APIRouter, Depends, File, Form, Path, Query, Request, UploadFile
 from pydantic import BaseModel, ValidationError
 from starlette.datastructures import UploadFile as StarletteUpload
 from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 
-from .. import __version__
+from .. import __version__, payload
 from ..errors import InvalidInput, InvalidRequest, PayloadTooLarge
+from ..ids import MAX_ID
 from ..keys import Principal
 from ..service import Service
 from ..settings import Settings
@@ -56,20 +57,19 @@ async def principal(request: Request) -> Principal:
 
 
 async def json_body(request: Request) -> Any:
+    """The request's JSON document (see :func:`modelport.payload.loads` for what is refused)."""
     try:
         raw = await request.body()
     except ClientDisconnect:
         raise InvalidRequest("the client disconnected before sending the whole body") from None
-    if not raw:
-        raise InvalidRequest("the request body is empty; send a JSON object")
-    try:
-        return orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise InvalidRequest(f"the body is not valid JSON: {exc}") from None
+    return payload.loads(raw, service(request).settings.max_json_depth)
 
 
 Svc = Annotated[Service, Depends(service)]
 Who = Annotated[Principal, Depends(principal)]
+#: Version numbers and ids in paths: positive and within what the store can hold.
+Version = Annotated[int, Path(ge=1, le=MAX_ID, description="A version number")]
+Id = Annotated[int, Path(ge=1, le=MAX_ID)]
 
 
 def _doc_body(model: type[BaseModel]) -> dict[str, Any]:
@@ -81,6 +81,17 @@ def _doc_body(model: type[BaseModel]) -> dict[str, Any]:
             },
         }
     }
+
+
+def _doc_document(key: str) -> dict[str, Any]:
+    """The documented body of a route that sets (or with null removes) one model document."""
+    schema = {
+        "type": "object",
+        "required": [key],
+        "additionalProperties": False,
+        "properties": {key: {"anyOf": [{"type": "object"}, {"type": "null"}]}},
+    }
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
 
 
 # -- service ------------------------------------------------------------------------------------
@@ -130,7 +141,7 @@ async def list_predictions(
     name: str,
     svc: Svc,
     who: Who,
-    version: Annotated[int | None, Query(ge=1)] = None,
+    version: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
     since: Annotated[str | None, Query(description="ISO-8601 time or epoch seconds")] = None,
     until: Annotated[str | None, Query(description="ISO-8601 time or epoch seconds")] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
@@ -233,7 +244,7 @@ async def push(
                 "the artifact is empty", details=[{"field": "artifact", "reason": "empty file"}]
             )
         result = await svc.push(
-            who, name, Path(tmp), meta.model_dump(by_alias=True, exclude_none=True)
+            who, name, FilePath(tmp), meta.model_dump(by_alias=True, exclude_none=True)
         )
     finally:
         os.unlink(tmp)
@@ -259,7 +270,7 @@ async def list_versions(name: str, svc: Svc, who: Who) -> Response:
 )
 async def get_version(
     name: str,
-    version: int,
+    version: Version,
     svc: Svc,
     who: Who,
     stats: Annotated[bool, Query(description="Include training-data statistics")] = False,
@@ -274,7 +285,7 @@ async def get_version(
     tags=["registry"],
     summary="What a version expects as input",
 )
-async def get_schema(name: str, version: int, svc: Svc, who: Who) -> Response:
+async def get_schema(name: str, version: Version, svc: Svc, who: Who) -> Response:
     return json_response((await svc.get_version(who, name, version))["schema"])
 
 
@@ -436,7 +447,7 @@ async def list_jobs(name: str, svc: Svc, who: Who) -> Response:
     tags=["learning"],
     summary="A job: status, progress, log and result",
 )
-async def job(job_id: int, svc: Svc, who: Who) -> Response:
+async def job(job_id: Id, svc: Svc, who: Who) -> Response:
     return json_response(await svc.job(who, job_id))
 
 
@@ -447,7 +458,7 @@ async def job(job_id: int, svc: Svc, who: Who) -> Response:
     tags=["learning"],
     summary="Cancel a queued or running job (admin)",
 )
-async def cancel_job(job_id: int, svc: Svc, who: Who) -> Response:
+async def cancel_job(job_id: Id, svc: Svc, who: Who) -> Response:
     return json_response(await svc.cancel_job(who, job_id))
 
 
@@ -479,6 +490,7 @@ async def get_triggers(name: str, svc: Svc, who: Who) -> Response:
     responses=_ERRORS,
     tags=["learning"],
     summary="Set (or with null remove) the retraining triggers (admin, audited)",
+    openapi_extra=_doc_document("triggers"),
 )
 async def set_triggers(name: str, request: Request, svc: Svc, who: Who) -> Response:
     return json_response(await svc.set_triggers(who, name, await json_body(request)))
@@ -501,6 +513,7 @@ async def get_gate(name: str, svc: Svc, who: Who) -> Response:
     responses=_ERRORS,
     tags=["learning"],
     summary="Set (or with null remove) the promotion gate (admin, audited)",
+    openapi_extra=_doc_document("gate"),
 )
 async def set_gate(name: str, request: Request, svc: Svc, who: Who) -> Response:
     return json_response(await svc.set_gate(who, name, await json_body(request)))
@@ -594,6 +607,7 @@ async def get_adapter(name: str, svc: Svc, who: Who) -> Response:
     responses=_ERRORS,
     tags=["releases"],
     summary="Set (or with null remove) the model-wide adapter (admin, audited)",
+    openapi_extra=_doc_document("adapter"),
 )
 async def set_adapter(name: str, request: Request, svc: Svc, who: Who) -> Response:
     return json_response(await svc.set_adapter(who, name, await json_body(request)))
@@ -627,7 +641,9 @@ async def experiment(
         Literal["accuracy", "mean_reward", "rmse"] | None,
         Query(description="Default: mean_reward for reward bandits, else by the model's task"),
     ] = None,
-    revision: Annotated[int | None, Query(ge=1, description="Default: the current one")] = None,
+    revision: Annotated[
+        int | None, Query(ge=1, le=MAX_ID, description="Default: the current one")
+    ] = None,
     alpha: Annotated[float, Query(gt=0, lt=1)] = 0.05,
 ) -> Response:
     return json_response(
@@ -642,7 +658,7 @@ async def experiment(
     tags=["registry"],
     summary="Batch sizes and queue waits of a version in this process",
 )
-async def batching(name: str, version: int, svc: Svc, who: Who) -> Response:
+async def batching(name: str, version: Version, svc: Svc, who: Who) -> Response:
     return json_response(await svc.batch_stats(who, name, version))
 
 
@@ -706,5 +722,5 @@ async def list_keys(svc: Svc, who: Who) -> Response:
 
 
 @router.delete("/keys/{key_id}", response_model=s.KeyRevoked, responses=_ERRORS, tags=["keys"])
-async def revoke_key(key_id: int, svc: Svc, who: Who) -> Response:
+async def revoke_key(key_id: Id, svc: Svc, who: Who) -> Response:
     return json_response(await svc.revoke_key(who, key_id))
