@@ -66,14 +66,14 @@ def _job_dict(row: Any, model: str) -> dict[str, Any]:
 
 def check_params(kind: Any, params: Any) -> dict[str, Any]:
     """A job request's parameters, checked per kind (422 naming the field)."""
+    if not isinstance(params, dict):
+        raise InvalidInput(
+            "the job body must be an object", details=[{"field": "body", "reason": "not an object"}]
+        )
     if kind not in KINDS:
         raise InvalidInput(
             f"'type' must be one of {', '.join(KINDS)}",
             details=[{"field": "type", "reason": f"expected one of {', '.join(KINDS)}"}],
-        )
-    if not isinstance(params, dict):
-        raise InvalidInput(
-            "the job body must be an object", details=[{"field": "body", "reason": "not an object"}]
         )
     allowed = {
         "retrain": {"type", "dataset", "seed", "holdout", "params", "promote"},

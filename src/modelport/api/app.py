@@ -21,6 +21,10 @@ from ..settings import Settings
 from . import dashboard, errors, schemas, scoring, v1, v2
 
 _DOC_ONLY_MODELS = (
+    schemas.CreateModel,
+    schemas.AliasMoveRequest,
+    schemas.RollbackRequest,
+    schemas.KeyCreateRequest,
     schemas.PredictRequest,
     schemas.PredictResponse,
     schemas.FeedbackRequest,
@@ -166,14 +170,17 @@ class RequestGuard:
         if not request_id:
             request_id = new_request_id()
         scope.setdefault("state", {})["request_id"] = request_id
-        # Artifacts and observation files get the artifact limit; everything else the body one.
-        is_push = scope["method"] == "POST" and scope["path"].endswith(
-            ("/versions", "/observations")
+        headers = dict(scope["headers"])
+        # Uploads (artifacts, observation files) get the artifact limit; other bodies, JSON
+        # observations included, the body one.
+        is_upload = (
+            scope["method"] == "POST"
+            and scope["path"].endswith(("/versions", "/observations"))
+            and headers.get(b"content-type", b"").startswith(b"multipart/form-data")
         )
-        limit = self.settings.max_artifact_bytes if is_push else self.settings.max_body_bytes
+        limit = self.settings.max_artifact_bytes if is_upload else self.settings.max_body_bytes
         header_id = (b"x-request-id", request_id.encode("latin-1"))
         oip = scope["path"].startswith("/v2")
-        headers = dict(scope["headers"])
         try:
             declared = headers.get(b"content-length")
             if declared is not None and declared.isdigit() and int(declared) > limit:

@@ -6,7 +6,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path as FilePath
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 import orjson
 from fastapi import APIRouter, Depends, File, Form, Path, Query, Request, UploadFile
@@ -63,6 +63,44 @@ async def json_body(request: Request) -> Any:
     except ClientDisconnect:
         raise InvalidRequest("the client disconnected before sending the whole body") from None
     return payload.loads(raw, service(request).settings.max_json_depth)
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def validated(model: type[M], doc: Any) -> M:
+    """A decoded JSON body as ``model``; :class:`InvalidInput` naming every offending field."""
+    if not isinstance(doc, dict):
+        raise InvalidRequest(
+            "the body must be a JSON object",
+            details=[{"field": "body", "reason": "not an object"}],
+        )
+    try:
+        return model.model_validate(doc)
+    except ValidationError as exc:
+        raise _invalid(exc) from None
+
+
+def _invalid(exc: ValidationError, where: str = "", what: str = "") -> InvalidInput:
+    """Pydantic's errors as ours: each field (under ``where``), the message led by ``what``."""
+    details = [
+        {"field": ".".join([*([where] if where else []), *map(str, e["loc"])]), "reason": e["msg"]}
+        for e in exc.errors()
+    ]
+    first = f"{details[0]['field']}: {details[0]['reason']}"
+    return InvalidInput(f"{what}: {first}" if what else first, details=details)
+
+
+def body_of(model: type[M], *, optional: bool = False) -> Any:
+    """A dependency: the JSON body read like every other (limits, depth), checked as ``model``;
+    with ``optional``, an empty body is None."""
+
+    async def read(request: Request) -> M | None:
+        if optional and not await request.body():
+            return None
+        return validated(model, await json_body(request))
+
+    return Depends(read)
 
 
 Svc = Annotated[Service, Depends(service)]
@@ -181,8 +219,11 @@ async def feedback(request: Request, svc: Svc, who: Who) -> Response:
     responses=_ERRORS,
     tags=["registry"],
     summary="Create an empty model (admin)",
+    openapi_extra=_doc_body(s.CreateModel),
 )
-async def create_model(body: s.CreateModel, svc: Svc, who: Who) -> Response:
+async def create_model(
+    svc: Svc, who: Who, body: Annotated[s.CreateModel, body_of(s.CreateModel)]
+) -> Response:
     if body.algorithm is not None:
         doc = body.model_dump(by_alias=True, exclude_none=True, exclude={"task"})
         return json_response(await svc.create_from_algorithm(who, doc), 201)
@@ -225,13 +266,7 @@ async def push(
     try:
         meta = s.PushMetadata.model_validate_json(metadata)
     except ValidationError as exc:
-        details = [
-            {"field": ".".join(["metadata", *map(str, e["loc"])]), "reason": e["msg"]}
-            for e in exc.errors()
-        ]
-        raise InvalidInput(
-            f"invalid push metadata: {details[0]['field']}: {details[0]['reason']}", details=details
-        ) from None
+        raise _invalid(exc, "metadata", "invalid push metadata") from None
     limit = svc.settings.max_artifact_bytes
     fd, tmp = tempfile.mkstemp(prefix="modelport-push-")
     try:
@@ -668,9 +703,14 @@ async def batching(name: str, version: Version, svc: Svc, who: Who) -> Response:
     responses=_ERRORS,
     tags=["registry"],
     summary="Point an alias at a version (promote; audited, admin)",
+    openapi_extra=_doc_body(s.AliasMoveRequest),
 )
 async def set_alias(
-    name: str, alias: str, body: s.AliasMoveRequest, svc: Svc, who: Who
+    name: str,
+    alias: str,
+    svc: Svc,
+    who: Who,
+    body: Annotated[s.AliasMoveRequest, body_of(s.AliasMoveRequest)],
 ) -> Response:
     return json_response(await svc.set_alias(who, name, alias, body.version, body.reason))
 
@@ -681,9 +721,16 @@ async def set_alias(
     responses=_ERRORS,
     tags=["registry"],
     summary="Move an alias back to its previous target (audited, admin)",
+    openapi_extra={
+        "requestBody": {**_doc_body(s.RollbackRequest)["requestBody"], "required": False}
+    },
 )
 async def rollback(
-    name: str, alias: str, svc: Svc, who: Who, body: s.RollbackRequest | None = None
+    name: str,
+    alias: str,
+    svc: Svc,
+    who: Who,
+    body: Annotated[s.RollbackRequest | None, body_of(s.RollbackRequest, optional=True)],
 ) -> Response:
     return json_response(await svc.rollback(who, name, alias, body.reason if body else ""))
 
@@ -711,8 +758,11 @@ async def alias_history(
     responses=_ERRORS,
     tags=["keys"],
     summary="Create an API key for a consumer (admin)",
+    openapi_extra=_doc_body(s.KeyCreateRequest),
 )
-async def create_key(body: s.KeyCreateRequest, svc: Svc, who: Who) -> Response:
+async def create_key(
+    svc: Svc, who: Who, body: Annotated[s.KeyCreateRequest, body_of(s.KeyCreateRequest)]
+) -> Response:
     return json_response(await svc.create_key(who, body.name, list(body.scopes)), 201)
 
 
