@@ -18,6 +18,7 @@ and its hostile inputs by tests/api/test_hostile.py.
 
 from __future__ import annotations
 
+import os
 import zlib
 from collections.abc import Iterator
 from typing import Any
@@ -30,7 +31,8 @@ from hypothesis import HealthCheck, settings
 from modelport.settings import load_settings
 from tests.conftest import RunningServer, fresh_store_url, make_key, start_server
 
-MAX_EXAMPLES = 50
+#: Examples per operation; MODELPORT_FUZZ_EXAMPLES=500 for a longer hunt.
+MAX_EXAMPLES = int(os.environ.get("MODELPORT_FUZZ_EXAMPLES", "50"))
 #: What the seeding made that paths can name (filled once per module).
 SEEDED: dict[str, str] = {}
 

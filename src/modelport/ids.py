@@ -18,9 +18,10 @@ import time
 import uuid
 from typing import TypeGuard
 
-#: The largest id or version number the store holds (a signed 64-bit integer); larger numbers
-#: in paths, queries and bodies are refused as invalid input before they reach the database.
-MAX_ID = 2**63 - 1
+#: The largest id or version number the store holds (its integer columns are 32-bit on
+#: PostgreSQL); larger numbers in paths, queries and bodies are refused as invalid input before
+#: they reach the database.
+MAX_ID = 2**31 - 1
 
 _lock = threading.Lock()
 _last_ms = 0

@@ -49,6 +49,8 @@ NUMPY_TYPES: dict[str, str] = {
 }
 DATATYPES = (*NUMPY_TYPES, "BYTES")
 MATRIX_INPUT = "input-0"
+#: The longest request id the ledger keeps (as for X-Request-ID).
+MAX_ID_LENGTH = 200
 OUTPUTS = ("predict", "predict_proba")
 
 
@@ -157,6 +159,8 @@ def parse_request(doc: Any, binary: bytes, max_elements: int) -> InferRequest:
     request_id = doc.get("id")
     if request_id is not None and not isinstance(request_id, str):
         raise _bad("'id' must be a string", "id")
+    if request_id is not None and len(request_id) > MAX_ID_LENGTH:
+        raise _bad(f"'id' is longer than {MAX_ID_LENGTH} characters", "id")
     params = _parameters(doc, "parameters")
     inputs = doc.get("inputs")
     if not isinstance(inputs, list) or not inputs:

@@ -2,7 +2,8 @@
 
 Every JSON body the server reads goes through :func:`loads`, so each route refuses the same
 things the same way: an empty body, bytes that are not UTF-8 JSON (``NaN``, ``Infinity`` and
-numbers beyond a double are not JSON), and documents nested deeper than ``max_json_depth``.
+numbers beyond a double are not JSON), NUL characters in strings, and documents nested deeper
+than ``max_json_depth``.
 The nesting limit keeps what is stored and answered serializable (the JSON encoder stops at 254
 levels) and bounds the work a single body can cause. This module imports no web framework.
 """
@@ -36,6 +37,10 @@ def loads(raw: bytes, max_depth: int, *, what: str = "the request body") -> Any:
             f"{what} is not valid JSON: {reason}",
             details=[{"field": "body", "reason": f"not valid JSON: {reason}"}],
         ) from None
+    if b"\\u0000" in raw:
+        # PostgreSQL text cannot hold it, and no name, label or category needs it.
+        message = f"{what} has a NUL character (\\u0000) in a string"
+        raise InvalidRequest(message, details=[{"field": "body", "reason": message}])
     # Fewer brackets than the limit cannot nest deeper than it: most bodies stop here.
     if raw.count(b"[") + raw.count(b"{") > max_depth and _deeper_than(doc, max_depth):
         raise _too_deep(what, max_depth)

@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 import orjson
+import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from . import (
@@ -61,7 +62,7 @@ from .schema import Field, Schema, parse_schema, table_from_payload
 from .settings import Settings
 from .store import Store
 from .store.tables import failures, models
-from .store.writer import Writer
+from .store.writer import Writer, unstorable
 from .table import Table
 
 log = logging.getLogger("modelport.service")
@@ -209,7 +210,10 @@ class Service:
     async def _read(self, fn: Callable[[Connection], T]) -> T:
         def run() -> T:
             with self.store.read() as conn:
-                return fn(conn)
+                try:
+                    return fn(conn)
+                except sa.exc.DataError as exc:
+                    raise unstorable(exc) from None
 
         return await asyncio.to_thread(run)
 

@@ -176,10 +176,11 @@ def test_huge_numbers_get_a_4xx_where_they_do_not_fit(hostile: RunningServer) ->
         (http.post("/v1/models/iris/predict", json={"inputs": [ROW], "version": huge}), "version"),
         (http.put("/v1/models/iris/aliases/x", json={"version": huge}), "version"),
         (http.put("/v1/models/iris/consumers/shop", json={"pin": {"version": huge}}), "pin"),
-        (http.post("/v1/models/iris/jobs", json={"type": "replay", "version": 2**63}), "version"),
+        (http.post("/v1/models/iris/jobs", json={"type": "replay", "version": 2**31}), "version"),
         (http.get(f"/v1/models/iris/versions/{huge}"), "version"),
-        (http.get(f"/v1/jobs/{2**63}"), "job_id"),
-        (http.delete(f"/v1/keys/{2**63}"), "key_id"),
+        (http.get(f"/v1/jobs/{2**31}"), "job_id"),
+        (http.delete(f"/v1/keys/{2**31}"), "key_id"),
+        (http.get("/v1/models/iris/experiment?revision=2147483648"), "revision"),
         (http.get(f"/v1/models/iris/predictions?version={huge}"), "version"),
         (http.post(f"/v1/models/iris/versions/{huge}/predict", json={"inputs": [ROW]}), "route"),
     ]:
@@ -188,8 +189,8 @@ def test_huge_numbers_get_a_4xx_where_they_do_not_fit(hostile: RunningServer) ->
         else:
             assert 400 <= response.status_code < 500, response.text
             assert field in response.text, response.text
-    problem(http.post(f"/v2/models/iris/versions/{2**63}/infer", json=INFER), 400, "version")
-    problem(http.get(f"/v2/models/iris/versions/{2**63}"), 400, "version")
+    problem(http.post(f"/v2/models/iris/versions/{2**31}/infer", json=INFER), 400, "version")
+    problem(http.get(f"/v2/models/iris/versions/{2**31}"), 400, "version")
     for datatype, value in [("FP32", 1e300), ("INT8", 1000), ("UINT8", -1), ("INT64", 2**63)]:
         tensor = {**INFER["inputs"][0], "datatype": datatype, "data": [value, 1, 1, 1]}
         problem(
@@ -291,6 +292,7 @@ def test_wrong_types_at_every_level_name_the_field(hostile: RunningServer) -> No
     oip_cases: list[tuple[Any, str]] = [
         ({"inputs": {}}, "inputs"),
         ({"inputs": [tensor], "id": 5}, "id"),
+        ({"inputs": [tensor], "id": "x" * 201}, "longer than 200"),
         ({"inputs": [tensor], "parameters": []}, "parameters"),
         ({"inputs": ["x"]}, "object"),
         ({"inputs": [{**tensor, "name": 1}]}, "name"),
@@ -312,6 +314,9 @@ def test_wrong_types_at_every_level_name_the_field(hostile: RunningServer) -> No
     )
     problem(http.put("/v1/models/iris/aliases/x", json={"version": [1]}), 422, "version")
     problem(http.post("/v1/models", json={"name": "m", "task": {"a": 1}}), 422, "task")
+    problem(http.post("/v1/models", json={"name": "m\n"}), 400, "name")  # no line breaks
+    problem(http.post("/v1/keys", json={"name": "a\n", "scopes": ["read"]}), 400, "name")
+    problem(http.put("/v1/models/iris/aliases/x%0A", json={"version": 1}), 400, "alias")
     problem(
         http.put("/v1/models/iris/serving", json={"max_batch_rows": "many"}), 422, "max_batch_rows"
     )
@@ -360,3 +365,41 @@ def test_malformed_uploads(hostile: RunningServer) -> None:
         data={"metadata": "[" * 5000},
     )
     problem(metadata, 422, "metadata")
+
+
+def test_nul_characters_are_refused_on_every_store(hostile: RunningServer) -> None:
+    # PostgreSQL text cannot hold NUL: refused at the edge, the same on SQLite.
+    http = hostile.http()
+    for method, url, _ in JSON_ROUTES:
+        nul = send(
+            http, method, url, b'{"inputs": [{"sepal_length": "a\\u0000b"}], "name": "\\u0000"}'
+        )
+        problem(nul, 400, "NUL")
+    for url in (
+        "/v1/models/a%00b",
+        "/v1/models/iris/consumers/a%00b",
+        "/v1/datasets/%00",
+        "/v1/models/iris/aliases/history?alias=a%00b",
+    ):
+        problem(http.get(url), 400, "NUL")
+    problem(http.put("/v1/models/iris/aliases/a%00b", json={"version": 1}), 400, "NUL")
+    # A form field is no JSON body: the store's refusal is still bad input, not a 5xx.
+    from modelport.flavors import serialize
+
+    blob, _ = serialize(_fitted())
+    pushed = http.post(
+        "/v1/models/iris/versions",
+        files={"artifact": ("m.skops", blob)},
+        data={
+            "metadata": '{"description": "a\\u0000b", "schema": {"fields": [{"name": "x", "type": "number"}]}}'
+        },
+    )
+    assert pushed.status_code < 500, pushed.text
+    if pushed.status_code >= 400:
+        problem(pushed, 422, "cannot be stored")
+
+
+def _fitted() -> Any:
+    from sklearn.linear_model import LinearRegression
+
+    return LinearRegression().fit([[0.0], [1.0]], [0.0, 2.0])

@@ -12,7 +12,7 @@ from fastapi.openapi.utils import get_openapi
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .. import __version__
-from ..errors import ModelportError, PayloadTooLarge
+from ..errors import InvalidRequest, ModelportError, PayloadTooLarge
 from ..ids import MAX_ID
 from ..ids import request_id as new_request_id
 from ..payload import check_content_type
@@ -182,6 +182,11 @@ class RequestGuard:
         header_id = (b"x-request-id", request_id.encode("latin-1"))
         oip = scope["path"].startswith("/v2")
         try:
+            if "\x00" in scope["path"] or b"%00" in scope["query_string"]:
+                raise InvalidRequest(
+                    "the URL has a NUL character (%00)",
+                    details=[{"field": "url", "reason": "NUL character"}],
+                )
             declared = headers.get(b"content-length")
             if declared is not None and declared.isdigit() and int(declared) > limit:
                 raise PayloadTooLarge(f"the request body exceeds the limit of {limit} bytes")
