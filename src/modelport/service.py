@@ -51,7 +51,7 @@ from .errors import (
 )
 from .flavors._base import example_table
 from .flavors._cache import LoadCache
-from .ids import is_version_number, new_ids
+from .ids import MAX_ID, is_version_number, new_ids
 from .keys import ANONYMOUS, KeyCache, Principal
 from .learner import Learner, learning_status
 from .releases import Release
@@ -1008,8 +1008,8 @@ def _optional_int(value: Any, field: str) -> int | None:
         return None
     if not is_version_number(value):
         raise InvalidInput(
-            f"'{field}' must be a positive integer",
-            details=[{"field": field, "reason": "expected a positive integer"}],
+            f"'{field}' must be a whole number from 1 to {MAX_ID}",
+            details=[{"field": field, "reason": f"expected a whole number from 1 to {MAX_ID}"}],
         )
     return value
 

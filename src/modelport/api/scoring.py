@@ -231,8 +231,8 @@ def _version(text: str | None) -> int | None:
         return None
     if not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= MAX_ID:
         raise InvalidRequest(
-            f"version must be a positive integer, got {text!r}",
-            details=[{"field": "version", "reason": "expected a positive integer"}],
+            f"version must be a whole number from 1 to {MAX_ID}, got {text!r}",
+            details=[{"field": "version", "reason": f"expected a whole number from 1 to {MAX_ID}"}],
         )
     return int(text)
 
