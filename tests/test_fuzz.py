@@ -31,7 +31,7 @@ from hypothesis import HealthCheck, settings
 from modelport.settings import load_settings
 from tests.conftest import RunningServer, fresh_store_url, make_key, start_server
 
-#: Examples per operation; MODELPORT_FUZZ_EXAMPLES=500 for a longer hunt.
+#: Examples per operation; MODELPORT_FUZZ_EXAMPLES=500 (with pytest --timeout 0) hunts longer.
 MAX_EXAMPLES = int(os.environ.get("MODELPORT_FUZZ_EXAMPLES", "50"))
 #: What the seeding made that paths can name (filled once per module).
 SEEDED: dict[str, str] = {}
