@@ -7,6 +7,7 @@ the whole suite against PostgreSQL: each test gets its own schema, dropped after
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import threading
@@ -52,11 +53,12 @@ def _with_search_path(url: str, schema: str) -> str:
     return f"{url}{sep}options=-csearch_path%3D{schema}"
 
 
-@pytest.fixture
-def store_url(tmp_path: Path) -> Iterator[str]:
-    """A URL of an empty store of its own: a SQLite file, or a PostgreSQL schema."""
+@contextlib.contextmanager
+def fresh_store_url(folder: Path) -> Iterator[str]:
+    """A URL of an empty store of its own: a SQLite file in ``folder``, or a PostgreSQL schema
+    (dropped on exit)."""
     if not POSTGRES_URL:
-        yield f"sqlite:///{tmp_path / 'modelport.db'}"
+        yield f"sqlite:///{folder / 'modelport.db'}"
         return
     import sqlalchemy as sa
 
@@ -72,6 +74,13 @@ def store_url(tmp_path: Path) -> Iterator[str]:
         with admin.connect() as conn:
             conn.exec_driver_sql(f"DROP SCHEMA {schema} CASCADE")
         admin.dispose()
+
+
+@pytest.fixture
+def store_url(tmp_path: Path) -> Iterator[str]:
+    """A URL of an empty store of its own: a SQLite file, or a PostgreSQL schema."""
+    with fresh_store_url(tmp_path) as url:
+        yield url
 
 
 @pytest.fixture

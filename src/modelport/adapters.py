@@ -75,6 +75,7 @@ from ._expressions import (
     reason_of,
 )
 from .errors import InvalidInput
+from .ids import is_version_number
 
 STEP_KINDS = ("rename", "default", "cast", "drop", "derive")
 CAST_TYPES = ("number", "integer", "string", "boolean")
@@ -204,7 +205,7 @@ def _parse_versions(value: Any, bad: _Bad) -> frozenset[int] | None:
         return None
     seen: set[int] = set()
     for i, v in enumerate(value):
-        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+        if not is_version_number(v):
             bad(f"adapter.versions[{i}]", "expected a version number (a positive integer)")
         elif v in seen:
             bad(f"adapter.versions[{i}]", f"duplicate version {v}")

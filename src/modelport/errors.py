@@ -4,6 +4,7 @@
 
     ModelportError                      500  something went wrong on our side
     ├── InvalidRequest                  400  the request itself is malformed
+    │   └── UnsupportedMediaType        415  a body in a content type the route does not read
     ├── Unauthorized                    401  missing or unknown API key
     ├── Forbidden                       403  the key lacks the scope
     ├── NotFound                        404
@@ -53,6 +54,13 @@ class InvalidRequest(ModelportError):
 
     status_code = 400
     code = "invalid_request"
+
+
+class UnsupportedMediaType(InvalidRequest):
+    """The body's Content-Type is not one the route reads (JSON, or its file formats)."""
+
+    status_code = 415
+    code = "unsupported_media_type"
 
 
 class Unauthorized(ModelportError):

@@ -16,6 +16,12 @@ import random
 import threading
 import time
 import uuid
+from typing import TypeGuard
+
+#: The largest id or version number the store holds (its integer columns are 32-bit on
+#: PostgreSQL); larger numbers in paths, queries and bodies are refused as invalid input before
+#: they reach the database.
+MAX_ID = 2**31 - 1
 
 _lock = threading.Lock()
 _last_ms = 0
@@ -75,3 +81,8 @@ def offset(first: str, prediction_id: str) -> int:
 def request_id() -> str:
     """A random 32-hex-digit id for a request that came without ``X-Request-ID``."""
     return f"{_random.getrandbits(128):032x}"
+
+
+def is_version_number(value: object) -> TypeGuard[int]:
+    """Whether ``value`` (decoded JSON) is a usable version number or id: 1 to :data:`MAX_ID`."""
+    return isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= MAX_ID

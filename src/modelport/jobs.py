@@ -26,6 +26,7 @@ from sqlalchemy.engine import Connection
 
 from . import registry
 from .errors import InvalidInput, NotFound
+from .ids import is_version_number
 from .store.tables import jobs, models
 from .timefmt import iso
 
@@ -65,14 +66,14 @@ def _job_dict(row: Any, model: str) -> dict[str, Any]:
 
 def check_params(kind: Any, params: Any) -> dict[str, Any]:
     """A job request's parameters, checked per kind (422 naming the field)."""
+    if not isinstance(params, dict):
+        raise InvalidInput(
+            "the job body must be an object", details=[{"field": "body", "reason": "not an object"}]
+        )
     if kind not in KINDS:
         raise InvalidInput(
             f"'type' must be one of {', '.join(KINDS)}",
             details=[{"field": "type", "reason": f"expected one of {', '.join(KINDS)}"}],
-        )
-    if not isinstance(params, dict):
-        raise InvalidInput(
-            "the job body must be an object", details=[{"field": "body", "reason": "not an object"}]
         )
     allowed = {
         "retrain": {"type", "dataset", "seed", "holdout", "params", "promote"},
@@ -93,7 +94,7 @@ def check_params(kind: Any, params: Any) -> dict[str, Any]:
             problems.append({"field": "params", "reason": "expected an object"})
     else:
         version = out.get("version")
-        if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        if not is_version_number(version):
             problems.append({"field": "version", "reason": "expected a version number"})
         for key in ("since", "until"):
             if out.get(key) is not None and not isinstance(out[key], str | int | float):

@@ -26,7 +26,7 @@ from .store.tables import api_keys
 #: admin: registry changes and keys; push: push safe formats (skops); predict; feedback; read.
 SCOPES = ("admin", "push", "predict", "feedback", "read")
 KEY_PREFIX = "mp_"
-_CONSUMER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,199}$")
+_CONSUMER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,199}\Z")
 
 
 @dataclass(frozen=True)

@@ -256,10 +256,14 @@ def list_predictions(
     until: float | None = None,
     limit: int = 100,
     cursor: str | None = None,
+    consumer: str | None = None,
 ) -> dict[str, Any]:
-    """A page of a model's predictions, oldest first; ``next_cursor`` continues after it."""
+    """A page of a model's predictions (of one ``consumer``'s, if given), oldest first;
+    ``next_cursor`` continues after it."""
     limit = max(1, min(limit, MAX_PAGE))
     query = sa.select(predictions).where(predictions.c.model == model)
+    if consumer is not None:
+        query = query.where(predictions.c.consumer == consumer)
     if version is not None:
         query = query.where(predictions.c.version == version)
     if since is not None:

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import orjson
 
+from . import payload
 from .errors import InvalidInput, InvalidRequest
 from .schema import Field, Schema, adapted_table
 from .table import Table
@@ -48,6 +49,8 @@ NUMPY_TYPES: dict[str, str] = {
 }
 DATATYPES = (*NUMPY_TYPES, "BYTES")
 MATRIX_INPUT = "input-0"
+#: The longest request id the ledger keeps (as for X-Request-ID).
+MAX_ID_LENGTH = 200
 OUTPUTS = ("predict", "predict_proba")
 
 
@@ -132,7 +135,7 @@ def model_metadata(
 # -- requests --------------------------------------------------------------------------------------
 
 
-def split_body(body: bytes, header_length: str | None) -> tuple[Any, bytes]:
+def split_body(body: bytes, header_length: str | None, max_depth: int) -> tuple[Any, bytes]:
     """The JSON header and the binary tail of an infer request."""
     if header_length is None:
         head, tail = body, b""
@@ -146,10 +149,7 @@ def split_body(body: bytes, header_length: str | None) -> tuple[Any, bytes]:
                 f"Inference-Header-Content-Length {n} does not fit a body of {len(body)} bytes"
             )
         head, tail = body[:n], body[n:]
-    try:
-        return orjson.loads(head), tail
-    except orjson.JSONDecodeError as exc:
-        raise InvalidRequest(f"the inference request is not valid JSON: {exc}") from None
+    return payload.loads(head, max_depth, what="the inference request"), tail
 
 
 def parse_request(doc: Any, binary: bytes, max_elements: int) -> InferRequest:
@@ -159,9 +159,9 @@ def parse_request(doc: Any, binary: bytes, max_elements: int) -> InferRequest:
     request_id = doc.get("id")
     if request_id is not None and not isinstance(request_id, str):
         raise _bad("'id' must be a string", "id")
-    params = doc.get("parameters") or {}
-    if not isinstance(params, dict):
-        raise _bad("'parameters' must be an object", "parameters")
+    if request_id is not None and len(request_id) > MAX_ID_LENGTH:
+        raise _bad(f"'id' is longer than {MAX_ID_LENGTH} characters", "id")
+    params = _parameters(doc, "parameters")
     inputs = doc.get("inputs")
     if not isinstance(inputs, list) or not inputs:
         raise _bad("'inputs' must be a non-empty list of tensors", "inputs")
@@ -176,16 +176,29 @@ def parse_request(doc: Any, binary: bytes, max_elements: int) -> InferRequest:
         )
     outputs: dict[str, bool] = {}
     binary_default = bool(params.get("binary_data_output", False))
-    for j, out in enumerate(doc.get("outputs") or []):
+    wanted = doc.get("outputs")
+    if wanted is not None and not isinstance(wanted, list):
+        raise _bad("'outputs' must be a list of objects", "outputs")
+    for j, out in enumerate(wanted or []):
         name = out.get("name") if isinstance(out, dict) else None
         if name not in OUTPUTS:
             raise _bad(
                 f"unknown output {name!r}; this model has {', '.join(OUTPUTS)}",
                 f"outputs[{j}].name",
             )
-        out_params = out.get("parameters") or {}
+        out_params = _parameters(out, f"outputs[{j}].parameters")
         outputs[name] = bool(out_params.get("binary_data", binary_default))
     return InferRequest(request_id, tensors, outputs, binary_default)
+
+
+def _parameters(doc: dict[str, Any], field: str) -> dict[str, Any]:
+    """The ``parameters`` object of a request, input or output ({} when absent)."""
+    params = doc.get("parameters")
+    if params is None:
+        return {}
+    if not isinstance(params, dict):
+        raise _bad(f"'{field}' must be an object", field)
+    return params
 
 
 def _tensor(spec: Any, i: int, binary: bytes, offset: int, max_elements: int) -> tuple[Tensor, int]:
@@ -212,7 +225,7 @@ def _tensor(spec: Any, i: int, binary: bytes, offset: int, max_elements: int) ->
         raise _bad(
             f"input {name!r}: {count} elements exceed the limit of {max_elements}", f"{where}.shape"
         )
-    size = (spec.get("parameters") or {}).get("binary_data_size")
+    size = _parameters(spec, f"{where}.parameters").get("binary_data_size")
     if size is not None:
         if not isinstance(size, int) or size < 0 or offset + size > len(binary):
             raise _bad(
@@ -267,6 +280,23 @@ def _from_json(values: list[Any], datatype: str, name: str, where: str) -> list[
         and not all(float(v).is_integer() for v in values)
     ):
         raise _bad(f"input {name!r}: {datatype} data must be integers", f"{where}.data")
+    if values:
+        # Values are kept as sent, but each must fit the type it is declared as.
+        dtype = np.dtype(NUMPY_TYPES[datatype])
+        # As Python numbers, so that comparing with any JSON integer is exact.
+        least: float
+        most: float
+        if dtype.kind in "iu":
+            least, most = int(np.iinfo(dtype).min), int(np.iinfo(dtype).max)
+        else:
+            least, most = float(np.finfo(dtype).min), float(np.finfo(dtype).max)
+        low, high = min(values), max(values)
+        if low < least or high > most:
+            raise _bad(
+                f"input {name!r}: {low if low < least else high} does not fit {datatype} "
+                f"({least} to {most})",
+                f"{where}.data",
+            )
     return values
 
 

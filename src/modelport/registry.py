@@ -33,8 +33,8 @@ from .store.tables import (
 )
 from .timefmt import iso
 
-MODEL_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,199}$")
-ALIAS_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]{0,99}$")
+MODEL_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,199}\Z")
+ALIAS_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]{0,99}\Z")
 TASKS = ("classification", "regression", "other")
 DEFAULT_ALIAS = "production"
 
@@ -481,7 +481,7 @@ def model_row(conn: Connection, name: str) -> sa.Row[Any]:
     return _model_row(conn, name)
 
 
-CONSUMER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,199}$")  # as API keys name them
+CONSUMER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,199}\Z")  # as API keys name them
 
 
 def check_consumer_name(name: str) -> str:

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 import orjson
+import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from . import (
@@ -54,11 +55,12 @@ from .errors import (
     ModelNotFound,
     ModelportError,
     ModelTimeout,
+    PredictionNotFound,
 )
 from .flavors._base import example_table
 from .flavors._cache import LoadCache
 from .health import HealthBook, rss_bytes
-from .ids import new_ids
+from .ids import MAX_ID, is_version_number, new_ids
 from .keys import ANONYMOUS, KeyCache, Principal
 from .learner import Learner, learning_status
 from .metrics import Metrics
@@ -70,7 +72,7 @@ from .schema import Field, Schema, parse_schema, table_from_payload
 from .settings import Settings
 from .store import Store
 from .store.tables import failures, models
-from .store.writer import Writer
+from .store.writer import Writer, unstorable
 from .table import Table
 from .timefmt import parse_window
 
@@ -253,7 +255,10 @@ class Service:
     async def _read(self, fn: Callable[[Connection], T]) -> T:
         def run() -> T:
             with self.store.read() as conn:
-                return fn(conn)
+                try:
+                    return fn(conn)
+                except sa.exc.DataError as exc:
+                    raise unstorable(exc) from None
 
         return await asyncio.to_thread(run)
 
@@ -608,17 +613,23 @@ class Service:
         }
 
     async def get_prediction(self, principal: Principal, prediction_id: str) -> dict[str, Any]:
-        principal.require("read")
-        return await self._read(lambda c: ledger.get_prediction(c, prediction_id))
+        """One prediction with its feedback. Keys with ``read`` see every prediction; other keys
+        only their consumer's own (for feedback flows). Anyone else's is "not found", like an
+        unknown id, so ids cannot be probed."""
+        record = await self._read(lambda c: ledger.get_prediction(c, prediction_id))
+        if not principal.allows("read") and record["consumer"] != principal.consumer:
+            raise PredictionNotFound(f"no prediction with id {prediction_id!r}")
+        return record
 
     async def list_predictions(
         self, principal: Principal, name: str, **filters: Any
     ) -> dict[str, Any]:
-        principal.require("read")
+        """A page of a model's predictions: all of them for ``read`` keys, else the caller's."""
+        mine = None if principal.allows("read") else principal.consumer
 
         def run(conn: Connection) -> dict[str, Any]:
             registry.get_model(conn, name)
-            return ledger.list_predictions(conn, name, **filters)
+            return ledger.list_predictions(conn, name, consumer=mine, **filters)
 
         return await self._read(run)
 
@@ -1314,10 +1325,10 @@ def _field_of(payload: dict[str, Any], field: str) -> str | None:
 def _optional_int(value: Any, field: str) -> int | None:
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+    if not is_version_number(value):
         raise InvalidInput(
-            f"'{field}' must be a positive integer",
-            details=[{"field": field, "reason": "expected a positive integer"}],
+            f"'{field}' must be a whole number from 1 to {MAX_ID}",
+            details=[{"field": field, "reason": f"expected a whole number from 1 to {MAX_ID}"}],
         )
     return value
 

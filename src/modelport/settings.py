@@ -102,6 +102,15 @@ class Settings(BaseSettings):
         ge=1024,
         description="Largest artifact accepted by a push, in bytes.",
     )
+    max_json_depth: int = Field(
+        default=64,
+        ge=2,
+        le=200,
+        description=(
+            "Deepest nesting of arrays and objects accepted in a JSON body; deeper bodies get "
+            "a 400 (the JSON encoder itself stops at 254 levels)."
+        ),
+    )
     max_rows_per_request: int = Field(
         default=10_000, ge=1, description="Most rows one predict request may carry."
     )

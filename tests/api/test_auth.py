@@ -20,16 +20,20 @@ from modelport.store.tables import api_keys
 from tests.conftest import RunningServer, start_server
 
 ROW = {"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}
+INFER = {
+    "inputs": [{"name": "input-0", "shape": [1, 4], "datatype": "FP64", "data": list(ROW.values())}]
+}
 
 
-def test_every_v1_route_enforces_its_scope(server: RunningServer, iris_pipeline: Any) -> None:
+def test_every_route_enforces_its_scope(server: RunningServer, iris_pipeline: Any) -> None:
     admin = server.client()
     admin.push("iris", iris_pipeline, alias="production")
     pid = admin.predict("iris", [ROW])["prediction_ids"][0]
     blob, flavor = serialize(iris_pipeline)
     assert flavor == "sklearn"  # skops: the push scope may push it
-    # (method, route template, url, request arguments, scope it needs, status when allowed)
-    routes: list[tuple[str, str, str, dict[str, Any], str, int]] = [
+    # (method, route template, url, request arguments, scope it needs, status when allowed);
+    # a key without the scope gets 403, except where DENIED says otherwise.
+    routes: list[tuple[str, str, str, dict[str, Any], str | tuple[str, ...], int]] = [
         ("GET", "/v1/models", "/v1/models", {}, "read", 200),
         ("GET", "/v1/models/{name}", "/v1/models/iris", {}, "read", 200),
         ("GET", "/v1/models/{name}/versions", "/v1/models/iris/versions", {}, "read", 200),
@@ -74,6 +78,8 @@ def test_every_v1_route_enforces_its_scope(server: RunningServer, iris_pipeline:
             "admin",
             200,
         ),
+        # Keys without read see their consumer's own predictions only: the list is theirs, and
+        # another consumer's prediction is "not found" (so ids cannot be probed).
         ("GET", "/v1/models/{name}/predictions", "/v1/models/iris/predictions", {}, "read", 200),
         ("GET", "/v1/predictions/{prediction_id}", f"/v1/predictions/{pid}", {}, "read", 200),
         (
@@ -238,31 +244,79 @@ def test_every_v1_route_enforces_its_scope(server: RunningServer, iris_pipeline:
         ("GET", "/v1/models/{name}/fit", "/v1/models/iris/fit", {}, "read", 409),  # not 1-D
         ("DELETE", "/v1/keys/{key_id}", "/v1/keys/999", {}, "admin", 404),
         ("GET", "/v1/settings", "/v1/settings", {}, "admin", 200),
+        # The Open Inference Protocol: metadata and readiness for predict or read keys.
+        ("GET", "/v2/models/{name}", "/v2/models/iris", {}, ("predict", "read"), 200),
+        ("GET", "/v2/models/{name}/ready", "/v2/models/iris/ready", {}, ("predict", "read"), 200),
+        (
+            "GET",
+            "/v2/models/{name}/versions/{version}",
+            "/v2/models/iris/versions/1",
+            {},
+            ("predict", "read"),
+            200,
+        ),
+        (
+            "GET",
+            "/v2/models/{name}/versions/{version}/ready",
+            "/v2/models/iris/versions/1/ready",
+            {},
+            ("predict", "read"),
+            200,
+        ),
+        (
+            "POST",
+            "/v2/models/{name}/infer",
+            "/v2/models/iris/infer",
+            {"json": INFER},
+            "predict",
+            200,
+        ),
+        (
+            "POST",
+            "/v2/models/{name}/versions/{version}/infer",
+            "/v2/models/iris/versions/1/infer",
+            {"json": INFER},
+            "predict",
+            200,
+        ),
     ]
-    # The table covers every /v1 route but the open health check.
+    denied = {"/v1/models/{name}/predictions": 200, "/v1/predictions/{prediction_id}": 404}
+    # The table covers every /v1 and /v2 route but the open health checks and server metadata.
     doc = server.http("").get("/openapi.json").json()
     documented = {
         (method.upper(), path)
         for path, ops in doc["paths"].items()
-        if path.startswith("/v1/")
+        if path.startswith(("/v1/", "/v2"))
         for method in ops
     }
-    assert documented - {(m, t) for m, t, *_ in routes} == {("GET", "/v1/health")}
-    assert server.http("").get("/v1/health").status_code == 200
+    open_routes = {("GET", "/v1/health"), ("GET", "/v2/health/live"), ("GET", "/v2/health/ready")}
+    assert documented - {(m, t) for m, t, *_ in routes} == {*open_routes, ("GET", "/v2")}
+    for _, path in [*open_routes, ("GET", "/v2")]:
+        assert server.http("").get(path).status_code == 200, path
 
     for scope in SCOPES:
         http = server.http(server.key(f"app-{scope}", scope))
-        for method, _, url, kwargs, needs, ok in routes:
+        for method, template, url, kwargs, needs, ok in routes:
             response = http.request(method, url, **kwargs)
-            if scope in ("admin", needs):
+            wanted = (needs,) if isinstance(needs, str) else needs
+            if scope == "admin" or scope in wanted:
                 assert response.status_code == ok, (scope, method, url, response.text)
+            elif template in denied:
+                assert response.status_code == denied[template], (scope, url, response.text)
             else:
                 assert response.status_code == 403, (scope, method, url, response.text)
-                assert f"lacks the {needs!r} scope" in response.json()["error"]["message"]
+                body = response.json()["error"]
+                message = body if url.startswith("/v2") else body["message"]
+                assert f"lacks the {wanted[0]!r} scope" in message, (scope, url, message)
+        # Without a key, every one of them is refused.
+        if scope == "read":
+            for method, _, url, kwargs, *_ in routes:
+                response = server.http("").request(method, url, **kwargs)
+                assert response.status_code == 401, (method, url, response.text)
 
     # Each key's consumer is on the ledger rows and the feedback it made.
     rows = admin.predictions("iris")["predictions"]
-    assert [r["consumer"] for r in rows] == ["test-admin", "app-admin", "app-predict"]
+    assert [r["consumer"] for r in rows] == ["test-admin", *["app-admin"] * 3, *["app-predict"] * 3]
     history = admin.prediction(pid)["feedback"]
     assert [(f["consumer"], f["superseded"]) for f in history] == [
         ("app-admin", True),
@@ -423,3 +477,103 @@ def test_no_auth_is_refused_beyond_loopback(settings: Settings) -> None:
     check_exposure(
         settings.model_copy(update={"no_auth": True, "host": "0.0.0.0", "force_no_auth": True})
     )
+
+
+def test_a_consumer_sees_its_own_predictions_and_not_anyone_elses(
+    server: RunningServer, iris_pipeline: Any
+) -> None:
+    server.client().push("iris", iris_pipeline, alias="production")
+    shop, search = server.key("shop", "predict", "feedback"), server.key("search", "predict")
+    mine = server.client(shop).predict("iris", [ROW, ROW])["prediction_ids"]
+    theirs = server.client(search).predict("iris", [ROW])["prediction_ids"][0]
+    http = server.http(shop)
+
+    # Its own: readable (to check what it is about to give feedback on), feedback included.
+    assert http.get(f"/v1/predictions/{mine[0]}").json()["consumer"] == "shop"
+    server.client(shop).feedback(mine[0], label="setosa")
+    assert http.get(f"/v1/predictions/{mine[0]}").json()["feedback"][0]["label"] == "setosa"
+    page = http.get("/v1/models/iris/predictions").json()
+    assert [p["id"] for p in page["predictions"]] == mine
+
+    # Another consumer's: exactly what an unknown id gets, so ids cannot be probed.
+    other, unknown = http.get(f"/v1/predictions/{theirs}"), http.get(f"/v1/predictions/{'0' * 32}")
+    assert other.status_code == unknown.status_code == 404
+    assert (
+        other.json()["error"]["code"] == unknown.json()["error"]["code"] == "prediction_not_found"
+    )
+    search_page = server.http(search).get("/v1/models/iris/predictions").json()
+    assert [p["id"] for p in search_page["predictions"]] == [theirs]
+
+    # read and admin keys see everyone's.
+    reader = server.http(server.key("analyst", "read"))
+    assert reader.get(f"/v1/predictions/{theirs}").json()["consumer"] == "search"
+    assert len(reader.get("/v1/models/iris/predictions").json()["predictions"]) == 3
+    assert server.http().get(f"/v1/predictions/{mine[1]}").json()["consumer"] == "shop"
+
+
+def test_keys_never_reach_the_logs(server: RunningServer, iris_pipeline: Any) -> None:
+    import logging
+
+    from tests.api.models import FailsOnNegative
+
+    records: list[str] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if record.name.startswith(("httpx", "httpcore")):
+                return  # this test's own HTTP client, which logs the URLs it calls
+            records.append(self.format(record))
+            if record.exc_info:
+                records.append(logging.Formatter().formatException(record.exc_info))
+
+    handler = Collect(level=logging.DEBUG)
+    loggers = [
+        logging.getLogger(n) for n in ("", "modelport", "uvicorn", "uvicorn.error", "sqlalchemy")
+    ]
+    saved = [(lg, lg.level) for lg in loggers]
+    for lg in loggers:
+        lg.addHandler(handler)
+        lg.setLevel(logging.DEBUG)
+    try:
+        admin = server.client()
+        admin.push("iris", iris_pipeline, alias="production")
+        admin.push(
+            "double",
+            FailsOnNegative(),
+            schema={"fields": [{"name": "x", "type": "number"}]},
+            alias="production",
+        )
+        made = admin.create_key("app", ["predict", "read"])
+        secret = made["key"]
+        good, revoked = secret, server.key("gone", "read")
+        admin.revoke_key(next(k["id"] for k in admin.list_keys() if k["consumer"] == "gone"))
+        forged = "mp_" + "x" * 43
+        plain = server.http("")
+        for key in (good, revoked, forged, server.admin_key):
+            for headers in ({"Authorization": f"Bearer {key}"}, {"X-API-Key": key}):
+                plain.post("/v1/models/iris/predict", json={"inputs": [ROW]}, headers=headers)
+                plain.post("/v2/models/iris/infer", json=INFER, headers=headers)
+                plain.post(
+                    "/v1/models/double/predict", json={"inputs": [{"x": -1}]}, headers=headers
+                )
+                plain.get("/v1/models", headers=headers)
+                plain.get("/v1/settings", headers=headers)
+                plain.post("/v1/models/iris/predict", content=b"{", headers=headers)
+            # Keys in the wrong places: a query string, a body, the request id.
+            plain.get(f"/v1/models?api_key={key}&key={key}")
+            plain.post(f"/v1/models/iris/predict?key={key}", json={"inputs": [ROW], "key": key})
+            plain.post(
+                "/v1/feedback",
+                json={"feedback": [{"prediction_id": key}]},
+                headers={"X-API-Key": key},
+            )
+            plain.get("/v1/models/nope", headers={"X-API-Key": key, "X-Request-ID": "r1"})
+    finally:
+        for lg, level in saved:
+            lg.removeHandler(handler)
+            lg.setLevel(level)
+    logged = "\n".join(records)
+    assert "negative input" in logged  # the failing model was logged, with its traceback
+    for key in (good, revoked, forged, server.admin_key):
+        assert key not in logged
+        assert key[10:] not in logged  # beyond the public prefix shown by `keys list`

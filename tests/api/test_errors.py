@@ -150,8 +150,6 @@ def test_403_wrong_scope_for_each_route_family(iris: RunningServer) -> None:
         (reader, "POST", "/v1/feedback", {"json": {"feedback": []}}, "feedback"),
         (predictor, "GET", "/v1/models", {}, "read"),
         (predictor, "GET", "/v1/models/iris/versions/1", {}, "read"),
-        (predictor, "GET", "/v1/models/iris/predictions", {}, "read"),
-        (predictor, "GET", "/v1/predictions/some-id", {}, "read"),
         (predictor, "GET", "/v1/models/iris/aliases/history", {}, "read"),
         (reader, "POST", "/v1/models/iris/versions", {"files": artifact}, "push"),
         (pusher, "PUT", "/v1/models/iris/aliases/production", {"json": {"version": 1}}, "admin"),
@@ -165,6 +163,9 @@ def test_403_wrong_scope_for_each_route_family(iris: RunningServer) -> None:
     for client, method, url, kwargs, scope in cases:
         err = assert_envelope(client.request(method, url, **kwargs), 403, "forbidden")
         assert f"lacks the {scope!r} scope" in err["message"], (method, url, err)
+    # Predictions are not refused but scoped: a key without read sees its consumer's own only.
+    assert predictor.get("/v1/models/iris/predictions").json()["predictions"] == []
+    assert_envelope(predictor.get("/v1/predictions/some-id"), 404, "prediction_not_found")
     assert ledger_size(iris.settings) == (0, 0)
     assert iris.client().model("iris")["aliases"] == {"production": 1}
     assert [m["name"] for m in iris.client().models()] == ["iris"]

@@ -14,14 +14,20 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .. import __version__
-from ..errors import PayloadTooLarge
+from ..errors import InvalidRequest, ModelportError, PayloadTooLarge
+from ..ids import MAX_ID
 from ..ids import request_id as new_request_id
 from ..metrics import CONTENT_TYPE
+from ..payload import check_content_type
 from ..service import Service
 from ..settings import Settings
 from . import dashboard, errors, schemas, scoring, v1, v2
 
 _DOC_ONLY_MODELS = (
+    schemas.CreateModel,
+    schemas.AliasMoveRequest,
+    schemas.RollbackRequest,
+    schemas.KeyCreateRequest,
     schemas.PredictRequest,
     schemas.PredictResponse,
     schemas.FeedbackRequest,
@@ -140,9 +146,10 @@ def create_app(
 
 def _scoring_operation(route: scoring.ScoringRoute) -> dict[str, Any]:
     """The OpenAPI operation of a scoring route (they are not framework routes)."""
+    version = {"type": "integer", "minimum": 1, "maximum": MAX_ID}
     params = [
-        {"name": p, "in": "path", "required": True, "schema": {"type": t}}
-        for p, t in (("name", "string"), ("version", "integer"))
+        {"name": p, "in": "path", "required": True, "schema": t}
+        for p, t in (("name", {"type": "string"}), ("version", version))
         if "{" + p + "}" in route.path
     ]
     op: dict[str, Any] = {"tags": list(route.tags), "summary": route.summary, "parameters": params}
@@ -192,17 +199,31 @@ class RequestGuard:
         if not request_id:
             request_id = new_request_id()
         scope.setdefault("state", {})["request_id"] = request_id
-        # Artifacts and observation files get the artifact limit; everything else the body one.
-        is_push = scope["method"] == "POST" and scope["path"].endswith(
-            ("/versions", "/observations")
+        headers = dict(scope["headers"])
+        # Uploads (artifacts, observation files) get the artifact limit; other bodies, JSON
+        # observations included, the body one.
+        is_upload = (
+            scope["method"] == "POST"
+            and scope["path"].endswith(("/versions", "/observations"))
+            and headers.get(b"content-type", b"").startswith(b"multipart/form-data")
         )
-        limit = self.settings.max_artifact_bytes if is_push else self.settings.max_body_bytes
+        limit = self.settings.max_artifact_bytes if is_upload else self.settings.max_body_bytes
         header_id = (b"x-request-id", request_id.encode("latin-1"))
-
-        for key, value in scope["headers"]:
-            if key == b"content-length" and value.isdigit() and int(value) > limit:
-                await _too_large(send, limit, header_id, oip=scope["path"].startswith("/v2"))
-                return
+        oip = scope["path"].startswith("/v2")
+        try:
+            if "\x00" in scope["path"] or b"%00" in scope["query_string"]:
+                raise InvalidRequest(
+                    "the URL has a NUL character (%00)",
+                    details=[{"field": "url", "reason": "NUL character"}],
+                )
+            declared = headers.get(b"content-length")
+            if declared is not None and declared.isdigit() and int(declared) > limit:
+                raise PayloadTooLarge(f"the request body exceeds the limit of {limit} bytes")
+            if scope["method"] in _WITH_BODY and declared != b"0":
+                check_content_type(headers.get(b"content-type"), _accepted(scope["path"]))
+        except ModelportError as exc:
+            await _refuse(send, exc, header_id, oip=oip)
+            return
 
         received = 0
 
@@ -244,19 +265,32 @@ def _count_http(scope: Scope, status: int) -> None:
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
-async def _too_large(send: Send, limit: int, header_id: tuple[bytes, bytes], *, oip: bool) -> None:
-    message = f"the request body exceeds the limit of {limit} bytes"
-    body = {"error": message} if oip else errors.error_body("payload_too_large", message)
-    import orjson
+_WITH_BODY = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
-    data = orjson.dumps(body)
+
+def _accepted(path: str) -> tuple[str, ...]:
+    """The content types a route reads besides JSON: pushes and the dashboard's sign-in are
+    forms, observations files."""
+    if path.endswith("/versions") or path == "/login":
+        return ("multipart/form-data", "application/x-www-form-urlencoded")
+    if path.endswith("/observations"):
+        return ("multipart/form-data",)
+    return ()
+
+
+async def _refuse(
+    send: Send, exc: ModelportError, header_id: tuple[bytes, bytes], *, oip: bool
+) -> None:
+    """Answer with one of our errors before the request reaches a route."""
+    status, data, more = errors.render(exc, oip=oip)
     await send(
         {
             "type": "http.response.start",
-            "status": 413,
+            "status": status,
             "headers": [
                 (b"content-type", b"application/json"),
                 (b"content-length", str(len(data)).encode()),
+                *((k.lower().encode(), v.encode()) for k, v in more.items()),
                 header_id,
             ],
         }

@@ -6,6 +6,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from ..ids import MAX_ID
+
 Scalar = str | int | float | bool | None
 
 
@@ -198,7 +200,7 @@ class BatchingStats(BaseModel):
 
 
 class AliasMoveRequest(Strict):
-    version: int = Field(ge=1)
+    version: int = Field(ge=1, le=MAX_ID)
     reason: str = ""
 
 
@@ -239,7 +241,7 @@ class PredictRequest(Strict):
     )
     columns: list[str] | None = None
     data: list[list[Any]] | None = None
-    version: int | None = Field(None, ge=1, description="Score with this version.")
+    version: int | None = Field(None, ge=1, le=MAX_ID, description="Score with this version.")
     alias: str | None = Field(
         None, description="Score with the version behind this alias (default production)."
     )

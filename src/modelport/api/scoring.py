@@ -21,8 +21,9 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from starlette.types import Receive, Scope, Send
 
-from .. import oip
+from .. import oip, payload
 from ..errors import InvalidRequest, ModelportError, PayloadTooLarge
+from ..ids import MAX_ID
 from ..ids import request_id as new_request_id
 from ..metrics import UNKNOWN
 from ..routing import Served
@@ -63,17 +64,12 @@ class ScoringRoute:
 
 async def predict(call: Call) -> tuple[bytes, list[tuple[bytes, bytes]]]:
     """``POST /v1/models/{name}/predict``: records or columns/data in, predictions and ids out."""
-    if not call.body:
-        raise InvalidRequest("the request body is empty; send a JSON object")
-    try:
-        payload = orjson.loads(call.body)
-    except orjson.JSONDecodeError as exc:
-        raise InvalidRequest(f"the body is not valid JSON: {exc}") from None
     svc = call.service
+    doc = payload.loads(call.body, svc.settings.max_json_depth)
     who = await svc.authenticate(call.key)
     unit = call.headers.get(b"x-unit-id")
     result = await svc.predict(
-        who, call.name, payload, call.request_id, unit.decode("latin-1") if unit else None
+        who, call.name, doc, call.request_id, unit.decode("latin-1") if unit else None
     )
     return orjson.dumps(result, option=orjson.OPT_SERIALIZE_NUMPY), [(b"content-type", _JSON)]
 
@@ -84,7 +80,9 @@ async def infer(call: Call) -> tuple[bytes, list[tuple[bytes, bytes]]]:
     who = await svc.authenticate(call.key)
     header_length = call.headers.get(b"inference-header-content-length")
     doc, binary = oip.split_body(
-        call.body, None if header_length is None else header_length.decode("latin-1")
+        call.body,
+        None if header_length is None else header_length.decode("latin-1"),
+        svc.settings.max_json_depth,
     )
     max_rows = svc.settings.max_rows_per_request
     request = oip.parse_request(doc, binary, max_elements=max_rows * 1024)
@@ -192,6 +190,11 @@ async def serve(
         if service is None:
             raise _not_ready()
         service.metrics.inflight.inc()
+        if headers.get(b"content-length") != b"0":
+            # The binary tensor extension sends raw bytes; every other body is JSON.
+            payload.check_content_type(
+                headers.get(b"content-type"), ("application/octet-stream",) if route.oip else ()
+            )
         call = Call(
             service,
             name,
@@ -241,10 +244,10 @@ def _not_ready() -> ModelportError:
 def _version(text: str | None) -> int | None:
     if text is None:
         return None
-    if not text.isdigit() or int(text) < 1:
+    if not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= MAX_ID:
         raise InvalidRequest(
-            f"version must be a positive integer, got {text!r}",
-            details=[{"field": "version", "reason": "expected a positive integer"}],
+            f"version must be a whole number from 1 to {MAX_ID}, got {text!r}",
+            details=[{"field": "version", "reason": f"expected a whole number from 1 to {MAX_ID}"}],
         )
     return int(text)
 

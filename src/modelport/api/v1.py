@@ -5,18 +5,19 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from pathlib import Path
-from typing import Annotated, Any, Literal
+from pathlib import Path as FilePath
+from typing import Annotated, Any, Literal, TypeVar
 
 import orjson
-from fastapi import APIRouter, Depends, File, Form, Query, Request, UploadFile
+from fastapi import APIRouter, Depends, File, Form, Path, Query, Request, UploadFile
 from pydantic import BaseModel, ValidationError
 from starlette.datastructures import UploadFile as StarletteUpload
 from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 
-from .. import __version__
+from .. import __version__, payload
 from ..errors import InvalidInput, InvalidRequest, PayloadTooLarge
+from ..ids import MAX_ID
 from ..keys import Principal
 from ..service import Service
 from ..settings import Settings
@@ -73,20 +74,57 @@ async def principal(request: Request) -> Principal:
 
 
 async def json_body(request: Request) -> Any:
+    """The request's JSON document (see :func:`modelport.payload.loads` for what is refused)."""
     try:
         raw = await request.body()
     except ClientDisconnect:
         raise InvalidRequest("the client disconnected before sending the whole body") from None
-    if not raw:
-        raise InvalidRequest("the request body is empty; send a JSON object")
+    return payload.loads(raw, service(request).settings.max_json_depth)
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def validated(model: type[M], doc: Any) -> M:
+    """A decoded JSON body as ``model``; :class:`InvalidInput` naming every offending field."""
+    if not isinstance(doc, dict):
+        raise InvalidRequest(
+            "the body must be a JSON object",
+            details=[{"field": "body", "reason": "not an object"}],
+        )
     try:
-        return orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise InvalidRequest(f"the body is not valid JSON: {exc}") from None
+        return model.model_validate(doc)
+    except ValidationError as exc:
+        raise _invalid(exc) from None
+
+
+def _invalid(exc: ValidationError, where: str = "", what: str = "") -> InvalidInput:
+    """Pydantic's errors as ours: each field (under ``where``), the message led by ``what``."""
+    details = [
+        {"field": ".".join([*([where] if where else []), *map(str, e["loc"])]), "reason": e["msg"]}
+        for e in exc.errors()
+    ]
+    first = f"{details[0]['field']}: {details[0]['reason']}"
+    return InvalidInput(f"{what}: {first}" if what else first, details=details)
+
+
+def body_of(model: type[M], *, optional: bool = False) -> Any:
+    """A dependency: the JSON body read like every other (limits, depth), checked as ``model``;
+    with ``optional``, an empty body is None."""
+
+    async def read(request: Request) -> M | None:
+        if optional and not await request.body():
+            return None
+        return validated(model, await json_body(request))
+
+    return Depends(read)
 
 
 Svc = Annotated[Service, Depends(service)]
 Who = Annotated[Principal, Depends(principal)]
+#: Version numbers and ids in paths: positive and within what the store can hold.
+Version = Annotated[int, Path(ge=1, le=MAX_ID, description="A version number")]
+Id = Annotated[int, Path(ge=1, le=MAX_ID)]
 
 
 def _doc_body(model: type[BaseModel]) -> dict[str, Any]:
@@ -98,6 +136,17 @@ def _doc_body(model: type[BaseModel]) -> dict[str, Any]:
             },
         }
     }
+
+
+def _doc_document(key: str) -> dict[str, Any]:
+    """The documented body of a route that sets (or with null removes) one model document."""
+    schema = {
+        "type": "object",
+        "required": [key],
+        "additionalProperties": False,
+        "properties": {key: {"anyOf": [{"type": "object"}, {"type": "null"}]}},
+    }
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
 
 
 # -- service ------------------------------------------------------------------------------------
@@ -147,7 +196,7 @@ async def list_predictions(
     name: str,
     svc: Svc,
     who: Who,
-    version: Annotated[int | None, Query(ge=1)] = None,
+    version: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
     since: Annotated[str | None, Query(description="ISO-8601 time or epoch seconds")] = None,
     until: Annotated[str | None, Query(description="ISO-8601 time or epoch seconds")] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
@@ -187,8 +236,11 @@ async def feedback(request: Request, svc: Svc, who: Who) -> Response:
     responses=_ERRORS,
     tags=["registry"],
     summary="Create an empty model (admin)",
+    openapi_extra=_doc_body(s.CreateModel),
 )
-async def create_model(body: s.CreateModel, svc: Svc, who: Who) -> Response:
+async def create_model(
+    svc: Svc, who: Who, body: Annotated[s.CreateModel, body_of(s.CreateModel)]
+) -> Response:
     if body.algorithm is not None:
         doc = body.model_dump(by_alias=True, exclude_none=True, exclude={"task"})
         return json_response(await svc.create_from_algorithm(who, doc), 201)
@@ -231,13 +283,7 @@ async def push(
     try:
         meta = s.PushMetadata.model_validate_json(metadata)
     except ValidationError as exc:
-        details = [
-            {"field": ".".join(["metadata", *map(str, e["loc"])]), "reason": e["msg"]}
-            for e in exc.errors()
-        ]
-        raise InvalidInput(
-            f"invalid push metadata: {details[0]['field']}: {details[0]['reason']}", details=details
-        ) from None
+        raise _invalid(exc, "metadata", "invalid push metadata") from None
     limit = svc.settings.max_artifact_bytes
     fd, tmp = tempfile.mkstemp(prefix="modelport-push-")
     try:
@@ -250,7 +296,7 @@ async def push(
                 "the artifact is empty", details=[{"field": "artifact", "reason": "empty file"}]
             )
         result = await svc.push(
-            who, name, Path(tmp), meta.model_dump(by_alias=True, exclude_none=True)
+            who, name, FilePath(tmp), meta.model_dump(by_alias=True, exclude_none=True)
         )
     finally:
         os.unlink(tmp)
@@ -276,7 +322,7 @@ async def list_versions(name: str, svc: Svc, who: Who) -> Response:
 )
 async def get_version(
     name: str,
-    version: int,
+    version: Version,
     svc: Svc,
     who: Who,
     stats: Annotated[bool, Query(description="Include training-data statistics")] = False,
@@ -291,7 +337,7 @@ async def get_version(
     tags=["registry"],
     summary="What a version expects as input",
 )
-async def get_schema(name: str, version: int, svc: Svc, who: Who) -> Response:
+async def get_schema(name: str, version: Version, svc: Svc, who: Who) -> Response:
     return json_response((await svc.get_version(who, name, version))["schema"])
 
 
@@ -453,7 +499,7 @@ async def list_jobs(name: str, svc: Svc, who: Who) -> Response:
     tags=["learning"],
     summary="A job: status, progress, log and result",
 )
-async def job(job_id: int, svc: Svc, who: Who) -> Response:
+async def job(job_id: Id, svc: Svc, who: Who) -> Response:
     return json_response(await svc.job(who, job_id))
 
 
@@ -464,7 +510,7 @@ async def job(job_id: int, svc: Svc, who: Who) -> Response:
     tags=["learning"],
     summary="Cancel a queued or running job (admin)",
 )
-async def cancel_job(job_id: int, svc: Svc, who: Who) -> Response:
+async def cancel_job(job_id: Id, svc: Svc, who: Who) -> Response:
     return json_response(await svc.cancel_job(who, job_id))
 
 
@@ -507,6 +553,7 @@ async def get_triggers(name: str, svc: Svc, who: Who) -> Response:
     responses=_ERRORS,
     tags=["learning"],
     summary="Set (or with null remove) the retraining triggers (admin, audited)",
+    openapi_extra=_doc_document("triggers"),
 )
 async def set_triggers(name: str, request: Request, svc: Svc, who: Who) -> Response:
     return json_response(await svc.set_triggers(who, name, await json_body(request)))
@@ -529,6 +576,7 @@ async def get_gate(name: str, svc: Svc, who: Who) -> Response:
     responses=_ERRORS,
     tags=["learning"],
     summary="Set (or with null remove) the promotion gate (admin, audited)",
+    openapi_extra=_doc_document("gate"),
 )
 async def set_gate(name: str, request: Request, svc: Svc, who: Who) -> Response:
     return json_response(await svc.set_gate(who, name, await json_body(request)))
@@ -622,6 +670,7 @@ async def get_adapter(name: str, svc: Svc, who: Who) -> Response:
     responses=_ERRORS,
     tags=["releases"],
     summary="Set (or with null remove) the model-wide adapter (admin, audited)",
+    openapi_extra=_doc_document("adapter"),
 )
 async def set_adapter(name: str, request: Request, svc: Svc, who: Who) -> Response:
     return json_response(await svc.set_adapter(who, name, await json_body(request)))
@@ -655,7 +704,9 @@ async def experiment(
         Literal["accuracy", "mean_reward", "rmse"] | None,
         Query(description="Default: mean_reward for reward bandits, else by the model's task"),
     ] = None,
-    revision: Annotated[int | None, Query(ge=1, description="Default: the current one")] = None,
+    revision: Annotated[
+        int | None, Query(ge=1, le=MAX_ID, description="Default: the current one")
+    ] = None,
     alpha: Annotated[float, Query(gt=0, lt=1)] = 0.05,
 ) -> Response:
     return json_response(
@@ -670,7 +721,7 @@ async def experiment(
     tags=["registry"],
     summary="Batch sizes and queue waits of a version in this process",
 )
-async def batching(name: str, version: int, svc: Svc, who: Who) -> Response:
+async def batching(name: str, version: Version, svc: Svc, who: Who) -> Response:
     return json_response(await svc.batch_stats(who, name, version))
 
 
@@ -680,9 +731,14 @@ async def batching(name: str, version: int, svc: Svc, who: Who) -> Response:
     responses=_ERRORS,
     tags=["registry"],
     summary="Point an alias at a version (promote; audited, admin)",
+    openapi_extra=_doc_body(s.AliasMoveRequest),
 )
 async def set_alias(
-    name: str, alias: str, body: s.AliasMoveRequest, svc: Svc, who: Who
+    name: str,
+    alias: str,
+    svc: Svc,
+    who: Who,
+    body: Annotated[s.AliasMoveRequest, body_of(s.AliasMoveRequest)],
 ) -> Response:
     return json_response(await svc.set_alias(who, name, alias, body.version, body.reason))
 
@@ -693,9 +749,16 @@ async def set_alias(
     responses=_ERRORS,
     tags=["registry"],
     summary="Move an alias back to its previous target (audited, admin)",
+    openapi_extra={
+        "requestBody": {**_doc_body(s.RollbackRequest)["requestBody"], "required": False}
+    },
 )
 async def rollback(
-    name: str, alias: str, svc: Svc, who: Who, body: s.RollbackRequest | None = None
+    name: str,
+    alias: str,
+    svc: Svc,
+    who: Who,
+    body: Annotated[s.RollbackRequest | None, body_of(s.RollbackRequest, optional=True)],
 ) -> Response:
     return json_response(await svc.rollback(who, name, alias, body.reason if body else ""))
 
@@ -801,8 +864,11 @@ async def set_reference(name: str, version: int, request: Request, svc: Svc, who
     responses=_ERRORS,
     tags=["keys"],
     summary="Create an API key for a consumer (admin)",
+    openapi_extra=_doc_body(s.KeyCreateRequest),
 )
-async def create_key(body: s.KeyCreateRequest, svc: Svc, who: Who) -> Response:
+async def create_key(
+    svc: Svc, who: Who, body: Annotated[s.KeyCreateRequest, body_of(s.KeyCreateRequest)]
+) -> Response:
     return json_response(await svc.create_key(who, body.name, list(body.scopes)), 201)
 
 
@@ -812,5 +878,5 @@ async def list_keys(svc: Svc, who: Who) -> Response:
 
 
 @router.delete("/keys/{key_id}", response_model=s.KeyRevoked, responses=_ERRORS, tags=["keys"])
-async def revoke_key(key_id: int, svc: Svc, who: Who) -> Response:
+async def revoke_key(key_id: Id, svc: Svc, who: Who) -> Response:
     return json_response(await svc.revoke_key(who, key_id))

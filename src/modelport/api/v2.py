@@ -16,7 +16,7 @@ from starlette.responses import Response
 from .. import __version__, oip
 from ..keys import Principal
 from ..service import Service
-from .v1 import json_response, principal, service
+from .v1 import Version, json_response, principal, service
 
 router = APIRouter(prefix="/v2", tags=["open inference protocol v2"])
 
@@ -189,7 +189,7 @@ async def model_metadata(name: str, svc: Svc, who: Who) -> Response:
     summary="Model metadata of a version",
     responses={**ERRORS, **_METADATA},
 )
-async def version_metadata(name: str, version: int, svc: Svc, who: Who) -> Response:
+async def version_metadata(name: str, version: Version, svc: Svc, who: Who) -> Response:
     return await _metadata(svc, who, name, version)
 
 
@@ -204,6 +204,6 @@ async def model_ready(name: str, svc: Svc, who: Who) -> Response:
     summary="Model version ready",
     responses={**ERRORS, **_READY},
 )
-async def version_ready(name: str, version: int, svc: Svc, who: Who) -> Response:
+async def version_ready(name: str, version: Version, svc: Svc, who: Who) -> Response:
     await svc.served(who, name, version)
     return json_response({"name": name, "ready": True})

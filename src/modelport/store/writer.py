@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from ..errors import Conflict, ModelportError, StoreUnavailable
+from ..errors import Conflict, InvalidInput, ModelportError, StoreUnavailable
 from ..ledger import insert_statement
 from . import Store, unavailable
 
@@ -230,6 +230,15 @@ def _settle(future: Future[Any] | asyncio.Future[Any], ok: bool, value: Any) -> 
         future.set_exception(value)
 
 
+def unstorable(exc: sa.exc.DataError) -> InvalidInput:
+    """A value the database cannot hold or compare (a NUL character in text on PostgreSQL, a
+    number out of a column's range): bad input, not an unavailable store."""
+    return InvalidInput(
+        f"a value in the request cannot be stored or looked up: {exc.orig}",
+        details=[{"field": None, "reason": str(exc.orig)}],
+    )
+
+
 def _translate(exc: BaseException) -> BaseException:
     """Database errors as the service's errors; ours pass through."""
     if isinstance(exc, ModelportError):
@@ -237,6 +246,8 @@ def _translate(exc: BaseException) -> BaseException:
     if isinstance(exc, sa.exc.IntegrityError):
         # Another process wrote the same row first (e.g. two pushes numbering a version).
         return Conflict(f"a concurrent change conflicted; try again ({exc.orig})")
+    if isinstance(exc, sa.exc.DataError):
+        return unstorable(exc)
     if isinstance(exc, sa.exc.OperationalError | sa.exc.InterfaceError):
         unavailable.report(exc)
         return StoreUnavailable(f"the store refused the write: {exc.orig}")
