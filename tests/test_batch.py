@@ -15,43 +15,8 @@ import pytest
 
 from modelport import errors
 from modelport.client import Client
-from tests.conftest import IRIS_COLUMNS, RunningServer
+from tests.conftest import BAD, IRIS_COLUMNS, RunningServer
 from tests.procs import cli_env, run_cli
-
-#: Input rows made bad on purpose: row number -> (column, value, the reason expected).
-BAD = {
-    3: ("sepal_length", "abc", "sepal_length: expected a number, got string"),
-    5: ("petal_width", "", "petal_width: missing"),
-    140: ("sepal_width", "inf", "sepal_width: expected a finite number"),
-}
-
-
-@pytest.fixture
-def iris_models(server: RunningServer, iris_pipeline: Any, iris_frame: Any) -> Client:
-    """iris v1 (production) and v2 (candidate: a model that always answers 'virginica' less)."""
-    from sklearn.tree import DecisionTreeClassifier
-
-    mp = server.client()
-    mp.push("iris", iris_pipeline, train_data=iris_frame, alias="production")
-    stump = DecisionTreeClassifier(max_depth=1, random_state=0)
-    stump.fit(iris_frame[IRIS_COLUMNS], iris_frame["species"])
-    mp.push("iris", stump, train_data=iris_frame, alias="candidate")
-    return mp
-
-
-def _input(iris_frame: Any) -> pd.DataFrame:
-    frame = iris_frame[IRIS_COLUMNS].astype(object)
-    frame.insert(0, "id", [f"c{i}" for i in range(len(frame))])
-    for row, (column, value, _) in BAD.items():
-        frame.loc[row, column] = value
-    return frame
-
-
-@pytest.fixture
-def input_csv(tmp_path: Path, iris_frame: Any) -> Path:
-    path = tmp_path / "customers.csv"
-    _input(iris_frame).to_csv(path, index=False)
-    return path
 
 
 def _expected(mp: Client, iris_frame: Any, version: int) -> pd.DataFrame:
@@ -60,7 +25,10 @@ def _expected(mp: Client, iris_frame: Any, version: int) -> pd.DataFrame:
     out = mp.predict("iris", good[IRIS_COLUMNS], version=version)
     probas = pd.DataFrame(out["probabilities"]).add_prefix("proba_")
     return pd.concat(
-        [pd.DataFrame({"id": [f"c{i}" for i in good.index], "prediction": out["predictions"]}), probas],
+        [
+            pd.DataFrame({"id": [f"c{i}" for i in good.index], "prediction": out["predictions"]}),
+            probas,
+        ],
         axis=1,
     )
 

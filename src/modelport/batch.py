@@ -125,7 +125,7 @@ def _text_values(values: Sequence[Any], f: Field) -> list[Any]:
 
         parsed = pd.to_numeric(pd.Series(values, dtype=object), errors="coerce")
         if not parsed.isna().any():  # the common case: every cell a number
-            return parsed.tolist()
+            return list(parsed.tolist())
         nums = parsed.tolist()
         out: list[Any] = []
         for v, x in zip(values, nums, strict=True):
