@@ -281,7 +281,14 @@ async def get_schema(name: str, version: int, svc: Svc, who: Who) -> Response:
 @router.get(
     "/models/{name}/versions/{version}/artifact",
     response_class=FileResponse,
-    responses={**_ERRORS, 200: {"content": {"application/octet-stream": {}}}},
+    responses={
+        **_ERRORS,
+        200: {
+            "content": {
+                "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}
+            }
+        },
+    },
     tags=["registry"],
     summary="A version's artifact, for batch scoring (predict and read scopes)",
 )
