@@ -6,6 +6,7 @@ import hashlib
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 from typing import Any
 
@@ -162,6 +163,20 @@ def test_the_run_is_recorded_with_its_lineage(
         mp.finish_run(started["id"], "done")
     assert mp.report_run(started["id"], 0.5, "half")["progress"] == 0.5
     assert mp.finish_run(started["id"], "failed", error="stopped")["status"] == "failed"
+
+
+def test_a_run_stops_when_cancelled(iris_models: Client) -> None:
+    from modelport.batch import Cancelled, Run
+
+    lineage = {"version": 1, "engine": "pandas", "input": {"path": "x", "sha256": "0" * 64}}
+    run = Run(iris_models, iris_models.start_run("iris", lineage))
+    assert iris_models.cancel_job(run.id)["cancel_requested"] is True
+    deadline = time.monotonic() + 30
+    with pytest.raises(Cancelled):  # the heartbeat brings the request back
+        while time.monotonic() < deadline:
+            run.update(0.5, "working")
+            time.sleep(0.05)
+    assert run.finish("cancelled", result={"rows": 0})["status"] == "cancelled"
 
 
 def test_a_silent_run_is_marked_failed(

@@ -213,11 +213,14 @@ def run_spark(
 ) -> dict[str, Any]:
     """``modelport score --engine spark``: read, score through the UDF, write the scored rows
     and the rejects (Spark output directories), and record the run."""
+    batch_rows = "spark.sql.execution.arrow.maxRecordsPerBatch"
     spark, own = session(
-        {"spark.sql.execution.arrow.maxRecordsPerBatch": str(req.chunk_rows), **req.spark_conf},
+        {batch_rows: str(req.chunk_rows), **req.spark_conf},
         f"modelport score {req.name}",
         quiet=not req.progress,
     )
+    before = spark.conf.get(batch_rows)
+    spark.conf.set(batch_rows, str(req.chunk_rows))  # a session that was active already, too
     try:
         predict = _udf_for(client, version)
         frame = _read(spark, req.input)
@@ -232,6 +235,8 @@ def run_spark(
     finally:
         if own:
             spark.stop()
+        elif before is not None:
+            spark.conf.set(batch_rows, before)
 
 
 def _read(spark: SparkSession, path: str) -> DataFrame:
