@@ -253,3 +253,41 @@ def iris_pipeline(iris_frame: Any) -> Any:
 
     model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000))
     return model.fit(iris_frame[IRIS_COLUMNS], iris_frame["species"])
+
+
+# -- batch scoring -------------------------------------------------------------------------------
+
+#: Input rows made bad on purpose: row number -> (column, value, the reason expected).
+BAD = {
+    3: ("sepal_length", "abc", "sepal_length: expected a number, got string"),
+    5: ("petal_width", "", "petal_width: missing"),
+    140: ("sepal_width", "inf", "sepal_width: expected a finite number"),
+}
+
+
+@pytest.fixture
+def iris_models(server: RunningServer, iris_pipeline: Any, iris_frame: Any) -> Client:
+    """iris v1 (production) and v2 (candidate: a model that always answers 'virginica' less)."""
+    from sklearn.tree import DecisionTreeClassifier
+
+    mp = server.client()
+    mp.push("iris", iris_pipeline, train_data=iris_frame, alias="production")
+    stump = DecisionTreeClassifier(max_depth=1, random_state=0)
+    stump.fit(iris_frame[IRIS_COLUMNS], iris_frame["species"])
+    mp.push("iris", stump, train_data=iris_frame, alias="candidate")
+    return mp
+
+
+def _input(iris_frame: Any) -> Any:
+    frame = iris_frame[IRIS_COLUMNS].astype(object)
+    frame.insert(0, "id", [f"c{i}" for i in range(len(frame))])
+    for row, (column, value, _) in BAD.items():
+        frame.loc[row, column] = value
+    return frame
+
+
+@pytest.fixture
+def input_csv(tmp_path: Path, iris_frame: Any) -> Path:
+    path = tmp_path / "customers.csv"
+    _input(iris_frame).to_csv(path, index=False)
+    return path

@@ -329,6 +329,73 @@ class Client:
         body = {"type": "replay", "version": version, **params}
         return self._dict("POST", f"/v1/models/{name}/jobs", json=body)
 
+    def artifact(self, name: str, version: int, *, sha256: str | None = None) -> bytes:
+        """A version's artifact bytes (predict and read scopes), checked against its sha256."""
+        try:
+            response = self._http.get(f"/v1/models/{name}/versions/{version}/artifact")
+        except httpx.TransportError as exc:
+            raise errors.StoreUnavailable(
+                f"cannot reach the modelport server at {self.url}: {exc}"
+            ) from exc
+        raise_for_error(response)
+        data = response.content
+        expected = sha256 or response.headers.get("X-Artifact-SHA256")
+        if expected is None or hashlib.sha256(data).hexdigest() != expected:
+            raise errors.ArtifactRejected(
+                f"the artifact of {name} version {version} does not match the sha256 the "
+                "registry recorded: not loading it",
+                details=[{"field": "artifact", "reason": "sha256 mismatch"}],
+            )
+        return data
+
+    def start_run(self, name: str, lineage: Mapping[str, Any]) -> dict[str, Any]:
+        """Record the start of a batch scoring run (a ``score`` job); returns the job."""
+        return self._dict("POST", f"/v1/models/{name}/jobs", json={"type": "score", **lineage})
+
+    def report_run(self, run_id: int, progress: float, message: str = "") -> dict[str, Any]:
+        """A scoring run's progress (and heartbeat); the job says if a cancel was requested."""
+        body = {"progress": progress, "message": message}
+        return self._dict("POST", f"/v1/jobs/{run_id}/progress", json=body)
+
+    def finish_run(
+        self, run_id: int, status: str, *, result: Any = None, error: str | None = None
+    ) -> dict[str, Any]:
+        body = {"status": status, "result": result, "error": error}
+        return self._dict("POST", f"/v1/jobs/{run_id}/finish", json=body)
+
+    def score(
+        self,
+        name: str,
+        input: str | os.PathLike[str],
+        output: str | os.PathLike[str],
+        *,
+        version: int | None = None,
+        alias: str | None = None,
+        chunk_rows: int = 10_000,
+        id_column: str | None = None,
+        engine: str = "pandas",
+        progress: bool = False,
+        spark_conf: Mapping[str, str] | None = None,
+    ) -> dict[str, Any]:
+        """Score a CSV or Parquet file in chunks into ``output`` (rejected rows beside it, in
+        ``<stem>.rejects.<ext>``); returns the finished run (a ``score`` job). See docs/batch.md.
+        """
+        from .batch import Request, score
+
+        request = Request(
+            name,
+            os.fspath(input),
+            os.fspath(output),
+            version=version,
+            alias=alias,
+            chunk_rows=chunk_rows,
+            id_column=id_column,
+            engine=engine,
+            progress=progress,
+            spark_conf=dict(spark_conf or {}),
+        )
+        return score(self, request)
+
     def wait_job(
         self, job_id: int, *, timeout: float = 600, interval: float = 0.2
     ) -> dict[str, Any]:

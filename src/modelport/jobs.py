@@ -9,7 +9,11 @@ Cancelling sets a flag the server acts on by stopping the worker. Kinds:
 - ``retrain``: snapshot the observations (or take a given dataset), train the model's
   algorithm with a seed, evaluate on the holdout (the champion too, on the same rows), store the
   result as a new version aliased ``candidate`` with its lineage, and apply the promotion gate;
-- ``replay``: re-score logged traffic through a version (see :mod:`modelport.replay`).
+- ``replay``: re-score logged traffic through a version (see :mod:`modelport.replay`);
+- ``score``: a batch scoring run (see :mod:`modelport.batch`). It is not queued: the client
+  that scores (``modelport score``) creates it running, reports its progress (a heartbeat) and
+  finishes it; its params are the run's lineage. A run whose client falls silent for
+  ``score_run_timeout_seconds`` is marked failed by the next server that notices.
 """
 
 from __future__ import annotations
@@ -25,12 +29,15 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from . import registry
-from .errors import InvalidInput, NotFound
+from .errors import Conflict, Forbidden, InvalidInput, NotFound
 from .ids import is_version_number
 from .store.tables import jobs, models
 from .timefmt import iso
 
-KINDS = ("retrain", "replay")
+KINDS = ("retrain", "replay", "score")
+#: Kinds run by a client, not by a server's workers.
+CLIENT_KINDS = ("score",)
+FINISHED = ("succeeded", "failed", "cancelled")
 ACTIVE = ("queued", "running")
 _LOG_LIMIT = 100_000  # characters of log kept per job
 
@@ -78,6 +85,7 @@ def check_params(kind: Any, params: Any) -> dict[str, Any]:
     allowed = {
         "retrain": {"type", "dataset", "seed", "holdout", "params", "promote"},
         "replay": {"type", "version", "since", "until", "consumer", "limit"},
+        "score": {"type", *_SCORE_FIELDS},
     }[kind]
     problems = [{"field": k, "reason": "unexpected field"} for k in params if k not in allowed]
     out = {k: v for k, v in params.items() if k != "type"}
@@ -92,6 +100,8 @@ def check_params(kind: Any, params: Any) -> dict[str, Any]:
             problems.append({"field": "dataset", "reason": "expected a dataset id"})
         if out.get("params") is not None and not isinstance(out["params"], dict):
             problems.append({"field": "params", "reason": "expected an object"})
+    elif kind == "score":
+        problems.extend(_score_problems(out))
     else:
         version = out.get("version")
         if not is_version_number(version):
@@ -111,19 +121,60 @@ def check_params(kind: Any, params: Any) -> dict[str, Any]:
     return out
 
 
+_SCORE_FIELDS = {
+    "version": int,
+    "alias": str,
+    "flavor": str,
+    "artifact_sha256": str,
+    "input": dict,
+    "output": str,
+    "rejects": str,
+    "engine": str,
+    "chunk_rows": int,
+    "id_column": str,
+    "client": str,
+}
+
+
+def _score_problems(params: dict[str, Any]) -> list[dict[str, Any]]:
+    """A score run's lineage, checked: the version and the input's path and sha256 are needed."""
+    problems = []
+    for key, kind in _SCORE_FIELDS.items():
+        value = params.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, kind)):
+            problems.append({"field": key, "reason": f"expected {kind.__name__}"})
+    version = params.get("version")
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        problems.append({"field": "version", "reason": "expected a version number"})
+    source = params.get("input")
+    if not isinstance(source, dict) or not isinstance(source.get("path"), str):
+        problems.append({"field": "input.path", "reason": "expected the input file's path"})
+    elif not isinstance(source.get("sha256"), str) or len(source["sha256"]) != 64:
+        problems.append({"field": "input.sha256", "reason": "expected the input's sha256"})
+    if params.get("engine") not in ("pandas", "spark"):
+        problems.append({"field": "engine", "reason": "expected pandas or spark"})
+    return problems
+
+
 def create_job(
     conn: Connection, name: str, kind: str, params: dict[str, Any], *, actor: str
 ) -> dict[str, Any]:
+    """A job row: queued for a server's workers, or running for a client-run kind."""
     model = registry.model_row(conn, name)
+    now = time.time()
+    by_client = kind in CLIENT_KINDS
     job_id = conn.execute(
         jobs.insert()
         .values(
             model_id=model.id,
             type=kind,
             params=params,
-            status="queued",
+            status="running" if by_client else "queued",
+            worker=params.get("client") if by_client else None,
             created_by=actor,
-            created_at=time.time(),
+            created_at=now,
+            started_at=now if by_client else None,
+            heartbeat_at=now if by_client else None,
         )
         .returning(jobs.c.id)
     ).scalar_one()
@@ -216,6 +267,124 @@ def report(conn: Connection, job_id: int, progress: float, message: str) -> bool
         .values(progress=progress, message=message, logs=logs, heartbeat_at=time.time())
     )
     return bool(row.cancel_requested)
+
+
+def _client_run(conn: Connection, job_id: int, actor: str, admin: bool) -> Any:
+    """A running client-run job that ``actor`` may report on (its creator, or an admin)."""
+    row = conn.execute(sa.select(jobs).where(jobs.c.id == job_id)).first()
+    if row is None:
+        raise JobNotFound(f"no job {job_id}")
+    if row.type not in CLIENT_KINDS:
+        raise Conflict(f"job {job_id} is a {row.type} job: its server's worker reports on it")
+    if row.created_by != actor and not admin:
+        raise Forbidden(f"job {job_id} was started by {row.created_by!r}, not {actor!r}")
+    if row.status != "running":
+        raise Conflict(f"job {job_id} has ended ({row.status})")
+    return row
+
+
+def check_report(doc: Any) -> tuple[float, str]:
+    """A progress report's body: ``{"progress": 0..1, "message": "..."}``."""
+    if not isinstance(doc, dict):
+        raise InvalidInput(
+            "expected an object", details=[{"field": "body", "reason": "not an object"}]
+        )
+    progress = doc.get("progress", 0.0)
+    if (
+        isinstance(progress, bool)
+        or not isinstance(progress, int | float)
+        or not 0 <= progress <= 1
+    ):
+        raise InvalidInput(
+            "'progress' must be a number from 0 to 1",
+            details=[{"field": "progress", "reason": "expected a number from 0 to 1"}],
+        )
+    message = doc.get("message", "")
+    if not isinstance(message, str):
+        raise InvalidInput(
+            "'message' must be a string",
+            details=[{"field": "message", "reason": "expected a string"}],
+        )
+    return float(progress), message[:1000]
+
+
+def check_finish(doc: Any) -> tuple[str, Any, str | None]:
+    """A finish body: ``{"status": "succeeded"|"failed"|"cancelled", "result", "error"}``."""
+    if not isinstance(doc, dict):
+        raise InvalidInput(
+            "expected an object", details=[{"field": "body", "reason": "not an object"}]
+        )
+    status = doc.get("status")
+    if status not in FINISHED:
+        raise InvalidInput(
+            f"'status' must be one of {', '.join(FINISHED)}",
+            details=[{"field": "status", "reason": f"expected one of {', '.join(FINISHED)}"}],
+        )
+    error = doc.get("error")
+    if error is not None and not isinstance(error, str):
+        raise InvalidInput(
+            "'error' must be a string", details=[{"field": "error", "reason": "expected a string"}]
+        )
+    result = doc.get("result")
+    if result is not None and not isinstance(result, dict):
+        raise InvalidInput(
+            "'result' must be an object",
+            details=[{"field": "result", "reason": "expected an object"}],
+        )
+    return str(status), result, error
+
+
+def report_run(
+    conn: Connection, job_id: int, progress: float, message: str, *, actor: str, admin: bool
+) -> dict[str, Any]:
+    """A client-run job's progress (its heartbeat); the job, with ``cancel_requested``."""
+    _client_run(conn, job_id, actor, admin)
+    report(conn, job_id, progress, message)
+    return get_job(conn, job_id)
+
+
+def finish_run(
+    conn: Connection,
+    job_id: int,
+    status: str,
+    *,
+    result: Any,
+    error: str | None,
+    actor: str,
+    admin: bool,
+) -> dict[str, Any]:
+    """End a client-run job; the job."""
+    _client_run(conn, job_id, actor, admin)
+    finish(conn, job_id, status, result=result, error=error)
+    return get_job(conn, job_id)
+
+
+def _silent(timeout: float) -> Any:
+    return sa.and_(
+        jobs.c.type.in_(CLIENT_KINDS),
+        jobs.c.status == "running",
+        jobs.c.heartbeat_at < time.time() - timeout,
+    )
+
+
+def silent_client_runs(conn: Connection, timeout: float) -> bool:
+    """Whether some client-run job has been silent for ``timeout`` seconds."""
+    return conn.execute(sa.select(jobs.c.id).where(_silent(timeout)).limit(1)).first() is not None
+
+
+def expire_client_runs(conn: Connection, timeout: float) -> int:
+    """Fail client-run jobs whose client has been silent for ``timeout`` seconds."""
+    return int(
+        conn.execute(
+            jobs.update()
+            .where(_silent(timeout))
+            .values(
+                status="failed",
+                error=f"the client stopped reporting (silent for over {timeout:g} s)",
+                finished_at=time.time(),
+            )
+        ).rowcount
+    )
 
 
 class Cancelled(Exception):

@@ -61,6 +61,9 @@ class JobRunner:
 
     async def tick(self) -> None:
         await asyncio.to_thread(self._reap)
+        timeout = self.settings.score_run_timeout_seconds
+        if await asyncio.to_thread(self._silent_runs, timeout):  # a read first: writes are rare
+            await self.service.writer.run(lambda c: jobs.expire_client_runs(c, timeout))
         while len(self.running) < self.settings.job_workers:
             job_id = await self.service.writer.run(lambda c: jobs.claim(c, self.worker))
             if job_id is None:
@@ -119,6 +122,10 @@ class JobRunner:
                 )
                 self._settle(job_id, "failed", f"the worker exited with status {code}: {tail}")
             del self.running[job_id]
+
+    def _silent_runs(self, timeout: float) -> bool:
+        with self.service.store.read() as conn:
+            return jobs.silent_client_runs(conn, timeout)
 
     def _settle(self, job_id: int, status: str, error: str) -> None:
         with self.service.store.transaction() as conn:

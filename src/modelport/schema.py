@@ -103,42 +103,66 @@ class Schema:
         """
         problems: list[dict[str, Any]] = []
         rows: list[list[Any]] = []
-        fields = self.fields
-        checkers = self._checkers
-        index = self._index
-        nfields = len(fields)
         for i, record in enumerate(records):
-            if not isinstance(record, Mapping):
-                problems.append(
-                    {"row": i, "field": None, "reason": "each input must be a JSON object"}
-                )
-                continue
-            row: list[Any] = [None] * nfields
-            for j in range(nfields):
-                f = fields[j]
-                value = record.get(f.name, _MISSING)
-                if value is _MISSING or value is None:
-                    if f.required:
-                        reason = "missing" if value is _MISSING else "null is not allowed"
-                        problems.append({"row": i, "field": f.name, "reason": reason})
-                    else:
-                        row[j] = f.default
-                    continue
-                ok, coerced, reason = checkers[j](value)
-                if ok:
-                    row[j] = coerced
-                else:
-                    problems.append({"row": i, "field": f.name, "reason": reason})
-            if len(record) > nfields or any(k not in index for k in record):
-                for key in record:
-                    if key not in index:
-                        problems.append({"row": i, "field": key, "reason": "unexpected field"})
-            rows.append(row)
+            rows.append(self._check_record(i, record, problems))
             if len(problems) >= MAX_REPORTED_PROBLEMS:
                 break
         if problems:
             raise _invalid(problems)
         return rows
+
+    def partition(
+        self, records: Sequence[Mapping[str, Any]]
+    ) -> tuple[list[list[Any]], list[int], dict[int, list[dict[str, Any]]]]:
+        """Split records into the rows that fit and the problems of those that do not.
+
+        Returns the good rows (values in field order), their indexes in ``records``, and for
+        each bad record's index every problem it has (field and reason). Nothing is raised:
+        batch scoring scores the good rows and writes the bad ones aside.
+        """
+        good: list[list[Any]] = []
+        kept: list[int] = []
+        bad: dict[int, list[dict[str, Any]]] = {}
+        for i, record in enumerate(records):
+            problems: list[dict[str, Any]] = []
+            row = self._check_record(i, record, problems)
+            if problems:
+                bad[i] = problems
+            else:
+                good.append(row)
+                kept.append(i)
+        return good, kept, bad
+
+    def _check_record(self, i: int, record: Any, problems: list[dict[str, Any]]) -> list[Any]:
+        """One record's values in field order; its problems are appended to ``problems``."""
+        fields = self.fields
+        nfields = len(fields)
+        row: list[Any] = [None] * nfields
+        if not isinstance(record, Mapping):
+            problems.append({"row": i, "field": None, "reason": "each input must be a JSON object"})
+            return row
+        checkers = self._checkers
+        for j in range(nfields):
+            f = fields[j]
+            value = record.get(f.name, _MISSING)
+            if value is _MISSING or value is None:
+                if f.required:
+                    reason = "missing" if value is _MISSING else "null is not allowed"
+                    problems.append({"row": i, "field": f.name, "reason": reason})
+                else:
+                    row[j] = f.default
+                continue
+            ok, coerced, reason = checkers[j](value)
+            if ok:
+                row[j] = coerced
+            else:
+                problems.append({"row": i, "field": f.name, "reason": reason})
+        index = self._index
+        if len(record) > nfields or any(k not in index for k in record):
+            for key in record:
+                if key not in index:
+                    problems.append({"row": i, "field": key, "reason": "unexpected field"})
+        return row
 
     def table(self, records: Sequence[Mapping[str, Any]]) -> Table:
         """Check records and return them as a :class:`~modelport.table.Table`.

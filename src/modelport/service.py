@@ -817,13 +817,21 @@ class Service:
         return await self._read(lambda c: learning.get_dataset(c, dataset_id))
 
     async def create_job(self, principal: Principal, name: str, doc: Any) -> dict[str, Any]:
-        """Queue a retrain or replay job; a worker process of some server runs it."""
-        principal.require("admin")
+        """Queue a retrain or replay job (admin; a worker process of some server runs it), or
+        record the start of a batch scoring run (``score``: predict and read scopes; the client
+        runs it and reports)."""
         kind = doc.get("type") if isinstance(doc, dict) else None
+        if kind in jobs.CLIENT_KINDS:
+            principal.require("predict")
+            principal.require("read")
+        else:
+            principal.require("admin")
         params = jobs.check_params(kind, doc)
 
         def create(conn: Connection) -> dict[str, Any]:
-            if kind == "retrain":
+            if kind == "score":
+                registry.version_row(conn, name, params["version"])  # 404 for an unknown one
+            elif kind == "retrain":
                 learning.spec_of(conn, name)  # 409 for a pushed model: nothing to retrain
                 model_id = registry.model_row(conn, name).id
                 running = jobs.active_job(conn, model_id, "retrain")
@@ -844,6 +852,35 @@ class Service:
     async def list_jobs(self, principal: Principal, name: str) -> list[dict[str, Any]]:
         principal.require("read")
         return await self._read(lambda c: jobs.list_jobs(c, name))
+
+    async def report_run(self, principal: Principal, job_id: int, doc: Any) -> dict[str, Any]:
+        """A client-run job's progress and heartbeat (its creator, or an admin)."""
+        principal.require("predict")
+        progress, message = jobs.check_report(doc)
+        admin = principal.allows("admin")
+        return await self.writer.run(
+            lambda c: jobs.report_run(
+                c, job_id, progress, message, actor=principal.consumer, admin=admin
+            )
+        )
+
+    async def finish_run(self, principal: Principal, job_id: int, doc: Any) -> dict[str, Any]:
+        """End a client-run job with its result (its creator, or an admin)."""
+        principal.require("predict")
+        status, result, error = jobs.check_finish(doc)
+        admin = principal.allows("admin")
+        return await self.writer.run(
+            lambda c: jobs.finish_run(
+                c, job_id, status, result=result, error=error, actor=principal.consumer, admin=admin
+            )
+        )
+
+    async def artifact(self, principal: Principal, name: str, version: int) -> tuple[Path, str]:
+        """A version's artifact file and sha256, for batch scoring (predict and read scopes)."""
+        principal.require("predict")
+        principal.require("read")
+        row = await self._read(lambda c: registry.version_row(c, name, version))
+        return self.artifacts.local_path(row.sha256), str(row.sha256)
 
     async def cancel_job(self, principal: Principal, job_id: int) -> dict[str, Any]:
         principal.require("admin")

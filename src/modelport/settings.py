@@ -218,6 +218,14 @@ class Settings(BaseSettings):
     job_poll_seconds: float = Field(
         default=1.0, gt=0, description="How often a server looks for queued jobs to run."
     )
+    score_run_timeout_seconds: float = Field(
+        default=120.0,
+        gt=0,
+        description=(
+            "A batch scoring run whose client has not reported for this long is marked failed "
+            "(clients report every 10 s)."
+        ),
+    )
     shadow_timeout_seconds: float = Field(
         default=10.0,
         gt=0,

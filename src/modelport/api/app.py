@@ -37,6 +37,8 @@ _DOC_ONLY_MODELS = (
     schemas.ConsumerRequest,
     schemas.ObservationsRequest,
     schemas.JobRequest,
+    schemas.RunProgress,
+    schemas.RunFinish,
 )
 
 

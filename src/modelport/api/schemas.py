@@ -450,11 +450,28 @@ class Dataset(BaseModel):
 
 
 class JobRequest(BaseModel):
-    """``{"type": "retrain", "seed": 0, "holdout": 0.2, "dataset": id?, "params": {...}?}`` or
-    ``{"type": "replay", "version": n, "since": t?, "until": t?, "consumer": c?, "limit": n?}``."""
+    """``{"type": "retrain", "seed": 0, "holdout": 0.2, "dataset": id?, "params": {...}?}``,
+    ``{"type": "replay", "version": n, "since": t?, "until": t?, "consumer": c?, "limit": n?}``
+    or a batch scoring run's start, ``{"type": "score", "version": n, "input": {"path",
+    "sha256", ...}, "engine": "pandas"|"spark", ...}`` (see docs/batch.md)."""
 
     model_config = ConfigDict(extra="allow")
-    type: Literal["retrain", "replay"]
+    type: Literal["retrain", "replay", "score"]
+
+
+class RunProgress(BaseModel):
+    """``{"progress": 0.4, "message": "40000 rows"}``: a client-run job's heartbeat."""
+
+    progress: float = 0.0
+    message: str = ""
+
+
+class RunFinish(BaseModel):
+    """``{"status": "succeeded"|"failed"|"cancelled", "result": {...}?, "error": "..."?}``."""
+
+    status: Literal["succeeded", "failed", "cancelled"]
+    result: dict[str, Any] | None = None
+    error: str | None = None
 
 
 class Job(BaseModel):

@@ -13,7 +13,7 @@ from fastapi import APIRouter, Depends, File, Form, Path, Query, Request, Upload
 from pydantic import BaseModel, ValidationError
 from starlette.datastructures import UploadFile as StarletteUpload
 from starlette.requests import ClientDisconnect
-from starlette.responses import Response
+from starlette.responses import FileResponse, Response
 
 from .. import __version__, payload
 from ..errors import InvalidInput, InvalidRequest, PayloadTooLarge
@@ -342,6 +342,30 @@ async def get_schema(name: str, version: Version, svc: Svc, who: Who) -> Respons
 
 
 @router.get(
+    "/models/{name}/versions/{version}/artifact",
+    response_class=FileResponse,
+    responses={
+        **_ERRORS,
+        200: {
+            "content": {
+                "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}
+            }
+        },
+    },
+    tags=["registry"],
+    summary="A version's artifact, for batch scoring (predict and read scopes)",
+)
+async def get_artifact(name: str, version: int, svc: Svc, who: Who) -> Response:
+    path, sha256 = await svc.artifact(who, name, version)
+    return FileResponse(
+        path,
+        media_type="application/octet-stream",
+        filename=f"{name}-{version}.artifact",
+        headers={"X-Artifact-SHA256": sha256},
+    )
+
+
+@router.get(
     "/models/{name}/serving",
     response_model=s.ModelServing,
     responses=_ERRORS,
@@ -501,6 +525,30 @@ async def list_jobs(name: str, svc: Svc, who: Who) -> Response:
 )
 async def job(job_id: Id, svc: Svc, who: Who) -> Response:
     return json_response(await svc.job(who, job_id))
+
+
+@router.post(
+    "/jobs/{job_id}/progress",
+    response_model=s.Job,
+    responses=_ERRORS,
+    tags=["learning"],
+    summary="Report a batch scoring run's progress (its client; the heartbeat)",
+    openapi_extra=_doc_body(s.RunProgress),
+)
+async def report_run(job_id: int, request: Request, svc: Svc, who: Who) -> Response:
+    return json_response(await svc.report_run(who, job_id, await json_body(request)))
+
+
+@router.post(
+    "/jobs/{job_id}/finish",
+    response_model=s.Job,
+    responses=_ERRORS,
+    tags=["learning"],
+    summary="End a batch scoring run with its result (its client)",
+    openapi_extra=_doc_body(s.RunFinish),
+)
+async def finish_run(job_id: int, request: Request, svc: Svc, who: Who) -> Response:
+    return json_response(await svc.finish_run(who, job_id, await json_body(request)))
 
 
 @router.post(
