@@ -52,6 +52,20 @@ class Table:
         assert self._columns is not None
         return Table(self.schema, columns=[c[rows] for c in self._columns])
 
+    def take(self, indices: Sequence[int] | np.ndarray) -> Table:
+        """The rows at ``indices``, in that order (a copy)."""
+        idx = np.asarray(indices, dtype="int64")
+        if self._matrix is not None:
+            return Table(self.schema, matrix=self._matrix[idx])
+        assert self._columns is not None
+        return Table(self.schema, columns=[c[idx] for c in self._columns])
+
+    def row_keys(self) -> list[Any]:
+        """One hashable key per row, equal for rows with equal values (the cache's keys)."""
+        if self._matrix is not None:
+            return [row.tobytes() for row in self._matrix]
+        return [tuple(row) for row in self.rows()]
+
     @classmethod
     def concat(cls, tables: Sequence[Table]) -> Table:
         """One table holding the rows of ``tables`` (of one schema), in order."""

@@ -54,9 +54,16 @@ def _bucket_of(conn: Connection, ts: Any, since: float, width: float) -> Any:
 
 
 def timeline(
-    conn: Connection, name: str, *, seconds: float, buckets: int, now: float | None = None
+    conn: Connection,
+    name: str,
+    *,
+    seconds: float,
+    buckets: int,
+    now: float | None = None,
+    segment: str | None = None,
 ) -> dict[str, Any]:
-    """Per version and time bucket over the last ``seconds``: requests, rows, errors, latency."""
+    """Per version and time bucket over the last ``seconds``: requests, rows, errors, latency
+    (of one segment's requests when given)."""
     registry.model_row(conn, name)  # 404 for an unknown model
     check_buckets(buckets)
     until = time.time() if now is None else now
@@ -68,6 +75,8 @@ def timeline(
         predictions.c.ts >= since,
         predictions.c.ts < until,
     ]
+    if segment is not None:
+        where.append(predictions.c.segment == segment)
     bucket = _bucket_of(conn, predictions.c.ts, since, width).label("bucket")
     cells: dict[tuple[int, int], dict[str, Any]] = {}
 
