@@ -161,9 +161,7 @@ def _linear(slope: float) -> LinearRegression:
     return LinearRegression().fit(X, slope * X["x"])
 
 
-PUSH_SCHEMA = {
-    "fields": [{"name": "store", "type": "integer"}, {"name": "x", "type": "number"}]
-}
+PUSH_SCHEMA = {"fields": [{"name": "store", "type": "integer"}, {"name": "x", "type": "number"}]}
 
 
 def test_pushed_segment_versions_answer_their_segment_and_the_rest_falls_back(
