@@ -63,7 +63,8 @@ class PredictionCache:
         ``max_entries``."""
         entries = self._entries
         for i, key in enumerate(keys):
-            entries[key] = (predictions[i], None if probas is None else probas[i])
+            # A copy: a view would keep the whole batch's array alive.
+            entries[key] = (predictions[i], None if probas is None else probas[i].copy())
             entries.move_to_end(key)
         over = len(entries) - self.max_entries
         for _ in range(max(0, over)):

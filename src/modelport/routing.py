@@ -358,7 +358,10 @@ class Router:
         if live is None:
             live = self.live[name] = LiveSegments()
         known = segment in live
+        before = live.get(segment)
         evicted = live.touch(segment, served.version, limit)
+        if before is not None and before != served.version:
+            self.unload(name, before)  # the segment's alias moved on (a new snapshot)
         for _, version in evicted:
             self.unload(name, version)
         if (evicted or not known) and self.segments_observer is not None:

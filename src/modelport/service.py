@@ -423,7 +423,7 @@ class Service:
         missed = [i for i, entry in enumerate(found) if entry is None]
         scored = None
         if missed:
-            part = rows if len(missed) == len(rows) else rows.take(missed)
+            part = rows if len(missed) == len(rows) else rows.take(missed, raw=False)
             scored = await batcher.submit(part)
             preds = scored[0]
             cache.store(
