@@ -241,3 +241,52 @@ def test_a_segment_push_needs_a_segment_key_in_the_schema(server: RunningServer)
     with pytest.raises(errors.ModelportError) as bad:
         mp.push("plain", _linear(1.0), schema=PUSH_SCHEMA, segment="no/slash")
     assert bad.value.status_code == 422
+
+
+def test_segment_learning_survives_eviction_and_restart_without_loss_or_repeat(
+    settings: Settings,
+) -> None:
+    """Segment states are snapshotted only when evicted here: after a restart every
+    observation is learned exactly once by its own segment."""
+    quick = settings.model_copy(update={"learn_poll_seconds": 0.05})
+
+    def rows(store: str, n: int) -> list[dict[str, Any]]:
+        return [{"store": store, "x": float(i), "y": SLOPES[store] * i} for i in range(n)]
+
+    def learned(mp: Any, store: str) -> int:
+        aliases = mp.model("sales")["aliases"]
+        if f"production@{store}" not in aliases:
+            return 0
+        newest = [v for v in mp.versions("sales") if v["segment"] == store][-1]
+        return int(newest["lineage"]["observations_learned"])
+
+    first = start_server(quick)
+    try:
+        mp = first.client()
+        mp.create_from_algorithm(
+            "sales",
+            "online_linear_regression",
+            schema=STORE_SCHEMA,
+            target="y",
+            online={"min_observations": 5, "snapshot_every": 100000, "snapshot_seconds": 100000},
+            segment_by="store",
+        )
+        assert (
+            first.http().put("/v1/models/sales/serving", json={"max_live_segments": 1}).is_success
+        )
+        mp.observe("sales", rows("a", 20))
+        mp.observe("sales", rows("b", 20))  # b in, a evicted: a snapshotted
+        _wait(lambda: learned(mp, "a") == 20, what="a's snapshot at eviction")
+    finally:
+        first.stop()  # b learned 20 rows in memory only
+
+    second = start_server(quick)
+    try:
+        mp = second.client()
+        mp.observe("sales", rows("a", 20))  # a back (b evicted, snapshotted)
+        _wait(lambda: learned(mp, "b") == 20, what="b learned again after the restart")
+        mp.observe("sales", rows("b", 5))  # b back: a evicted with everything it learned
+        _wait(lambda: learned(mp, "a") == 40, what="a's second snapshot")
+        assert learned(mp, "b") == 20
+    finally:
+        second.stop()
