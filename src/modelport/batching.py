@@ -108,7 +108,7 @@ class Batcher:
         self.max_rows = max_rows
         self.max_wait = max_wait_ms / 1000
         self.max_concurrent = max_concurrent
-        self.limits = (max_rows, max_wait_ms, max_concurrent)
+        self.limits: tuple[Any, ...] = (max_rows, max_wait_ms, max_concurrent)
         self.stats = BatchStats()
         self._queue: deque[_Item] = deque()
         self._queued_rows = 0
@@ -117,6 +117,7 @@ class Batcher:
         self._timer: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self.served: Any = None  # the loaded version this batcher serves (set by its owner)
+        self.cache: Any = None  # the version's prediction cache, if any (set by its owner)
         # Told of each model call: (rows, each request's queue wait in seconds, call seconds).
         self.observer: Callable[[int, list[float], float], None] | None = None
 

@@ -246,6 +246,16 @@ def _key_values(pairs: tuple[str, ...], what: str, number: bool) -> dict[str, An
     is_flag=True,
     help="Refuse the push if any consumer's recent payloads would fail the new schema.",
 )
+@click.option(
+    "--segment",
+    help="The segment of a segmented model this version answers for (--alias sets ALIAS@SEGMENT).",
+)
+@click.option(
+    "--deterministic/--nondeterministic",
+    default=None,
+    help="Whether the prediction cache may keep its answers (default: scikit-learn yes, "
+    "custom code no).",
+)
 @client_options
 def push(
     name: str,
@@ -260,6 +270,8 @@ def push(
     task: str | None,
     description: str | None,
     strict: bool,
+    segment: str | None,
+    deterministic: bool | None,
     url: str,
     key: str | None,
 ) -> None:
@@ -286,6 +298,8 @@ def push(
         task=task,
         description=description,
         strict=strict,
+        segment=segment,
+        deterministic=deterministic,
     )
     aliases = f" (aliases: {', '.join(out['aliases'])})" if out["aliases"] else ""
     click.echo(f"pushed {name} version {out['version']}{aliases} sha256 {out['sha256'][:12]}")

@@ -166,8 +166,14 @@ class Client:
         description: str | None = None,
         flavor: str | None = None,
         strict: bool = False,
+        segment: str | None = None,
+        deterministic: bool | None = None,
     ) -> dict[str, Any]:
         """Push a model (a file path, or an in-memory estimator or object) as a new version.
+
+        ``segment``: the segment of a segmented model the version answers for (with ``alias``,
+        ``<alias>@<segment>`` is set). ``deterministic``: whether the prediction cache may
+        keep its answers (default: true for scikit-learn estimators, false for custom code).
 
         The answer carries a ``compatibility`` report: which consumers' recent payloads the new
         schema would reject. With ``strict`` such a push is refused (Incompatible).
@@ -208,6 +214,8 @@ class Client:
             ("description", description),
             ("flavor", flavor),
             ("strict", strict or None),
+            ("segment", segment),
+            ("deterministic", deterministic),
         ):
             if value is not None:
                 meta[key] = value
@@ -230,6 +238,14 @@ class Client:
             "POST", f"/v1/models/{name}/aliases/{alias}/rollback", json={"reason": reason}
         )
 
+    def segments(self, name: str) -> dict[str, Any]:
+        """A model's segment key, its segments (versions, aliases) and which are loaded."""
+        return self._dict("GET", f"/v1/models/{name}/segments")
+
+    def set_segment_key(self, name: str, field: str | None) -> dict[str, Any]:
+        """A pushed model's segment key (None removes it)."""
+        return self._dict("PUT", f"/v1/models/{name}/segments", json={"field": field})
+
     def alias_history(self, name: str, alias: str | None = None) -> list[dict[str, Any]]:
         params = {"alias": alias} if alias else None
         return self._list("GET", f"/v1/models/{name}/aliases/history", params=params)
@@ -251,8 +267,10 @@ class Client:
         classes: Sequence[Any] | None = None,
         online: Mapping[str, Any] | None = None,
         description: str = "",
+        segment_by: str | None = None,
     ) -> dict[str, Any]:
-        """A model made from a built-in algorithm; it learns from observations."""
+        """A model made from a built-in algorithm; it learns from observations (with
+        ``segment_by``, one instance per value of that input field)."""
         body: dict[str, Any] = {
             "name": name,
             "algorithm": algorithm,
@@ -263,6 +281,8 @@ class Client:
         for key, value in (("params", params), ("classes", classes), ("online", online)):
             if value is not None:
                 body[key] = dict(value) if isinstance(value, Mapping) else list(value)
+        if segment_by is not None:
+            body["segment_by"] = segment_by
         return self._dict("POST", "/v1/models", json=body)
 
     def observe(
@@ -429,9 +449,17 @@ class Client:
         version: int | None = None,
         buckets: int = 24,
         consumer: str | None = None,
+        segment: str | None = None,
     ) -> dict[str, Any]:
-        """Live metrics per version from feedback labels, over ``window`` (e.g. ``"7d"``)."""
-        params = {"window": window, "version": version, "buckets": buckets, "consumer": consumer}
+        """Live metrics per version from feedback labels, over ``window`` (e.g. ``"7d"``), of
+        one consumer's or one segment's predictions when given."""
+        params = {
+            "window": window,
+            "version": version,
+            "buckets": buckets,
+            "consumer": consumer,
+            "segment": segment,
+        }
         return self._dict(
             "GET",
             f"/v1/models/{name}/performance",

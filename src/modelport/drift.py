@@ -415,13 +415,15 @@ def report(
     thresholds: dict[str, Any],
     version: int | None = None,
     max_rows: int = 50_000,
+    segment: str | None = None,
 ) -> list[dict[str, Any]]:
-    """Per version with traffic in the window (or the one asked for): its drift entry.
+    """Per version with traffic in the window (or the one asked for; of one segment when
+    given): its drift entry.
     Versions without a reference get their row count only (no inputs are read)."""
     from .performance import prediction_counts, scope
 
     model = registry.model_row(conn, name)
-    where = scope(name, since, until, version)
+    where = scope(name, since, until, version, segment=segment)
     counts = prediction_counts(conn, where)
     if version is not None:
         registry.version_row(conn, name, version)  # 404 for an unknown version

@@ -26,6 +26,7 @@ import sqlalchemy as sa
 
 from . import drift, flavors, jobs, learning, registry
 from .schema import Schema, parse_schema
+from .segments import LiveSegments, segment_alias
 from .store.tables import learner_leases, prequential, versions
 
 log = logging.getLogger("modelport.learner")
@@ -50,6 +51,18 @@ class _State:
     total_sq: float = 0.0
     # The observations seen (a sample): each snapshot's drift reference.
     seen: drift.Reservoir = field(default_factory=drift.Reservoir)
+    segment: str | None = None  # the segment the state learns (a segmented model)
+    saved: int = 0  # the last observation its newest snapshot holds
+
+
+@dataclass
+class _Segmented:
+    """The online learning of a segmented model: one state per segment, least recently used
+    first, and how far the model's observations have been read."""
+
+    model_id: int
+    cursor: int  # every observation up to here was handed to its segment's state
+    states: LiveSegments = field(default_factory=LiveSegments)
 
 
 class Learner:
@@ -59,6 +72,7 @@ class Learner:
         self.service = service
         self.holder = jobs.worker_name()
         self.states: dict[str, _State] = {}
+        self.segmented: dict[str, _Segmented] = {}
 
     async def run(self, stop: asyncio.Event, interval: float) -> None:
         while not stop.is_set():
@@ -76,6 +90,10 @@ class Learner:
                 continue
             if not self._lease(model["id"]):
                 self.states.pop(name, None)  # another process learns it; restore on return
+                self.segmented.pop(name, None)
+                continue
+            if spec.get("segment_by"):
+                self._learn_segments(name, model, spec)
                 continue
             state = self.states.get(name) or self._restore(name, model["id"], spec)
             self.states[name] = state
@@ -110,24 +128,34 @@ class Learner:
 
     # -- state --------------------------------------------------------------------------------------
 
-    def _restore(self, name: str, model_id: int, spec: dict[str, Any]) -> _State:
-        """The newest snapshot's state (and where it stopped), or a model that knows nothing."""
+    def _restore(
+        self, name: str, model_id: int, spec: dict[str, Any], segment: str | None = None
+    ) -> _State:
+        """The newest snapshot's state (and where it stopped), or a model that knows nothing;
+        of one segment when ``segment`` is given."""
         from . import algorithms
 
         schema = parse_schema(spec["schema"])
+        query = sa.select(versions).where(versions.c.model_id == model_id)
+        if segment is not None:
+            query = query.where(versions.c.segment == segment)
         with self.service.store.read() as conn:
-            row = conn.execute(
-                sa.select(versions)
-                .where(versions.c.model_id == model_id)
-                .order_by(versions.c.version.desc())
-                .limit(1)
-            ).first()
+            row = conn.execute(query.order_by(versions.c.version.desc()).limit(1)).first()
         if row is not None and row.lineage.get("learner"):
             loaded = flavors.load(
                 row.flavor, self.service.artifacts.local_path(row.sha256), trust_code=True
             )
             through = int(row.lineage["through_observation"])
-            return _State(model_id, spec, schema, loaded.obj, row.version, through)
+            return _State(
+                model_id,
+                spec,
+                schema,
+                loaded.obj,
+                row.version,
+                through,
+                segment=segment,
+                saved=through,
+            )
         model = algorithms.build_estimator(
             spec["algorithm"],
             spec["params"],
@@ -135,16 +163,74 @@ class Learner:
             classes=spec.get("classes"),
             target=spec["target"],
         )
-        return _State(model_id, spec, schema, model, row.version if row else None, 0)
+        return _State(
+            model_id, spec, schema, model, row.version if row else None, 0, segment=segment
+        )
 
     # -- learning -----------------------------------------------------------------------------------
 
     def _learn(self, name: str, state: _State) -> None:
-        settings = state.spec.get("learning") or learning.ONLINE_DEFAULTS
         with self.service.store.read() as conn:
             rows = learning.read_observations(
                 conn, state.model_id, after=state.through, limit=_BATCH
             )
+        self._fold(name, state, rows)
+
+    def _learn_segments(self, name: str, model: dict[str, Any], spec: dict[str, Any]) -> None:
+        """Hand the model's new observations, in id order, each to its segment's state
+        (made from the algorithm the first time a segment appears); keep at most
+        ``max_live_segments`` states, snapshotting the least recently used before dropping it.
+        """
+        book = self.segmented.get(name)
+        if book is None:
+            with self.service.store.read() as conn:
+                lease = conn.execute(
+                    sa.select(learner_leases.c.through_observation).where(
+                        learner_leases.c.model_id == model["id"]
+                    )
+                ).scalar()
+            book = self.segmented[name] = _Segmented(model["id"], int(lease or 0))
+        limit = int(
+            (model.get("serving") or {}).get(
+                "max_live_segments", self.service.settings.max_live_segments
+            )
+        )
+        with self.service.store.read() as conn:
+            rows = learning.read_observations(conn, book.model_id, after=book.cursor, limit=_BATCH)
+        groups: dict[str, list[tuple[int, dict[str, Any], Any, str | None]]] = {}
+        for row in rows:
+            segment = learning.segment_of_inputs(spec, row[1])
+            assert segment is not None
+            groups.setdefault(segment, []).append(row)
+        for segment, mine in groups.items():
+            state = book.states.get(segment)
+            if state is None:
+                state = self._restore(name, book.model_id, spec, segment)
+                if state.version is None:  # never snapshotted: nothing of it before these
+                    state.through = state.saved = mine[0][0] - 1
+            for _, evicted in book.states.touch(segment, state, limit):
+                self._evict(name, evicted, book)
+            self._fold(name, state, [r for r in mine if r[0] > state.through], book)
+        if rows:
+            book.cursor = rows[-1][0]
+        for _, state in book.states.items():  # a quiet segment's time-based snapshot
+            if state.segment not in groups:
+                self._fold(name, state, [], book)
+
+    def _evict(self, name: str, state: _State, book: _Segmented) -> None:
+        """Snapshot a segment's state (if it learned since its last one) before dropping it."""
+        if state.pending > 0:
+            self._snapshot(name, state, book)
+
+    def _fold(
+        self,
+        name: str,
+        state: _State,
+        rows: list[tuple[int, dict[str, Any], Any, str | None]],
+        book: _Segmented | None = None,
+    ) -> None:
+        """Learn ``rows`` (predicting each batch first), then snapshot when one is due."""
+        settings = state.spec.get("learning") or learning.ONLINE_DEFAULTS
         if rows:
             records = [inputs for _, inputs, _, _ in rows]
             labels = [label for _, _, label, _ in rows]
@@ -166,7 +252,7 @@ class Learner:
             and time.monotonic() - state.last_snapshot >= settings["snapshot_seconds"]
         )
         if due and state.model.ready(int(settings["min_observations"])):
-            self._snapshot(name, state)
+            self._snapshot(name, state, book)
 
     def _score(self, state: _State, X: Any, labels: list[Any]) -> None:
         """Predict before learning: the prequential record of how the state was doing."""
@@ -181,7 +267,9 @@ class Learner:
             state.total_sq += float((errors**2).sum())
         state.n += len(labels)
 
-    def _snapshot(self, name: str, state: _State) -> None:
+    def _snapshot(self, name: str, state: _State, book: _Segmented | None = None) -> None:
+        """Write the state as a new version and point ``production`` (a segment's
+        ``production@<segment>``) at it once the model is ready to answer."""
         import joblib
 
         blob = io.BytesIO()
@@ -204,7 +292,19 @@ class Learner:
             "through_observation": state.through,
             "observations_learned": state.model.n_seen,
             "prequential": {"n": state.n, "total": state.total, "total_sq": state.total_sq},
+            # The prediction cache may keep its answers: a snapshot never changes.
+            "deterministic": True,
         }
+        settings = state.spec.get("learning") or learning.ONLINE_DEFAULTS
+        ready = state.model.ready(int(settings["min_observations"]))
+        alias = (
+            "production" if state.segment is None else segment_alias("production", state.segment)
+        )
+        if book is not None:  # observations up to here are all in some snapshot
+            pending = [s.saved for _, s in book.states.items() if s.pending and s is not state]
+            lease_through = min([book.cursor, *pending])
+        else:
+            lease_through = state.through
 
         schema, model = state.schema, state.model
         reference = drift.safe_reference(
@@ -231,10 +331,12 @@ class Learner:
                 lineage=lineage,
                 description=f"online snapshot through observation {state.through}",
                 reference=reference,
+                segment=state.segment,
             )
-            registry.set_alias(
-                conn, name, "production", number, actor=LEARNER_ACTOR, reason="online snapshot"
-            )
+            if ready:
+                registry.set_alias(
+                    conn, name, alias, number, actor=LEARNER_ACTOR, reason="online snapshot"
+                )
             conn.execute(
                 prequential.insert().values(
                     model_id=state.model_id,
@@ -249,11 +351,12 @@ class Learner:
             conn.execute(
                 learner_leases.update()
                 .where(learner_leases.c.model_id == state.model_id)
-                .values(through_observation=state.through)
+                .values(through_observation=lease_through)
             )
             return number
 
         state.version = int(self.service.writer.submit(write).result())
+        state.saved = state.through
         state.pending, state.n, state.total, state.total_sq = 0, 0, 0.0, 0.0
         state.last_snapshot = time.monotonic()
         self.service.router_changed_from_thread()

@@ -63,7 +63,17 @@ def check_spec(doc: dict[str, Any]) -> dict[str, Any]:
     from . import algorithms
 
     problems: list[dict[str, Any]] = []
-    known = {"name", "algorithm", "params", "schema", "target", "classes", "online", "description"}
+    known = {
+        "name",
+        "algorithm",
+        "params",
+        "schema",
+        "target",
+        "classes",
+        "online",
+        "description",
+        "segment_by",
+    }
     problems += [{"field": k, "reason": "unexpected field"} for k in doc if k not in known]
     params: dict[str, Any] = {}
     entry: dict[str, Any] | None = None
@@ -82,6 +92,14 @@ def check_spec(doc: dict[str, Any]) -> dict[str, Any]:
         problems.append({"field": "target", "reason": "expected the name of the label column"})
     elif schema is not None and target in schema.names:
         problems.append({"field": "target", "reason": "the label cannot also be an input field"})
+    segment_by = doc.get("segment_by")
+    if segment_by is not None:
+        from .segments import check_segment_key
+
+        try:
+            check_segment_key(segment_by, schema)
+        except InvalidInput as exc:
+            problems += exc.details
     classes = doc.get("classes")
     task = entry["task"] if entry else None
     if task == "classification":
@@ -122,6 +140,8 @@ def check_spec(doc: dict[str, Any]) -> dict[str, Any]:
         out["classes"] = classes
     if entry["online"]:
         out["learning"] = online
+    if segment_by is not None:
+        out["segment_by"] = segment_by
     return out
 
 
@@ -132,7 +152,11 @@ def create_algorithm_model(conn: Connection, doc: dict[str, Any], *, actor: str)
     registry.create_model(
         conn, name, task=spec["task"], description=doc.get("description") or "", actor=actor
     )
-    conn.execute(models.update().where(models.c.name == name).values(spec=spec))
+    conn.execute(
+        models.update()
+        .where(models.c.name == name)
+        .values(spec=spec, segment_by=spec.get("segment_by"))
+    )
     return {**registry.get_model(conn, name), "spec": spec}
 
 
@@ -142,7 +166,9 @@ def create_algorithm_model(conn: Connection, doc: dict[str, Any], *, actor: str)
 def check_observations(
     spec: dict[str, Any], rows: Any
 ) -> tuple[list[tuple[dict[str, Any], Any]], list[dict[str, Any]]]:
-    """Good rows as (validated inputs, label), and a rejection per bad row (index, field, why)."""
+    """Good rows as (validated inputs, label), and a rejection per bad row (index, field, why).
+
+    A segmented model's rows need a good segment (see :func:`segment_of_inputs`)."""
     if not isinstance(rows, list) or not rows:
         raise InvalidInput(
             "'observations' must be a non-empty list of rows (the fields and the label)",
@@ -169,12 +195,24 @@ def check_observations(
         inputs = {k: v for k, v in row.items() if k != target}
         try:
             values = schema.validate([inputs])[0]
+            checked = dict(zip(schema.names, values, strict=True))
+            segment_of_inputs(spec, checked)
         except InvalidInput as exc:
             first = exc.details[0]
             rejected.append({"index": i, "field": first["field"], "reason": first["reason"]})
             continue
-        good.append((dict(zip(schema.names, values, strict=True)), label))
+        good.append((checked, label))
     return good, rejected
+
+
+def segment_of_inputs(spec: dict[str, Any], inputs: dict[str, Any]) -> str | None:
+    """The segment of a validated row of a segmented model (None when it is not segmented)."""
+    key = spec.get("segment_by")
+    if key is None:
+        return None
+    from .segments import segment_of
+
+    return segment_of(inputs.get(key), key)
 
 
 def _label_problem(spec: dict[str, Any], label: Any) -> str:
@@ -207,6 +245,7 @@ def store_observations(
 ) -> list[int]:
     """Insert the rows in one statement; their ids, in order."""
     now = time.time()
+    spec = conn.execute(sa.select(models.c.spec).where(models.c.id == model_id)).scalar() or {}
     values = [
         {
             "model_id": model_id,
@@ -215,6 +254,7 @@ def store_observations(
             "label": label,
             "source": source,
             "prediction_id": prediction_ids[i] if prediction_ids else None,
+            "segment": segment_of_inputs(spec, inputs),
         }
         for i, (inputs, label) in enumerate(good)
     ]
@@ -249,6 +289,10 @@ def observe_feedback(conn: Connection, items: Sequence[dict[str, Any]]) -> int:
             continue  # a label this model cannot learn from (the feedback itself is kept)
         fields = [f["name"] for f in spec["schema"]["fields"]]
         inputs = {f: record["inputs"].get(f) for f in fields}
+        try:
+            segment_of_inputs(spec, inputs)
+        except InvalidInput:
+            continue  # no segment to learn it in (the feedback itself is kept)
         by_model.setdefault(model_id, []).append((inputs, item["label"], item["prediction_id"]))
     for model_id, rows in by_model.items():
         store_observations(
@@ -274,15 +318,39 @@ def read_observations(
     after: int = 0,
     through: int | None = None,
     limit: int = 1000,
+    segment: str | None = None,
 ) -> list[tuple[int, dict[str, Any], Any, str | None]]:
-    """(id, inputs, label, prediction id) in id order, after ``after`` (and up to ``through``)."""
+    """(id, inputs, label, prediction id) in id order, after ``after`` (and up to ``through``),
+    of one segment when ``segment`` is given."""
     query = sa.select(
         observations.c.id, observations.c.inputs, observations.c.label, observations.c.prediction_id
     ).where(observations.c.model_id == model_id, observations.c.id > after)
+    if segment is not None:
+        query = query.where(observations.c.segment == segment)
     if through is not None:
         query = query.where(observations.c.id <= through)
     rows = conn.execute(query.order_by(observations.c.id).limit(limit))
     return [(r.id, orjson.loads(r.inputs), r.label, r.prediction_id) for r in rows]
+
+
+def segments_after(
+    conn: Connection, model_id: int, after: int, limit: int
+) -> list[tuple[str, int]]:
+    """The segments with observations after ``after``, each with its first such id, in the
+    order they appear (at most ``limit``)."""
+    first = sa.func.min(observations.c.id)
+    rows = conn.execute(
+        sa.select(observations.c.segment, first)
+        .where(
+            observations.c.model_id == model_id,
+            observations.c.id > after,
+            observations.c.segment.is_not(None),
+        )
+        .group_by(observations.c.segment)
+        .order_by(first)
+        .limit(limit)
+    )
+    return [(r[0], int(r[1])) for r in rows]
 
 
 # -- datasets ---------------------------------------------------------------------------------------

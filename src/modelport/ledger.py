@@ -50,6 +50,8 @@ PREDICTION_COLUMNS = (
     "traffic_rev",
     "shadow",
     "raw_inputs",
+    "segment",
+    "cached",
 )
 _NUMPY = orjson.OPT_SERIALIZE_NUMPY
 # How a ledger row's inputs are encoded: a two-byte tag, then the rows.
@@ -119,8 +121,13 @@ def ledger_row(
     arm: str | None = None,
     traffic_rev: int | None = None,
     shadow: bool = False,
+    segment: str | None = None,
+    cached: str | None = None,
 ) -> tuple[Any, ...]:
     """The ledger row of one scored request, ready for ``executemany``.
+
+    ``segment``: the rows' segment (a segmented model); ``cached``: one "0"/"1" per row, "1"
+    where the prediction cache answered.
 
     Inputs and outputs are encoded here, each in one call over whole arrays, so the writer
     thread only hands a tuple to the driver.
@@ -147,6 +154,8 @@ def ledger_row(
         traffic_rev,
         shadow,
         table.raw,
+        segment,
+        cached,
     )
 
 
@@ -170,7 +179,9 @@ def _records(row: sa.Row[Any], start: int = 0) -> list[dict[str, Any]]:
         "policy": row.policy,
         "arm": row.arm,
         "shadow": bool(row.shadow),
+        "segment": row.segment,
     }
+    cached = row.cached or ""
     out = []
     for i in range(start, row.rows):
         result: dict[str, Any] = {"prediction": preds[i]}
@@ -183,6 +194,7 @@ def _records(row: sa.Row[Any], start: int = 0) -> list[dict[str, Any]]:
                 "inputs": dict(zip(fields, inputs[i], strict=True)),
                 "outputs": result,
                 "latency_ms": row.latency_ms,
+                "cached": cached[i : i + 1] == "1",
             }
         )
         if raw is not None and i < len(raw):

@@ -170,6 +170,39 @@ class Metrics:
                 registry=reg,
             )
         )
+        self.cache_hits = family(
+            Counter(
+                "modelport_cache_hits",
+                "Rows answered from a version's prediction cache",
+                ["model", "version"],
+                registry=reg,
+            )
+        )
+        self.cache_misses = family(
+            Counter(
+                "modelport_cache_misses",
+                "Rows a version with a prediction cache had to score",
+                ["model", "version"],
+                registry=reg,
+            )
+        )
+        self.segments_live = family(
+            Gauge(
+                "modelport_segments_live",
+                "Segment instances of a segmented model loaded for serving",
+                ["model"],
+                registry=reg,
+                multiprocess_mode="livesum",
+            )
+        )
+        self.segment_evictions = family(
+            Counter(
+                "modelport_segment_evictions",
+                "Segment instances unloaded because a model reached max_live_segments",
+                ["model"],
+                registry=reg,
+            )
+        )
         self.http = family(
             Counter(
                 "modelport_http_requests",
@@ -263,6 +296,20 @@ class Metrics:
         for wait in waits:
             queue_wait.observe(wait)
         predict_time.observe(seconds)
+
+    def cached(self, model: str, version: int, hits: int, misses: int) -> None:
+        """One lookup of a version's prediction cache: rows found, rows scored."""
+        v = str(version)
+        if hits:
+            self.cache_hits.child(model, v).inc(hits)
+        if misses:
+            self.cache_misses.child(model, v).inc(misses)
+
+    def segments_changed(self, model: str, live: int, evicted: int) -> None:
+        """A segmented model's live segment instances: how many now, how many just unloaded."""
+        self.segments_live.child(model).set(live)
+        if evicted:
+            self.segment_evictions.child(model).inc(evicted)
 
     def committed(self, seconds: float | None, jobs: int) -> None:
         """A group commit of the store writer (``seconds`` None: the store refused it)."""

@@ -184,6 +184,7 @@ def drift_report(
     version: int | None = None,
     max_rows: int = 50_000,
     with_settings: bool = False,
+    segment: str | None = None,
 ) -> dict[str, Any]:
     """The answer of ``GET /v1/models/{name}/drift`` (window: the model's, by default);
     ``with_settings`` adds the model's monitoring settings (for the background check)."""
@@ -205,8 +206,11 @@ def drift_report(
             thresholds=thresholds,
             version=version,
             max_rows=max_rows,
+            segment=segment,
         ),
     }
+    if segment is not None:
+        out["segment"] = segment
     if with_settings:
         out["settings"] = model.monitoring
     return out

@@ -52,9 +52,10 @@ def scope(
     until: float,
     version: int | None = None,
     consumer: str | None = None,
+    segment: str | None = None,
 ) -> list[Any]:
-    """The ledger rows of a model's window (shadow copies left out), of one version and one
-    consumer when given."""
+    """The ledger rows of a model's window (shadow copies left out), of one version, one
+    consumer and one segment when given."""
     where = [
         predictions.c.model == model,
         predictions.c.shadow == sa.false(),
@@ -65,6 +66,8 @@ def scope(
         where.append(predictions.c.version == version)
     if consumer is not None:
         where.append(predictions.c.consumer == consumer)
+    if segment is not None:
+        where.append(predictions.c.segment == segment)
     return where
 
 
@@ -220,13 +223,14 @@ def report(
     version: int | None = None,
     buckets: int = 24,
     consumer: str | None = None,
+    segment: str | None = None,
     max_rows: int = 200_000,
 ) -> dict[str, Any]:
     """The performance answer of ``GET /v1/models/{name}/performance``."""
     model = registry.model_row(conn, name)
     if version is not None:
         registry.version_row(conn, name, version)  # 404 for an unknown version
-    where = scope(name, since, until, version, consumer)
+    where = scope(name, since, until, version, consumer, segment)
     counts = prediction_counts(conn, where)
     items, truncated = read_labelled(conn, where, max_rows)
     task = "regression" if model.task == "regression" else "classification"
@@ -275,6 +279,7 @@ def report(
         "task": task,
         "window": window_dict(since, until),
         "consumer": consumer,
+        "segment": segment,
         "truncated": truncated,
         "max_rows": max_rows,
         "versions": out,

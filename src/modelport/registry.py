@@ -35,6 +35,8 @@ from .timefmt import iso
 
 MODEL_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,199}\Z")
 ALIAS_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]{0,99}\Z")
+# A segment's own pointer: "<alias>@<segment>" (modelport.segments).
+SEGMENT_ALIAS_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]*@[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}\Z")
 TASKS = ("classification", "regression", "other")
 DEFAULT_ALIAS = "production"
 
@@ -50,7 +52,7 @@ def check_model_name(name: str) -> str:
 
 
 def check_alias_name(alias: str) -> str:
-    if not ALIAS_NAME.match(alias):
+    if not (ALIAS_NAME.match(alias) or (len(alias) <= 100 and SEGMENT_ALIAS_NAME.match(alias))):
         raise InvalidRequest(
             f"invalid alias name {alias!r}: start with a letter; use letters, digits, '_', '.', '-'",
             details=[{"field": "alias", "reason": "must match [A-Za-z][A-Za-z0-9_.-]*"}],
@@ -132,6 +134,7 @@ def _model_dict(conn: Connection, row: sa.Row[Any]) -> dict[str, Any]:
         "created_by": row.created_by,
         "latest_version": latest,
         "aliases": dict(sorted(alias_map.items())),
+        "segment_by": row.segment_by,
     }
 
 
@@ -159,9 +162,10 @@ def insert_version(
     lineage: dict[str, Any],
     description: str = "",
     reference: dict[str, Any] | None = None,
+    segment: str | None = None,
 ) -> int:
     """Add the next version of a model; return its number. ``reference``: its drift
-    reference (see :mod:`modelport.drift`)."""
+    reference (see :mod:`modelport.drift`); ``segment``: the segment it answers for."""
     current = conn.execute(
         sa.select(sa.func.max(versions.c.version)).where(versions.c.model_id == model_id)
     ).scalar()
@@ -179,6 +183,7 @@ def insert_version(
             lineage=lineage,
             description=description,
             created_at=time.time(),
+            segment=segment,
         )
     )
     bump_generation(conn)
@@ -197,6 +202,7 @@ def _version_dict(name: str, row: sa.Row[Any], alias_names: list[str]) -> dict[s
         "aliases": alias_names,
         "schema": row.input_schema,
         "lineage": row.lineage,
+        "segment": row.segment,
     }
 
 
@@ -366,6 +372,10 @@ SERVING_KEYS: dict[str, tuple[type, float]] = {
     "max_wait_ms": (float, 0),
     "max_concurrent_batches": (int, 1),
     "predict_timeout_seconds": (float, 0.001),
+    # The prediction cache's entries per version (0: off); see modelport.cache.
+    "cache_max_entries": (int, 0),
+    # Segment instances loaded at once (least recently used unloaded); modelport.segments.
+    "max_live_segments": (int, 1),
 }
 
 
@@ -435,6 +445,7 @@ def snapshot(conn: Connection, model_id: int | None = None) -> dict[str, dict[st
         models.c.adapter,
         models.c.spec,
         models.c.triggers,
+        models.c.segment_by,
     )
     if model_id is not None:
         query = query.where(models.c.id == model_id)
@@ -450,6 +461,7 @@ def snapshot(conn: Connection, model_id: int | None = None) -> dict[str, dict[st
             "adapter": r.adapter,
             "spec": r.spec,
             "triggers": r.triggers,
+            "segment_by": r.segment_by,
             "consumers": {},
         }
         for r in conn.execute(query)

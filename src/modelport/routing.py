@@ -21,12 +21,14 @@ from . import bandits, registry
 from .adapters import Adapter
 from .artifacts import ArtifactStore
 from .bandits import ArmStats
+from .cache import is_deterministic
 from .errors import ModelNotFound, NoVersionBehindAlias
 from .flavors import LoadedModel
 from .flavors._cache import LoadCache
 from .learning import NotEnoughObservations
 from .releases import Release, release_of
 from .schema import Schema, parse_schema
+from .segments import LiveSegments, segment_alias
 from .store import Store
 from .traffic import Target, pick_weighted, unit_position
 
@@ -110,6 +112,8 @@ class Served:
     schema: Schema
     loaded: LoadedModel
     timing: PredictTiming = field(default_factory=PredictTiming, compare=False)
+    deterministic: bool = False  # the same row always gets the same answer (cacheable)
+    segment: str | None = None  # the segment the version answers for
 
 
 @dataclass(frozen=True)
@@ -148,6 +152,13 @@ class Router:
         self._rng = np.random.default_rng()
         self._served: dict[tuple[str, int], Served] = {}
         self._loading: dict[tuple[str, int], asyncio.Future[Served]] = {}
+        # Segmented models: model -> segment key, and the segment instances loaded.
+        self.segment_keys: dict[str, str] = {}
+        self.live: dict[str, LiveSegments] = {}
+        # Told when a version is unloaded (its batcher and cache go with it).
+        self.on_unload: Callable[[str, int], None] | None = None
+        # Told when a model's live segments change: (model, live count, evicted now).
+        self.segments_observer: Callable[[str, int, int], None] | None = None
 
     # -- snapshot ---------------------------------------------------------------------------------
 
@@ -166,6 +177,9 @@ class Router:
                 log.error("cannot read the release settings of %s: %s", name, exc)
         self.models = models
         self.releases = releases
+        self.segment_keys = {
+            name: str(m["segment_by"]) for name, m in models.items() if m.get("segment_by")
+        }
         self.generation = gen
         return True
 
@@ -188,7 +202,11 @@ class Router:
     async def warm(self) -> None:
         """Load every version an alias points at, so first requests do not pay for loading."""
         for name, model in list(self.models.items()):
-            for version in set(model["aliases"].values()):
+            segmented = name in self.segment_keys
+            # Segment pointers load on demand, within the model's live-segment limit.
+            for version in {
+                v for a, v in model["aliases"].items() if not segmented or "@" not in a
+            }:
                 try:
                     await self.get(name, version)
                 except Exception as exc:
@@ -291,6 +309,77 @@ class Router:
             )
         return Route(served, used, kind, arm.name, rev, adapter)
 
+    def segment_target(self, name: str, alias: str | None, consumer: str) -> str | None:
+        """The alias a segmented model's request resolves per segment: the one asked for,
+        else the consumer's pinned alias, else ``production``; None when the consumer is
+        pinned to a version number (every row goes to that version)."""
+        if alias is not None:
+            return alias
+        release = self.releases.get(name)
+        people = release.consumers.get(consumer) if release else None
+        if people is not None and people.pin_version is not None:
+            return None
+        if people is not None and people.pin_alias is not None:
+            return people.pin_alias
+        return registry.DEFAULT_ALIAS
+
+    def adapter(self, name: str, consumer: str) -> Adapter | None:
+        """The consumer's adapter, else the model's."""
+        release = self.releases.get(name)
+        if release is None:
+            return None
+        people = release.consumers.get(consumer)
+        if people is not None and people.adapter:
+            return people.adapter
+        return release.adapter
+
+    async def for_segment(
+        self, name: str, alias: str, segment: str, limit: int
+    ) -> tuple[Served, str]:
+        """The version answering ``segment`` through ``alias`` (the segment's own
+        ``alias@segment``, else ``alias`` itself), and the alias that chose it.
+
+        A segment's own version counts as live; past ``limit`` live segments the least
+        recently used one is unloaded (it loads again from the store when asked for)."""
+        model = await self._model(name)
+        own = segment_alias(alias, segment)
+        target = model["aliases"].get(own)
+        if target is None:
+            spec = model.get("spec") or {}
+            if alias not in model["aliases"] and spec.get("online"):
+                needed = (spec.get("learning") or {}).get("min_observations", 10)
+                raise NotEnoughObservations(
+                    f"segment {segment!r} of model {name!r} answers once it has learned from "
+                    f"{needed:g} of its own observations; it has not yet"
+                )
+            return await self.get(name, _behind(name, model, alias)), alias
+        served = await self.get(name, int(target))
+        live = self.live.get(name)
+        if live is None:
+            live = self.live[name] = LiveSegments()
+        known = segment in live
+        before = live.get(segment)
+        evicted = live.touch(segment, served.version, limit)
+        if before is not None and before != served.version:
+            self.unload(name, before)  # the segment's alias moved on (a new snapshot)
+        for _, version in evicted:
+            self.unload(name, version)
+        if (evicted or not known) and self.segments_observer is not None:
+            self.segments_observer(name, len(live), len(evicted))
+        return served, own
+
+    def unload(self, name: str, version: int) -> None:
+        """Drop a loaded version, unless an alias of the whole model or a live segment still
+        uses it."""
+        model = self.models.get(name) or {}
+        if any("@" not in a and v == version for a, v in model.get("aliases", {}).items()):
+            return
+        live = self.live.get(name)
+        if live is not None and version in live.versions():
+            return
+        if self._served.pop((name, version), None) is not None and self.on_unload is not None:
+            self.on_unload(name, version)
+
     async def get(self, name: str, version: int) -> Served:
         """A loaded version, loading it (once, however many callers wait) when needed."""
         key = (name, version)
@@ -320,7 +409,15 @@ class Router:
             task = registry.get_model(conn, name)["task"]
         path = self.artifacts.local_path(row.sha256)
         loaded = self.cache.load(row.flavor, row.sha256, path)
-        return Served(name, version, task, parse_schema(row.input_schema), loaded)
+        return Served(
+            name,
+            version,
+            task,
+            parse_schema(row.input_schema),
+            loaded,
+            deterministic=is_deterministic(row.lineage, loaded.custom_code),
+            segment=row.segment,
+        )
 
     def add(self, served: Served) -> None:
         """Register a version loaded elsewhere (by a push), so it is not loaded twice."""

@@ -39,12 +39,14 @@ from . import (
     performance,
     registry,
     releases,
+    segments,
     timeline,
 )
 from .adapters import Adapter
 from .artifacts import artifact_store, is_remote
 from .bandits import ArmStats
 from .batching import Batcher
+from .cache import PredictionCache, is_deterministic, merge
 from .errors import (
     ArtifactRejected,
     Conflict,
@@ -93,6 +95,9 @@ class Scored:
     predictions: list[Any]
     probabilities: np.ndarray | None  # n x classes, columns in the order of loaded.classes
     ids: list[str]
+    # A segmented model's request: each row's version and segment.
+    versions: list[int] | None = None
+    segments: list[str] | None = None
 
     @property
     def version(self) -> int:
@@ -115,6 +120,8 @@ class Service:
         self.writer.observer = self.metrics.committed
         cache = LoadCache(settings.home / "cache" if settings.model_cache else None)
         self.router = Router(self.store, self.artifacts, cache)
+        self.router.on_unload = self._unloaded
+        self.router.segments_observer = self.metrics.segments_changed
         self.keys = KeyCache(self.store, settings.key_cache_seconds)
         self.health = HealthBook(
             failures=settings.unhealthy_after_failures,
@@ -319,6 +326,9 @@ class Service:
             "predictions": scored.predictions,
             "prediction_ids": scored.ids,
         }
+        if scored.versions is not None:
+            out["versions"] = scored.versions
+            out["segments"] = scored.segments
         if scored.probabilities is not None:
             out["probabilities"] = scored.served.loaded.probability_records(scored.probabilities)
         return out
@@ -343,21 +353,33 @@ class Service:
         """
         principal.require("predict")
         started = time.perf_counter()
+        key = self.router.segment_keys.get(name)
+        if key is not None and version is None:
+            target = self.router.segment_target(name, alias, principal.consumer)
+            if target is not None:
+                return await self._score_segments(
+                    principal, name, key, target, request_id, table, unit, started
+                )
         route = await self.router.route(
             name, consumer=principal.consumer, version=version, alias=alias, unit=unit
         )
         served, arm = route.served, route.arm
         try:
             rows = table(served, route.adapter_for(served))
+            cached = None
             try:
-                preds, probas = await self.batcher(served).submit(rows)
+                batcher = self.batcher(served)
+                if batcher.cache is None:
+                    preds, probas = await batcher.submit(rows)
+                else:
+                    preds, probas, cached = await self._cached(served, batcher, rows)
             except ModelFailed as exc:
                 await self._failed(route, served, arm, principal.consumer, request_id, exc)
                 if route.fallback is None:
                     raise
                 served, arm = route.fallback, route.fallback_arm
                 rows = table(served, route.adapter_for(served))
-                preds, probas = await self.batcher(served).submit(rows)
+                preds, probas, cached = await self._predict(served, rows)
         except ModelportError as exc:
             exc.version = served.version
             raise
@@ -381,6 +403,7 @@ class Service:
                     policy=route.policy,
                     arm=arm,
                     traffic_rev=route.traffic_rev,
+                    cached=cached,
                 )
             ]
         )
@@ -390,6 +413,136 @@ class Service:
         if route.shadow is not None:
             self._spawn(self._shadow(route, principal.consumer, request_id, table))
         return Scored(served, predictions, probas, ids)
+
+    async def _predict(
+        self, served: Served, rows: Table
+    ) -> tuple[Any, np.ndarray | None, str | None]:
+        """Predictions, probabilities and the cache's per-row flags (None: no cache)."""
+        batcher = self.batcher(served)
+        if batcher.cache is None:
+            preds, probas = await batcher.submit(rows)
+            return preds, probas, None
+        return await self._cached(served, batcher, rows)
+
+    async def _cached(
+        self, served: Served, batcher: Batcher, rows: Table
+    ) -> tuple[list[Any], np.ndarray | None, str]:
+        """Answer the rows the version's cache holds from it and score the rest."""
+        cache: PredictionCache = batcher.cache
+        keys = rows.row_keys()
+        found = cache.lookup(keys)
+        missed = [i for i, entry in enumerate(found) if entry is None]
+        scored = None
+        if missed:
+            part = rows if len(missed) == len(rows) else rows.take(missed, raw=False)
+            scored = await batcher.submit(part)
+            preds = scored[0]
+            cache.store(
+                [keys[i] for i in missed],
+                preds.tolist() if isinstance(preds, np.ndarray) else list(preds),
+                scored[1],
+            )
+        self.metrics.cached(served.model, served.version, len(rows) - len(missed), len(missed))
+        return merge(rows, found, missed, scored)
+
+    async def _score_segments(
+        self,
+        principal: Principal,
+        name: str,
+        key: str,
+        alias: str,
+        request_id: str,
+        table: Callable[[Served, Adapter | None], Table],
+        unit: Callable[[str | None], str | None],
+        started: float,
+    ) -> Scored:
+        """A segmented model's request: rows grouped by segment, each group answered by its
+        segment's version (or the fallback), logged as one ledger row per segment, and
+        re-joined in the request's order."""
+        limit = int(self._serving(name).get("max_live_segments", self.settings.max_live_segments))
+        adapter = self.router.adapter(name, principal.consumer)
+        first = segments.segment_of(unit(key), key)
+        served, used = await self.router.for_segment(name, alias, first, limit)
+        applies = adapter if adapter is not None and adapter.applies_to(served.version) else None
+        try:
+            rows = table(served, applies)
+        except ModelportError as exc:
+            exc.version = served.version
+            raise
+        column = rows.columns()[served.schema.names.index(key)]
+        values = [segments.segment_of(v, key) for v in column.tolist()]
+        groups: dict[str, list[int]] = {}
+        for i, value in enumerate(values):
+            groups.setdefault(value, []).append(i)
+        n = len(rows)
+        predictions: list[Any] = [None] * n
+        probas_out: np.ndarray | None = None
+        ids: list[str] = [""] * n
+        row_versions = [0] * n
+        ledger_rows = []
+        for segment, idx in groups.items():
+            if segment == first:
+                mine, mine_alias = served, used
+            else:
+                mine, mine_alias = await self.router.for_segment(name, alias, segment, limit)
+            if mine.schema is served.schema or mine.schema == served.schema:
+                part = rows if len(idx) == n else rows.take(idx)
+            else:  # a segment's version with a schema of its own: validate against it
+                own = adapter if adapter is not None and adapter.applies_to(mine.version) else None
+                part = table(mine, own).take(idx)
+            try:
+                preds, probas, cached = await self._predict(mine, part)
+            except ModelportError as exc:
+                exc.version = mine.version
+                if isinstance(exc, ModelFailed):
+                    route = Route(mine, mine_alias, "segment")
+                    await self._failed(route, mine, None, principal.consumer, request_id, exc)
+                raise
+            plain = preds.tolist() if isinstance(preds, np.ndarray) else list(preds)
+            part_ids = new_ids(len(idx))
+            if probas is not None:
+                if probas_out is None:
+                    probas_out = np.zeros((n, probas.shape[1]))
+                if probas.shape[1] != probas_out.shape[1]:
+                    raise Conflict(
+                        f"the versions of model {name!r} answering segments of one request "
+                        "have different classes; send the segments separately"
+                    )
+                probas_out[idx] = probas
+            for j, i in enumerate(idx):
+                predictions[i] = plain[j]
+                ids[i] = part_ids[j]
+                row_versions[i] = mine.version
+            latency_ms = (time.perf_counter() - started) * 1000
+            ledger_rows.append(
+                ledger.ledger_row(
+                    part_ids[0],
+                    model=name,
+                    version=mine.version,
+                    alias=mine_alias,
+                    consumer=principal.consumer,
+                    request_id=request_id,
+                    table=part,
+                    predictions=plain,
+                    classes=mine.loaded.classes,
+                    probabilities=probas,
+                    latency_ms=latency_ms,
+                    policy="segment",
+                    segment=segment,
+                    cached=cached,
+                )
+            )
+        await self.writer.insert_rows(ledger_rows)
+        elapsed = time.perf_counter() - started
+        for idx in groups.values():
+            self.metrics.scored(
+                name, row_versions[idx[0]], None, principal.consumer, len(idx), elapsed
+            )
+        return Scored(served, predictions, probas_out, ids, row_versions, values)
+
+    def _unloaded(self, name: str, version: int) -> None:
+        """A version left memory: its batcher (and prediction cache) go too."""
+        self._batchers.pop((name, version), None)
 
     async def _shadow(
         self,
@@ -474,6 +627,10 @@ class Service:
             serving.get("max_batch_rows", settings.batch_max_rows),
             serving.get("max_wait_ms", settings.batch_max_wait_ms),
             serving.get("max_concurrent_batches", settings.batch_max_concurrent),
+            serving.get(
+                "cache_max_entries",
+                self._default_cache(served.model) if settings.cache_max_entries else 0,
+            ),
         )
         key = (served.model, served.version)
         batcher = self._batchers.get(key)
@@ -486,9 +643,23 @@ class Service:
                 concat=Table.concat,
             )
             batcher.served = served
+            batcher.limits = limits
+            # Kept across a change of batching limits, not of the version's object or size.
+            old = self._batchers.get(key)
+            same = old is not None and old.served is served and old.limits[3] == limits[3]
+            batcher.cache = (
+                (old.cache if same and old is not None else PredictionCache(limits[3]))
+                if limits[3] > 0 and served.deterministic
+                else None
+            )
             batcher.observer = functools.partial(self.metrics.batch, served.model, served.version)
             self._batchers[key] = batcher
         return batcher
+
+    def _default_cache(self, name: str) -> int:
+        """The server's cache size for a model: none for models that learn online."""
+        spec = self.router.models.get(name, {}).get("spec") or {}
+        return 0 if spec.get("online") else self.settings.cache_max_entries
 
     async def get_serving(self, principal: Principal, name: str) -> dict[str, Any]:
         principal.require("read")
@@ -505,7 +676,9 @@ class Service:
         """What batching did for a version since this process started."""
         principal.require("read")
         served = await self.router.get(name, version)
-        return {"model": name, "version": version, **self.batcher(served).stats.as_dict()}
+        batcher = self.batcher(served)
+        cache = batcher.cache.stats() if batcher.cache is not None else None
+        return {"model": name, "version": version, **batcher.stats.as_dict(), "cache": cache}
 
     async def served(
         self, principal: Principal, name: str, version: int | None = None
@@ -939,6 +1112,19 @@ class Service:
 
         return await self._change(principal, store)
 
+    async def get_segments(self, principal: Principal, name: str) -> dict[str, Any]:
+        """A model's segment key, its segments (versions, aliases) and which are loaded here."""
+        principal.require("read")
+        live = dict((self.router.live.get(name) or segments.LiveSegments()).items())
+        return await self._read(lambda c: segments.describe(c, name, live))
+
+    async def set_segments(self, principal: Principal, name: str, doc: Any) -> dict[str, Any]:
+        """A pushed model's segment key (``{"field": null}`` removes it); audited."""
+        return await self._change(
+            principal,
+            lambda c: segments.set_segment_key(c, name, doc, actor=principal.consumer),
+        )
+
     async def get_traffic(self, principal: Principal, name: str) -> dict[str, Any]:
         principal.require("read")
         return await self._read(lambda c: releases.get_traffic(c, name))
@@ -1019,8 +1205,10 @@ class Service:
         version: int | None = None,
         buckets: int = 24,
         consumer: str | None = None,
+        segment: str | None = None,
     ) -> dict[str, Any]:
-        """Live metrics per version from feedback labels, over a window cut into buckets."""
+        """Live metrics per version from feedback labels, over a window cut into buckets
+        (of one consumer's, one segment's predictions when given)."""
         principal.require("read")
         span = parse_window(window, "window", 86400.0)
         timeline.check_buckets(buckets)
@@ -1034,6 +1222,7 @@ class Service:
                 version=version,
                 buckets=buckets,
                 consumer=consumer,
+                segment=segment,
                 max_rows=self.settings.performance_max_rows,
             )
         )
@@ -1045,9 +1234,10 @@ class Service:
         *,
         window: str | None = None,
         version: int | None = None,
+        segment: str | None = None,
     ) -> dict[str, Any]:
-        """Per version with traffic in the window: its inputs and predictions against its
-        reference."""
+        """Per version with traffic in the window (of one segment when given): its inputs and
+        predictions against its reference."""
         principal.require("read")
         return await self._read(
             functools.partial(
@@ -1055,6 +1245,7 @@ class Service:
                 name=name,
                 window=window,
                 version=version,
+                segment=segment,
                 max_rows=self.settings.drift_max_rows,
             )
         )
@@ -1170,12 +1361,26 @@ class Service:
             registry.check_alias_name(meta["alias"])
         if meta.get("task") is not None:
             registry.check_task(meta["task"])
+        segment = meta.get("segment")
+        if segment is not None:
+            segment = segments.segment_of(segment, "segment")
+            key = (self.router.models.get(name) or {}).get("segment_by")
+            if key is None:
+                await asyncio.to_thread(self.router.refresh)
+                key = (self.router.models.get(name) or {}).get("segment_by")
+            if key is None:
+                raise Conflict(
+                    f"model {name!r} has no segment key: set one first "
+                    f'(PUT /v1/models/{name}/segments with {{"field": "<input field>"}})'
+                )
         flavor = str(meta.get("flavor") or await asyncio.to_thread(flavors.detect_flavor, artifact))
         trust = principal.allows("admin")
         loaded = await asyncio.to_thread(flavors.load, flavor, artifact, trust_code=trust)
         schema, schema_source = _schema_for(
             meta.get("schema"), loaded, narrow=bool(meta.get("schema_from_train_data"))
         )
+        if segment is not None:
+            segments.check_segment_key(key, schema, "schema")
         compat = await self._read(
             functools.partial(
                 _compatibility,
@@ -1231,6 +1436,8 @@ class Service:
             "metrics": meta.get("metrics") or {},
             "schema_source": schema_source,
         }
+        if meta.get("deterministic") is not None:
+            lineage["deterministic"] = bool(meta["deterministic"])
         task = meta.get("task") or loaded.task
         stats = meta.get("train_stats")
         if isinstance(stats, dict) and isinstance(stats.get("fields"), dict):
@@ -1259,12 +1466,13 @@ class Service:
                 lineage=lineage,
                 description=meta.get("version_description") or "",
                 reference=reference,
+                segment=segment,
             )
             if meta.get("alias"):
                 registry.set_alias(
                     conn,
                     name,
-                    meta["alias"],
+                    segments.segment_alias(meta["alias"], segment) if segment else meta["alias"],
                     number,
                     actor=principal.consumer,
                     reason="set at push",
@@ -1272,7 +1480,10 @@ class Service:
             return number
 
         number = await self.writer.run(write)
-        self.router.add(Served(name, number, task, schema, loaded))
+        deterministic = is_deterministic(lineage, loaded.custom_code)
+        self.router.add(
+            Served(name, number, task, schema, loaded, deterministic=deterministic, segment=segment)
+        )
         await asyncio.to_thread(self.router.refresh)
         out = await self._read(lambda c: registry.get_version(c, name, number))
         return {**out, "compatibility": compat}
@@ -1299,12 +1510,18 @@ class Service:
     # -- dashboard views (modelport.timeline, modelport.fit) ---------------------------------------
 
     async def timeline(
-        self, principal: Principal, name: str, *, seconds: float, buckets: int
+        self,
+        principal: Principal,
+        name: str,
+        *,
+        seconds: float,
+        buckets: int,
+        segment: str | None = None,
     ) -> dict[str, Any]:
-        """Requests, rows, errors and latency per version and time bucket."""
+        """Requests, rows, errors and latency per version and time bucket (of one segment)."""
         principal.require("read")
         return await self._read(
-            lambda c: timeline.timeline(c, name, seconds=seconds, buckets=buckets)
+            lambda c: timeline.timeline(c, name, seconds=seconds, buckets=buckets, segment=segment)
         )
 
     async def recent_predictions(

@@ -164,6 +164,24 @@ class Settings(BaseSettings):
         ge=1,
         description="Most batches of one version running at once.",
     )
+    cache_max_entries: int = Field(
+        default=0,
+        ge=0,
+        description=(
+            "Rows whose predictions each deterministic version keeps in memory, least recently "
+            "used first out (0: no cache). Models that learn online cache only with their own "
+            "serving setting of the same name."
+        ),
+    )
+    max_live_segments: int = Field(
+        default=100,
+        ge=1,
+        description=(
+            "Segment instances of one segmented model loaded at once; the least recently used "
+            "is unloaded and loaded again from the store when asked for (per model: the "
+            "serving setting of the same name)."
+        ),
+    )
     inline_predict_ms: float = Field(
         default=1.0,
         ge=0,

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import orjson
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -51,6 +52,26 @@ class Table:
             return Table(self.schema, matrix=self._matrix[rows])
         assert self._columns is not None
         return Table(self.schema, columns=[c[rows] for c in self._columns])
+
+    def take(self, indices: Sequence[int] | np.ndarray, *, raw: bool = True) -> Table:
+        """The rows at ``indices``, in that order (a copy), with their records as sent unless
+        ``raw`` is false (rows for the model only)."""
+        idx = np.asarray(indices, dtype="int64")
+        if self._matrix is not None:
+            out = Table(self.schema, matrix=self._matrix[idx])
+        else:
+            assert self._columns is not None
+            out = Table(self.schema, columns=[c[idx] for c in self._columns])
+        if raw and self.raw is not None:
+            records = orjson.loads(self.raw)
+            out.raw = orjson.dumps([records[i] for i in idx.tolist()]).decode()
+        return out
+
+    def row_keys(self) -> list[Any]:
+        """One hashable key per row, equal for rows with equal values (the cache's keys)."""
+        if self._matrix is not None:
+            return [row.tobytes() for row in self._matrix]
+        return [tuple(row) for row in self.rows()]
 
     @classmethod
     def concat(cls, tables: Sequence[Table]) -> Table:

@@ -21,7 +21,7 @@ from sqlalchemy.engine import Connection
 
 from . import ledger, registry
 from .errors import InvalidInput
-from .store.tables import failures, feedback, predictions
+from .store.tables import failures, feedback, predictions, versions
 from .timefmt import iso
 
 #: The most ledger rows whose latencies are read for the percentiles (the newest in the window).
@@ -54,10 +54,17 @@ def _bucket_of(conn: Connection, ts: Any, since: float, width: float) -> Any:
 
 
 def timeline(
-    conn: Connection, name: str, *, seconds: float, buckets: int, now: float | None = None
+    conn: Connection,
+    name: str,
+    *,
+    seconds: float,
+    buckets: int,
+    now: float | None = None,
+    segment: str | None = None,
 ) -> dict[str, Any]:
-    """Per version and time bucket over the last ``seconds``: requests, rows, errors, latency."""
-    registry.model_row(conn, name)  # 404 for an unknown model
+    """Per version and time bucket over the last ``seconds``: requests, rows, errors, latency
+    (of one segment's requests when given)."""
+    model = registry.model_row(conn, name)  # 404 for an unknown model
     check_buckets(buckets)
     until = time.time() if now is None else now
     since = until - seconds
@@ -68,6 +75,8 @@ def timeline(
         predictions.c.ts >= since,
         predictions.c.ts < until,
     ]
+    if segment is not None:
+        where.append(predictions.c.segment == segment)
     bucket = _bucket_of(conn, predictions.c.ts, since, width).label("bucket")
     cells: dict[tuple[int, int], dict[str, Any]] = {}
 
@@ -96,14 +105,23 @@ def timeline(
         c["lat_sum"] += float(r.lat_sum or 0.0)
         c["lat_max"] = max(float(r.lat_max), c["lat_max"] or 0.0)
     fbucket = _bucket_of(conn, failures.c.ts, since, width).label("bucket")
+    failed = [
+        failures.c.model == name,
+        failures.c.ts >= since,
+        failures.c.ts < until,
+        sa.or_(failures.c.arm.is_(None), failures.c.arm != "shadow"),
+    ]
+    if segment is not None:  # failures have no segment: the segment's versions have
+        failed.append(
+            failures.c.version.in_(
+                sa.select(versions.c.version).where(
+                    versions.c.model_id == model.id, versions.c.segment == segment
+                )
+            )
+        )
     for r in conn.execute(
         sa.select(failures.c.version, fbucket, sa.func.count().label("n"))
-        .where(
-            failures.c.model == name,
-            failures.c.ts >= since,
-            failures.c.ts < until,
-            sa.or_(failures.c.arm.is_(None), failures.c.arm != "shadow"),
-        )
+        .where(*failed)
         .group_by(failures.c.version, fbucket)
     ):
         cell(int(r.version), int(r.bucket))["errors"] += int(r.n)

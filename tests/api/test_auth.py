@@ -238,6 +238,15 @@ def test_every_route_enforces_its_scope(server: RunningServer, iris_pipeline: An
         ("POST", "/v1/jobs/{job_id}/cancel", "/v1/jobs/999999/cancel", {}, "admin", 404),
         ("GET", "/v1/models/{name}/gate", "/v1/models/iris/gate", {}, "read", 200),
         ("GET", "/v1/models/{name}/triggers", "/v1/models/iris/triggers", {}, "read", 200),
+        ("GET", "/v1/models/{name}/segments", "/v1/models/iris/segments", {}, "read", 200),
+        (
+            "PUT",
+            "/v1/models/{name}/segments",
+            "/v1/models/iris/segments",
+            {"json": {"field": None}},
+            "admin",
+            200,
+        ),
         (
             "PUT",
             "/v1/models/{name}/triggers",

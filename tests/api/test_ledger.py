@@ -53,9 +53,12 @@ def test_every_row_is_logged_with_what_made_it(iris: RunningServer, iris_frame: 
             "policy",
             "arm",
             "shadow",
+            "segment",
+            "cached",
             "feedback",
         }
         assert rec["policy"] == "single" and rec["shadow"] is False
+        assert rec["segment"] is None and rec["cached"] is False
         assert rec["id"] == pid
         assert rec["model"] == "iris" and rec["version"] == 1 and rec["alias"] == "production"
         assert rec["consumer"] == "shop" and rec["request_id"] == "order-77"

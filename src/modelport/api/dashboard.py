@@ -276,9 +276,12 @@ async def timeline(
     who: Who,
     window: Annotated[str, Query(description="90 (seconds), 15m, 2h, 7d")] = "1h",
     buckets: Annotated[int, Query(ge=1, le=1000)] = 60,
+    segment: Annotated[str | None, Query(description="Only this segment's requests")] = None,
 ) -> Response:
     seconds = parse_window(window, "window")
-    return json_response(await svc.timeline(who, name, seconds=seconds, buckets=buckets))
+    return json_response(
+        await svc.timeline(who, name, seconds=seconds, buckets=buckets, segment=segment)
+    )
 
 
 @router.get(

@@ -58,6 +58,11 @@ class CreateModel(Strict):
         description="Online learning: min_observations (10), snapshot_every (100 observations), "
         "snapshot_seconds (5).",
     )
+    segment_by: str | None = Field(
+        None,
+        description="An input field: one model instance per value of it, made the first "
+        "time the value appears in observations (a segmented model).",
+    )
 
 
 class ModelInfo(BaseModel):
@@ -68,6 +73,7 @@ class ModelInfo(BaseModel):
     created_by: str
     latest_version: int | None
     aliases: dict[str, int] = Field(description="Alias name -> version number.")
+    segment_by: str | None = None
 
 
 class SchemaField(BaseModel):
@@ -110,6 +116,7 @@ class VersionInfo(BaseModel):
     schema_: InputSchema = Field(alias="schema")
     lineage: Lineage
     train_stats: dict[str, Any] | None = None
+    segment: str | None = None
 
 
 class PushMetadata(Strict):
@@ -162,6 +169,20 @@ class PushMetadata(Strict):
             "payloads would be rejected by the new version's schema."
         ),
     )
+    segment: str | None = Field(
+        None,
+        description=(
+            "The segment this version answers for (a segmented model; see PUT "
+            "/v1/models/{name}/segments). With `alias`, the alias set is `<alias>@<segment>`."
+        ),
+    )
+    deterministic: bool | None = Field(
+        None,
+        description=(
+            "Whether the same row always gets the same answer, so the prediction cache may "
+            "keep it; default: true for scikit-learn estimators, false for custom code."
+        ),
+    )
 
 
 class ServingSettings(Strict):
@@ -174,6 +195,12 @@ class ServingSettings(Strict):
     )
     predict_timeout_seconds: float | None = Field(
         None, gt=0, description="Overrides predict_timeout_seconds."
+    )
+    cache_max_entries: int | None = Field(
+        None, ge=0, description="Overrides cache_max_entries (0: no prediction cache)."
+    )
+    max_live_segments: int | None = Field(
+        None, ge=1, description="Overrides max_live_segments (a segmented model)."
     )
 
 

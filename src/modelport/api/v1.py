@@ -245,6 +245,9 @@ async def create_model(
         doc = body.model_dump(by_alias=True, exclude_none=True, exclude={"task"})
         return json_response(await svc.create_from_algorithm(who, doc), 201)
     out = await svc.create_model(who, body.name, body.task, body.description)
+    if body.segment_by is not None:
+        await svc.set_segments(who, body.name, {"field": body.segment_by})
+        out["segment_by"] = body.segment_by
     return json_response(out, 201)
 
 
@@ -608,6 +611,28 @@ async def set_triggers(name: str, request: Request, svc: Svc, who: Who) -> Respo
 
 
 @router.get(
+    "/models/{name}/segments",
+    response_model=dict[str, Any],
+    responses=_ERRORS,
+    tags=["registry"],
+    summary="A model's segment key, its segments' versions and aliases, and which are loaded",
+)
+async def get_segments(name: str, svc: Svc, who: Who) -> Response:
+    return json_response(await svc.get_segments(who, name))
+
+
+@router.put(
+    "/models/{name}/segments",
+    response_model=dict[str, Any],
+    responses=_ERRORS,
+    tags=["registry"],
+    summary='Set a pushed model\'s segment key, {"field": "store"} (or null) (admin, audited)',
+)
+async def set_segments(name: str, request: Request, svc: Svc, who: Who) -> Response:
+    return json_response(await svc.set_segments(who, name, await json_body(request)))
+
+
+@router.get(
     "/models/{name}/gate",
     response_model=s.GateInfo,
     responses=_ERRORS,
@@ -827,6 +852,7 @@ async def alias_history(
 # -- monitoring ----------------------------------------------------------------------------------
 
 _WINDOW = "A duration: seconds, or a number with s, m, h, d or w (30s, 15m, 2h, 7d)"
+_SEGMENT = "Only the predictions of this segment (a segmented model)"
 
 
 @router.get(
@@ -844,10 +870,17 @@ async def performance(
     version: Annotated[int | None, Query(ge=1)] = None,
     buckets: Annotated[int, Query(ge=1, le=1000)] = 24,
     consumer: Annotated[str | None, Query(description="Only this consumer's predictions")] = None,
+    segment: Annotated[str | None, Query(description=_SEGMENT)] = None,
 ) -> Response:
     return json_response(
         await svc.performance(
-            who, name, window=window, version=version, buckets=buckets, consumer=consumer
+            who,
+            name,
+            window=window,
+            version=version,
+            buckets=buckets,
+            consumer=consumer,
+            segment=segment,
         )
     )
 
@@ -865,8 +898,11 @@ async def drift(
     who: Who,
     window: Annotated[str | None, Query(description=_WINDOW + "; default: the model's")] = None,
     version: Annotated[int | None, Query(ge=1)] = None,
+    segment: Annotated[str | None, Query(description=_SEGMENT)] = None,
 ) -> Response:
-    return json_response(await svc.drift(who, name, window=window, version=version))
+    return json_response(
+        await svc.drift(who, name, window=window, version=version, segment=segment)
+    )
 
 
 @router.get(

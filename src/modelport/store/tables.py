@@ -37,6 +37,8 @@ models = sa.Table(
     sa.Column("triggers", sa.JSON, nullable=True),
     # Drift thresholds, the check window and the webhook (modelport.monitoring).
     sa.Column("monitoring", sa.JSON, nullable=True),
+    # The input field whose value picks a segment's own versions (modelport.segments).
+    sa.Column("segment_by", sa.String(200), nullable=True),
 )
 
 versions = sa.Table(
@@ -56,6 +58,8 @@ versions = sa.Table(
     sa.Column("lineage", sa.JSON, nullable=False),
     sa.Column("description", sa.Text, nullable=False, server_default=""),
     sa.Column("created_at", sa.Float, nullable=False),
+    # The segment the version answers for (a segmented model); null for the whole model.
+    sa.Column("segment", sa.String(100), nullable=True),
     sa.UniqueConstraint("model_id", "version", name="uq_versions_model_version"),
 )
 
@@ -159,6 +163,10 @@ predictions = sa.Table(
     # The records as the consumer sent them (JSON), when they differ from the inputs (an
     # adapter changed them, or defaults were filled in).
     sa.Column("raw_inputs", sa.Text, nullable=True),
+    # The rows' segment (a segmented model's request is split into one row per segment).
+    sa.Column("segment", sa.String(100), nullable=True),
+    # Which predictions the prediction cache answered: one "0"/"1" per row; null for none.
+    sa.Column("cached", sa.Text, nullable=True),
     sa.Index("ix_predictions_model_id", "model", "id"),
     sa.Index("ix_predictions_model_ts", "model", "ts"),
 )
@@ -195,7 +203,9 @@ observations = sa.Table(
     sa.Column("label", sa.JSON(none_as_null=True), nullable=True),
     sa.Column("source", sa.String(16), nullable=False),  # api | file | feedback
     sa.Column("prediction_id", sa.String(36), nullable=True),
+    sa.Column("segment", sa.String(100), nullable=True),  # of a segmented model
     sa.Index("ix_observations_model_id", "model_id", "id"),
+    sa.Index("ix_observations_model_segment", "model_id", "segment", "id"),
 )
 
 # Content-hashed snapshots of a model's observations, kept as Parquet in the artifact store.
