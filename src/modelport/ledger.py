@@ -50,6 +50,7 @@ PREDICTION_COLUMNS = (
     "traffic_rev",
     "shadow",
     "raw_inputs",
+    "idempotency_key",
 )
 _NUMPY = orjson.OPT_SERIALIZE_NUMPY
 # How a ledger row's inputs are encoded: a two-byte tag, then the rows.
@@ -119,6 +120,7 @@ def ledger_row(
     arm: str | None = None,
     traffic_rev: int | None = None,
     shadow: bool = False,
+    idempotency_key: str | None = None,
 ) -> tuple[Any, ...]:
     """The ledger row of one scored request, ready for ``executemany``.
 
@@ -147,7 +149,41 @@ def ledger_row(
         traffic_rev,
         shadow,
         table.raw,
+        idempotency_key,
     )
+
+
+def answered(
+    conn: Connection, consumer: str, model: str, idempotency_key: str, since: float
+) -> dict[str, Any] | None:
+    """The answer a consumer's earlier request with this idempotency key got (a native predict
+    response), when the ledger holds it from ``since`` on; None otherwise."""
+    row = conn.execute(
+        sa.select(predictions.c.id, predictions.c.rows, predictions.c.version, predictions.c.outputs)
+        .where(
+            predictions.c.consumer == consumer,
+            predictions.c.idempotency_key == idempotency_key,
+            predictions.c.model == model,
+            predictions.c.shadow == sa.false(),
+            predictions.c.ts >= since,
+        )
+        .order_by(predictions.c.id.desc())
+        .limit(1)
+    ).first()
+    if row is None:
+        return None
+    outputs = row.outputs
+    base = uuid.UUID(row.id).int
+    out: dict[str, Any] = {
+        "model": model,
+        "version": row.version,
+        "predictions": outputs["predictions"],
+        "prediction_ids": [str(uuid.UUID(int=base + i)) for i in range(row.rows)],
+    }
+    if outputs.get("probabilities") is not None:
+        keys = [str(c) for c in outputs.get("classes") or ()]
+        out["probabilities"] = [dict(zip(keys, p, strict=True)) for p in outputs["probabilities"]]
+    return out
 
 
 def _records(row: sa.Row[Any], start: int = 0) -> list[dict[str, Any]]:

@@ -12,7 +12,7 @@ import contextlib
 import functools
 import logging
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -131,6 +131,8 @@ class Service:
         self._drift: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._batchers: dict[tuple[str, int], Batcher] = {}
+        # Idempotent requests in flight, by (kind, consumer, model, key): a repeat waits for them.
+        self._keyed: dict[tuple[str, str, str, str], asyncio.Event] = {}
 
     # -- life -------------------------------------------------------------------------------------
 
@@ -260,12 +262,55 @@ class Service:
         payload: Any,
         request_id: str,
         unit_id: str | None = None,
+        idempotency_key: str | None = None,
     ) -> dict[str, Any]:
         """Validate, score and log the rows of one native predict request.
 
         ``unit_id`` (the ``X-Unit-ID`` header) keeps a unit on one arm of a split policy.
+        ``idempotency_key`` (the ``Idempotency-Key`` header): a repeat from the same consumer
+        within ``idempotency_window_seconds`` gets the first answer, from the ledger.
         """
         principal.require("predict")
+        if idempotency_key is not None:
+            since = time.time() - self.settings.idempotency_window_seconds
+            consumer, key = principal.consumer, _idempotency_key(idempotency_key)
+            return await self._once(
+                ("predict", consumer, name, key),
+                lambda: self._read(lambda c: ledger.answered(c, consumer, name, key, since)),
+                lambda: self._predict(principal, name, payload, request_id, unit_id, key),
+            )
+        return await self._predict(principal, name, payload, request_id, unit_id)
+
+    async def _once(
+        self,
+        scope: tuple[str, str, str, str],
+        stored: Callable[[], Awaitable[dict[str, Any] | None]],
+        run: Callable[[], Awaitable[dict[str, Any]]],
+    ) -> dict[str, Any]:
+        """Run a keyed request once: the stored answer when there is one, else ``run()``.
+
+        A repeat that arrives while the first is still running waits for it, so both cannot
+        score (within this process; replicas share the answer once it is committed).
+        """
+        while (pending := self._keyed.get(scope)) is not None:
+            await pending.wait()
+        done = self._keyed[scope] = asyncio.Event()
+        try:
+            found = await stored()
+            return found if found is not None else await run()
+        finally:
+            del self._keyed[scope]
+            done.set()
+
+    async def _predict(
+        self,
+        principal: Principal,
+        name: str,
+        payload: Any,
+        request_id: str,
+        unit_id: str | None,
+        idempotency_key: str | None = None,
+    ) -> dict[str, Any]:
         if not isinstance(payload, dict):
             raise InvalidRequest(
                 "the body must be a JSON object",
@@ -301,6 +346,7 @@ class Service:
                 served.schema, payload, max_rows, adapter
             ),
             unit=lambda field: unit_id if field is None else _field_of(payload, field),
+            idempotency_key=idempotency_key,
         )
         out: dict[str, Any] = {
             "model": name,
@@ -322,6 +368,7 @@ class Service:
         request_id: str,
         table: Callable[[Served, Adapter | None], Table],
         unit: Callable[[str | None], str | None] = lambda field: None,
+        idempotency_key: str | None = None,
     ) -> Scored:
         """The prediction path every protocol shares: route, adapt, validate, score, log.
 
@@ -370,6 +417,7 @@ class Service:
                     policy=route.policy,
                     arm=arm,
                     traffic_rev=route.traffic_rev,
+                    idempotency_key=idempotency_key,
                 )
             ]
         )
@@ -756,21 +804,33 @@ class Service:
         )
 
     async def observe(
-        self, principal: Principal, name: str, rows: Any, source: str = "api"
+        self,
+        principal: Principal,
+        name: str,
+        rows: Any,
+        source: str = "api",
+        idempotency_key: str | None = None,
     ) -> dict[str, Any]:
         """Store labelled rows (every bad one rejected with its index and reason) before the
-        answer; online models learn from them in the background."""
+        answer; online models learn from them in the background.
+
+        With ``idempotency_key``, rows already stored under that key (within
+        ``idempotency_window_seconds``) are the answer and nothing is stored again.
+        """
         principal.require("feedback")
         model_id, spec = await self._read(
             lambda c: (registry.model_row(c, name).id, learning.spec_of(c, name))
         )
         good, rejected = learning.check_observations(spec, rows)
+        key = None if idempotency_key is None else _idempotency_key(idempotency_key)
+        since = time.time() - self.settings.idempotency_window_seconds
         ids: list[int] = []
         if good:
-            ids = await self.writer.run(
-                lambda c: learning.store_observations(c, model_id, good, source)
+            ids, new = await self.writer.run(
+                lambda c: learning.store_observations_once(c, model_id, good, source, key, since)
             )
-            self.metrics.observations.child(name, source).inc(len(ids))
+            if new:
+                self.metrics.observations.child(name, source).inc(len(ids))
         if not ids:
             raise InvalidInput(
                 "no observation was accepted",
@@ -1300,6 +1360,15 @@ def _field_of(payload: dict[str, Any], field: str) -> str | None:
         index = columns.index(field)
         value = first[index] if isinstance(first, list) and index < len(first) else None
     return None if value is None else str(value)
+
+
+def _idempotency_key(value: str) -> str:
+    if not value or len(value) > 200:
+        raise InvalidRequest(
+            "the Idempotency-Key header must be 1 to 200 characters",
+            details=[{"field": "Idempotency-Key", "reason": "expected 1 to 200 characters"}],
+        )
+    return value
 
 
 def _optional_int(value: Any, field: str) -> int | None:
