@@ -80,10 +80,20 @@ def start_worker(server: RunningServer, *args: str) -> subprocess.Popen[bytes]:
     """A ``modelport stream`` process; its log goes to a file (a pipe nobody reads fills up)."""
     command = [sys.executable, "-m", "modelport.cli", "stream", *args]
     command += ["--url", server.url, "--key", server.admin_key]
-    log = tempfile.TemporaryFile()
-    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=log)
-    proc.log = log  # type: ignore[attr-defined]
+    fd, path = tempfile.mkstemp(suffix=".log")
+    try:
+        proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=fd)
+    finally:
+        os.close(fd)
+    proc.log_path = path  # type: ignore[attr-defined]
     return proc
+
+
+def _log(proc: subprocess.Popen[bytes]) -> str:
+    path = Path(proc.log_path)  # type: ignore[attr-defined]
+    text = path.read_text(errors="replace")
+    path.unlink()
+    return text
 
 
 def stop_worker(proc: subprocess.Popen[bytes]) -> str:
@@ -95,18 +105,14 @@ def stop_worker(proc: subprocess.Popen[bytes]) -> str:
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
-    log = proc.log  # type: ignore[attr-defined]
-    log.seek(0)
-    text = log.read().decode(errors="replace")
-    log.close()
-    return str(text)
+    return _log(proc)
 
 
 def kill_worker(proc: subprocess.Popen[bytes]) -> None:
     """SIGKILL: no goodbye, a batch in hand neither published nor acknowledged."""
     proc.kill()
     proc.wait(timeout=WAIT)
-    proc.log.close()  # type: ignore[attr-defined]
+    _log(proc)
 
 
 def ledger(server: RunningServer, model: str) -> list[dict[str, Any]]:

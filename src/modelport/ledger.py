@@ -159,7 +159,9 @@ def answered(
     """The answer a consumer's earlier request with this idempotency key got (a native predict
     response), when the ledger holds it from ``since`` on; None otherwise."""
     row = conn.execute(
-        sa.select(predictions.c.id, predictions.c.rows, predictions.c.version, predictions.c.outputs)
+        sa.select(
+            predictions.c.id, predictions.c.rows, predictions.c.version, predictions.c.outputs
+        )
         .where(
             predictions.c.consumer == consumer,
             predictions.c.idempotency_key == idempotency_key,

@@ -88,3 +88,15 @@ def test_repeated_observations_are_stored_once(server: RunningServer) -> None:
     assert first.json()["accepted"] == 2
     fresh = http.post("/v1/models/trend/observations", json=rows)
     assert fresh.json()["first_id"] == first.json()["last_id"] + 1
+    by_client = mp.observe("trend", rows["observations"], idempotency_key="o")
+    assert by_client == first.json()
+
+
+def test_the_client_sends_the_key(
+    server: RunningServer, iris_pipeline: Any, iris_frame: Any
+) -> None:
+    mp = server.client()
+    mp.push("iris", iris_pipeline, train_data=iris_frame, alias="production")
+    rows = iris_frame[IRIS_COLUMNS].head(2).to_dict("records")
+    first = mp.predict("iris", rows, idempotency_key="c")
+    assert mp.predict("iris", rows, idempotency_key="c") == first

@@ -17,10 +17,7 @@ down_revision = "0006"
 branch_labels = None
 depends_on = None
 
-_KEYED = {
-    "sqlite_where": sa.text("idempotency_key IS NOT NULL"),
-    "postgresql_where": sa.text("idempotency_key IS NOT NULL"),
-}
+_KEYED = sa.text("idempotency_key IS NOT NULL")
 
 
 def upgrade() -> None:
@@ -28,10 +25,18 @@ def upgrade() -> None:
     op.add_column("predictions", sa.Column("idempotency_key", sa.String(200), nullable=True))
     op.add_column("observations", sa.Column("idempotency_key", sa.String(200), nullable=True))
     op.create_index(
-        "ix_predictions_idempotency", "predictions", ["consumer", "idempotency_key"], **_KEYED
+        "ix_predictions_idempotency",
+        "predictions",
+        ["consumer", "idempotency_key"],
+        sqlite_where=_KEYED,
+        postgresql_where=_KEYED,
     )
     op.create_index(
-        "ix_observations_idempotency", "observations", ["model_id", "idempotency_key"], **_KEYED
+        "ix_observations_idempotency",
+        "observations",
+        ["model_id", "idempotency_key"],
+        sqlite_where=_KEYED,
+        postgresql_where=_KEYED,
     )
 
 
