@@ -158,22 +158,25 @@ def answered(
 ) -> dict[str, Any] | None:
     """The answer a consumer's earlier request with this idempotency key got (a native predict
     response), when the ledger holds it from ``since`` on; None otherwise."""
-    row = conn.execute(
+    # Only the key's own index narrows it down: a query naming the model and the time too
+    # tempts SQLite into the (model, ts) index, a scan of the whole window. A key has one row.
+    found = conn.execute(
         sa.select(
-            predictions.c.id, predictions.c.rows, predictions.c.version, predictions.c.outputs
+            predictions.c.id,
+            predictions.c.rows,
+            predictions.c.version,
+            predictions.c.outputs,
+            predictions.c.model,
+            predictions.c.ts,
+            predictions.c.shadow,
+        ).where(
+            predictions.c.consumer == consumer, predictions.c.idempotency_key == idempotency_key
         )
-        .where(
-            predictions.c.consumer == consumer,
-            predictions.c.idempotency_key == idempotency_key,
-            predictions.c.model == model,
-            predictions.c.shadow == sa.false(),
-            predictions.c.ts >= since,
-        )
-        .order_by(predictions.c.id.desc())
-        .limit(1)
-    ).first()
-    if row is None:
+    ).all()
+    rows = [r for r in found if r.model == model and r.ts >= since and not r.shadow]
+    if not rows:
         return None
+    row = max(rows, key=lambda r: r.id)
     outputs = row.outputs
     base = uuid.UUID(row.id).int
     out: dict[str, Any] = {

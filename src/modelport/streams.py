@@ -286,8 +286,10 @@ class StreamWorker:
     async def _handle(self, record: Record) -> _Outcome:
         """The result or the dead letter of one record."""
         job = self.job
+        if record.payload is None:
+            return self._dead(record, "no_data", "the message has no data (or was deleted)")
         try:
-            doc = orjson.loads(record.payload) if record.payload is not None else None
+            doc = orjson.loads(record.payload)
         except orjson.JSONDecodeError as exc:
             return self._dead(record, "not_json", f"the record is not JSON: {exc}")
         if not isinstance(doc, dict):
