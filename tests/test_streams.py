@@ -527,3 +527,94 @@ def test_a_worker_refused_by_the_server_stops_with_one_line(
     assert done.returncode == 1
     assert b"refused the key (401)" in done.stderr
     assert xread_docs(f"{names}:in:dead") == []  # nothing dead-lettered, nothing acked
+
+
+@needs_redis
+def test_an_unavailable_server_is_retried_not_dead_lettered(
+    iris: RunningServer, iris_frame: Any, names: str
+) -> None:
+    """The server answers 503 and then refuses connections before it comes back (a fake
+    transport in front of the real server, injected into the worker's HTTP client)."""
+    from modelport._brokers import RedisBroker
+    from modelport.streams import StreamMetrics
+
+    xadd_all(f"{names}:in", [orjson.dumps(r) for r in iris_records(iris_frame, 5)])
+    failures = [
+        httpx.Response(503, json={"error": {"code": "unavailable", "message": "down"}}),
+        httpx.ConnectError("connection refused"),
+        httpx.Response(503, json={"error": {"code": "unavailable", "message": "down"}}),
+    ]
+    headers = {"Authorization": f"Bearer {iris.admin_key}"}
+
+    async def consume() -> StreamMetrics:
+        real = httpx.AsyncClient(base_url=iris.url, headers=headers)
+
+        async def flaky(request: httpx.Request) -> httpx.Response:
+            if failures:
+                failure = failures.pop(0)
+                if isinstance(failure, Exception):
+                    raise failure
+                return failure
+            forwarded = await real.send(
+                real.build_request(
+                    request.method,
+                    request.url.path,
+                    content=request.content,
+                    headers=dict(request.headers),
+                )
+            )
+            await forwarded.aread()
+            return httpx.Response(forwarded.status_code, content=forwarded.content)
+
+        broker = RedisBroker(REDIS_URL)
+        metrics = StreamMetrics()
+        try:
+            source = await broker.source(f"{names}:in", "g", "a")
+            sink, dead = await broker.sink(f"{names}:out"), await broker.sink(f"{names}:dead")
+            transport = httpx.MockTransport(flaky)
+            async with httpx.AsyncClient(base_url=iris.url, transport=transport) as http:
+                job = StreamJob("iris", id_field="ref", concurrency=1)
+                worker = StreamWorker(
+                    job, source, http, sink=sink, dead_letter=dead, metrics=metrics
+                )
+                await worker.process(await source.read(100, 1.0))
+        finally:
+            await broker.close()
+            await real.aclose()
+        return metrics
+
+    metrics = asyncio.run(consume())
+    assert failures == []
+    assert sorted(doc["id"] for doc in xread_docs(f"{names}:out")) == [f"r{i}" for i in range(5)]
+    assert xread_docs(f"{names}:dead") == []
+    retried = metrics.registry.get_sample_value(
+        "modelport_stream_retried_total", {"what": "server"}
+    )
+    assert retried == 3
+    assert len(ledger(iris, "iris")) == 5
+
+
+def test_brokers_are_chosen_by_url_and_an_unknown_one_is_one_line(tmp_path: Path) -> None:
+    from modelport._brokers import KafkaBroker, NatsBroker, RedisBroker, open_broker
+
+    assert isinstance(open_broker("redis://127.0.0.1:6379/0"), RedisBroker)
+    assert isinstance(open_broker("nats://127.0.0.1:4222"), NatsBroker)
+    kafka = open_broker("kafka://127.0.0.1:9092,127.0.0.2:9092")
+    assert isinstance(kafka, KafkaBroker) and kafka.bootstrap == "127.0.0.1:9092,127.0.0.2:9092"
+    command = [sys.executable, "-m", "modelport.cli", "stream", "iris"]
+    done = subprocess.run(
+        [*command, "--broker", "amqp://127.0.0.1", "--input", "x"],
+        capture_output=True,
+        timeout=WAIT,
+    )
+    assert done.returncode == 1
+    assert done.stderr.decode().strip().splitlines()[-1].startswith("error: unknown broker")
+
+
+@needs_nats
+def test_a_subject_no_stream_holds_is_one_line() -> None:
+    subject = f"mptest{uuid.uuid4().hex[:10]}.nowhere"
+    command = [sys.executable, "-m", "modelport.cli", "stream", "iris", "--broker", NATS_URL]
+    done = subprocess.run([*command, "--input", subject], capture_output=True, timeout=WAIT)
+    assert done.returncode == 1
+    assert "no JetStream stream holds the subject" in done.stderr.decode()

@@ -173,9 +173,16 @@ class NatsBroker:
         self, name: str, group: str, consumer: str, *, ack_wait_seconds: float = 30.0, **_: Any
     ) -> Source:
         from nats.js.api import ConsumerConfig
+        from nats.js.errors import NotFoundError
 
         js = await self._connect()
-        stream = await js.find_stream_name_by_subject(name)
+        try:
+            stream = await js.find_stream_name_by_subject(name)
+        except NotFoundError:
+            raise StreamError(
+                f"no JetStream stream holds the subject {name!r}: add one that does "
+                f"(e.g. nats stream add --subjects '{name}')"
+            ) from None
         sub = await js.pull_subscribe(
             name, durable=group, stream=stream, config=ConsumerConfig(ack_wait=ack_wait_seconds)
         )

@@ -255,7 +255,7 @@ class Service:
 
     # -- predictions ------------------------------------------------------------------------------
 
-    async def predict(
+    def predict(
         self,
         principal: Principal,
         name: str,
@@ -263,23 +263,24 @@ class Service:
         request_id: str,
         unit_id: str | None = None,
         idempotency_key: str | None = None,
-    ) -> dict[str, Any]:
+    ) -> Coroutine[Any, Any, dict[str, Any]]:
         """Validate, score and log the rows of one native predict request.
 
         ``unit_id`` (the ``X-Unit-ID`` header) keeps a unit on one arm of a split policy.
         ``idempotency_key`` (the ``Idempotency-Key`` header): a repeat from the same consumer
         within ``idempotency_window_seconds`` gets the first answer, from the ledger.
+        (A plain function returning the coroutine: a request without a key costs one test.)
         """
+        if idempotency_key is None:
+            return self._predict(principal, name, payload, request_id, unit_id)
         principal.require("predict")
-        if idempotency_key is not None:
-            since = time.time() - self.settings.idempotency_window_seconds
-            consumer, key = principal.consumer, _idempotency_key(idempotency_key)
-            return await self._once(
-                ("predict", consumer, name, key),
-                lambda: self._read(lambda c: ledger.answered(c, consumer, name, key, since)),
-                lambda: self._predict(principal, name, payload, request_id, unit_id, key),
-            )
-        return await self._predict(principal, name, payload, request_id, unit_id)
+        since = time.time() - self.settings.idempotency_window_seconds
+        consumer, key = principal.consumer, _idempotency_key(idempotency_key)
+        return self._once(
+            ("predict", consumer, name, key),
+            lambda: self._read(lambda c: ledger.answered(c, consumer, name, key, since)),
+            lambda: self._predict(principal, name, payload, request_id, unit_id, key),
+        )
 
     async def _once(
         self,
@@ -311,6 +312,7 @@ class Service:
         unit_id: str | None,
         idempotency_key: str | None = None,
     ) -> dict[str, Any]:
+        principal.require("predict")
         if not isinstance(payload, dict):
             raise InvalidRequest(
                 "the body must be a JSON object",

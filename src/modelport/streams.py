@@ -365,24 +365,7 @@ class StreamWorker:
         return _Outcome(record, dead=letter)
 
     async def _retry(self, what: str, attempt: Callable[[], Awaitable[T]]) -> T:
-        """``attempt()`` until it does not fail transiently; :class:`_Stopped` when stopped."""
-        delay = 0.1
-        while True:
-            try:
-                return await attempt()
-            except StreamError:
-                raise
-            except Exception as exc:
-                if not _transient(exc):
-                    raise
-                self.metrics.retried.labels(what).inc()
-                log.warning("%s failed, retrying in %.1f s: %s", what, delay, exc)
-            try:
-                await asyncio.wait_for(self.stopping.wait(), delay)
-            except asyncio.TimeoutError:
-                delay = min(delay * 2, self.job.max_backoff_seconds)
-                continue
-            raise _Stopped
+        return await retry(what, attempt, self.stopping, self.metrics, self.job.max_backoff_seconds)
 
     async def _update_lag(self) -> None:
         now = time.monotonic()
@@ -398,6 +381,34 @@ class StreamWorker:
             self.metrics.lag.set(lag.behind)
         if lag.pending is not None:
             self.metrics.pending.set(lag.pending)
+
+
+async def retry(
+    what: str,
+    attempt: Callable[[], Awaitable[T]],
+    stopping: asyncio.Event,
+    metrics: StreamMetrics,
+    max_backoff_seconds: float = 5.0,
+) -> T:
+    """``attempt()`` until it does not fail transiently (backoff from 0.1 s, doubling);
+    :class:`_Stopped` when ``stopping`` is set meanwhile."""
+    delay = 0.1
+    while True:
+        try:
+            return await attempt()
+        except StreamError:
+            raise
+        except Exception as exc:
+            if not _transient(exc):
+                raise
+            metrics.retried.labels(what).inc()
+            log.warning("%s failed, retrying in %.1f s: %s", what, delay, exc)
+        try:
+            await asyncio.wait_for(stopping.wait(), delay)
+        except asyncio.TimeoutError:
+            delay = min(delay * 2, max_backoff_seconds)
+            continue
+        raise _Stopped
 
 
 def _transient(exc: BaseException) -> bool:
@@ -442,14 +453,23 @@ async def run_stream(
     metrics = StreamMetrics()
     metrics_server = metrics.serve(metrics_port) if metrics_port is not None else None
     headers = {"Authorization": f"Bearer {key}"} if key else {}
+    stop = stop or asyncio.Event()
     try:
-        source = await broker.source(
-            input_name,
-            group,
-            consumer,
-            claim_idle_seconds=claim_idle_seconds,
-            ack_wait_seconds=ack_wait_seconds,
-        )
+        try:  # a broker that is not up yet is waited for, like one that goes away later
+            source = await retry(
+                "source",
+                lambda: broker.source(
+                    input_name,
+                    group,
+                    consumer,
+                    claim_idle_seconds=claim_idle_seconds,
+                    ack_wait_seconds=ack_wait_seconds,
+                ),
+                stop,
+                metrics,
+            )
+        except _Stopped:
+            return
         sink: Sink | None = None
         if db_url is not None and table is not None:
             table_sink = TableSink(db_url, table)
@@ -459,8 +479,7 @@ async def run_stream(
         dead = await broker.sink(dead_letter or broker.dead_letter_name(input_name))
         async with httpx.AsyncClient(base_url=server_url, headers=headers, timeout=60) as http:
             worker = StreamWorker(job, source, http, sink=sink, dead_letter=dead, metrics=metrics)
-            if stop is not None:
-                worker.stopping = stop
+            worker.stopping = stop
             if on_ready is not None:
                 on_ready()
             try:
