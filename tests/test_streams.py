@@ -403,18 +403,22 @@ async def _nats(action: Callable[[Any], Any]) -> Any:
         await nc.drain()
 
 
-async def _nats_docs(subject: str, stream: str) -> list[dict[str, Any]]:
-    """Every message on ``subject`` (read with an ephemeral consumer)."""
-    from nats.errors import TimeoutError as NatsTimeout
+async def _nats_docs(subject: str, stream: str, expected: int) -> list[dict[str, Any]]:
+    """The messages on ``subject`` (an ephemeral consumer reads them): once ``expected`` have
+    come (or the wait is over), whatever else is there."""
 
     async def read(js: Any) -> list[dict[str, Any]]:
         sub = await js.pull_subscribe(subject, stream=stream)
         docs: list[dict[str, Any]] = []
+        deadline = time.monotonic() + WAIT
         while True:
+            enough = len(docs) >= expected or time.monotonic() > deadline
             try:
-                msgs = await sub.fetch(100, timeout=0.5)
-            except NatsTimeout:
-                break
+                msgs = await sub.fetch(100, timeout=1.0)
+            except asyncio.TimeoutError:  # nats-py raises it, or its subclass, when none came
+                if enough:
+                    break
+                continue
             docs += [orjson.loads(m.data) for m in msgs]
             for m in msgs:
                 await m.ack()
@@ -481,7 +485,7 @@ def test_nats_kill_and_restart_scores_every_record_once(
     finally:
         err = stop_worker(second)
     assert second.returncode == 0, err
-    out = asyncio.run(_nats_docs(f"{jetstream}.out", jetstream))
+    out = asyncio.run(_nats_docs(f"{jetstream}.out", jetstream, n))
     assert len(out) == n
     assert len({doc["record_id"] for doc in out}) == n
     expected = iris_pipeline.predict(
@@ -508,9 +512,9 @@ def test_nats_poisoned_record_is_dead_lettered(
     finally:
         err = stop_worker(worker)
     assert worker.returncode == 0, err
-    out = asyncio.run(_nats_docs(f"{jetstream}.out", jetstream))
+    out = asyncio.run(_nats_docs(f"{jetstream}.out", jetstream, 2))
     assert sorted(doc["id"] for doc in out) == ["r0", "r1"]
-    dead = asyncio.run(_nats_docs(f"{jetstream}.in.dead", jetstream))
+    dead = asyncio.run(_nats_docs(f"{jetstream}.in.dead", jetstream, 1))
     assert len(dead) == 1 and dead[0]["kind"] == "not_json"
     assert dead[0]["record_id"] == f"nats:{jetstream}:2"
 
