@@ -22,6 +22,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
+from urllib.parse import quote
 
 import httpx
 import orjson
@@ -302,10 +303,11 @@ class StreamWorker:
         headers = {"Idempotency-Key": record.id[:200], "X-Request-ID": record.id[:200]}
         if unit is not None:
             headers["X-Unit-ID"] = str(unit)
+        where = quote(model, safe="")
         if job.learn:
-            path, body = f"/v1/models/{model}/observations", {"observations": [doc]}
+            path, body = f"/v1/models/{where}/observations", {"observations": [doc]}
         else:
-            path, body = f"/v1/models/{model}/predict", {"inputs": [doc]}
+            path, body = f"/v1/models/{where}/predict", {"inputs": [doc]}
         status, reply = await self._retry("server", lambda: self._post(path, body, headers))
         if status != 200:
             error = reply.get("error", {}) if isinstance(reply, dict) else {}
