@@ -624,7 +624,7 @@ def keys_revoke(remote: Any, local: Any, key_id: int) -> None:
 
 
 # The release and learning-loop commands live in modules of their own.
-from . import cli_batch, cli_learning, cli_monitoring, cli_releases  # noqa: E402, F401
+from . import cli_batch, cli_learning, cli_monitoring, cli_releases, cli_streams  # noqa: E402, F401
 
 if __name__ == "__main__":  # pragma: no cover
     # Run as ``python -m modelport.cli``: start the imported module's group, on which

@@ -286,14 +286,25 @@ class Client:
         return self._dict("POST", "/v1/models", json=body)
 
     def observe(
-        self, name: str, rows: Sequence[Mapping[str, Any]] | pd.DataFrame
+        self,
+        name: str,
+        rows: Sequence[Mapping[str, Any]] | pd.DataFrame,
+        *,
+        idempotency_key: str | None = None,
     ) -> dict[str, Any]:
-        """Send labelled rows (the fields and the target); bad rows come back in ``rejected``."""
+        """Send labelled rows (the fields and the target); bad rows come back in ``rejected``.
+
+        With ``idempotency_key``, sending the same call again stores nothing more.
+        """
         if not isinstance(rows, Sequence):
             frame = rows.astype(object).where(rows.notna(), None)
             rows = frame.to_dict("records")
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key is not None else {}
         return self._dict(
-            "POST", f"/v1/models/{name}/observations", json={"observations": list(rows)}
+            "POST",
+            f"/v1/models/{name}/observations",
+            json={"observations": list(rows)},
+            headers=headers,
         )
 
     def ingest(
@@ -552,11 +563,13 @@ class Client:
         alias: str | None = None,
         request_id: str | None = None,
         unit_id: str | None = None,
+        idempotency_key: str | None = None,
     ) -> dict[str, Any]:
         """Score records (a list of dicts) or a DataFrame; returns predictions and their ids.
 
         ``unit_id`` (sent as ``X-Unit-ID``) keeps a unit (a user, a session) on one arm of a
-        split traffic policy.
+        split traffic policy. ``idempotency_key`` (sent as ``Idempotency-Key``): a retry of the
+        call gets the first answer, from the ledger, instead of being scored again.
         """
         body: dict[str, Any]
         if not isinstance(inputs, Sequence):
@@ -571,6 +584,8 @@ class Client:
         headers = {"X-Request-ID": request_id} if request_id else {}
         if unit_id is not None:
             headers["X-Unit-ID"] = unit_id
+        if idempotency_key is not None:
+            headers["Idempotency-Key"] = idempotency_key
         return self._dict("POST", f"/v1/models/{name}/predict", json=body, headers=headers)
 
     def feedback(

@@ -236,12 +236,40 @@ def _label_problem(spec: dict[str, Any], label: Any) -> str:
     return ""
 
 
+def store_observations_once(
+    conn: Connection,
+    model_id: int,
+    good: Sequence[tuple[dict[str, Any], Any]],
+    source: str,
+    idempotency_key: str | None,
+    since: float,
+) -> tuple[list[int], bool]:
+    """Store the rows unless rows with this idempotency key were stored since ``since``: the
+    ids (the stored ones for a repeat) and whether they are new."""
+    if idempotency_key is not None:
+        stored = list(
+            conn.execute(
+                sa.select(observations.c.id)
+                .where(
+                    observations.c.model_id == model_id,
+                    observations.c.idempotency_key == idempotency_key,
+                    observations.c.ts >= since,
+                )
+                .order_by(observations.c.id)
+            ).scalars()
+        )
+        if stored:
+            return stored, False
+    return store_observations(conn, model_id, good, source, idempotency_key=idempotency_key), True
+
+
 def store_observations(
     conn: Connection,
     model_id: int,
     good: Sequence[tuple[dict[str, Any], Any]],
     source: str,
     prediction_ids: Sequence[str | None] | None = None,
+    idempotency_key: str | None = None,
 ) -> list[int]:
     """Insert the rows in one statement; their ids, in order."""
     now = time.time()
@@ -255,6 +283,7 @@ def store_observations(
             "source": source,
             "prediction_id": prediction_ids[i] if prediction_ids else None,
             "segment": segment_of_inputs(spec, inputs),
+            "idempotency_key": idempotency_key,
         }
         for i, (inputs, label) in enumerate(good)
     ]

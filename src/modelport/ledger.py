@@ -52,6 +52,7 @@ PREDICTION_COLUMNS = (
     "raw_inputs",
     "segment",
     "cached",
+    "idempotency_key",
 )
 _NUMPY = orjson.OPT_SERIALIZE_NUMPY
 # How a ledger row's inputs are encoded: a two-byte tag, then the rows.
@@ -123,6 +124,7 @@ def ledger_row(
     shadow: bool = False,
     segment: str | None = None,
     cached: str | None = None,
+    idempotency_key: str | None = None,
 ) -> tuple[Any, ...]:
     """The ledger row of one scored request, ready for ``executemany``.
 
@@ -156,7 +158,46 @@ def ledger_row(
         table.raw,
         segment,
         cached,
+        idempotency_key,
     )
+
+
+def answered(
+    conn: Connection, consumer: str, model: str, idempotency_key: str, since: float
+) -> dict[str, Any] | None:
+    """The answer a consumer's earlier request with this idempotency key got (a native predict
+    response), when the ledger holds it from ``since`` on; None otherwise."""
+    # Only the key's own index narrows it down: a query naming the model and the time too
+    # tempts SQLite into the (model, ts) index, a scan of the whole window. A key has one row.
+    found = conn.execute(
+        sa.select(
+            predictions.c.id,
+            predictions.c.rows,
+            predictions.c.version,
+            predictions.c.outputs,
+            predictions.c.model,
+            predictions.c.ts,
+            predictions.c.shadow,
+        ).where(
+            predictions.c.consumer == consumer, predictions.c.idempotency_key == idempotency_key
+        )
+    ).all()
+    rows = [r for r in found if r.model == model and r.ts >= since and not r.shadow]
+    if not rows:
+        return None
+    row = max(rows, key=lambda r: r.id)
+    outputs = row.outputs
+    base = uuid.UUID(row.id).int
+    out: dict[str, Any] = {
+        "model": model,
+        "version": row.version,
+        "predictions": outputs["predictions"],
+        "prediction_ids": [str(uuid.UUID(int=base + i)) for i in range(row.rows)],
+    }
+    if outputs.get("probabilities") is not None:
+        keys = [str(c) for c in outputs.get("classes") or ()]
+        out["probabilities"] = [dict(zip(keys, p, strict=True)) for p in outputs["probabilities"]]
+    return out
 
 
 def _records(row: sa.Row[Any], start: int = 0) -> list[dict[str, Any]]:

@@ -13,7 +13,7 @@ import functools
 import io
 import logging
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -141,6 +141,8 @@ class Service:
         self._drift: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._batchers: dict[tuple[str, int], Batcher] = {}
+        # Idempotent requests in flight, by (kind, consumer, model, key): a repeat waits for them.
+        self._keyed: dict[tuple[str, str, str, str], asyncio.Event] = {}
 
     # -- life -------------------------------------------------------------------------------------
 
@@ -271,18 +273,63 @@ class Service:
 
     # -- predictions ------------------------------------------------------------------------------
 
-    async def predict(
+    def predict(
         self,
         principal: Principal,
         name: str,
         payload: Any,
         request_id: str,
         unit_id: str | None = None,
-    ) -> dict[str, Any]:
+        idempotency_key: str | None = None,
+    ) -> Coroutine[Any, Any, dict[str, Any]]:
         """Validate, score and log the rows of one native predict request.
 
         ``unit_id`` (the ``X-Unit-ID`` header) keeps a unit on one arm of a split policy.
+        ``idempotency_key`` (the ``Idempotency-Key`` header): a repeat from the same consumer
+        within ``idempotency_window_seconds`` gets the first answer, from the ledger.
+        (A plain function returning the coroutine: a request without a key costs one test.)
         """
+        if idempotency_key is None:
+            return self._predict(principal, name, payload, request_id, unit_id)
+        principal.require("predict")
+        since = time.time() - self.settings.idempotency_window_seconds
+        consumer, key = principal.consumer, _idempotency_key(idempotency_key)
+        return self._once(
+            ("predict", consumer, name, key),
+            lambda: self._read(lambda c: ledger.answered(c, consumer, name, key, since)),
+            lambda: self._predict(principal, name, payload, request_id, unit_id, key),
+        )
+
+    async def _once(
+        self,
+        scope: tuple[str, str, str, str],
+        stored: Callable[[], Awaitable[dict[str, Any] | None]],
+        run: Callable[[], Awaitable[dict[str, Any]]],
+    ) -> dict[str, Any]:
+        """Run a keyed request once: the stored answer when there is one, else ``run()``.
+
+        A repeat that arrives while the first is still running waits for it, so both cannot
+        score (within this process; replicas share the answer once it is committed).
+        """
+        while (pending := self._keyed.get(scope)) is not None:
+            await pending.wait()
+        done = self._keyed[scope] = asyncio.Event()
+        try:
+            found = await stored()
+            return found if found is not None else await run()
+        finally:
+            del self._keyed[scope]
+            done.set()
+
+    async def _predict(
+        self,
+        principal: Principal,
+        name: str,
+        payload: Any,
+        request_id: str,
+        unit_id: str | None,
+        idempotency_key: str | None = None,
+    ) -> dict[str, Any]:
         principal.require("predict")
         if not isinstance(payload, dict):
             raise InvalidRequest(
@@ -319,6 +366,7 @@ class Service:
                 served.schema, payload, max_rows, adapter
             ),
             unit=lambda field: unit_id if field is None else _field_of(payload, field),
+            idempotency_key=idempotency_key,
         )
         out: dict[str, Any] = {
             "model": name,
@@ -343,6 +391,7 @@ class Service:
         request_id: str,
         table: Callable[[Served, Adapter | None], Table],
         unit: Callable[[str | None], str | None] = lambda field: None,
+        idempotency_key: str | None = None,
     ) -> Scored:
         """The prediction path every protocol shares: route, adapt, validate, score, log.
 
@@ -358,7 +407,15 @@ class Service:
             target = self.router.segment_target(name, alias, principal.consumer)
             if target is not None:
                 return await self._score_segments(
-                    principal, name, key, target, request_id, table, unit, started
+                    principal,
+                    name,
+                    key,
+                    target,
+                    request_id,
+                    table,
+                    unit,
+                    started,
+                    idempotency_key,
                 )
         route = await self.router.route(
             name, consumer=principal.consumer, version=version, alias=alias, unit=unit
@@ -379,7 +436,7 @@ class Service:
                     raise
                 served, arm = route.fallback, route.fallback_arm
                 rows = table(served, route.adapter_for(served))
-                preds, probas, cached = await self._predict(served, rows)
+                preds, probas, cached = await self._run_model(served, rows)
         except ModelportError as exc:
             exc.version = served.version
             raise
@@ -404,6 +461,7 @@ class Service:
                     arm=arm,
                     traffic_rev=route.traffic_rev,
                     cached=cached,
+                    idempotency_key=idempotency_key,
                 )
             ]
         )
@@ -414,7 +472,7 @@ class Service:
             self._spawn(self._shadow(route, principal.consumer, request_id, table))
         return Scored(served, predictions, probas, ids)
 
-    async def _predict(
+    async def _run_model(
         self, served: Served, rows: Table
     ) -> tuple[Any, np.ndarray | None, str | None]:
         """Predictions, probabilities and the cache's per-row flags (None: no cache)."""
@@ -455,10 +513,12 @@ class Service:
         table: Callable[[Served, Adapter | None], Table],
         unit: Callable[[str | None], str | None],
         started: float,
+        idempotency_key: str | None = None,
     ) -> Scored:
         """A segmented model's request: rows grouped by segment, each group answered by its
         segment's version (or the fallback), logged as one ledger row per segment, and
-        re-joined in the request's order."""
+        re-joined in the request's order. A request with an idempotency key holds rows of
+        one segment (its answer is kept as one ledger row)."""
         limit = int(self._serving(name).get("max_live_segments", self.settings.max_live_segments))
         adapter = self.router.adapter(name, principal.consumer)
         first = segments.segment_of(unit(key), key)
@@ -474,6 +534,12 @@ class Service:
         groups: dict[str, list[int]] = {}
         for i, value in enumerate(values):
             groups.setdefault(value, []).append(i)
+        if idempotency_key is not None and len(groups) > 1:
+            raise InvalidInput(
+                "a request with an Idempotency-Key to a segmented model must hold rows of one "
+                f"segment; this one holds {len(groups)}: send them separately",
+                details=[{"field": key, "reason": "more than one segment with Idempotency-Key"}],
+            )
         n = len(rows)
         predictions: list[Any] = [None] * n
         probas_out: np.ndarray | None = None
@@ -491,7 +557,7 @@ class Service:
                 own = adapter if adapter is not None and adapter.applies_to(mine.version) else None
                 part = table(mine, own).take(idx)
             try:
-                preds, probas, cached = await self._predict(mine, part)
+                preds, probas, cached = await self._run_model(mine, part)
             except ModelportError as exc:
                 exc.version = mine.version
                 if isinstance(exc, ModelFailed):
@@ -530,6 +596,7 @@ class Service:
                     policy="segment",
                     segment=segment,
                     cached=cached,
+                    idempotency_key=idempotency_key,
                 )
             )
         await self.writer.insert_rows(ledger_rows)
@@ -946,21 +1013,33 @@ class Service:
         )
 
     async def observe(
-        self, principal: Principal, name: str, rows: Any, source: str = "api"
+        self,
+        principal: Principal,
+        name: str,
+        rows: Any,
+        source: str = "api",
+        idempotency_key: str | None = None,
     ) -> dict[str, Any]:
         """Store labelled rows (every bad one rejected with its index and reason) before the
-        answer; online models learn from them in the background."""
+        answer; online models learn from them in the background.
+
+        With ``idempotency_key``, rows already stored under that key (within
+        ``idempotency_window_seconds``) are the answer and nothing is stored again.
+        """
         principal.require("feedback")
         model_id, spec = await self._read(
             lambda c: (registry.model_row(c, name).id, learning.spec_of(c, name))
         )
         good, rejected = learning.check_observations(spec, rows)
+        key = None if idempotency_key is None else _idempotency_key(idempotency_key)
+        since = time.time() - self.settings.idempotency_window_seconds
         ids: list[int] = []
         if good:
-            ids = await self.writer.run(
-                lambda c: learning.store_observations(c, model_id, good, source)
+            ids, new = await self.writer.run(
+                lambda c: learning.store_observations_once(c, model_id, good, source, key, since)
             )
-            self.metrics.observations.child(name, source).inc(len(ids))
+            if new:
+                self.metrics.observations.child(name, source).inc(len(ids))
         if not ids:
             raise InvalidInput(
                 "no observation was accepted",
@@ -1574,6 +1653,15 @@ def _field_of(payload: dict[str, Any], field: str) -> str | None:
         index = columns.index(field)
         value = first[index] if isinstance(first, list) and index < len(first) else None
     return None if value is None else str(value)
+
+
+def _idempotency_key(value: str) -> str:
+    if not value or len(value) > 200:
+        raise InvalidRequest(
+            "the Idempotency-Key header must be 1 to 200 characters",
+            details=[{"field": "Idempotency-Key", "reason": "expected 1 to 200 characters"}],
+        )
+    return value
 
 
 def _optional_int(value: Any, field: str) -> int | None:

@@ -275,6 +275,15 @@ class Settings(BaseSettings):
             "(see docs/security.md)."
         ),
     )
+    idempotency_window_seconds: float = Field(
+        default=86400.0,
+        gt=0,
+        description=(
+            "How long an Idempotency-Key is remembered: a repeat of a predict or observations "
+            "request with the same key from the same consumer within this time answers what the "
+            "first got, without scoring or storing again (stream workers send the record id)."
+        ),
+    )
     key_cache_seconds: float = Field(
         default=2.0,
         ge=0,

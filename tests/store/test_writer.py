@@ -21,8 +21,8 @@ def _row(tag: object) -> tuple[object, ...]:
     """A ledger row whose request_id is ``tag``."""
     inputs, outputs = b"JS[[1]]", '{"predictions": [0]}'
     head = (new_id(), 1, '["x"]', 1.0, "m", 1, None, "c", str(tag), inputs, outputs, 0.1)
-    # policy, arm, revision, shadow, raw inputs, segment, cached
-    return (*head, None, None, None, False, None, None, None)
+    # policy, arm, revision, shadow, raw inputs, segment, cached, idempotency key
+    return (*head, None, None, None, False, None, None, None, None)
 
 
 def _count(store: Store) -> int:

@@ -8,7 +8,8 @@ They carry nearly all of a server's traffic, so the app hands them over before t
 framework's middleware, routing and dependency injection run (measured: those cost more per
 request than scoring a batched row). What the framework would have done, they do here, once:
 request ids (``X-Request-ID``, echoed or made), the body limit counted as bytes arrive, the key,
-and the error shapes of :mod:`modelport.api.errors`. Business rules stay in the service.
+and the error shapes of :mod:`modelport.api.errors`. Business rules stay in the service (the
+``Idempotency-Key`` of a native predict is only handed over: see ``Service.predict``).
 """
 
 from __future__ import annotations
@@ -68,8 +69,14 @@ async def predict(call: Call) -> tuple[bytes, list[tuple[bytes, bytes]]]:
     doc = payload.loads(call.body, svc.settings.max_json_depth)
     who = await svc.authenticate(call.key)
     unit = call.headers.get(b"x-unit-id")
+    key = call.headers.get(b"idempotency-key")
     result = await svc.predict(
-        who, call.name, doc, call.request_id, unit.decode("latin-1") if unit else None
+        who,
+        call.name,
+        doc,
+        call.request_id,
+        unit.decode("latin-1") if unit else None,
+        None if key is None else key.decode("latin-1"),
     )
     return orjson.dumps(result, option=orjson.OPT_SERIALIZE_NUMPY), [(b"content-type", _JSON)]
 

@@ -438,14 +438,16 @@ async def observations(name: str, request: Request, svc: Svc, who: Who) -> Respo
                     details=[{"field": "file", "reason": "missing"}],
                 )
             rows = await _table_rows(upload)
-        return json_response(await svc.observe(who, name, rows, source="file"))
+        key = request.headers.get("idempotency-key")
+        return json_response(await svc.observe(who, name, rows, "file", key))
     body = await json_body(request)
     if not isinstance(body, dict) or set(body) != {"observations"}:
         raise InvalidInput(
             'the body must be {"observations": [...]}',
             details=[{"field": "observations", "reason": "expected the one key 'observations'"}],
         )
-    return json_response(await svc.observe(who, name, body["observations"]))
+    key = request.headers.get("idempotency-key")
+    return json_response(await svc.observe(who, name, body["observations"], idempotency_key=key))
 
 
 async def _table_rows(upload: StarletteUpload) -> list[dict[str, Any]]:

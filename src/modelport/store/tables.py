@@ -7,6 +7,8 @@ PostgreSQL, and converted to ISO-8601 at the API edge. Changing a table means a 
 
 from __future__ import annotations
 
+from typing import Any
+
 import sqlalchemy as sa
 
 metadata = sa.MetaData()
@@ -131,6 +133,12 @@ api_keys = sa.Table(
 #: database's collation), so a range lookup finds the block an id belongs to.
 LedgerId = sa.String(36).with_variant(sa.String(36, collation="C"), "postgresql")
 
+#: Partial index: only rows that carry an idempotency key (most carry none) are indexed.
+_KEYED: dict[str, Any] = {
+    "sqlite_where": sa.text("idempotency_key IS NOT NULL"),
+    "postgresql_where": sa.text("idempotency_key IS NOT NULL"),
+}
+
 # The ledger: one row per scored request. Its predictions have consecutive ids (see
 # modelport.ids): the first is the row's id, the row count is `rows`, and the inputs and
 # outputs hold one entry per prediction, in order.
@@ -167,8 +175,11 @@ predictions = sa.Table(
     sa.Column("segment", sa.String(100), nullable=True),
     # Which predictions the prediction cache answered: one "0"/"1" per row; null for none.
     sa.Column("cached", sa.Text, nullable=True),
+    # The request's Idempotency-Key (a stream record's id): a repeat answers from this row.
+    sa.Column("idempotency_key", sa.String(200), nullable=True),
     sa.Index("ix_predictions_model_id", "model", "id"),
     sa.Index("ix_predictions_model_ts", "model", "ts"),
+    sa.Index("ix_predictions_idempotency", "consumer", "idempotency_key", **_KEYED),
 )
 
 feedback = sa.Table(
@@ -204,8 +215,11 @@ observations = sa.Table(
     sa.Column("source", sa.String(16), nullable=False),  # api | file | feedback
     sa.Column("prediction_id", sa.String(36), nullable=True),
     sa.Column("segment", sa.String(100), nullable=True),  # of a segmented model
+    # The request's Idempotency-Key: a repeat stores nothing and answers with these rows.
+    sa.Column("idempotency_key", sa.String(200), nullable=True),
     sa.Index("ix_observations_model_id", "model_id", "id"),
     sa.Index("ix_observations_model_segment", "model_id", "segment", "id"),
+    sa.Index("ix_observations_idempotency", "model_id", "idempotency_key", **_KEYED),
 )
 
 # Content-hashed snapshots of a model's observations, kept as Parquet in the artifact store.
