@@ -19,6 +19,19 @@ from modelport.client import Client
 from tests.conftest import BAD, IRIS_COLUMNS, RunningServer
 from tests.procs import cli_env, run_cli
 
+#: The columns a scored iris file adds to the input's (or to its --id-column).
+ADDED_COLUMNS = [
+    "prediction",
+    "proba_setosa",
+    "proba_versicolor",
+    "proba_virginica",
+    "model",
+    "version",
+    "run_id",
+]
+#: The columns of a scored iris file with every input column kept.
+SCORED_COLUMNS = ["id", *IRIS_COLUMNS, *ADDED_COLUMNS]
+
 
 def _expected(mp: Client, iris_frame: Any, version: int) -> pd.DataFrame:
     """What the server's predict route answers for the good rows."""
@@ -44,17 +57,7 @@ def test_csv_scored_in_chunks_with_rejects(
     assert run["result"]["scored"] == 147 and run["result"]["rejected"] == 3
 
     scored = pd.read_csv(out, dtype={"id": str})
-    assert list(scored.columns) == [
-        "id",
-        *IRIS_COLUMNS,
-        "prediction",
-        "proba_setosa",
-        "proba_versicolor",
-        "proba_virginica",
-        "model",
-        "version",
-        "run_id",
-    ]
+    assert list(scored.columns) == SCORED_COLUMNS
     assert set(scored["model"]) == {"iris"} and set(scored["version"]) == {1}
     assert set(scored["run_id"]) == {run["id"]}
     expected = _expected(iris_models, iris_frame, 1)
@@ -84,16 +87,7 @@ def test_parquet_in_and_out_with_an_id_column(
     out = tmp_path / "out.parquet"
     run = iris_models.score("iris", source, out, chunk_rows=20, id_column="customer")
     scored = pd.read_parquet(out)
-    assert list(scored.columns) == [
-        "customer",
-        "prediction",
-        "proba_setosa",
-        "proba_versicolor",
-        "proba_virginica",
-        "model",
-        "version",
-        "run_id",
-    ]
+    assert list(scored.columns) == ["customer", *ADDED_COLUMNS]
     assert scored["customer"].tolist() == [1000 + i for i in range(150) if i not in (7, 9)]
     rejects = pd.read_parquet(tmp_path / "out.rejects.parquet")
     assert rejects["row"].tolist() == [7, 9]

@@ -319,8 +319,8 @@ class Request:
     """What to score: checked once, before anything runs."""
 
     name: str
-    input: str
-    output: str
+    input: str | None
+    output: str | None
     version: int | None = None
     alias: str | None = None
     chunk_rows: int = 10_000
@@ -328,6 +328,11 @@ class Request:
     engine: str = "pandas"
     progress: bool = True
     spark_conf: dict[str, str] = field(default_factory=dict)
+    #: A query to read instead of an INPUT file, a table to write instead of an OUTPUT file,
+    #: and the database (SQLAlchemy URL) both are in.
+    sql: str | None = None
+    table: str | None = None
+    db: str | None = None
 
     def check(self) -> None:
         problems: list[dict[str, Any]] = []
@@ -337,15 +342,65 @@ class Request:
             problems.append({"field": "engine", "reason": f"expected one of {', '.join(ENGINES)}"})
         if self.chunk_rows < 1:
             problems.append({"field": "chunk_rows", "reason": "expected a positive integer"})
-        if not os.path.isfile(self.input):
-            problems.append({"field": "INPUT", "reason": f"no such file: {self.input}"})
-        elif os.path.abspath(self.input) == os.path.abspath(self.output):
-            problems.append({"field": "OUTPUT", "reason": "the output would overwrite the input"})
+        if (self.input is None) == (self.sql is None):
+            problems.append({"field": "INPUT", "reason": "give an INPUT file or --from-sql"})
+        if (self.output is None) == (self.table is None):
+            problems.append({"field": "OUTPUT", "reason": "give an OUTPUT file or --to-table"})
+        if (self.sql is not None or self.table is not None) and not self.db:
+            problems.append({"field": "db", "reason": "--from-sql and --to-table need --db URL"})
+        if self.engine == "spark" and (self.sql is not None or self.table is not None):
+            problems.append(
+                {"field": "engine", "reason": "the spark engine reads and writes files only"}
+            )
+        if self.table is not None and not _TABLE_NAME.match(self.table):
+            problems.append(
+                {"field": "to_table", "reason": "expected a table name: letters, digits, _ and ."}
+            )
+        if self.input is not None:
+            if not os.path.isfile(self.input):
+                problems.append({"field": "INPUT", "reason": f"no such file: {self.input}"})
+            elif self.output is not None and (
+                os.path.abspath(self.input) == os.path.abspath(self.output)
+            ):
+                problems.append(
+                    {"field": "OUTPUT", "reason": "the output would overwrite the input"}
+                )
         if problems:
             p = problems[0]
             raise InvalidRequest(f"{p['field']}: {p['reason']}", details=problems)
-        file_format(self.input, "INPUT")
-        file_format(self.output, "OUTPUT")
+        if self.input is not None:
+            file_format(self.input, "INPUT")
+        if self.output is not None:
+            file_format(self.output, "OUTPUT")
+
+    def describe_input(self) -> dict[str, Any]:
+        if self.sql is not None:
+            return {"sql": self.sql, "db": _masked(self.db or "")}
+        assert self.input is not None
+        return {"path": os.path.abspath(self.input), "format": file_format(self.input, "INPUT")}
+
+    def describe_outputs(self) -> tuple[str, str]:
+        """Where the scored rows and the rejects go: file paths, or ``table NAME in URL``."""
+        if self.table is not None:
+            where = f"in {_masked(self.db or '')}"
+            return f"table {self.table} {where}", f"table {self.table}_rejects {where}"
+        assert self.output is not None
+        return os.path.abspath(self.output), os.path.abspath(rejects_path(self.output))
+
+
+_TABLE_NAME = __import__("re").compile(
+    r"^[A-Za-z_][A-Za-z0-9_]{0,62}(\.[A-Za-z_][A-Za-z0-9_]{0,62})?\Z"
+)
+
+
+def _masked(url: str) -> str:
+    """A database URL without its password (for lineage and messages)."""
+    import sqlalchemy as sa
+
+    try:
+        return sa.engine.make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return "(unparsable URL)"
 
 
 def resolve(
@@ -416,14 +471,15 @@ def score(client: Client, req: Request) -> dict[str, Any]:
     req.check()
     version = resolve(client, req.name, req.version, req.alias)
     schema = Schema.from_dict(version["schema"])
+    output, rejected = req.describe_outputs()
     lineage = {
         "version": version["version"],
         "alias": req.alias,
         "flavor": version["flavor"],
         "artifact_sha256": version["sha256"],
-        "input": {"path": os.path.abspath(req.input), "format": file_format(req.input, "INPUT")},
-        "output": os.path.abspath(req.output),
-        "rejects": os.path.abspath(rejects_path(req.output)),
+        "input": req.describe_input(),
+        "output": output,
+        "rejects": rejected,
         "engine": req.engine,
         "chunk_rows": req.chunk_rows,
         "id_column": req.id_column,
@@ -435,10 +491,18 @@ def score(client: Client, req: Request) -> dict[str, Any]:
         return run_spark(client, req, version, schema, lineage)
     artifact = client.artifact(req.name, version["version"], sha256=version["sha256"])
     scorer = Scorer.from_artifact(artifact, version["flavor"], schema)
-    with contextlib.closing(open_source(req.input, req.chunk_rows)) as source:
+    if req.sql is not None and req.table is not None:
+        _check_sqlite_journal(req.db or "")
+    if req.sql is not None:
+        source = open_sql_source(req.db or "", req.sql, req.chunk_rows)
+    else:
+        assert req.input is not None
+        source = open_source(req.input, req.chunk_rows)
+    with contextlib.closing(source):
         check_columns(schema, source.columns)
         columns = output_columns(source.columns, scorer.proba_columns, req.id_column)
-        lineage["input"].update(fingerprint(req.input))
+        if req.input is not None:
+            lineage["input"].update(fingerprint(req.input))
         run = Run(client, client.start_run(req.name, lineage))
         return run_chunks(run, req, version, scorer, source, columns)
 
@@ -468,12 +532,19 @@ def run_chunks(
     from tqdm import tqdm
 
     started = time.monotonic()
-    fmt = file_format(req.output, "OUTPUT")
-    out = Sink(req.output, fmt)
-    rejects = Sink(rejects_path(req.output), fmt)
+    out: Sink | TableSink
+    rejects: Sink | TableSink
+    if req.table is not None:
+        out = TableSink(req.db or "", req.table, run.id)
+        rejects = TableSink(req.db or "", f"{req.table}_rejects", run.id, out.engine)
+    else:
+        assert req.output is not None
+        fmt = file_format(req.output, "OUTPUT")
+        out = Sink(req.output, fmt)
+        rejects = Sink(rejects_path(req.output), fmt)
     counts = {"rows": 0, "scored": 0, "rejected": 0}
     bar = tqdm(
-        total=source.total,
+        total=source.total or None,
         unit=source.unit,
         unit_scale=True,
         disable=not req.progress,
@@ -496,10 +567,11 @@ def run_chunks(
             run.update(done, f"{counts['rows']} rows: {counts['rejected']} rejected")
         out.close(_empty_output(columns))
         rejects.close(_empty_rejects(source.columns))
+    output, rejected = req.describe_outputs()
     result = {
         **counts,
-        "output": os.path.abspath(req.output),
-        "rejects": os.path.abspath(rejects_path(req.output)),
+        "output": output,
+        "rejects": rejected,
         "seconds": round(time.monotonic() - started, 3),
     }
     return run.finish("succeeded", result=result)
@@ -720,3 +792,127 @@ class Sink:
                 self._writer.close()
         with contextlib.suppress(FileNotFoundError):
             os.remove(self.partial)
+
+
+# -- databases ------------------------------------------------------------------------------------
+
+
+def open_sql_source(db: str, query: str, chunk_rows: int) -> Source:
+    """The rows of a query, fetched ``chunk_rows`` at a time through a server-side cursor (so
+    memory follows the chunk, not the result), as typed columns."""
+    import pandas as pd
+    import sqlalchemy as sa
+
+    from .store import normalize_url
+
+    engine = sa.create_engine(normalize_url(db))
+    conn = None
+    try:
+        conn = engine.connect()
+        result = conn.execution_options(stream_results=True).execute(sa.text(query))
+    except sa.exc.SQLAlchemyError as exc:
+        if conn is not None:
+            conn.close()
+        engine.dispose()
+        reason = str(getattr(exc, "orig", None) or exc).splitlines()[0]
+        raise InvalidInput(
+            f"--from-sql: the query failed: {reason}",
+            details=[{"field": "from_sql", "reason": reason}],
+        ) from None
+    columns = [str(c) for c in result.keys()]  # noqa: SIM118 - a Result, not a dict
+    done = [0]
+
+    def chunks() -> Iterator[tuple[int, pd.DataFrame]]:
+        for part in result.partitions(chunk_rows):
+            frame = pd.DataFrame([tuple(r) for r in part], columns=columns)
+            yield done[0], frame
+            done[0] += len(frame)
+
+    def close() -> None:
+        result.close()
+        conn.close()
+        engine.dispose()
+
+    return Source(columns, chunks(), 0, "rows", lambda: done[0], close)
+
+
+def _check_sqlite_journal(db: str) -> None:
+    """Reading a query's rows while appending to a table of the same SQLite file needs WAL:
+    in the other journal modes the open read blocks every write until it ends."""
+    import sqlalchemy as sa
+
+    from .store import normalize_url
+
+    url = sa.engine.make_url(normalize_url(db))
+    if url.get_backend_name() != "sqlite":
+        return
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect() as conn:
+            mode = str(conn.exec_driver_sql("PRAGMA journal_mode").scalar()).lower()
+    finally:
+        engine.dispose()
+    if mode != "wal":
+        raise InvalidRequest(
+            f"--db: this SQLite database is in {mode} journal mode, where reading --from-sql "
+            "blocks writing --to-table; switch it to WAL (PRAGMA journal_mode=WAL) or write to "
+            "a file",
+            details=[{"field": "db", "reason": f"SQLite journal mode {mode}; WAL is needed"}],
+        )
+
+
+class TableSink:
+    """A database table, created when missing and appended to chunk by chunk (one transaction
+    each); a run that fails takes its rows out again (every row carries its ``run_id``)."""
+
+    def __init__(self, db: str, table: str, run_id: int, engine: Any = None) -> None:
+        import sqlalchemy as sa
+
+        from .store import normalize_url
+
+        self.engine = engine if engine is not None else sa.create_engine(normalize_url(db))
+        self.schema, _, self.name = table.rpartition(".")
+        self.run_id = run_id
+        self.wrote = False
+
+    def write(self, frame: pd.DataFrame) -> None:
+        if not len(frame):
+            return
+        if "run_id" not in frame.columns:
+            frame = frame.assign(run_id=self.run_id)
+        frame = frame.astype(
+            {c: "object" for c in frame.columns if str(frame[c].dtype).endswith("[pyarrow]")}
+        )
+        with self.engine.begin() as conn:
+            frame.to_sql(
+                self.name, conn, schema=self.schema or None, if_exists="append", index=False
+            )
+        self.wrote = True
+
+    def close(self, empty: pd.DataFrame) -> None:
+        """Create the table even when no row was written (``empty`` gives its columns)."""
+        if not self.wrote:
+            if "run_id" not in empty.columns:
+                empty = empty.assign(run_id=pd_int64())
+            with self.engine.begin() as conn:
+                empty.to_sql(
+                    self.name, conn, schema=self.schema or None, if_exists="append", index=False
+                )
+        self.engine.dispose()
+
+    def abort(self) -> None:
+        import sqlalchemy as sa
+
+        with contextlib.suppress(Exception):
+            table = sa.Table(
+                self.name, sa.MetaData(), schema=self.schema or None, autoload_with=self.engine
+            )
+            with self.engine.begin() as conn:
+                conn.execute(table.delete().where(table.c.run_id == self.run_id))
+        self.engine.dispose()
+
+
+def pd_int64() -> Any:
+    import pandas as pd
+
+    return pd.Series(dtype="int64")

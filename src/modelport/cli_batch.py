@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import click
 
 from .batch import ENGINES
@@ -11,8 +13,12 @@ from .errors import NotFound, VersionNotFound
 
 @main.command()
 @click.argument("name")
-@click.argument("input_path", metavar="INPUT", type=click.Path(exists=True, dir_okay=False))
-@click.argument("output_path", metavar="OUTPUT", type=click.Path(dir_okay=True))
+@click.argument("paths", metavar="[INPUT] [OUTPUT]", nargs=-1)
+@click.option(
+    "--from-sql", "from_sql", help="Read the rows of this query instead of an INPUT file."
+)
+@click.option("--to-table", "to_table", help="Write to this table instead of an OUTPUT file.")
+@click.option("--db", help="The database of --from-sql and --to-table (a SQLAlchemy URL).")
 @click.option("--version", "version", type=int, help="Score with this version.")
 @click.option(
     "--alias", help="Score with the version behind this alias (default: production, else latest)."
@@ -44,8 +50,10 @@ from .errors import NotFound, VersionNotFound
 @client_options
 def score(
     name: str,
-    input_path: str,
-    output_path: str,
+    paths: tuple[str, ...],
+    from_sql: str | None,
+    to_table: str | None,
+    db: str | None,
     version: int | None,
     alias: str | None,
     chunk_rows: int,
@@ -57,7 +65,7 @@ def score(
     url: str,
     key: str | None,
 ) -> None:
-    """Score a CSV or Parquet file with a registered version, in chunks.
+    """Score a CSV or Parquet file (or a SQL query's rows) with a registered version, in chunks.
 
     Rows that do not fit the version's schema go to OUTPUT's stem + .rejects.csv (or
     .rejects.parquet) with their row number (0 is the first data row) and the reason; the
@@ -67,13 +75,32 @@ def score(
     scopes.
 
     \b
+    With --from-sql QUERY (instead of INPUT) and --to-table TABLE (instead of OUTPUT) the rows
+    come from and go to the database --db names: the table (and TABLE_rejects) is created when
+    missing and appended to; a failed run takes its rows out again.
+
+    \b
     Examples:
       modelport score churn customers.parquet scored.parquet --alias production
+      modelport score churn --from-sql "SELECT * FROM customers" --to-table churn_scores \\
+          --db postgresql://analyst@db/warehouse
       modelport score churn big.csv scored.csv --version 3 --id-column customer_id
       modelport score churn big.parquet out.parquet --engine spark --spark-conf spark.master=local[4]
     """
     if version is not None and alias is not None:
         raise click.UsageError("give either --version or --alias, not both")
+    wanted = ["INPUT"] * (from_sql is None) + ["OUTPUT"] * (to_table is None)
+    if len(paths) != len(wanted):
+        raise click.UsageError(
+            f"expected {' and '.join(wanted) or 'no file'} "
+            f"(INPUT or --from-sql, OUTPUT or --to-table), got {len(paths)} path(s)"
+        )
+    named = dict(zip(wanted, paths, strict=True))
+    input_path, output_path = named.get("INPUT"), named.get("OUTPUT")
+    if input_path is not None and not os.path.isfile(input_path):
+        raise click.BadParameter(f"Path {input_path!r} does not exist.", param_hint="INPUT")
+    if (from_sql is not None or to_table is not None) and not db:
+        raise click.UsageError("--from-sql and --to-table need --db URL")
     conf: dict[str, str] = {}
     for pair in spark_conf:
         if "=" not in pair:
@@ -94,6 +121,9 @@ def score(
             engine=engine,
             progress=not quiet,
             spark_conf=conf,
+            from_sql=from_sql,
+            to_table=to_table,
+            db=db,
         )
     except NotFound as exc:  # the model or version named on the command line
         hint = "--version" if isinstance(exc, VersionNotFound) else "NAME"

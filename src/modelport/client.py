@@ -397,8 +397,8 @@ class Client:
     def score(
         self,
         name: str,
-        input: str | os.PathLike[str],
-        output: str | os.PathLike[str],
+        input: str | os.PathLike[str] | None,
+        output: str | os.PathLike[str] | None,
         *,
         version: int | None = None,
         alias: str | None = None,
@@ -407,16 +407,21 @@ class Client:
         engine: str = "pandas",
         progress: bool = False,
         spark_conf: Mapping[str, str] | None = None,
+        from_sql: str | None = None,
+        to_table: str | None = None,
+        db: str | None = None,
     ) -> dict[str, Any]:
-        """Score a CSV or Parquet file in chunks into ``output`` (rejected rows beside it, in
-        ``<stem>.rejects.<ext>``); returns the finished run (a ``score`` job). See docs/batch.md.
+        """Score a CSV or Parquet file (or the rows of ``from_sql``) in chunks into ``output``
+        (or the table ``to_table``), rejected rows beside it (``<stem>.rejects.<ext>``, or the
+        table ``<to_table>_rejects``); ``db`` is the database's SQLAlchemy URL. Returns the
+        finished run (a ``score`` job). See docs/batch.md.
         """
         from .batch import Request, score
 
         request = Request(
             name,
-            os.fspath(input),
-            os.fspath(output),
+            None if input is None else os.fspath(input),
+            None if output is None else os.fspath(output),
             version=version,
             alias=alias,
             chunk_rows=chunk_rows,
@@ -424,6 +429,9 @@ class Client:
             engine=engine,
             progress=progress,
             spark_conf=dict(spark_conf or {}),
+            sql=from_sql,
+            table=to_table,
+            db=db,
         )
         return score(self, request)
 

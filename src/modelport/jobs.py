@@ -137,7 +137,8 @@ _SCORE_FIELDS = {
 
 
 def _score_problems(params: dict[str, Any]) -> list[dict[str, Any]]:
-    """A score run's lineage, checked: the version and the input's path and sha256 are needed."""
+    """A score run's lineage, checked: the version, and the input's path and sha256 (or the
+    query and its database) are needed."""
     problems = []
     for key, kind in _SCORE_FIELDS.items():
         value = params.get(key)
@@ -147,7 +148,10 @@ def _score_problems(params: dict[str, Any]) -> list[dict[str, Any]]:
     if not isinstance(version, int) or isinstance(version, bool) or version < 1:
         problems.append({"field": "version", "reason": "expected a version number"})
     source = params.get("input")
-    if not isinstance(source, dict) or not isinstance(source.get("path"), str):
+    if isinstance(source, dict) and "sql" in source:  # a query's rows: the query and database
+        if not isinstance(source["sql"], str) or not isinstance(source.get("db"), str):
+            problems.append({"field": "input.sql", "reason": "expected the query and its db"})
+    elif not isinstance(source, dict) or not isinstance(source.get("path"), str):
         problems.append({"field": "input.path", "reason": "expected the input file's path"})
     elif not isinstance(source.get("sha256"), str) or len(source["sha256"]) != 64:
         problems.append({"field": "input.sha256", "reason": "expected the input's sha256"})

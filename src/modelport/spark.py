@@ -213,6 +213,8 @@ def run_spark(
 ) -> dict[str, Any]:
     """``modelport score --engine spark``: read, score through the UDF, write the scored rows
     and the rejects (Spark output directories), and record the run."""
+    input_path, output_path = req.input, req.output
+    assert input_path is not None and output_path is not None  # Request.check: files only
     batch_rows = "spark.sql.execution.arrow.maxRecordsPerBatch"
     spark, own = session(
         {batch_rows: str(req.chunk_rows), **req.spark_conf},
@@ -223,11 +225,11 @@ def run_spark(
     spark.conf.set(batch_rows, str(req.chunk_rows))  # a session that was active already, too
     try:
         predict = _udf_for(client, version)
-        frame = _read(spark, req.input)
+        frame = _read(spark, input_path)
         names = [str(c) for c in frame.columns]
         batch.check_columns(schema, names)
         columns = batch.output_columns(names, predict.proba_columns, req.id_column)
-        lineage["input"].update(batch.fingerprint(req.input))
+        lineage["input"].update(batch.fingerprint(input_path))
         run = Run(client, client.start_run(req.name, lineage), spark.sparkContext.cancelAllJobs)
         counts = {"rows": 0, "scored": 0, "rejected": 0}
         with recorded(run, counts):
@@ -261,6 +263,8 @@ def _score_frame(
     from pyspark import StorageLevel
     from pyspark.sql import functions as F
 
+    output_path = req.output
+    assert output_path is not None  # Request.check: the spark engine writes files only
     started = time.monotonic()
     numbered = _numbered(frame)
     run.update(0.1, "rows numbered")
@@ -270,7 +274,7 @@ def _score_frame(
     )
     try:
         rejected_col = F.col(f"__modelport_out.{REJECTED}")
-        fmt = file_format(req.output, "OUTPUT")
+        fmt = file_format(output_path, "OUTPUT")
         kept = [c for c in columns if c in frame.columns]
         out = scored.where(rejected_col.isNull()).select(
             *[F.col(f"`{c}`") for c in kept],
@@ -280,14 +284,14 @@ def _score_frame(
             F.lit(version["version"]).cast("long").alias("version"),
             F.lit(run.id).cast("long").alias("run_id"),
         )
-        _write(out, req.output, fmt)
+        _write(out, output_path, fmt)
         run.update(0.7, "scored rows written")
         rejects = scored.where(rejected_col.isNotNull()).select(
             F.col(_ROW).alias("row"),
             rejected_col.alias("reason"),
             *[F.col(f"`{c}`") for c in frame.columns],
         )
-        _write(rejects, rejects_path(req.output), fmt)
+        _write(rejects, rejects_path(output_path), fmt)
         run.update(0.9, "rejects written")
         tally = {
             bool(r["ok"]): int(r["count"])
@@ -303,8 +307,8 @@ def _score_frame(
     run.check()
     result = {
         **counts,
-        "output": os.path.abspath(req.output),
-        "rejects": os.path.abspath(rejects_path(req.output)),
+        "output": os.path.abspath(output_path),
+        "rejects": os.path.abspath(rejects_path(output_path)),
         "seconds": round(time.monotonic() - started, 3),
     }
     return run.finish("succeeded", result=result)
