@@ -20,6 +20,7 @@ import pytest
 
 from modelport import errors
 from modelport.settings import Settings
+from tests.api.test_segments import PUSH_SCHEMA, _linear
 from tests.conftest import IRIS_COLUMNS, RunningServer, start_server
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -51,6 +52,17 @@ def busy(settings: Settings, iris_pipeline: Any, iris_frame: Any) -> Iterator[Ru
                     for pid, label in zip(out["prediction_ids"], chunk["species"], strict=True)
                 ]
             )
+        # A segmented model: one version per store (v2: store 1, v3: store 2), v1 the fallback.
+        mp.create_model("demand", task="regression")
+        mp.set_segment_key("demand", "store")
+        mp.push("demand", _linear(0.0), schema=PUSH_SCHEMA, alias="production")
+        for store, slope in ((1, 3.0), (2, -3.0)):
+            mp.push(
+                "demand", _linear(slope), schema=PUSH_SCHEMA, alias="production", segment=str(store)
+            )
+        for store, times in ((1, 6), (2, 3)):
+            for _ in range(times):
+                mp.predict("demand", [{"store": store, "x": 1.0}])
         mp.create_from_algorithm(
             "trend",
             "online_linear_regression",
@@ -168,7 +180,7 @@ def test_the_dashboard_draws_its_charts_with_data_and_guards_changes(
     _shot(page, "01-login-error")
 
     _sign_in(page, url, reader_key)
-    assert page.locator("#models .model-row").count() == 2
+    assert page.locator("#models .model-row").count() == 3
     _shot(page, "02-models")
     cookies = {c["name"]: c for c in context.cookies()}
     session = cookies["modelport_key"]
@@ -203,6 +215,21 @@ def test_the_dashboard_draws_its_charts_with_data_and_guards_changes(
             method: 'POST', headers: {'X-Modelport-Dashboard': '1'}})).status"""
     )
     assert refused == 403
+
+    # A segmented model's figures, for all segments or for one.
+    _open(page, url + "/#/models/demand")
+    options = page.eval_on_selector_all("#segment option", "els => els.map(e => e.value)")
+    assert options == ["", "1", "2"]
+    totals = page.inner_text("#timeline-section p.muted")
+    assert "v2: 6 requests" in totals and "v3: 3 requests" in totals, totals
+    page.select_option("#segment", "2")
+    page.wait_for_function(
+        """() => document.body.dataset.ready === '1'
+            && !document.querySelector('#timeline-section').innerText.includes('v2:')"""
+    )
+    totals = page.inner_text("#timeline-section p.muted")
+    assert "v3: 3 requests" in totals and "v2:" not in totals, totals
+    assert page.eval_on_selector("#segment", "e => e.value") == "2"  # kept across the re-render
 
     _open(page, url + "/#/models/trend")
     fit = page.evaluate(

@@ -9,7 +9,7 @@
 
 (function () {
   const app = document.getElementById("app");
-  const state = { who: null, charts: {}, window: "1h" };
+  const state = { who: null, charts: {}, window: "1h", segments: {} };
   window.modelport = state;
   const COLORS = ["#2563eb", "#dc2626", "#16a34a", "#9333ea", "#ea580c", "#0891b2", "#4b5563"];
   const WINDOWS = ["15m", "1h", "6h", "24h", "7d"];
@@ -161,8 +161,9 @@
 
   async function modelPage(name) {
     const base = "/v1/models/" + enc(name);
-    const win = "window=" + enc(state.window);
-    const [model, versions, history, traffic, experiment, timeline, perf, drift, recent, fit] =
+    const segment = state.segments[name] || "";
+    const win = "window=" + enc(state.window) + (segment ? "&segment=" + enc(segment) : "");
+    const [model, versions, history, traffic, experiment, timeline, perf, drift, recent, fit, segs] =
       await Promise.all([
         api(base),
         api(base + "/versions"),
@@ -174,6 +175,7 @@
         api(base + "/drift?" + win),
         api(base + "/recent?limit=25"),
         api(base + "/fit?points=100"),
+        api(base + "/segments"),
       ]);
     if (!model.ok) {
       app.replaceChildren(el("p", { class: "error", text: model.error }), el("a", { href: "#/", text: "All models" }));
@@ -185,6 +187,19 @@
       { id: "window", on: { change: (e) => { state.window = e.target.value; render(); } } },
       ...WINDOWS.map((w) => el("option", { value: w, selected: w === state.window, text: w })),
     );
+    // A segmented model: its figures for one segment, or for all of them.
+    const known = segs.ok && segs.data.field ? segs.data.segments.map((x) => x.segment) : [];
+    const segmentPicker = known.length
+      ? [
+          el("label", { for: "segment", text: " Segment (" + segs.data.field + ") " }),
+          el(
+            "select",
+            { id: "segment", on: { change: (e) => { state.segments[name] = e.target.value; render(); } } },
+            el("option", { value: "", selected: !segment, text: "all" }),
+            ...known.map((v) => el("option", { value: v, selected: v === segment, text: v })),
+          ),
+        ]
+      : [];
     app.replaceChildren(
       el("p", {}, el("a", { href: "#/", text: "← All models" })),
       el("h1", { id: "model-name", text: m.name }),
@@ -194,6 +209,7 @@
         m.task + " · created " + m.created + " by " + m.created_by + (m.description ? " · " + m.description : ""),
       ),
       el("p", { class: "toolbar" }, el("label", { for: "window", text: "Window " }), picker,
+        ...segmentPicker,
         el("button", { type: "button", id: "refresh", on: { click: render } }, "Refresh")),
       el("p", { id: "status", class: "status", role: "status" }),
       aliasesSection(name, m, versions.data || [], history),
