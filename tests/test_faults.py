@@ -233,7 +233,10 @@ class PrivatePostgres:
         shutil.rmtree(self.root, ignore_errors=True)
 
 
-@pytest.mark.skipif(_pg_bin() is None or shutil.which("runuser") is None, reason="no PostgreSQL")
+@pytest.mark.skipif(
+    _pg_bin() is None or shutil.which("runuser") is None,
+    reason="needs PostgreSQL server binaries (pg_ctl, initdb) and runuser to run a private server",
+)
 def test_a_database_restart_under_load_loses_nothing_and_the_service_recovers(
     tmp_path: Path,
 ) -> None:
