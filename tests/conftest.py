@@ -48,6 +48,33 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
         )
 
 
+def needs(what: str, available: bool) -> pytest.MarkDecorator:
+    """Mark a test that needs something pip cannot install (a service on loopback, a Debian
+    package). Where it is missing the test is skipped with ``what`` as the reason; under CI
+    (``CI`` set, as ``.ci/run`` runs) it fails instead, since CI provides all of them."""
+    return pytest.mark.needs(what=what, available=available)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "needs(what, available): see tests.conftest.needs")
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    for mark in item.iter_markers("needs"):
+        if not mark.kwargs["available"]:
+            what = mark.kwargs["what"]
+            if os.environ.get("CI"):
+                pytest.fail(f"CI must provide {what}", pytrace=False)
+            pytest.skip(f"needs {what}")
+
+
+def reachable(port: int) -> bool:
+    """Whether something listens on 127.0.0.1:``port``."""
+    with socket.socket() as s:
+        s.settimeout(1)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
 def _with_search_path(url: str, schema: str) -> str:
     sep = "&" if "?" in url else "?"
     return f"{url}{sep}options=-csearch_path%3D{schema}"
@@ -166,9 +193,11 @@ def start_server(settings: Settings, service: Any = None) -> RunningServer:
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 120  # generous: a loaded machine, or tracemalloc on
     while not server.started:
         if not thread.is_alive() or time.monotonic() > deadline:
+            server.should_exit = True  # never leave a half-started server behind
+            thread.join(timeout=30)
             raise RuntimeError("the test server did not start")
         time.sleep(0.01)
     return RunningServer(f"http://127.0.0.1:{port}", settings, admin, server, thread)

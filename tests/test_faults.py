@@ -21,7 +21,7 @@ import pytest
 from modelport import Client
 from modelport.settings import Settings
 from tests.api.models import Constant, FailsOnNegative, Leaker, Sleeper
-from tests.conftest import RunningServer, free_port, make_key, start_server
+from tests.conftest import RunningServer, free_port, make_key, needs, start_server
 from tests.procs import ServerProcess
 
 X_SCHEMA = {"fields": [{"name": "x", "type": "number"}]}
@@ -32,7 +32,8 @@ def touchy(settings: Settings) -> Iterator[RunningServer]:
     """A server that judges versions quickly."""
     quick = {
         "unhealthy_after_failures": 3,
-        "unhealthy_cooldown_seconds": 0.5,
+        # Long enough that no request of a slow, loaded machine turns into a probe by surprise.
+        "unhealthy_cooldown_seconds": 3,
         "model_memory_growth_mb": 100,
         "predict_threads": 2,
     }
@@ -82,7 +83,7 @@ def test_a_version_failing_repeatedly_is_marked_unhealthy_and_recovers(
     events = _wait(lambda: _events(http, "bad", "version_unhealthy"))
     assert events[0]["detail"]["version"] == 1
 
-    time.sleep(0.6)  # the cooldown passes: the next request is a probe, and it succeeds
+    time.sleep(3.1)  # the cooldown passes: the next request is a probe, and it succeeds
     assert _predict(http, "bad", 1).status_code == 200
     assert http.get("/v1/models/bad/health").json()["versions"][0]["healthy"] is True
     _wait(lambda: _events(http, "bad", "version_recovered"))
@@ -120,18 +121,33 @@ def test_a_hanging_model_times_out_alone_and_holds_no_more_threads(touchy: Runni
     _wait(recovered, timeout=15)
 
 
+@pytest.fixture
+def watchful(settings: Settings) -> Iterator[RunningServer]:
+    """A server with a 100 MB memory allowance per version and a long cooldown (a probe let
+    through after a short one would leak again, and on a slow machine come between the calls)."""
+    quick = {"unhealthy_cooldown_seconds": 600, "model_memory_growth_mb": 100, "predict_threads": 2}
+    running = start_server(settings.model_copy(update=quick))
+    yield running
+    running.stop()
+
+
 def test_a_leaking_model_is_stopped_before_it_takes_the_server_down(
-    touchy: RunningServer,
+    watchful: RunningServer,
 ) -> None:
-    mp = touchy.client()
+    mp = watchful.client()
     mp.push("leak", Leaker(40), schema=X_SCHEMA, alias="production")
     mp.push("good", Constant("ok"), schema=X_SCHEMA, alias="production")
-    http = touchy.http()
-    codes = [_predict(http, "leak", 1).status_code for _ in range(8)]
+    http = watchful.http()
+    answers = [_predict(http, "leak", 1) for _ in range(8)]
+    codes = [a.status_code for a in answers]
+    seen = [(a.status_code, a.text[:300]) for a in answers]
     # 40 MB a call against a 100 MB allowance: the third or fourth call crosses it, and from
     # then on the version is not called (so it stops growing).
-    assert codes[:2] == [200, 200]
-    assert 503 in codes and codes[codes.index(503) :] == [503] * (8 - codes.index(503))
+    assert codes[:2] == [200, 200], seen
+    assert 503 in codes and codes[codes.index(503) :] == [503] * (8 - codes.index(503)), seen
+    assert {a.json()["error"]["code"] for a in answers if a.status_code == 503} == {
+        "version_unhealthy"
+    }, seen
     health = http.get("/v1/models/leak/health").json()["versions"][0]
     assert health["healthy"] is False and health["memory_growth_mb"] > 100
     assert "resident memory grew" in health["reason"]
@@ -233,9 +249,9 @@ class PrivatePostgres:
         shutil.rmtree(self.root, ignore_errors=True)
 
 
-@pytest.mark.skipif(
-    _pg_bin() is None or shutil.which("runuser") is None,
-    reason="needs PostgreSQL server binaries (pg_ctl, initdb) and runuser to run a private server",
+@needs(
+    "PostgreSQL's server binaries (pg_ctl, initdb) and runuser, to run a private server",
+    _pg_bin() is not None and shutil.which("runuser") is not None,
 )
 def test_a_database_restart_under_load_loses_nothing_and_the_service_recovers(
     tmp_path: Path,

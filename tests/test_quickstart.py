@@ -27,15 +27,44 @@ def readme_command(start: str) -> str:
     return found[0]
 
 
+#: The README's two set-up commands. .ci/run reads them from the README and runs them as written
+#: in a fresh venv; this pins their text.
+INSTALL_AND_RUN = "pip install -c constraints.txt -e . && modelport quickstart"
+INSTALL_AND_TEST = "pip install -c constraints.txt -e '.[test]' && pytest"
+
+
 def test_readme_has_exactly_the_two_commands() -> None:
-    assert readme_command("pip install -e . &&") == "pip install -e . && modelport quickstart"
-    assert readme_command("pip install -e '.[test]'") == "pip install -e '.[test]' && pytest"
+    assert readme_command("pip install -c constraints.txt -e . &&") == INSTALL_AND_RUN
+    assert readme_command("pip install -c constraints.txt -e '.[test]'") == INSTALL_AND_TEST
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert "pip install -c constraints.txt -e . &&" in ci and "-e '.[test]'" in ci
+
+
+def test_the_tests_run_on_the_locked_versions() -> None:
+    from importlib.metadata import distributions
+
+    pinned = {}
+    for line in (ROOT / "constraints.txt").read_text().splitlines():
+        if "==" in line and not line.startswith((" ", "#")):
+            name, version = line.split("==")
+            pinned[_canonical(name)] = version.strip()
+    installed = {_canonical(d.metadata["Name"]): d.version for d in distributions()}
+    differ = {n: (v, pinned[n]) for n, v in installed.items() if n in pinned and v != pinned[n]}
+    assert not differ, f"installed != constraints.txt (install with -c constraints.txt): {differ}"
+    for name in ("pytest", "schemathesis", "ruff", "mypy", "aiokafka", "pandas", "numpy"):
+        assert name in pinned and name in installed, name
+
+
+def _canonical(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
 
 
 def _start(home: Path, port: int) -> tuple[subprocess.Popen[str], str]:
-    command = readme_command("pip install -e . &&") + f" --port {port}"
+    # The README's command past its install step (CI runs the whole line in a fresh venv; here
+    # the package is installed already, and pip must not rewrite it under other tests).
+    command = readme_command("pip install -c constraints.txt -e . &&").split(" && ", 1)[1]
     proc = subprocess.Popen(
-        ["bash", "-c", f"exec 2>&1; {command.replace('&& modelport', '&& exec modelport')}"],
+        ["bash", "-c", f"exec 2>&1; exec {command} --port {port}"],
         cwd=ROOT,
         env=cli_env(MODELPORT_HOME=str(home)),
         stdout=subprocess.PIPE,

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -20,28 +19,21 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import nats
 import orjson
 import pytest
+import redis
 
 from modelport.streams import StreamJob, StreamWorker
-from tests.conftest import IRIS_COLUMNS, POSTGRES_URL, RunningServer, free_port
-
-redis = pytest.importorskip("redis")
-nats = pytest.importorskip("nats")
+from tests.conftest import IRIS_COLUMNS, POSTGRES_URL, RunningServer, free_port, needs, reachable
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 NATS_URL = "nats://127.0.0.1:4222"
 WAIT = 60.0  # seconds any one wait below may take at most
 
 
-def _reachable(port: int) -> bool:
-    with socket.socket() as s:
-        s.settimeout(1)
-        return s.connect_ex(("127.0.0.1", port)) == 0
-
-
-needs_redis = pytest.mark.skipif(not _reachable(6379), reason="no Redis on 127.0.0.1:6379")
-needs_nats = pytest.mark.skipif(not _reachable(4222), reason="no NATS on 127.0.0.1:4222")
+needs_redis = needs("Redis on 127.0.0.1:6379", reachable(6379))
+needs_nats = needs("NATS with JetStream on 127.0.0.1:4222", reachable(4222))
 
 
 def wait_for(what: str, check: Callable[[], bool], timeout: float = WAIT) -> None:
@@ -519,11 +511,10 @@ def test_nats_poisoned_record_is_dead_lettered(
     assert dead[0]["record_id"] == f"nats:{jetstream}:2"
 
 
+@needs_redis
 def test_a_worker_refused_by_the_server_stops_with_one_line(
     iris: RunningServer, names: str
 ) -> None:
-    if not _reachable(6379):
-        pytest.skip("no Redis on 127.0.0.1:6379")
     xadd_all(f"{names}:in", [b'{"sepal_length": 1}'])
     command = [sys.executable, "-m", "modelport.cli", "stream", "iris", "--broker", REDIS_URL]
     command += ["--input", f"{names}:in", "--url", iris.url, "--key", "wrong"]

@@ -366,16 +366,16 @@ def alias_history(conn: Connection, name: str, alias: str | None = None) -> list
     ]
 
 
-#: Serving settings a model may override, with their type and lower bound.
-SERVING_KEYS: dict[str, tuple[type, float]] = {
-    "max_batch_rows": (int, 1),
-    "max_wait_ms": (float, 0),
-    "max_concurrent_batches": (int, 1),
-    "predict_timeout_seconds": (float, 0.001),
+#: Serving settings a model may override, with their type and bounds (inclusive).
+SERVING_KEYS: dict[str, tuple[type, float, float]] = {
+    "max_batch_rows": (int, 1, 1_000_000),
+    "max_wait_ms": (float, 0, 60_000),
+    "max_concurrent_batches": (int, 1, 1024),
+    "predict_timeout_seconds": (float, 0.001, 86_400),
     # The prediction cache's entries per version (0: off); see modelport.cache.
-    "cache_max_entries": (int, 0),
+    "cache_max_entries": (int, 0, 100_000_000),
     # Segment instances loaded at once (least recently used unloaded); modelport.segments.
-    "max_live_segments": (int, 1),
+    "max_live_segments": (int, 1, 1_000_000),
 }
 
 
@@ -396,8 +396,8 @@ def check_serving(config: Any) -> dict[str, Any]:
             continue
         if value is None:
             continue  # back to the server default
-        kind, low = SERVING_KEYS[key]
-        ok = not isinstance(value, bool) and isinstance(value, int | float) and value >= low
+        kind, low, high = SERVING_KEYS[key]
+        ok = not isinstance(value, bool) and isinstance(value, int | float) and low <= value <= high
         if kind is int and not (
             isinstance(value, int) or (isinstance(value, float) and value.is_integer())
         ):
@@ -406,7 +406,8 @@ def check_serving(config: Any) -> dict[str, Any]:
             problems.append(
                 {
                     "field": key,
-                    "reason": f"expected {'an integer' if kind is int else 'a number'} >= {low:g}",
+                    "reason": f"expected {'an integer' if kind is int else 'a number'} "
+                    f"from {low:g} to {high:g}",
                 }
             )
             continue

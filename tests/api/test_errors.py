@@ -434,6 +434,9 @@ def test_422_request_bodies_of_management_routes(iris: RunningServer) -> None:
         (http.get("/v1/models/iris/predictions", params={"limit": 0}), "limit"),
         (http.get("/v1/models/iris/predictions", params={"version": "x"}), "version"),
         (http.get("/v1/models/iris/versions/one"), "version"),
+        (http.get("/v1/models/iris/versions/91864320547732540358656/artifact"), "version"),
+        (http.post("/v1/jobs/5722202161391771582464/progress", json={}), "job_id"),
+        (http.get("/v1/models/iris/performance", params={"version": 10**22}), "version"),
         (http.delete("/v1/keys/first"), "key_id"),
     ]
     for response, field in cases:
@@ -445,6 +448,12 @@ def test_422_request_bodies_of_management_routes(iris: RunningServer) -> None:
         http.post("/v1/keys", json={"name": "x", "scopes": []}), 400, "invalid_request"
     )
     assert err["details"][0]["field"] == "scopes"
+    # Serving settings are bounded above too: a huge integer is a 422, not a store error.
+    for field, value in (("max_concurrent_batches", 2**80), ("cache_max_entries", 10**30)):
+        err = assert_envelope(
+            http.put("/v1/models/iris/serving", json={field: value}), 422, "invalid_input"
+        )
+        assert err["details"][0]["field"] == field and "from " in err["details"][0]["reason"], err
     assert iris.client().model("iris")["aliases"] == {"production": 1}
     assert [k["consumer"] for k in iris.client().list_keys()] == ["test-admin"]
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import numpy as np
@@ -10,6 +11,7 @@ import tritonclient.http as triton
 from tritonclient.utils import InferenceServerException
 
 from tests.conftest import IRIS_COLUMNS, RunningServer
+from tests.interop import run_client
 
 
 @pytest.fixture
@@ -187,38 +189,56 @@ def test_bad_input_writes_nothing_to_the_ledger(iris: RunningServer) -> None:
     assert iris.client().predictions("iris")["predictions"] == []
 
 
+KSERVE_SCRIPT = """
+import asyncio, json, sys
+from kserve import InferenceRESTClient, InferInput, InferRequest, RESTConfig
+
+url, key, rows = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
+headers = {"Authorization": f"Bearer {key}"}
+
+async def main():
+    client = InferenceRESTClient(RESTConfig(protocol="v2", timeout=30))
+    try:
+        request = InferRequest(
+            model_name="iris",
+            request_id="kserve-1",
+            infer_inputs=[
+                InferInput(
+                    name="input-0",
+                    shape=[len(rows), len(rows[0])],
+                    datatype="FP64",
+                    data=[v for row in rows for v in row],
+                )
+            ],
+        )
+        live = await client.is_server_live(url)
+        ready = await client.is_model_ready(url, "iris", headers=headers)
+        res = await client.infer(url, request, model_name="iris", headers=headers)
+        return {
+            "live": live,
+            "ready": ready,
+            "id": res.id,
+            "model_name": res.model_name,
+            "prediction_ids": str(res.parameters["prediction_ids"]),
+            "outputs": {o.name: list(o.data) for o in res.outputs},
+        }
+    finally:
+        await client.close()
+
+print(json.dumps(asyncio.run(main())))
+"""
+
+
 def test_kserve_rest_client_v2(iris: RunningServer, iris_pipeline: Any, iris_frame: Any) -> None:
-    import asyncio
-
-    from kserve import InferenceRESTClient, InferInput, InferRequest, RESTConfig
-
+    """KServe's own InferenceRESTClient, run from its own venv (it pins pandas<3)."""
     rows = iris_frame[IRIS_COLUMNS].iloc[[5, 75, 145]]
-
-    async def main() -> Any:
-        config = RESTConfig(protocol="v2", timeout=30)
-        client = InferenceRESTClient(config)
-        try:
-            request = InferRequest(
-                model_name="iris",
-                request_id="kserve-1",
-                infer_inputs=[
-                    InferInput(
-                        name="input-0",
-                        shape=[3, 4],
-                        datatype="FP64",
-                        data=rows.to_numpy().ravel().tolist(),
-                    )
-                ],
-            )
-            assert await client.is_server_live(iris.url)
-            assert await client.is_model_ready(iris.url, "iris", headers=_auth(iris))
-            return await client.infer(iris.url, request, model_name="iris", headers=_auth(iris))
-        finally:
-            await client.close()
-
-    res = asyncio.run(main())
-    by_name = {o.name: o for o in res.outputs}
-    assert by_name["predict"].data == list(iris_pipeline.predict(rows))
-    assert res.id == "kserve-1" and res.model_name == "iris"
-    assert len(str(res.parameters["prediction_ids"]).split(",")) == 3
-    assert len(by_name["predict_proba"].data) == 9
+    res = run_client(
+        "kserve", KSERVE_SCRIPT, iris.url, iris.admin_key, json.dumps(rows.to_numpy().tolist())
+    )
+    assert res["live"] is True and res["ready"] is True
+    assert res["outputs"]["predict"] == list(iris_pipeline.predict(rows))
+    assert res["id"] == "kserve-1" and res["model_name"] == "iris"
+    assert len(res["prediction_ids"].split(",")) == 3
+    assert len(res["outputs"]["predict_proba"]) == 9
+    logged = iris.client().predictions("iris")["predictions"]
+    assert len(logged) == 3 and {p["request_id"] for p in logged} == {"kserve-1"}

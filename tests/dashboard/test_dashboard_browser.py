@@ -21,14 +21,13 @@ import pytest
 from modelport import errors
 from modelport.settings import Settings
 from tests.api.test_segments import PUSH_SCHEMA, _linear
-from tests.conftest import IRIS_COLUMNS, RunningServer, start_server
+from tests.conftest import IRIS_COLUMNS, RunningServer, needs, start_server
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 SHOTS = Path(__file__).resolve().parents[2] / "test-output" / "screenshots"
 
-pytestmark = pytest.mark.skipif(
-    not Path(CHROMIUM).exists(),
-    reason="Debian's chromium is not installed (apt-get install chromium; .ci/run installs it)",
+pytestmark = needs(
+    "Debian's chromium (apt-get install chromium; .ci/run installs it)", Path(CHROMIUM).exists()
 )
 
 

@@ -188,19 +188,26 @@ class PushMetadata(Strict):
 class ServingSettings(Strict):
     """Per-model serving settings; a key left out (or null) uses the server's default."""
 
-    max_batch_rows: int | None = Field(None, ge=1, description="Overrides batch_max_rows.")
-    max_wait_ms: float | None = Field(None, ge=0, description="Overrides batch_max_wait_ms.")
+    max_batch_rows: int | None = Field(
+        None, ge=1, le=1_000_000, description="Overrides batch_max_rows."
+    )
+    max_wait_ms: float | None = Field(
+        None, ge=0, le=60_000, description="Overrides batch_max_wait_ms."
+    )
     max_concurrent_batches: int | None = Field(
-        None, ge=1, description="Overrides batch_max_concurrent."
+        None, ge=1, le=1024, description="Overrides batch_max_concurrent."
     )
     predict_timeout_seconds: float | None = Field(
-        None, gt=0, description="Overrides predict_timeout_seconds."
+        None, ge=0.001, le=86_400, description="Overrides predict_timeout_seconds."
     )
     cache_max_entries: int | None = Field(
-        None, ge=0, description="Overrides cache_max_entries (0: no prediction cache)."
+        None,
+        ge=0,
+        le=100_000_000,
+        description="Overrides cache_max_entries (0: no prediction cache).",
     )
     max_live_segments: int | None = Field(
-        None, ge=1, description="Overrides max_live_segments (a segmented model)."
+        None, ge=1, le=1_000_000, description="Overrides max_live_segments (a segmented model)."
     )
 
 

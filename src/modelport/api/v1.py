@@ -358,7 +358,7 @@ async def get_schema(name: str, version: Version, svc: Svc, who: Who) -> Respons
     tags=["registry"],
     summary="A version's artifact, for batch scoring (predict and read scopes)",
 )
-async def get_artifact(name: str, version: int, svc: Svc, who: Who) -> Response:
+async def get_artifact(name: str, version: Version, svc: Svc, who: Who) -> Response:
     path, sha256 = await svc.artifact(who, name, version)
     return FileResponse(
         path,
@@ -540,7 +540,7 @@ async def job(job_id: Id, svc: Svc, who: Who) -> Response:
     summary="Report a batch scoring run's progress (its client; the heartbeat)",
     openapi_extra=_doc_body(s.RunProgress),
 )
-async def report_run(job_id: int, request: Request, svc: Svc, who: Who) -> Response:
+async def report_run(job_id: Id, request: Request, svc: Svc, who: Who) -> Response:
     return json_response(await svc.report_run(who, job_id, await json_body(request)))
 
 
@@ -552,7 +552,7 @@ async def report_run(job_id: int, request: Request, svc: Svc, who: Who) -> Respo
     summary="End a batch scoring run with its result (its client)",
     openapi_extra=_doc_body(s.RunFinish),
 )
-async def finish_run(job_id: int, request: Request, svc: Svc, who: Who) -> Response:
+async def finish_run(job_id: Id, request: Request, svc: Svc, who: Who) -> Response:
     return json_response(await svc.finish_run(who, job_id, await json_body(request)))
 
 
@@ -869,7 +869,7 @@ async def performance(
     svc: Svc,
     who: Who,
     window: Annotated[str, Query(description=_WINDOW)] = "24h",
-    version: Annotated[int | None, Query(ge=1)] = None,
+    version: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
     buckets: Annotated[int, Query(ge=1, le=1000)] = 24,
     consumer: Annotated[str | None, Query(description="Only this consumer's predictions")] = None,
     segment: Annotated[str | None, Query(description=_SEGMENT)] = None,
@@ -899,7 +899,7 @@ async def drift(
     svc: Svc,
     who: Who,
     window: Annotated[str | None, Query(description=_WINDOW + "; default: the model's")] = None,
-    version: Annotated[int | None, Query(ge=1)] = None,
+    version: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
     segment: Annotated[str | None, Query(description=_SEGMENT)] = None,
 ) -> Response:
     return json_response(
@@ -936,7 +936,9 @@ async def set_monitoring(name: str, request: Request, svc: Svc, who: Who) -> Res
     tags=["monitoring"],
     summary="Set a version's drift reference from a window of its own traffic (admin, audited)",
 )
-async def set_reference(name: str, version: int, request: Request, svc: Svc, who: Who) -> Response:
+async def set_reference(
+    name: str, version: Version, request: Request, svc: Svc, who: Who
+) -> Response:
     return json_response(await svc.set_reference(who, name, version, await json_body(request)))
 
 
