@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import os
 import zlib
+from collections import Counter, defaultdict
 from collections.abc import Iterator
 from typing import Any
 
@@ -35,6 +36,8 @@ from tests.conftest import RunningServer, fresh_store_url, make_key, start_serve
 MAX_EXAMPLES = int(os.environ.get("MODELPORT_FUZZ_EXAMPLES", "50"))
 #: What the seeding made that paths can name (filled once per module).
 SEEDED: dict[str, str] = {}
+#: Per operation ("POST /v1/models/{name}/predict"), the statuses of its answers.
+ANSWERS: dict[str, Counter[int]] = defaultdict(Counter)
 
 
 @pytest.fixture(scope="module")
@@ -57,6 +60,17 @@ def fuzz_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningSer
             yield running
         finally:
             running.stop()
+    _check_every_operation_was_exercised()
+
+
+def _check_every_operation_was_exercised() -> None:
+    """A run whose key got revoked (or whose cases never got past auth) tests only the 401
+    path: every operation must have answered something other than 401/403."""
+    if not ANSWERS:
+        return  # the fuzz test was deselected
+    refused = {op: dict(c) for op, c in ANSWERS.items() if set(c) <= {401, 403}}
+    assert not refused, f"operations that answered only 401/403: {refused}"
+    print(f"fuzzed {len(ANSWERS)} operations, {sum(map(sum, ANSWERS.values()))} answers")
 
 
 def _seed(running: RunningServer) -> None:
@@ -143,6 +157,7 @@ def test_no_server_errors_and_answers_match_the_description(
             schemathesis.checks.response_schema_conformance,
         ],
     )
+    ANSWERS[case.operation.label][response.status_code] += 1
     revoked = case.method == "DELETE" and "/keys/" in case.path and response.status_code == 200
     if revoked and response.json().get("consumer") == "test-admin":
         # It revoked its own key: carry on with a new one.

@@ -115,9 +115,10 @@ class _NA:
             cls.value = pd.NA
 
 
-def _text_values(values: Sequence[Any], f: Field) -> list[Any]:
+def text_values(values: Sequence[Any], f: Field) -> list[Any]:
     """Cells of a text column (CSV) as the field's type; what does not parse stays text, so
-    the schema's check names the problem."""
+    the schema's check names the problem (one bad cell never spoils its neighbours)."""
+    _NA.load()
     if f.type == "string":
         return [None if _missing(v) else v for v in values]
     if f.type in ("number", "integer"):
@@ -227,9 +228,7 @@ class Scorer:
                 continue
             series = frame[f.name]
             values = series.tolist()
-            columns.append(
-                _text_values(values, f) if _is_text(series) else _typed_values(values, f)
-            )
+            columns.append(text_values(values, f) if _is_text(series) else _typed_values(values, f))
         return list(zip(*columns, strict=True))
 
     def score(self, frame: pd.DataFrame) -> Scored:

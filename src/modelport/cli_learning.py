@@ -92,6 +92,8 @@ def ingest(name: str, path: str, chunk_rows: int, quiet: bool, url: str, key: st
         click.echo(f"row {r['index']}: {r.get('field')}: {r['reason']}", err=True)
     if len(out["rejected"]) > 20:
         click.echo(f"... and {len(out['rejected']) - 20} more rejected rows", err=True)
+    if out["rows"] and not out["accepted"]:
+        raise click.ClickException(f"no row of {path} was accepted")
 
 
 def _wait_and_show(client: Any, job: dict[str, Any], wait: bool) -> None:

@@ -314,7 +314,10 @@ class Client:
         ``progress``); totals of accepted and rejected rows, rejections with file row numbers."""
         from .schema import read_table
 
-        frame = read_table(str(path))
+        # A CSV goes as CSV text, so the server reads each cell against the model's schema
+        # (a bad cell rejects its own row only); Parquet columns are typed and go as JSON.
+        csv = not str(path).lower().endswith((".parquet", ".pq"))
+        frame = read_table(str(path), text=csv)
         accepted, rejected = 0, []
         bar = None
         if progress:
@@ -325,7 +328,7 @@ class Client:
             for start in range(0, len(frame), chunk_rows):
                 chunk = frame.iloc[start : start + chunk_rows]
                 try:
-                    out = self.observe(name, chunk)
+                    out = self._observe_csv(name, chunk) if csv else self.observe(name, chunk)
                     accepted += out["accepted"]
                     rejected += [{**r, "index": r["index"] + start} for r in out["rejected"]]
                 except errors.InvalidInput as exc:  # every row of the chunk was bad
@@ -336,6 +339,14 @@ class Client:
             if bar is not None:
                 bar.close()
         return {"model": name, "rows": len(frame), "accepted": accepted, "rejected": rejected}
+
+    def _observe_csv(self, name: str, chunk: pd.DataFrame) -> dict[str, Any]:
+        text = chunk.to_csv(index=False).encode()
+        return self._dict(
+            "POST",
+            f"/v1/models/{name}/observations",
+            files={"file": ("observations.csv", text, "text/csv")},
+        )
 
     def snapshot(self, name: str) -> dict[str, Any]:
         """Snapshot the observations as a dataset (its id names it in a retrain)."""

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import io
 import math
+import re
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -164,10 +165,12 @@ def create_algorithm_model(conn: Connection, doc: dict[str, Any], *, actor: str)
 
 
 def check_observations(
-    spec: dict[str, Any], rows: Any
+    spec: dict[str, Any], rows: Any, *, text: bool = False
 ) -> tuple[list[tuple[dict[str, Any], Any]], list[dict[str, Any]]]:
     """Good rows as (validated inputs, label), and a rejection per bad row (index, field, why).
 
+    ``text``: the cells are text, as read from a CSV file (an empty cell is missing); each is
+    read as its field's type, so a cell that does not parse rejects its own row only.
     A segmented model's rows need a good segment (see :func:`segment_of_inputs`)."""
     if not isinstance(rows, list) or not rows:
         raise InvalidInput(
@@ -181,6 +184,8 @@ def check_observations(
         )
     schema = parse_schema(spec["schema"])
     target = spec["target"]
+    if text:
+        rows = _typed_text_rows(spec, schema, rows)
     good: list[tuple[dict[str, Any], Any]] = []
     rejected: list[dict[str, Any]] = []
     for i, row in enumerate(rows):
@@ -203,6 +208,49 @@ def check_observations(
             continue
         good.append((checked, label))
     return good, rejected
+
+
+def _typed_text_rows(spec: dict[str, Any], schema: Schema, rows: list[Any]) -> list[Any]:
+    """Rows of text cells with each field's cells read as its type, and the labels read as a
+    number (regression) or as the model's classes (or integers, booleans when every label
+    of the rows reads as one, as a typed file would have them)."""
+    from .batch import text_values
+
+    dicts = [r for r in rows if isinstance(r, dict)]
+    for f in schema.fields:
+        cells = text_values([r.get(f.name) for r in dicts], f)
+        for r, v in zip(dicts, cells, strict=True):
+            if f.name in r:
+                r[f.name] = v
+    target = spec["target"]
+    labels = [r.get(target) for r in dicts]
+    for r, v in zip(dicts, _text_labels(spec, labels), strict=True):
+        r[target] = v
+    return rows
+
+
+def _text_labels(spec: dict[str, Any], cells: list[Any]) -> list[Any]:
+    def missing(v: Any) -> bool:
+        return v is None or (isinstance(v, str) and not v.strip())
+
+    def number(v: str) -> Any:
+        try:
+            return float(v)
+        except ValueError:
+            return v  # stays text: the label check names it
+
+    if spec["task"] == "regression":
+        return [None if missing(v) else number(v) if isinstance(v, str) else v for v in cells]
+    classes = spec.get("classes")
+    if classes:
+        by_text = {str(c): c for c in classes}
+        return [None if missing(v) else by_text.get(str(v).strip(), v) for v in cells]
+    present = [str(v).strip() for v in cells if not missing(v)]
+    if present and all(re.fullmatch(r"[+-]?\d+", v) for v in present):
+        return [None if missing(v) else int(str(v)) for v in cells]
+    if present and all(v.lower() in ("true", "false") for v in present):
+        return [None if missing(v) else str(v).strip().lower() == "true" for v in cells]
+    return [None if missing(v) else v for v in cells]
 
 
 def segment_of_inputs(spec: dict[str, Any], inputs: dict[str, Any]) -> str | None:

@@ -739,8 +739,9 @@ def _numeric_stats(col: pd.Series) -> dict[str, Any]:
     }
 
 
-def read_table(path: str) -> pd.DataFrame:
-    """Read a CSV or Parquet file by its extension."""
+def read_table(path: str, *, text: bool = False) -> pd.DataFrame:
+    """Read a CSV or Parquet file by its extension. ``text``: a CSV's cells stay text (empty
+    for a missing one), for reading cell by cell against a schema."""
     import pandas as pd
 
     lower = path.lower()
@@ -754,6 +755,8 @@ def read_table(path: str) -> pd.DataFrame:
             ) from None
         return pd.read_parquet(path)
     if lower.endswith((".csv", ".csv.gz", ".txt")):
+        if text:
+            return pd.read_csv(path, dtype=str, keep_default_na=False, na_filter=False)
         return pd.read_csv(path)
     raise InvalidInput(
         f"{path}: unsupported file type (use .csv or .parquet)",

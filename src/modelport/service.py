@@ -1019,9 +1019,12 @@ class Service:
         rows: Any,
         source: str = "api",
         idempotency_key: str | None = None,
+        *,
+        text: bool = False,
     ) -> dict[str, Any]:
         """Store labelled rows (every bad one rejected with its index and reason) before the
-        answer; online models learn from them in the background.
+        answer; online models learn from them in the background. ``text``: the cells are
+        text from a CSV file, read as their fields' types row by row.
 
         With ``idempotency_key``, rows already stored under that key (within
         ``idempotency_window_seconds``) are the answer and nothing is stored again.
@@ -1030,7 +1033,7 @@ class Service:
         model_id, spec = await self._read(
             lambda c: (registry.model_row(c, name).id, learning.spec_of(c, name))
         )
-        good, rejected = learning.check_observations(spec, rows)
+        good, rejected = learning.check_observations(spec, rows, text=text)
         key = None if idempotency_key is None else _idempotency_key(idempotency_key)
         since = time.time() - self.settings.idempotency_window_seconds
         ids: list[int] = []

@@ -8,6 +8,10 @@ from .errors import InvalidInput, InvalidRequest
 
 #: Seconds per unit of a window such as ``15m``, ``2h`` or ``7d``.
 _UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
+#: The longest window accepted: 100 years.
+MAX_WINDOW = 100 * 365 * 86400.0
+#: Times accepted: from the epoch to the last second of the year 9999 (what ISO-8601 can say).
+MAX_TIME = 253402300799.0
 
 
 def iso(ts: float | None) -> str | None:
@@ -22,19 +26,26 @@ def parse_time(value: str | None, field: str) -> float | None:
     if value is None or value == "":
         return None
     try:
-        return float(value)
+        seconds = float(value)
     except ValueError:
-        pass
-    try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        raise InvalidRequest(
-            f"{field}: expected an ISO-8601 time or epoch seconds, got {value!r}",
-            details=[{"field": field, "reason": "not a time"}],
-        ) from None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=timezone.utc)
-    return parsed.timestamp()
+        try:
+            parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            raise InvalidRequest(
+                f"{field}: expected an ISO-8601 time or epoch seconds, got {value!r}",
+                details=[{"field": field, "reason": "not a time"}],
+            ) from None
+        if parsed.tzinfo is None:
+            parsed = parsed.replace(tzinfo=timezone.utc)
+        seconds = parsed.timestamp()
+    if not 0 <= seconds <= MAX_TIME:  # NaN fails too
+        raise InvalidInput(
+            f"{field}: expected a time from 1970 to 9999, got {value!r}",
+            details=[
+                {"field": field, "reason": f"out of range (0 to {MAX_TIME:.0f} epoch seconds)"}
+            ],
+        )
+    return seconds
 
 
 def parse_window(
@@ -53,9 +64,10 @@ def parse_window(
         seconds = float(number) * (unit or 1.0)
     except ValueError:
         seconds = float("nan")
-    if not seconds > 0 or seconds == float("inf"):
+    if not 0 < seconds <= MAX_WINDOW:  # NaN and infinity fail too
         raise InvalidInput(
-            f"{field}: expected a positive duration such as 90, 15m, 2h or 7d, got {value!r}",
-            details=[{"field": field, "reason": "not a positive duration (s, m, h, d, w)"}],
+            f"{field}: expected a positive duration of at most 100 years, such as 90, 15m, 2h "
+            f"or 7d, got {value!r}",
+            details=[{"field": field, "reason": "not a positive duration (s, m, h, d, w) <= 100y"}],
         )
     return seconds

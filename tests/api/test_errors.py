@@ -458,6 +458,27 @@ def test_422_request_bodies_of_management_routes(iris: RunningServer) -> None:
     assert [k["consumer"] for k in iris.client().list_keys()] == ["test-admin"]
 
 
+def test_422_huge_windows_times_and_versions_name_the_parameter(iris: RunningServer) -> None:
+    http = iris.http(iris.key("watcher", "read"))
+    routes = ["performance", "drift", "timeline"]
+    for route in routes:
+        for window in ("99999999999", "1e300", "9" * 30, "inf", "nan", "-5"):
+            err = assert_envelope(
+                http.get(f"/v1/models/iris/{route}", params={"window": window}),
+                422,
+                "invalid_input",
+            )
+            assert err["details"][0]["field"] == "window", (route, window, err)
+    for field in ("since", "until"):
+        for value in ("1e300", "9" * 30, "-1"):
+            r = http.get("/v1/models/iris/predictions", params={field: value})
+            err = assert_envelope(r, 422, "invalid_input")
+            assert err["details"][0]["field"] == field, (field, value, err)
+    # The largest accepted values still answer.
+    assert http.get("/v1/models/iris/performance", params={"window": "100y"}).status_code == 422
+    assert http.get("/v1/models/iris/performance", params={"window": "5200w"}).status_code == 200
+
+
 def test_422_bad_push_metadata(iris: RunningServer, iris_pipeline: Any) -> None:
     from modelport.flavors import serialize
 

@@ -16,6 +16,7 @@ from modelport.settings import Settings
 from modelport.store import Store
 from modelport.store.tables import observations, versions
 from tests.conftest import RunningServer, start_server
+from tests.procs import cli_env, run_cli
 
 X_SCHEMA = {"fields": [{"name": "x", "type": "number"}]}
 XY_SCHEMA = {
@@ -354,6 +355,39 @@ def test_observation_files_are_uploaded_and_checked(learning: RunningServer, tmp
             assert conn.execute(sa.select(sa.func.count()).select_from(versions)).scalar() == 0
     finally:
         st.close()
+
+
+def test_one_bad_cell_in_a_csv_rejects_its_own_row_only(
+    learning: RunningServer, tmp_path: Any
+) -> None:
+    mp = learning.client()
+    mp.create_from_algorithm("g", "linear_regression", schema=X_SCHEMA, target="y")
+    path = tmp_path / "obs.csv"
+    path.write_text("x,y\n1.5,3\nabc,4\n2.5,5.5\n3,\n4,oops\n")
+    with path.open("rb") as fh:
+        r = learning.http().post("/v1/models/g/observations", files={"file": ("obs.csv", fh)})
+    assert r.status_code == 200, r.text
+    out = r.json()
+    assert out["accepted"] == 2
+    assert [(x["index"], x["field"]) for x in out["rejected"]] == [(1, "x"), (3, "y"), (4, "y")]
+    assert "expected a number" in out["rejected"][0]["reason"]
+    # The client and the CLI read files the same way, and the CLI fails when nothing is kept.
+    ingested = mp.ingest("g", path, chunk_rows=2)
+    assert ingested["accepted"] == 2 and [x["index"] for x in ingested["rejected"]] == [1, 3, 4]
+    env = cli_env(MODELPORT_URL=learning.url, MODELPORT_KEY=learning.admin_key)
+    done = run_cli(["ingest", "g", str(path), "--quiet"], env=env)
+    assert done.returncode == 0 and "2 of 5 rows accepted" in done.stdout, done.stderr
+    bad = tmp_path / "bad.csv"
+    bad.write_text("x,y\nabc,1\n")
+    done = run_cli(["ingest", "g", str(bad), "--quiet"], env=env)
+    assert done.returncode != 0 and "no row of" in done.stderr, (done.stdout, done.stderr)
+    st = Store(learning.settings.store_url)
+    try:
+        with st.read() as conn:
+            stored = conn.execute(sa.select(observations.c.label)).scalars().all()
+    finally:
+        st.close()
+    assert sorted(stored) == [3.0, 3.0, 3.0, 5.5, 5.5, 5.5]
 
 
 def test_triggers_queue_retrains_by_themselves(learning: RunningServer) -> None:

@@ -294,7 +294,9 @@ def test_skops_with_untrusted_types_needs_trust(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    "blob", [b"", b"not a model at all", b"\x80\x04garbage", _zip({"x.txt": b"hello"})]
+    "blob",
+    [b"", b"not a model at all", b"\x80\x04garbage", _zip({"x.txt": b"hello"})],
+    ids=["empty", "text", "pickle-garbage", "zip-without-model"],  # stable across xdist workers
 )
 def test_garbage_is_rejected(blob: bytes, tmp_path: Path) -> None:
     path = tmp_path / "artifact"

@@ -1,7 +1,9 @@
 """Error bodies, built here and only here: the ``/v1`` envelope and the ``/v2`` protocol shape.
 
-``/v2`` (Open Inference Protocol) errors are ``{"error": "..."}`` with 400 for bad input, 404
-for an unknown model or version, 503 when nothing is ready to serve.
+``/v2`` (Open Inference Protocol) errors are ``{"error": "..."}`` with 400 for bad input and
+for a model with no version behind its alias (the message says which command promotes one: it
+is the caller's set-up, not an outage), 404 for an unknown model or version, 503 when the
+server or the store cannot serve.
 
 
 Every ``/v1`` error body is ``{"error": {"code": str, "message": str, "details": [...]}}``;
@@ -21,7 +23,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
-from ..errors import ModelportError, NoVersionBehindAlias
+from ..errors import ModelportError
 
 log = logging.getLogger("modelport.api")
 
@@ -72,8 +74,6 @@ def _oip_error(status: int, message: str, headers: dict[str, str] | None = None)
 
 
 def _oip_status(exc: ModelportError) -> int:
-    if isinstance(exc, NoVersionBehindAlias):
-        return 503  # nothing to serve yet: not ready
     if exc.status_code in (409, 422):
         return 400  # bad input: the protocol's status for it
     return exc.status_code

@@ -437,9 +437,9 @@ async def observations(name: str, request: Request, svc: Svc, who: Who) -> Respo
                     "send the file in a form field named 'file'",
                     details=[{"field": "file", "reason": "missing"}],
                 )
-            rows = await _table_rows(upload)
+            rows, text = await _table_rows(upload)
         key = request.headers.get("idempotency-key")
-        return json_response(await svc.observe(who, name, rows, "file", key))
+        return json_response(await svc.observe(who, name, rows, "file", key, text=text))
     body = await json_body(request)
     if not isinstance(body, dict) or set(body) != {"observations"}:
         raise InvalidInput(
@@ -450,8 +450,9 @@ async def observations(name: str, request: Request, svc: Svc, who: Who) -> Respo
     return json_response(await svc.observe(who, name, body["observations"], idempotency_key=key))
 
 
-async def _table_rows(upload: StarletteUpload) -> list[dict[str, Any]]:
-    """The rows of an uploaded CSV or Parquet file (by its name), NaN as missing."""
+async def _table_rows(upload: StarletteUpload) -> tuple[list[dict[str, Any]], bool]:
+    """The rows of an uploaded CSV or Parquet file (by its name), NaN as missing, and whether
+    the cells are text (a CSV's: the service reads each as its field's type)."""
     import pandas as pd
 
     from ..schema import read_table
@@ -462,7 +463,7 @@ async def _table_rows(upload: StarletteUpload) -> list[dict[str, Any]]:
         shutil.copyfileobj(upload.file, tmp)
         tmp.flush()
         try:
-            frame = read_table(tmp.name)
+            frame = read_table(tmp.name, text=suffix == ".csv")
         except InvalidInput:
             raise
         except Exception as exc:
@@ -471,7 +472,7 @@ async def _table_rows(upload: StarletteUpload) -> list[dict[str, Any]]:
             ) from None
     frame = frame.astype(object).where(pd.notna(frame), None)
     rows: list[dict[str, Any]] = frame.to_dict("records")
-    return rows
+    return rows, suffix == ".csv"
 
 
 @router.post(
