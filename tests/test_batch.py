@@ -160,7 +160,8 @@ def test_the_run_is_recorded_with_its_lineage(
 
 
 def test_a_run_stops_when_cancelled(iris_models: Client) -> None:
-    from modelport.batch import Cancelled, Run
+    from modelport.batch import Run
+    from modelport.errors import Cancelled
 
     lineage = {"version": 1, "engine": "pandas", "input": {"path": "x", "sha256": "0" * 64}}
     run = Run(iris_models, iris_models.start_run("iris", lineage))

@@ -16,7 +16,8 @@ from urllib.parse import urlsplit
 
 import orjson
 
-from .streams import Lag, Record, Sink, Source, StreamError
+from .errors import StreamError
+from .streams import Lag, Record, Sink, Source
 
 #: The field of a Redis stream entry that holds the JSON document.
 REDIS_FIELD = "data"

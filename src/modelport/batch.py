@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from . import flavors
-from .errors import InvalidInput, InvalidRequest, ModelportError
+from .errors import Cancelled, InvalidInput, InvalidRequest, ModelportError
 from .schema import Field, Schema
 
 if TYPE_CHECKING:
@@ -48,12 +48,6 @@ ADDED_COLUMNS = ("prediction", "model", "version", "run_id")
 HEARTBEAT_SECONDS = 10.0
 _TRUE = frozenset({"true", "1", "yes"})
 _FALSE = frozenset({"false", "0", "no"})
-
-
-class Cancelled(ModelportError):
-    """The run was cancelled (``POST /v1/jobs/{id}/cancel``) while it ran."""
-
-    code = "cancelled"
 
 
 def file_format(path: str | os.PathLike[str], what: str) -> str:

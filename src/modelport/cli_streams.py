@@ -91,7 +91,8 @@ def stream(
       modelport stream churn --broker nats://127.0.0.1:4222 --input events.new \\
           --db postgresql://127.0.0.1/app --table churn_scores
     """
-    from .streams import StreamError, StreamJob, run_stream
+    from .errors import StreamError
+    from .streams import StreamJob, run_stream
 
     if (db_url is None) != (table is None):
         _fail("give --db and --table together", 2)

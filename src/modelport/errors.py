@@ -13,18 +13,26 @@
     │   ├── AliasNotFound
     │   ├── PredictionNotFound
     │   ├── KeyNotFound
-    │   └── ConsumerNotFound            no settings for that consumer on that model
+    │   ├── ConsumerNotFound            no settings for that consumer on that model
+    │   ├── JobNotFound
+    │   └── DatasetNotFound
     ├── Conflict                        409
     │   ├── NoVersionBehindAlias        the alias points nowhere yet
     │   ├── NothingToRollBack           the alias has no earlier target
-    │   └── Incompatible                a strict push that some consumers' traffic would fail
+    │   ├── Incompatible                a strict push that some consumers' traffic would fail
+    │   └── NotEnoughObservations       an online model that has not learned enough to answer
     ├── PayloadTooLarge                 413
     ├── InvalidInput                    422  carries field-level ``details``
     │   └── ArtifactRejected            the pushed artifact cannot be loaded or smoke-tested
     ├── ModelNotReady                   503
     ├── ModelFailed                     500  the model itself raised while predicting
     ├── StoreUnavailable                503  the database cannot be reached
-    └── ArtifactUnavailable             503  a blob is missing, corrupt or out of reach
+    ├── ArtifactUnavailable             503  a blob is missing, corrupt or out of reach
+    ├── Cancelled                       500  a job or batch run was cancelled while it ran
+    └── StreamError                     500  a stream worker cannot go on (broker, key)
+
+Every class lives here, so a client process knows each ``code`` from the moment it imports
+this module (``modelport.client`` maps codes to classes by walking this tree).
 
 The HTTP status is a class attribute; only the web layer reads it. This module imports no web
 framework, so the CLI, the client and the service layer share the same tree.
@@ -190,3 +198,29 @@ class ArtifactUnavailable(ModelportError):
 
     status_code = 503
     code = "artifact_unavailable"
+
+
+class JobNotFound(NotFound):
+    code = "job_not_found"
+
+
+class DatasetNotFound(NotFound):
+    code = "dataset_not_found"
+
+
+class NotEnoughObservations(Conflict):
+    """An online model asked to predict before it has learned from enough observations."""
+
+    code = "not_enough_observations"
+
+
+class Cancelled(ModelportError):
+    """A job or batch run was cancelled (``POST /v1/jobs/{id}/cancel``) while it ran."""
+
+    code = "cancelled"
+
+
+class StreamError(ModelportError):
+    """The stream worker cannot go on (a broker it cannot open, a key the server refuses)."""
+
+    code = "stream_error"

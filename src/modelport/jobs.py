@@ -29,7 +29,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from . import registry
-from .errors import Conflict, Forbidden, InvalidInput, NotFound
+from .errors import Cancelled, Conflict, Forbidden, InvalidInput, JobNotFound
 from .ids import is_version_number
 from .store.tables import jobs, models
 from .timefmt import iso
@@ -40,10 +40,6 @@ CLIENT_KINDS = ("score",)
 FINISHED = ("succeeded", "failed", "cancelled")
 ACTIVE = ("queued", "running")
 _LOG_LIMIT = 100_000  # characters of log kept per job
-
-
-class JobNotFound(NotFound):
-    code = "job_not_found"
 
 
 def worker_name() -> str:
@@ -391,10 +387,6 @@ def expire_client_runs(conn: Connection, timeout: float) -> int:
     )
 
 
-class Cancelled(Exception):
-    """The job was asked to stop."""
-
-
 # -- the worker process -----------------------------------------------------------------------------
 
 
@@ -422,7 +414,7 @@ def main(argv: list[str] | None = None) -> int:
     def progress(fraction: float, message: str) -> None:
         with store.transaction() as conn:
             if report(conn, job_id, fraction, message):
-                raise Cancelled
+                raise Cancelled(f"job {job_id} was cancelled")
 
     try:
         with store.read() as conn:

@@ -63,6 +63,14 @@ class _Segmented:
     model_id: int
     cursor: int  # every observation up to here was handed to its segment's state
     states: LiveSegments = field(default_factory=LiveSegments)
+    lease: int = 0  # through_observation last written to the lease: all in some snapshot
+
+    def safe_through(self) -> int:
+        """Every observation up to here is in a snapshot (the cursor, held back by the oldest
+        unsaved learning of any segment)."""
+        # A segment's unsaved rows come after the lease (everything up to it was saved).
+        unsaved = [max(s.saved, self.lease) for _, s in self.states.items() if s.pending]
+        return int(min([self.cursor, *unsaved]))
 
 
 class Learner:
@@ -189,7 +197,9 @@ class Learner:
                         learner_leases.c.model_id == model["id"]
                     )
                 ).scalar()
-            book = self.segmented[name] = _Segmented(model["id"], int(lease or 0))
+            book = self.segmented[name] = _Segmented(
+                model["id"], int(lease or 0), lease=int(lease or 0)
+            )
         limit = int(
             (model.get("serving") or {}).get(
                 "max_live_segments", self.service.settings.max_live_segments
@@ -216,6 +226,21 @@ class Learner:
         for _, state in book.states.items():  # a quiet segment's time-based snapshot
             if state.segment not in groups:
                 self._fold(name, state, [], book)
+        # Snapshots taken while the batch was folded saw the cursor before it; once every
+        # segment has saved what it learned, the lease moves to the end of the batch.
+        if book.safe_through() > book.lease:
+            self._write_lease(book, book.safe_through())
+
+    def _write_lease(self, book: _Segmented, through: int) -> None:
+        def write(conn: Any) -> None:
+            conn.execute(
+                learner_leases.update()
+                .where(learner_leases.c.model_id == book.model_id)
+                .values(through_observation=through)
+            )
+
+        self.service.writer.submit(write).result()
+        book.lease = through
 
     def _evict(self, name: str, state: _State, book: _Segmented) -> None:
         """Snapshot a segment's state (if it learned since its last one) before dropping it."""
@@ -301,8 +326,13 @@ class Learner:
             "production" if state.segment is None else segment_alias("production", state.segment)
         )
         if book is not None:  # observations up to here are all in some snapshot
-            pending = [s.saved for _, s in book.states.items() if s.pending and s is not state]
-            lease_through = min([book.cursor, *pending])
+            pending = [
+                max(s.saved, book.lease)
+                for _, s in book.states.items()
+                if s.pending and s is not state
+            ]
+            lease_through = max(book.lease, min([book.cursor, *pending]))
+            book.lease = lease_through
         else:
             lease_through = state.through
 

@@ -27,23 +27,18 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from . import registry
-from .errors import Conflict, InvalidInput, ModelportError, NotFound
+from .errors import (
+    Conflict,
+    DatasetNotFound,
+    InvalidInput,
+    ModelportError,
+)
 from .schema import Schema, parse_schema
 from .store.tables import datasets, models, observations
 from .timefmt import iso
 
 MAX_OBSERVATIONS_PER_REQUEST = 10_000
 ONLINE_DEFAULTS = {"min_observations": 10, "snapshot_every": 100, "snapshot_seconds": 5.0}
-
-
-class DatasetNotFound(NotFound):
-    code = "dataset_not_found"
-
-
-class NotEnoughObservations(Conflict):
-    """An online model asked to predict before it has learned from enough observations."""
-
-    code = "not_enough_observations"
 
 
 def spec_of(conn: Connection, name: str) -> dict[str, Any]:
@@ -166,8 +161,9 @@ def create_algorithm_model(conn: Connection, doc: dict[str, Any], *, actor: str)
 
 def check_observations(
     spec: dict[str, Any], rows: Any, *, text: bool = False
-) -> tuple[list[tuple[dict[str, Any], Any]], list[dict[str, Any]]]:
-    """Good rows as (validated inputs, label), and a rejection per bad row (index, field, why).
+) -> tuple[list[tuple[dict[str, Any], Any]], list[int], list[dict[str, Any]]]:
+    """Good rows as (validated inputs, label) with their indexes in ``rows``, and a rejection
+    per bad row (index, field, why).
 
     ``text``: the cells are text, as read from a CSV file (an empty cell is missing); each is
     read as its field's type, so a cell that does not parse rejects its own row only.
@@ -188,6 +184,7 @@ def check_observations(
         rows = _typed_text_rows(spec, schema, rows)
     good: list[tuple[dict[str, Any], Any]] = []
     rejected: list[dict[str, Any]] = []
+    positions: list[int] = []  # the index in ``rows`` of each good row
     for i, row in enumerate(rows):
         if not isinstance(row, dict):
             rejected.append({"index": i, "field": None, "reason": "each row must be an object"})
@@ -207,7 +204,8 @@ def check_observations(
             rejected.append({"index": i, "field": first["field"], "reason": first["reason"]})
             continue
         good.append((checked, label))
-    return good, rejected
+        positions.append(i)
+    return good, positions, rejected
 
 
 def _typed_text_rows(spec: dict[str, Any], schema: Schema, rows: list[Any]) -> list[Any]:
@@ -282,6 +280,52 @@ def _label_problem(spec: dict[str, Any], label: Any) -> str:
     if classes is not None and label not in classes and str(label) not in map(str, classes):
         return f"unknown class {label!r}; classes: {', '.join(map(repr, classes))}"
     return ""
+
+
+def over_segment_limit(
+    conn: Connection,
+    model_id: int,
+    spec: dict[str, Any],
+    good: Sequence[tuple[dict[str, Any], Any]],
+    limit: int,
+) -> tuple[set[int], list[str], int]:
+    """The rows (positions in ``good``) whose segment would be new to the model past ``limit``
+    segments, the segments refused, and how many the model has. Segments are known by the
+    observations stored for them; new ones are admitted in the order they appear."""
+    if spec.get("segment_by") is None:
+        return set(), [], 0
+    segments = [segment_of_inputs(spec, inputs) for inputs, _ in good]
+    asked = sorted({s for s in segments if s is not None})
+    if not asked:
+        return set(), [], 0
+    known = set(
+        conn.execute(
+            sa.select(observations.c.segment)
+            .where(observations.c.model_id == model_id, observations.c.segment.in_(asked))
+            .distinct()
+        ).scalars()
+    )
+    if len(known) == len(asked):
+        return set(), [], 0
+    have = int(
+        conn.execute(
+            sa.select(sa.func.count(sa.distinct(observations.c.segment))).where(
+                observations.c.model_id == model_id
+            )
+        ).scalar()
+        or 0
+    )
+    admitted, refused = set(known), []
+    for segment in dict.fromkeys(s for s in segments if s is not None):
+        if segment in admitted:
+            continue
+        if have < limit:
+            admitted.add(segment)
+            have += 1
+        else:
+            refused.append(segment)
+    blocked = set(refused)
+    return {i for i, s in enumerate(segments) if s in blocked}, refused, have
 
 
 def store_observations_once(

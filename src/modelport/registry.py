@@ -376,6 +376,8 @@ SERVING_KEYS: dict[str, tuple[type, float, float]] = {
     "cache_max_entries": (int, 0, 100_000_000),
     # Segment instances loaded at once (least recently used unloaded); modelport.segments.
     "max_live_segments": (int, 1, 1_000_000),
+    # Segments the model may have at all (new ones past it are refused); modelport.learning.
+    "max_segments": (int, 1, 1_000_000),
 }
 
 

@@ -22,10 +22,9 @@ from .adapters import Adapter
 from .artifacts import ArtifactStore
 from .bandits import ArmStats
 from .cache import is_deterministic
-from .errors import ModelNotFound, NoVersionBehindAlias
+from .errors import ModelNotFound, NotEnoughObservations, NoVersionBehindAlias
 from .flavors import LoadedModel
 from .flavors._cache import LoadCache
-from .learning import NotEnoughObservations
 from .releases import Release, release_of
 from .schema import Schema, parse_schema
 from .segments import LiveSegments, segment_alias

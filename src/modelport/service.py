@@ -1033,16 +1033,47 @@ class Service:
         model_id, spec = await self._read(
             lambda c: (registry.model_row(c, name).id, learning.spec_of(c, name))
         )
-        good, rejected = learning.check_observations(spec, rows, text=text)
+        good, positions, rejected = learning.check_observations(spec, rows, text=text)
         key = None if idempotency_key is None else _idempotency_key(idempotency_key)
         since = time.time() - self.settings.idempotency_window_seconds
+        limit = int(self._serving(name).get("max_segments", self.settings.max_segments))
+
+        def write(c: Connection) -> tuple[list[int], bool, set[int], list[str]]:
+            # In the writer: two calls cannot both take the last free segment.
+            blocked, refused, have = learning.over_segment_limit(c, model_id, spec, good, limit)
+            keep = [row for j, row in enumerate(good) if j not in blocked]
+            ids, new = (
+                learning.store_observations_once(c, model_id, keep, source, key, since)
+                if keep
+                else ([], False)
+            )
+            if refused:
+                detail = {"refused": refused[:20], "segments": have, "max_segments": limit}
+                releases.record_event(c, model_id, "segment_limit", principal.consumer, detail)
+            return ids, new, blocked, refused
+
         ids: list[int] = []
         if good:
-            ids, new = await self.writer.run(
-                lambda c: learning.store_observations_once(c, model_id, good, source, key, since)
-            )
+            ids, new, blocked, refused = await self.writer.run(write)
             if new:
                 self.metrics.observations.child(name, source).inc(len(ids))
+            if refused:
+                log.warning("model %s: new segments refused at its limit of %d", name, limit)
+                field = spec["segment_by"]
+                segments = [learning.segment_of_inputs(spec, inputs) for inputs, _ in good]
+                rejected = sorted(
+                    rejected
+                    + [
+                        {
+                            "index": positions[j],
+                            "field": field,
+                            "reason": f"segment {segments[j]!r} would be new, and the model "
+                            f"has its limit of {limit} segments (serving setting max_segments)",
+                        }
+                        for j in sorted(blocked)
+                    ],
+                    key=lambda r: int(r["index"]),
+                )
         if not ids:
             raise InvalidInput(
                 "no observation was accepted",

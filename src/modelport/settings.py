@@ -173,6 +173,16 @@ class Settings(BaseSettings):
             "serving setting of the same name."
         ),
     )
+    max_segments: int = Field(
+        default=1000,
+        ge=1,
+        le=1_000_000,
+        description=(
+            "Segments one segmented model may have; observations that would start a segment "
+            "past it are rejected (422 per row) and a segment_limit event is recorded (per "
+            "model: the serving setting of the same name)."
+        ),
+    )
     max_live_segments: int = Field(
         default=100,
         ge=1,

@@ -27,6 +27,8 @@ from urllib.parse import quote
 import httpx
 import orjson
 
+from .errors import StreamError
+
 log = logging.getLogger("modelport.streams")
 T = TypeVar("T")
 
@@ -34,10 +36,6 @@ T = TypeVar("T")
 _TRANSIENT = frozenset({408, 429, 500, 502, 503, 504})
 #: Statuses that mean the worker itself is misconfigured: it stops rather than dead-letter all.
 _FATAL = frozenset({401, 403})
-
-
-class StreamError(Exception):
-    """The stream worker cannot go on (a broker it cannot open, a key the server refuses)."""
 
 
 @dataclass(frozen=True)

@@ -96,6 +96,14 @@ def test_online_segments_are_made_on_demand_and_learn_only_their_own_observation
 
     out = _wait(learned, what="every segment to learn its own slope")
     assert out["segments"] == ["a", "b", "c", "a"]
+
+    # The status says what was learned: every observation, once every segment has saved it.
+    def caught_up() -> Any:
+        status = http.get("/v1/models/sales/learning").json()
+        return status if status["learned_through"] == status["newest_observation"] else None
+
+    status = _wait(caught_up, what="learned_through to reach the newest observation")
+    assert status["observations"] == 1801
     versions = out["versions"]
     assert versions[0] == versions[3] and len({versions[0], versions[1], versions[2]}) == 3
     assert len(set(out["prediction_ids"])) == 4
@@ -154,6 +162,45 @@ def test_an_unknown_segment_of_an_online_model_answers_409_and_bad_keys_422(
     )
     assert bad.status_code == 422
     assert bad.json()["error"]["details"][0]["field"] == "segment_by"
+
+
+def test_a_feedback_key_cannot_make_segments_past_the_models_limit(
+    learning: RunningServer,
+) -> None:
+    mp = learning.client()
+    mp.create_from_algorithm(
+        "shops",
+        "online_linear_regression",
+        schema={"fields": [{"name": "shop", "type": "integer"}, {"name": "x", "type": "number"}]},
+        target="y",
+        online={"min_observations": 2, "snapshot_every": 2, "snapshot_seconds": 0.1},
+        segment_by="shop",
+    )
+    assert learning.http().put("/v1/models/shops/serving", json={"max_segments": 3}).is_success
+    feeder = learning.client(learning.key("sensor", "feedback"))
+    rows = [{"shop": i % 5, "x": float(i), "y": 2.0 * i} for i in range(40)]
+    out = feeder.observe("shops", rows)
+    # Shops 0, 1, 2 are admitted in the order they appear; 3 and 4 are refused, row by row.
+    assert out["accepted"] == 24
+    refused = {r["index"] for r in out["rejected"]}
+    assert refused == {i for i in range(40) if i % 5 >= 3}
+    assert {r["field"] for r in out["rejected"]} == {"shop"}
+    assert "limit of 3 segments" in out["rejected"][0]["reason"]
+    # Known segments still take observations; a call of only new ones is a 422.
+    assert feeder.observe("shops", [{"shop": 1, "x": 1.0, "y": 2.0}])["accepted"] == 1
+    with pytest.raises(errors.InvalidInput) as only_new:
+        feeder.observe("shops", [{"shop": 9, "x": 1.0, "y": 2.0}])
+    assert only_new.value.details[0]["field"] == "shop"
+    events = [e for e in mp.events("shops") if e["kind"] == "segment_limit"]
+    assert len(events) == 2 and events[0]["actor"] == "sensor"
+    assert events[-1]["detail"]["max_segments"] == 3
+
+    # The learner makes versions for the admitted segments only.
+    def made() -> Any:
+        segs = {v["segment"] for v in mp.versions("shops")}
+        return segs if segs == {"0", "1", "2"} else None
+
+    _wait(made, what="versions of the three admitted segments")
 
 
 def _linear(slope: float) -> LinearRegression:

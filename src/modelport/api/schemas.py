@@ -209,6 +209,9 @@ class ServingSettings(Strict):
     max_live_segments: int | None = Field(
         None, ge=1, le=1_000_000, description="Overrides max_live_segments (a segmented model)."
     )
+    max_segments: int | None = Field(
+        None, ge=1, le=1_000_000, description="Overrides max_segments (a segmented model)."
+    )
 
 
 class ModelServing(BaseModel):
