@@ -23,6 +23,8 @@
     │   └── ArtifactRejected            the pushed artifact cannot be loaded or smoke-tested
     ├── ModelNotReady                   503
     ├── ModelFailed                     500  the model itself raised while predicting
+    │   ├── ModelTimeout                504  the call ran past its timeout
+    │   └── VersionUnhealthy            503  the version is not called until a probe succeeds
     ├── StoreUnavailable                503  the database cannot be reached
     └── ArtifactUnavailable             503  a blob is missing, corrupt or out of reach
 

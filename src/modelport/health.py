@@ -84,19 +84,30 @@ class HealthBook:
             health = self.versions[key] = Health()
         return health
 
+    def check(self, health: Health) -> None:
+        """Raise VersionUnhealthy if a call would be refused now (before a request queues)."""
+        if health.unhealthy is not None and not self._probe_due(health):
+            raise self._refusal(health)
+
     def admit(self, health: Health) -> None:
         """Raise VersionUnhealthy unless a call may run now (a healthy version, or a probe)."""
         if health.unhealthy is None:
             return
-        due = time.time() - health.since >= self.cooldown
-        if due and not health.probing and health.stuck == 0:
+        if self._probe_due(health):
             health.probing = True
             return
+        raise self._refusal(health)
+
+    def _probe_due(self, health: Health) -> bool:
+        due = time.time() - health.since >= self.cooldown
+        return due and not health.probing and health.stuck == 0
+
+    def _refusal(self, health: Health) -> VersionUnhealthy:
         wait = max(0.0, self.cooldown - (time.time() - health.since))
         detail = "; a probe is running" if health.probing else ""
         if health.stuck:
             detail = f"; {health.stuck} call(s) still running past the timeout"
-        raise VersionUnhealthy(
+        return VersionUnhealthy(
             f"this version is unhealthy ({health.unhealthy}); it is tried again in "
             f"{wait:.0f} s{detail}"
         )

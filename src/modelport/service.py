@@ -720,6 +720,8 @@ class Service:
                 else None
             )
             batcher.observer = functools.partial(self.metrics.batch, served.model, served.version)
+            health = self.health.of(key)
+            batcher.admit = functools.partial(self.health.check, health)
             self._batchers[key] = batcher
         return batcher
 
