@@ -190,6 +190,47 @@ def test_requests_to_an_unhealthy_version_are_all_refused_at_once(touchy: Runnin
 
 
 @pytest.fixture
+def four_threads(settings: Settings) -> Iterator[RunningServer]:
+    """A server with four predict threads (the default) and a long cooldown."""
+    running = start_server(
+        settings.model_copy(update={"predict_threads": 4, "unhealthy_cooldown_seconds": 600})
+    )
+    yield running
+    running.stop()
+
+
+def test_hung_calls_do_not_starve_a_healthy_model(four_threads: RunningServer) -> None:
+    mp = four_threads.client()
+    http = four_threads.http()
+    hang, hang_timeout = 8.0, 3.0
+    hangers = [f"hang{i}" for i in range(4)]
+    for name in hangers:
+        mp.push(name, Napper(), schema=X_SCHEMA, alias="production")
+        http.put(
+            f"/v1/models/{name}/serving", json={"predict_timeout_seconds": hang_timeout}
+        ).raise_for_status()
+    mp.push("good", Constant("ok"), schema=X_SCHEMA, alias="production")
+    http.put("/v1/models/good/serving", json={"predict_timeout_seconds": 1}).raise_for_status()
+    assert _predict(http, "good", 1).status_code == 200
+
+    with ThreadPoolExecutor(4) as pool:
+        hung = [pool.submit(_race, http, name, [hang], 20) for name in hangers]
+        _wait(lambda: sum(_batches(http, name) for name in hangers) == 4)
+        # The four calls hold every predict thread, within their time: "good" waits for one
+        # longer than its own timeout. The server is saturated; "good" did nothing wrong.
+        [(code, _, body)] = _race(http, "good", [1], 20)
+        assert code == 503 and "server_saturated" in body, body
+        # Once they run past their timeout, they are replaced: "good" answers at once.
+        assert [h.result()[0][0] for h in hung] == [504] * 4
+        [(code, seconds, body)] = _race(http, "good", [1], 20)
+        assert code == 200, body
+        assert seconds < (hang - hang_timeout) / 4  # long before the hung calls end
+    health = http.get("/v1/models/good/health").json()["versions"][0]
+    assert health["healthy"] is True and health["failures_in_a_row"] == 0, health
+    assert not _events(http, "good", "version_unhealthy")
+
+
+@pytest.fixture
 def watchful(settings: Settings) -> Iterator[RunningServer]:
     """A server with a 100 MB memory allowance per version and a long cooldown (a probe let
     through after a short one would leak again, and on a slow machine come between the calls)."""

@@ -22,6 +22,7 @@
     ├── InvalidInput                    422  carries field-level ``details``
     │   └── ArtifactRejected            the pushed artifact cannot be loaded or smoke-tested
     ├── ModelNotReady                   503
+    ├── ServerSaturated                 503  no predict thread came free within the timeout
     ├── ModelFailed                     500  the model itself raised while predicting
     │   ├── ModelTimeout                504  the call ran past its timeout
     │   └── VersionUnhealthy            503  the version is not called until a probe succeeds
@@ -152,6 +153,16 @@ class ArtifactRejected(InvalidInput):
 class ModelNotReady(ModelportError):
     status_code = 503
     code = "model_not_ready"
+
+
+class ServerSaturated(ModelportError):
+    """Every predict thread stayed busy for the call's whole timeout, so it never ran. The
+    server's load, not the version's fault: its health is not touched."""
+
+    status_code = 503
+    code = "server_saturated"
+    #: Not retried row by row by the batcher: every request of the batch would wait again.
+    retry_alone = False
 
 
 class ModelFailed(ModelportError):
