@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from modelport.batching import Batcher, Rows
+from modelport.errors import ModelportError
 
 
 class Model:
@@ -82,6 +83,71 @@ def test_a_failing_request_fails_alone() -> None:
     assert first[0] == [10] and third[0] == [30]
     assert isinstance(bad, ValueError)
     assert batcher.stats.failed_batches == 1
+
+
+class Refused(Exception):
+    """An error the batcher must not retry row by row (as a timeout or an unhealthy version)."""
+
+    retry_alone = False
+
+
+class Abort(BaseException):
+    """An ending nobody planned for (not an Exception)."""
+
+
+class Stops:
+    """A model call that ends the way ``ending`` says, once a first call (in time) is done."""
+
+    def __init__(self, ending: BaseException) -> None:
+        self.ending = ending
+        self.calls: list[int] = []
+
+    async def __call__(self, rows: Rows) -> tuple[list[Any], None]:
+        self.calls.append(len(rows))
+        await asyncio.sleep(0.05)
+        if len(self.calls) > 1:
+            raise self.ending
+        return [r[0] for r in rows], None
+
+
+@pytest.mark.parametrize(
+    "ending",
+    [Refused("timed out"), asyncio.CancelledError(), Abort()],
+    ids=["not-retried-alone", "cancelled", "base-exception"],
+)
+def test_every_request_of_a_failed_batch_gets_an_answer(ending: BaseException) -> None:
+    model = Stops(ending)
+    batcher = Batcher(model, max_rows=100, max_wait_ms=0, max_concurrent=1)
+
+    async def main() -> list[Any]:
+        first = asyncio.ensure_future(batcher.submit([[0]]))
+        await asyncio.sleep(0)  # the first goes alone; the next five queue behind it
+        rest = [asyncio.ensure_future(batcher.submit([[i]])) for i in range(1, 6)]
+        return await asyncio.wait_for(
+            asyncio.gather(first, *rest, return_exceptions=True), timeout=2
+        )
+
+    first, *rest = asyncio.run(main())
+    assert first[0] == [0]
+    assert model.calls == [1, 5]  # the five shared one call, which ended badly
+    if isinstance(ending, Refused):
+        assert all(answer is ending for answer in rest), rest
+    else:
+        assert all(isinstance(answer, ModelportError) for answer in rest), rest
+        assert "without an answer" in str(rest[0])
+
+
+def test_a_refused_request_never_queues() -> None:
+    model = Model()
+    batcher = Batcher(model, max_rows=100, max_wait_ms=0, max_concurrent=1)
+
+    def refuse() -> None:
+        raise Refused("unhealthy")
+
+    batcher.admit = refuse
+    with pytest.raises(Refused):
+        run(batcher.submit([[1]]))
+    assert model.calls == [] and batcher.stats.requests == 0
 
 
 def test_batches_in_flight_are_bounded_and_load_grows_batches() -> None:

@@ -20,7 +20,7 @@ import pytest
 
 from modelport import Client
 from modelport.settings import Settings
-from tests.api.models import Constant, FailsOnNegative, Leaker, Sleeper
+from tests.api.models import Constant, FailsOnNegative, Leaker, Napper, Sleeper
 from tests.conftest import RunningServer, free_port, make_key, needs, start_server
 from tests.procs import ServerProcess
 
@@ -119,6 +119,115 @@ def test_a_hanging_model_times_out_alone_and_holds_no_more_threads(touchy: Runni
         return _predict(http, "slow", 1).status_code == 200
 
     _wait(recovered, timeout=15)
+
+
+def _race(
+    http: httpx.Client, name: str, xs: list[float], wait: float
+) -> list[tuple[int | None, float, str]]:
+    """Send one request per ``x`` at once: each one's status (None: no answer within ``wait``
+    seconds), seconds to the answer and body."""
+
+    def one(x: float) -> tuple[int | None, float, str]:
+        started = time.monotonic()
+        try:
+            r = http.post(f"/v1/models/{name}/predict", json={"inputs": [{"x": x}]}, timeout=wait)
+        except httpx.TimeoutException:
+            return None, time.monotonic() - started, ""
+        return r.status_code, time.monotonic() - started, r.text[:200]
+
+    with ThreadPoolExecutor(len(xs)) as pool:
+        return list(pool.map(one, xs))
+
+
+def _batches(http: httpx.Client, name: str) -> int:
+    return int(http.get(f"/v1/models/{name}/versions/1/batching").json()["batches"])
+
+
+def test_every_request_of_a_batch_that_times_out_gets_its_answer(touchy: RunningServer) -> None:
+    mp = touchy.client()
+    mp.push("nap", Napper(), schema=X_SCHEMA, alias="production")
+    http = touchy.http()
+    http.put("/v1/models/nap/serving", json={"predict_timeout_seconds": 1.5}).raise_for_status()
+    with ThreadPoolExecutor(1) as pool:
+        first = pool.submit(_race, http, "nap", [1.0], 10)  # one batch of its own, in time
+        _wait(lambda: _batches(http, "nap") == 1)
+        # These arrive while it runs, so they go together in the next call, which hangs.
+        hung = _race(http, "nap", [5.0] * 6, 10)
+        assert first.result()[0][0] == 200
+    codes = [code for code, _, _ in hung]
+    assert None not in codes and set(codes) <= {503, 504}, hung
+    assert codes.count(504) >= 2, hung  # several requests shared the call that timed out
+    assert _batches(http, "nap") < 7
+    # The version is unhealthy, its call still running: every request is refused at once.
+    after = _race(http, "nap", [0.0] * 10, 10)
+    assert [code for code, _, _ in after] == [503] * 10, after
+    assert all("still running past the timeout" in body for _, _, body in after), after
+
+
+def test_requests_to_an_unhealthy_version_are_all_refused_at_once(touchy: RunningServer) -> None:
+    mp = touchy.client()
+    mp.push("nap", Napper(), schema=X_SCHEMA, alias="production")
+    http = touchy.http()
+    timeout = 1.5
+    http.put("/v1/models/nap/serving", json={"predict_timeout_seconds": timeout}).raise_for_status()
+    assert _predict(http, "nap", 2.0).status_code == 504  # unhealthy; its call ends at 2 s
+
+    def probe_due() -> bool:
+        health = http.get("/v1/models/nap/health").json()["versions"][0]
+        cooldown = touchy.settings.unhealthy_cooldown_seconds
+        due = time.time() > health["since"] + cooldown + 0.1
+        return due and health["calls_running_past_timeout"] == 0
+
+    _wait(probe_due)
+    with ThreadPoolExecutor(1) as pool:
+        probe = pool.submit(_race, http, "nap", [4.0], 10)  # the probe, and it hangs
+        _wait(lambda: _batches(http, "nap") == 2)
+        refused = _race(http, "nap", [0.0] * 6, 5)  # while the probe runs
+        assert probe.result()[0][0] == 504
+    assert [code for code, _, _ in refused] == [503] * 6, refused
+    assert all("a probe is running" in body for _, _, body in refused), refused
+    assert max(seconds for _, seconds, _ in refused) < timeout, refused  # not queued behind it
+
+
+@pytest.fixture
+def four_threads(settings: Settings) -> Iterator[RunningServer]:
+    """A server with four predict threads (the default) and a long cooldown."""
+    running = start_server(
+        settings.model_copy(update={"predict_threads": 4, "unhealthy_cooldown_seconds": 600})
+    )
+    yield running
+    running.stop()
+
+
+def test_hung_calls_do_not_starve_a_healthy_model(four_threads: RunningServer) -> None:
+    mp = four_threads.client()
+    http = four_threads.http()
+    hang, hang_timeout = 8.0, 3.0
+    hangers = [f"hang{i}" for i in range(4)]
+    for name in hangers:
+        mp.push(name, Napper(), schema=X_SCHEMA, alias="production")
+        http.put(
+            f"/v1/models/{name}/serving", json={"predict_timeout_seconds": hang_timeout}
+        ).raise_for_status()
+    mp.push("good", Constant("ok"), schema=X_SCHEMA, alias="production")
+    http.put("/v1/models/good/serving", json={"predict_timeout_seconds": 1}).raise_for_status()
+    assert _predict(http, "good", 1).status_code == 200
+
+    with ThreadPoolExecutor(4) as pool:
+        hung = [pool.submit(_race, http, name, [hang], 20) for name in hangers]
+        _wait(lambda: sum(_batches(http, name) for name in hangers) == 4)
+        # The four calls hold every predict thread, within their time: "good" waits for one
+        # longer than its own timeout. The server is saturated; "good" did nothing wrong.
+        [(code, _, body)] = _race(http, "good", [1], 20)
+        assert code == 503 and "server_saturated" in body, body
+        # Once they run past their timeout, they are replaced: "good" answers at once.
+        assert [h.result()[0][0] for h in hung] == [504] * 4
+        [(code, seconds, body)] = _race(http, "good", [1], 20)
+        assert code == 200, body
+        assert seconds < (hang - hang_timeout) / 4  # long before the hung calls end
+    health = http.get("/v1/models/good/health").json()["versions"][0]
+    assert health["healthy"] is True and health["failures_in_a_row"] == 0, health
+    assert not _events(http, "good", "version_unhealthy")
 
 
 @pytest.fixture

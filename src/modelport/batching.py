@@ -10,7 +10,14 @@ that long for more rows when another batch is still running.
 Rows are counted, not requests: a batch takes at most ``max_rows`` rows, and a larger request is
 split across batches. If a batch's model call fails, each request in it is retried alone, so a
 failing request fails by itself and never takes its neighbours down (unless the error says
-``retry_alone = False``: a timeout would only make each of them wait again).
+``retry_alone = False``: a timeout would only make each of them wait again, so each of them gets
+that error).
+
+Every request that enters the batcher leaves it with an answer, its predictions or an error:
+a batch answers each of its requests in a ``finally``, even when it is cancelled or fails in a
+way nobody planned for. Before a request queues, ``admit`` (set by the owner) may refuse it, so
+a version that would refuse the call anyway (an unhealthy one) answers at once instead of after
+the batch ahead of it.
 
 The batcher does not look inside rows: a request's rows are anything with ``len`` and slicing
 (a :class:`~modelport.table.Table` on the serving path, a list in tests), joined by ``concat``;
@@ -28,6 +35,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+
+from .errors import ModelportError
 
 Rows = Any  # len() and slicing: a Table, or a list of rows
 Result = tuple[Any, Any]  # (predictions, probabilities or None), each sliceable by row
@@ -120,9 +129,13 @@ class Batcher:
         self.cache: Any = None  # the version's prediction cache, if any (set by its owner)
         # Told of each model call: (rows, each request's queue wait in seconds, call seconds).
         self.observer: Callable[[int, list[float], float], None] | None = None
+        # Called before a request queues; raises to refuse it (set by its owner).
+        self.admit: Callable[[], None] | None = None
 
     async def submit(self, rows: Rows) -> Result:
         """Predict ``rows``; returns their predictions (and probabilities) in order."""
+        if self.admit is not None:
+            self.admit()
         loop = asyncio.get_running_loop()
         now = time.perf_counter()
         futures = []
@@ -138,7 +151,11 @@ class Batcher:
             loop.call_soon(self._dispatch)
         if len(futures) == 1:
             return await futures[0]
-        parts = await asyncio.gather(*futures)
+        outcomes = await asyncio.gather(*futures, return_exceptions=True)
+        for outcome in outcomes:  # every part's error is retrieved; the first is raised
+            if isinstance(outcome, BaseException):
+                raise outcome
+        parts: list[Result] = outcomes  # type: ignore[assignment]
         preds = _join([part[0] for part in parts])
         probas = None if parts[0][1] is None else _join([part[1] for part in parts])
         return preds, probas
@@ -168,6 +185,21 @@ class Batcher:
             task.add_done_callback(self._tasks.discard)
 
     async def _run(self, items: list[_Item]) -> None:
+        """Run one batch. Each of its requests is answered, whatever ends it."""
+        try:
+            await self._call(items)
+        except Exception as exc:  # not the model's error (that is answered below): ours
+            for item in items:
+                _answer(item, exc)
+        finally:
+            for item in items:  # cancelled, or left out by a fault: it must not wait forever
+                _answer(item, ModelportError("the batch ended without an answer for this request"))
+            self._running -= 1
+            if self._queue and not self._scheduled:
+                self._scheduled = True
+                asyncio.get_running_loop().call_soon(self._dispatch)
+
+    async def _call(self, items: list[_Item]) -> None:
         started = time.perf_counter()
         rows = items[0].rows if len(items) == 1 else self.concat([item.rows for item in items])
         stats = self.stats
@@ -177,32 +209,27 @@ class Batcher:
         for item in items:
             stats.wait_ms.add((started - item.queued_at) * 1000)
         try:
-            try:
-                preds, probas = await self.predict(rows)
-                if self.observer is not None:
-                    waits = [started - item.queued_at for item in items]
-                    self.observer(len(rows), waits, time.perf_counter() - started)
-            except Exception as exc:
-                stats.failed_batches += 1
-                if len(items) == 1 or not getattr(exc, "retry_alone", True):
-                    _answer(items[0], exc)
-                    return
-                for item in items:  # retry alone: only the request at fault fails
-                    try:
-                        _answer(item, await self.predict(item.rows))
-                    except Exception as alone:
-                        _answer(item, alone)
+            preds, probas = await self.predict(rows)
+        except Exception as exc:
+            stats.failed_batches += 1
+            if len(items) == 1 or not getattr(exc, "retry_alone", True):
+                for item in items:
+                    _answer(item, exc)
                 return
-            start = 0
-            for item in items:
-                end = start + len(item.rows)
-                _answer(item, (preds[start:end], None if probas is None else probas[start:end]))
-                start = end
-        finally:
-            self._running -= 1
-            if self._queue and not self._scheduled:
-                self._scheduled = True
-                asyncio.get_running_loop().call_soon(self._dispatch)
+            for item in items:  # retry alone: only the request at fault fails
+                try:
+                    _answer(item, await self.predict(item.rows))
+                except Exception as alone:
+                    _answer(item, alone)
+            return
+        if self.observer is not None:
+            waits = [started - item.queued_at for item in items]
+            self.observer(len(rows), waits, time.perf_counter() - started)
+        start = 0
+        for item in items:
+            end = start + len(item.rows)
+            _answer(item, (preds[start:end], None if probas is None else probas[start:end]))
+            start = end
 
 
 def _join(parts: list[Any]) -> Any:

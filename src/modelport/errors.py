@@ -25,7 +25,10 @@
     ├── InvalidInput                    422  carries field-level ``details``
     │   └── ArtifactRejected            the pushed artifact cannot be loaded or smoke-tested
     ├── ModelNotReady                   503
+    ├── ServerSaturated                 503  no predict thread came free within the timeout
     ├── ModelFailed                     500  the model itself raised while predicting
+    │   ├── ModelTimeout                504  the call ran past its timeout
+    │   └── VersionUnhealthy            503  the version is not called until a probe succeeds
     ├── StoreUnavailable                503  the database cannot be reached
     ├── ArtifactUnavailable             503  a blob is missing, corrupt or out of reach
     ├── Cancelled                       500  a job or batch run was cancelled while it ran
@@ -158,6 +161,16 @@ class ArtifactRejected(InvalidInput):
 class ModelNotReady(ModelportError):
     status_code = 503
     code = "model_not_ready"
+
+
+class ServerSaturated(ModelportError):
+    """Every predict thread stayed busy for the call's whole timeout, so it never ran. The
+    server's load, not the version's fault: its health is not touched."""
+
+    status_code = 503
+    code = "server_saturated"
+    #: Not retried row by row by the batcher: every request of the batch would wait again.
+    retry_alone = False
 
 
 class ModelFailed(ModelportError):

@@ -3,10 +3,11 @@
 Every model call of a version goes through its :class:`Health`, in the serving process:
 
 - **Hangs.** A call is given ``predict_timeout_seconds`` (per model: the serving setting of the
-  same name). Past it the caller gets 504 and the version is marked unhealthy at once. Python
-  cannot stop a thread, so the call runs on; while it does, the version gets no new call, so a
-  hanging version holds at most its ``max_concurrent_batches`` predict threads and the other
-  models keep theirs.
+  same name) from when it gets a predict thread. Past it the caller gets 504 and the version is
+  marked unhealthy at once. Python cannot stop a thread, so the call runs on; while it does,
+  the version gets no new call, so a hanging version holds at most its
+  ``max_concurrent_batches`` predict threads, and the pool starts spares in their place (see
+  :mod:`modelport.pool`). A call that never got a thread is not judged.
 - **Raises.** ``unhealthy_after_failures`` failed calls in a row mark it unhealthy (a success in
   between starts the count again, so a few bad inputs do not take a version down).
 - **Leaks.** For custom code (scikit-learn estimators are exempt), the process's resident
@@ -84,19 +85,35 @@ class HealthBook:
             health = self.versions[key] = Health()
         return health
 
-    def admit(self, health: Health) -> None:
-        """Raise VersionUnhealthy unless a call may run now (a healthy version, or a probe)."""
+    def check(self, health: Health) -> None:
+        """Raise VersionUnhealthy if a call would be refused now (before a request queues)."""
+        if health.unhealthy is not None and not self._probe_due(health):
+            raise self._refusal(health)
+
+    def admit(self, health: Health) -> bool:
+        """Raise VersionUnhealthy unless a call may run now: a healthy version's, or the probe
+        of an unhealthy one (then True is returned)."""
         if health.unhealthy is None:
-            return
-        due = time.time() - health.since >= self.cooldown
-        if due and not health.probing and health.stuck == 0:
+            return False
+        if self._probe_due(health):
             health.probing = True
-            return
+            return True
+        raise self._refusal(health)
+
+    def withdrawn(self, health: Health) -> None:
+        """The probe never ran (no thread came free in time): it proved nothing either way."""
+        health.probing = False
+
+    def _probe_due(self, health: Health) -> bool:
+        due = time.time() - health.since >= self.cooldown
+        return due and not health.probing and health.stuck == 0
+
+    def _refusal(self, health: Health) -> VersionUnhealthy:
         wait = max(0.0, self.cooldown - (time.time() - health.since))
         detail = "; a probe is running" if health.probing else ""
         if health.stuck:
             detail = f"; {health.stuck} call(s) still running past the timeout"
-        raise VersionUnhealthy(
+        return VersionUnhealthy(
             f"this version is unhealthy ({health.unhealthy}); it is tried again in "
             f"{wait:.0f} s{detail}"
         )

@@ -14,7 +14,6 @@ import io
 import logging
 import time
 from collections.abc import Awaitable, Callable, Coroutine
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -58,6 +57,7 @@ from .errors import (
     ModelportError,
     ModelTimeout,
     PredictionNotFound,
+    ServerSaturated,
 )
 from .flavors._base import example_table
 from .flavors._cache import LoadCache
@@ -66,6 +66,7 @@ from .ids import MAX_ID, is_version_number, new_ids
 from .keys import ANONYMOUS, KeyCache, Principal
 from .learner import Learner, learning_status
 from .metrics import Metrics
+from .pool import NoThread, Overdue, PredictPool
 from .releases import Release
 from .retrain import check_gate, check_triggers, due_trigger, trigger_retrain
 from .routing import Route, Router, Served
@@ -128,9 +129,7 @@ class Service:
             cooldown=settings.unhealthy_cooldown_seconds,
             memory_mb=settings.model_memory_growth_mb,
         )
-        self.predict_pool = ThreadPoolExecutor(
-            settings.predict_threads, thread_name_prefix="modelport-predict"
-        )
+        self.predict_pool = PredictPool(settings.predict_threads, settings.hung_threads_max)
         self._watch: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
         self._background: set[asyncio.Task[None]] = set()
@@ -190,7 +189,7 @@ class Service:
             for task in pending:
                 task.cancel()
         await asyncio.to_thread(self.writer.stop)
-        self.predict_pool.shutdown(wait=True)
+        await asyncio.to_thread(self.predict_pool.close)
         self.store.close()
         self.metrics.close()
 
@@ -720,6 +719,8 @@ class Service:
                 else None
             )
             batcher.observer = functools.partial(self.metrics.batch, served.model, served.version)
+            health = self.health.of(key)
+            batcher.admit = functools.partial(self.health.check, health)
             self._batchers[key] = batcher
         return batcher
 
@@ -766,7 +767,7 @@ class Service:
         timing = served.timing
         loaded = served.loaded
         health = self.health.of((served.model, served.version))
-        self.health.admit(health)
+        probe = self.health.admit(health)
         inline = not loaded.custom_code and timing.inline(self.settings.inline_predict_ms)
         watch = loaded.custom_code and self.health.memory_limit > 0
         grown = 0
@@ -782,30 +783,35 @@ class Service:
             timing.add((time.thread_time() - cpu) * 1000, wall_ms)
             return result
 
+        timeout = float(
+            self._serving(served.model).get(
+                "predict_timeout_seconds", self.settings.predict_timeout_seconds
+            )
+        )
         try:
-            if inline:
-                result = call()
-            else:
-                future = asyncio.get_running_loop().run_in_executor(self.predict_pool, call)
-                timeout = self._serving(served.model).get(
-                    "predict_timeout_seconds", self.settings.predict_timeout_seconds
-                )
-                done, _ = await asyncio.wait({future}, timeout=timeout)
-                if not done:
-                    future.add_done_callback(lambda _: self.health.finished_late(health))
-                    self._health_changed(served, self.health.timed_out(health, timeout))
-                    log.error(
-                        "model %s version %s: a call ran past %g s",
-                        served.model,
-                        served.version,
-                        timeout,
-                    )
-                    raise ModelTimeout(
-                        f"model {served.model!r} version {served.version} did not answer within "
-                        f"{timeout:g} s"
-                    )
-                result = future.result()
-        except ModelTimeout:
+            result = call() if inline else await self.predict_pool.run(call, timeout)
+        except NoThread as exc:
+            # The server was saturated; the version did nothing wrong and is not judged.
+            if probe:
+                self.health.withdrawn(health)
+            log.warning("model %s version %s did not run: %s", served.model, served.version, exc)
+            raise ServerSaturated(
+                f"the server is saturated: {exc}; model {served.model!r} version "
+                f"{served.version} did not run"
+            ) from None
+        except Overdue as late:
+            late.finished.add_done_callback(lambda _: self.health.finished_late(health))
+            self._health_changed(served, self.health.timed_out(health, timeout))
+            log.error(
+                "model %s version %s: a call ran past %g s", served.model, served.version, timeout
+            )
+            raise ModelTimeout(
+                f"model {served.model!r} version {served.version} did not answer within "
+                f"{timeout:g} s of starting to run"
+            ) from None
+        except asyncio.CancelledError:
+            if probe:  # its outcome will not be heard: the next request may probe
+                self.health.withdrawn(health)
             raise
         except Exception as exc:
             log.exception("model %s version %s failed", served.model, served.version)

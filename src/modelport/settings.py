@@ -115,14 +115,29 @@ class Settings(BaseSettings):
         default=10_000, ge=1, description="Most rows one predict request may carry."
     )
     predict_threads: int = Field(
-        default=4, ge=1, description="Threads that run model predictions beside the event loop."
+        default=4,
+        ge=1,
+        description="Threads that run model predictions (calls within their timeout) beside "
+        "the event loop.",
+    )
+    hung_threads_max: int = Field(
+        default=8,
+        ge=0,
+        le=1024,
+        description=(
+            "Spare predict threads started in place of threads held by calls past their "
+            "timeout, so hung calls do not take the other models' threads; past this many "
+            "hung calls at once, they do."
+        ),
     )
     predict_timeout_seconds: float = Field(
         default=30.0,
         gt=0,
         description=(
-            "How long one model call may run before its requests get 504 and the version is "
-            "marked unhealthy (per model: the serving setting of the same name)."
+            "How long one model call may run, from when it gets a predict thread, before its "
+            "requests get 504 and the version is marked unhealthy (per model: the serving "
+            "setting of the same name). A call that waits that long for a thread is not run: "
+            "503 server_saturated, and the version's health is not touched."
         ),
     )
     unhealthy_after_failures: int = Field(

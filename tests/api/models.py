@@ -73,6 +73,19 @@ class Sleeper(Model):
         return [float(v) * 2 for v in X["x"]]
 
 
+class Napper(Model):
+    """Regression: 2x, sleeping as many seconds as its largest input: a model that hangs on
+    demand (x=0, the smoke test's row, does not sleep)."""
+
+    task = "regression"
+
+    def predict(self, X: pd.DataFrame) -> list[float]:
+        import time
+
+        time.sleep(max(0.0, float(X["x"].max())))
+        return [float(v) * 2 for v in X["x"]]
+
+
 class Leaker(Model):
     """Regression: 2x, keeping ``mb`` megabytes more on every call: a model that leaks."""
 
