@@ -84,6 +84,13 @@ if TYPE_CHECKING:
 log = logging.getLogger("modelport.service")
 #: The keys a native predict body may have.
 _PREDICT_KEYS = frozenset({"inputs", "columns", "data", "version", "alias"})
+#: How a server without keys refuses a push that runs code when loaded.
+_NO_AUTH_REFUSAL = flavors.Refusal(
+    "this server runs without keys (--no-auth), so anyone who can reach it could push one, a "
+    "web page open in your browser included: serve with API keys, or restart with "
+    "--dangerously-allow-code-without-auth if you accept that",
+    "{flavor} artifacts are refused by a server without keys",
+)
 T = TypeVar("T")
 
 
@@ -1431,7 +1438,8 @@ class Service:
         """Check an artifact (load, schema, smoke prediction) and add it as a new version.
 
         Nothing is stored unless every check passes. Formats that run code when loaded need an
-        admin key; the ``push`` scope may push skops files only.
+        admin key, and a server without keys refuses them unless told otherwise; the ``push``
+        scope may push skops files only.
         """
         principal.require("push")
         registry.check_model_name(name)
@@ -1453,8 +1461,13 @@ class Service:
                     f'(PUT /v1/models/{name}/segments with {{"field": "<input field>"}})'
                 )
         flavor = str(meta.get("flavor") or await asyncio.to_thread(flavors.detect_flavor, artifact))
-        trust = principal.allows("admin")
-        loaded = await asyncio.to_thread(flavors.load, flavor, artifact, trust_code=trust)
+        trust, refusal = principal.allows("admin"), flavors.ADMIN_ONLY
+        if self.settings.no_auth and not self.settings.dangerously_allow_code_without_auth:
+            # Without keys everyone is an admin, a web page in the user's browser included.
+            trust, refusal = False, _NO_AUTH_REFUSAL
+        loaded = await asyncio.to_thread(
+            functools.partial(flavors.load, trust_code=trust, refusal=refusal), flavor, artifact
+        )
         schema, schema_source = _schema_for(
             meta.get("schema"), loaded, narrow=bool(meta.get("schema_from_train_data"))
         )

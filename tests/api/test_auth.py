@@ -608,7 +608,11 @@ def test_keys_never_reach_the_logs(server: RunningServer, iris_pipeline: Any) ->
                 )
                 plain.get("/v1/models", headers=headers)
                 plain.get("/v1/settings", headers=headers)
-                plain.post("/v1/models/iris/predict", content=b"{", headers=headers)
+                plain.post(
+                    "/v1/models/iris/predict",
+                    content=b"{",
+                    headers={**headers, "Content-Type": "application/json"},
+                )
             # Keys in the wrong places: a query string, a body, the request id.
             plain.get(f"/v1/models?api_key={key}&key={key}")
             plain.post(f"/v1/models/iris/predict?key={key}", json={"inputs": [ROW], "key": key})

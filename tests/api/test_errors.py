@@ -488,8 +488,12 @@ def test_422_bad_push_metadata(iris: RunningServer, iris_pipeline: Any) -> None:
     assert err["details"] == [{"field": "artifact", "reason": "empty file"}]
     err = assert_envelope(push("{}", b"garbage"), 422, "artifact_rejected")
     assert err["details"][0]["field"] == "artifact"
-    err = assert_envelope(http.post(url, data={"metadata": "{}"}), 422, "invalid_input")
+    no_file = http.post(url, files={"metadata": (None, "{}")})  # a form field, no file part
+    err = assert_envelope(no_file, 422, "invalid_input")
     assert err["details"][0]["field"] == "artifact"
+    # A URL-encoded form cannot carry the file at all: not a type a push reads.
+    err = assert_envelope(http.post(url, data={"metadata": "{}"}), 415, "unsupported_media_type")
+    assert "multipart/form-data" in err["message"]
     err = assert_envelope(push('{"alias": "9lives"}'), 400, "invalid_request")
     assert err["details"][0]["field"] == "alias"
     assert [v["version"] for v in iris.client().versions("iris")] == [1]

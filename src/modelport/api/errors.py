@@ -35,6 +35,7 @@ _HTTP_CODES = {
     409: "conflict",
     413: "payload_too_large",
     415: "unsupported_media_type",
+    421: "host_not_allowed",
     422: "invalid_input",
     500: "internal_error",
     503: "unavailable",

@@ -197,10 +197,13 @@ async def serve(
         if service is None:
             raise _not_ready()
         service.metrics.inflight.inc()
-        if headers.get(b"content-length") != b"0":
-            # The binary tensor extension sends raw bytes; every other body is JSON.
+        if payload.has_body(headers):
+            # The binary tensor extension sends raw bytes; every other body is JSON, and
+            # tritonclient sends its JSON without a Content-Type.
             payload.check_content_type(
-                headers.get(b"content-type"), ("application/octet-stream",) if route.oip else ()
+                headers.get(b"content-type"),
+                ("application/octet-stream",) if route.oip else (),
+                required=not route.oip,
             )
         call = Call(
             service,
