@@ -20,6 +20,7 @@
     │   ├── NoVersionBehindAlias        the alias points nowhere yet
     │   ├── NothingToRollBack           the alias has no earlier target
     │   └── Incompatible                a strict push that some consumers' traffic would fail
+    ├── RequestTimeout                  408  the body stopped arriving
     ├── PayloadTooLarge                 413
     ├── InvalidInput                    422  carries field-level ``details``
     │   └── ArtifactRejected            the pushed artifact cannot be loaded or smoke-tested
@@ -143,6 +144,13 @@ class Incompatible(Conflict):
     """A strict push that the recent traffic of some consumers would fail (``details``)."""
 
     code = "incompatible"
+
+
+class RequestTimeout(ModelportError):
+    """The request body stopped arriving for longer than ``body_timeout_seconds``."""
+
+    status_code = 408
+    code = "request_timeout"
 
 
 class PayloadTooLarge(ModelportError):

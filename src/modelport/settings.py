@@ -116,6 +116,22 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(
         default=32 * 1024 * 1024, ge=1024, description="Largest request body accepted, in bytes."
     )
+    header_timeout_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        description=(
+            "How long a client may take to send a request's headers, from its first byte (or "
+            "from connecting); a slower connection is closed."
+        ),
+    )
+    body_timeout_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        description=(
+            "How long the server waits for the next part of a request body before answering "
+            "408 and closing the connection."
+        ),
+    )
     max_artifact_bytes: int = Field(
         default=2 * 1024 * 1024 * 1024,
         ge=1024,

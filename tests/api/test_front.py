@@ -1,6 +1,6 @@
-"""The front door (modelport.api.front): a web page open in the user's browser cannot change a
-server, with keys or without; the Host must name the server; a body must say its content type;
-a server without keys loads no code.
+"""The front door (modelport.api.front) and the protocol's timeouts: a web page open in the
+user's browser cannot change a server, with keys or without; the Host must name the server; a
+body must say its content type; a server without keys loads no code; slow clients are cut off.
 
 The attacks are sent as a browser sends them: its ``Origin`` and Fetch Metadata headers, a
 ``no-cors`` multipart body (which a page may send anywhere without asking the server first).
@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import pathlib
 import pickle
+import select
 import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,8 +21,9 @@ import httpx
 import pytest
 
 from modelport.api.front import FrontDoor
-from modelport.settings import Settings
-from tests.conftest import IRIS_COLUMNS, RunningServer, start_server
+from modelport.settings import Settings, load_settings
+from tests.conftest import IRIS_COLUMNS, RunningServer, make_key, start_server
+from tests.procs import ServerProcess
 
 ROW = dict(zip(IRIS_COLUMNS, (5.1, 3.5, 1.4, 0.2), strict=True))
 INFER = {"inputs": [{"name": "input-0", "shape": [1, 4], "datatype": "FP64", "data": [1.0] * 4}]}
@@ -277,3 +280,86 @@ def test_the_dashboard_works_from_its_own_origin_and_not_from_another(
     finally:
         browser.close()
     assert [m["name"] for m in server.client().models()] == ["from-dashboard"]
+
+
+# -- timeouts -------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def slow_limits(tmp_path: Path, store_url: str) -> Iterator[tuple[ServerProcess, str]]:
+    """``modelport serve`` with 1-second header and body timeouts, and an admin key."""
+    home = tmp_path / "home"
+    key = make_key(load_settings({"home": str(home), "store": store_url}), "ops", ["admin"])
+    args = ["--header-timeout-seconds", "1", "--body-timeout-seconds", "1"]
+    proc = ServerProcess(home, store_url, args=args).start()
+    yield proc, key
+    proc.kill()
+
+
+def _closed(sock: socket.socket) -> bool:
+    """Whether the server closed ``sock`` (it reads as the end of the stream)."""
+    readable, _, _ = select.select([sock], [], [], 0)
+    if not readable:
+        return False
+    try:
+        return sock.recv(65536) == b""
+    except ConnectionError:
+        return True
+
+
+def test_headers_sent_a_byte_at_a_time_are_cut_off(
+    slow_limits: tuple[ServerProcess, str],
+) -> None:
+    proc, _ = slow_limits
+    request = b"GET /v1/health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: " + b"a" * 200
+    dribblers = [socket.create_connection(("127.0.0.1", proc.port)) for _ in range(50)]
+    silent = socket.create_connection(("127.0.0.1", proc.port))  # connects, sends nothing
+    started = time.monotonic()
+    closed_at: dict[int, float] = {}
+    try:
+        sent = 0
+        while len(closed_at) < len(dribblers) + 1 and time.monotonic() - started < 15:
+            for n, sock in enumerate([*dribblers, silent]):
+                if n in closed_at:
+                    continue
+                try:
+                    if sock is not silent:
+                        sock.sendall(request[sent : sent + 1])
+                except OSError:
+                    closed_at[n] = time.monotonic() - started
+                    continue
+                if _closed(sock):
+                    closed_at[n] = time.monotonic() - started
+            sent += 1
+            time.sleep(0.1)
+        assert len(closed_at) == len(dribblers) + 1, f"still open: {51 - len(closed_at)}"
+        # Each was cut off after the header timeout (1 s), none before.
+        assert min(closed_at.values()) >= 0.9 and max(closed_at.values()) < 5, closed_at
+        assert sent < len(request)  # they never got to finish their headers
+    finally:
+        for sock in [*dribblers, silent]:
+            sock.close()
+    # Meanwhile and afterwards, the server serves.
+    assert httpx.get(f"{proc.url}/v1/health", timeout=5).status_code == 200
+
+
+def test_a_body_that_stops_arriving_gets_408_and_the_connection_closes(
+    slow_limits: tuple[ServerProcess, str],
+) -> None:
+    proc, key = slow_limits
+    for path in ("/v1/models", "/v1/models/iris/predict", "/v2/models/iris/infer"):
+        with socket.create_connection(("127.0.0.1", proc.port)) as sock:
+            sock.sendall(
+                f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {key}\r\n"
+                "Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n".encode()
+                + b'{"name": '
+            )
+            started = time.monotonic()
+            sock.settimeout(10)
+            answer = b""
+            while chunk := sock.recv(65536):  # until the server closes the connection
+                answer += chunk
+            waited = time.monotonic() - started
+        assert answer.startswith(b"HTTP/1.1 408"), (path, answer)
+        assert b"body_timeout_seconds" in answer and 0.9 <= waited < 5, (path, waited)
+    assert httpx.get(f"{proc.url}/v1/health", timeout=5).status_code == 200

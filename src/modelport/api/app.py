@@ -81,6 +81,7 @@ class ModelportApp(FastAPI):
                 oip = scope["path"].startswith("/v2")
                 await _refuse(send, refused, _request_id_header(scope), oip=oip)
                 return
+            receive = self.front.timed(receive)
             hit = scoring.match(scope["path"])
             if hit is not None:
                 service = getattr(self.state, "service", None)

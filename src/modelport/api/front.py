@@ -15,17 +15,23 @@ keys (``no_auth``) that trusts whoever reaches it. Two checks keep browsers out:
   ``none``) and, older ones only, ``Origin``. Every method but GET and HEAD from another site
   is refused (403 ``cross_site_request``); the dashboard, served by the server itself, is
   same-origin. Programs (the client, curl, tritonclient) send neither header and pass.
+
+The body read timeout is here too: a body that stops arriving for ``body_timeout_seconds``
+gets 408 and the connection is closed (the header timeout lives in the HTTP protocol, see
+:mod:`modelport.server`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import socket
+import sys
 from urllib.parse import urlsplit
 
-from starlette.types import Scope
+from starlette.types import Message, Receive, Scope
 
-from ..errors import CrossSiteRequest, HostNotAllowed, ModelportError
+from ..errors import CrossSiteRequest, HostNotAllowed, ModelportError, RequestTimeout
 from ..settings import Settings
 
 #: Names that resolve to this machine without asking DNS, so no attacker can point them.
@@ -39,7 +45,7 @@ _DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
 class FrontDoor:
-    """The Host and cross-site checks of one server's settings."""
+    """The Host and cross-site checks, and the body timeout, of one server's settings."""
 
     def __init__(self, settings: Settings) -> None:
         listed = set(settings.allowed_hosts)
@@ -51,6 +57,7 @@ class FrontDoor:
                 listed |= {socket.gethostname().lower(), socket.getfqdn().lower()}
         self.names = frozenset(n.strip("[]") for n in listed if not n.startswith("*."))
         self.suffixes = tuple(n[1:] for n in listed if n.startswith("*."))
+        self.body_timeout = settings.body_timeout_seconds
 
     def check(self, scope: Scope) -> ModelportError | None:
         """Why the request may not go further, or None."""
@@ -92,6 +99,29 @@ class FrontDoor:
             return False
         return True  # an address, not a name: nothing to rebind
 
+    def timed(self, receive: Receive) -> Receive:
+        """``receive``, failing with :class:`RequestTimeout` when the next part of the body
+        takes longer than ``body_timeout_seconds`` (once the body is in, it waits as long as
+        the route likes: a streaming answer listens for the disconnect)."""
+        seconds = self.body_timeout
+        done = False
+
+        async def receive_in_time() -> Message:
+            nonlocal done
+            if done:
+                return await receive()
+            try:
+                message = await _within(seconds, receive)
+            except asyncio.TimeoutError:  # TimeoutError from 3.11, not before
+                raise RequestTimeout(
+                    f"the request body stopped arriving for {seconds:g} s (body_timeout_seconds)"
+                ) from None
+            if message["type"] != "http.request" or not message.get("more_body", False):
+                done = True
+            return message
+
+        return receive_in_time
+
 
 def _cross_site(said: str) -> CrossSiteRequest:
     return CrossSiteRequest(
@@ -128,3 +158,15 @@ def same_origin(origin: str, host: bytes | None) -> bool:
     port_text = value.rsplit("]", 1)[-1].rpartition(":")[2] if ":" in value else ""
     host_port = int(port_text) if port_text.isdigit() else _DEFAULT_PORTS.get(parts.scheme)
     return hostname(value) == parts.hostname.rstrip(".") and host_port == origin_port
+
+
+if sys.version_info >= (3, 11):
+
+    async def _within(seconds: float, receive: Receive) -> Message:
+        async with asyncio.timeout(seconds):
+            return await receive()
+
+else:  # pragma: no cover - Python 3.10
+
+    async def _within(seconds: float, receive: Receive) -> Message:
+        return await asyncio.wait_for(receive(), seconds)
