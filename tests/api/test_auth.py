@@ -474,6 +474,26 @@ def test_revocation_elsewhere_is_seen_after_the_key_cache_expires(settings: Sett
         running.stop()
 
 
+def test_the_key_is_checked_before_the_body_is_read(server: RunningServer) -> None:
+    # An anonymous 30 MB body must cost nothing: the 401 comes before a byte of it is read.
+    import socket
+
+    for path in ("/v1/models/iris/predict", "/v2/models/iris/infer"):
+        for key in ("", "Authorization: Bearer mp_forged\r\n"):
+            with socket.create_connection(("127.0.0.1", server.settings.port)) as sock:
+                sock.sendall(
+                    f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{key}"
+                    "Content-Type: application/json\r\nContent-Length: 30000000\r\n\r\n".encode()
+                    + b'{"inputs": ['
+                )
+                sock.settimeout(10)
+                try:
+                    head = sock.recv(65536)
+                except TimeoutError:
+                    pytest.fail(f"{path}: no answer until the body is sent")
+            assert head.startswith(b"HTTP/1.1 401"), (path, head)
+
+
 def test_push_scope_may_push_skops_but_not_pickles_or_aliases(
     server: RunningServer, iris_pipeline: Any, iris_frame: Any, tmp_path: Path
 ) -> None:
