@@ -519,6 +519,31 @@ def test_push_scope_may_push_skops_but_not_pickles_or_aliases(
     assert admin.push("iris", path, train_data=iris_frame)["flavor"] == "pickle"
 
 
+def test_a_push_key_creates_a_model_with_its_first_version_but_no_empty_model(
+    server: RunningServer, iris_pipeline: Any, iris_frame: Any
+) -> None:
+    # The CI flow: a push key ships the first version of a model nobody created by hand.
+    admin, pusher = server.client(), server.client(server.key("ci", "push"))
+    with pytest.raises(errors.ModelNotFound):
+        admin.model("churn")
+    assert pusher.push("churn", iris_pipeline, train_data=iris_frame)["version"] == 1
+    made = admin.model("churn")
+    assert made["created_by"] == "ci" and made["aliases"] == {}
+    assert pusher.push("churn", iris_pipeline, train_data=iris_frame)["version"] == 2
+    # Creating a model without a version (and so naming its task and description) is an
+    # admin's registry change, as is serving a version under an alias.
+    with pytest.raises(errors.Forbidden, match="lacks the 'admin' scope"):
+        pusher.create_model("empty")
+    with pytest.raises(errors.Forbidden, match="lacks the 'admin' scope"):
+        pusher.create_from_algorithm(
+            "online",
+            "online_linear_regression",
+            schema={"fields": [{"name": "x", "type": "number"}]},
+            target="y",
+        )
+    assert [m["name"] for m in admin.models()] == ["churn"]
+
+
 def test_no_auth_serves_everyone_as_anonymous(
     settings: Settings, iris_pipeline: Any, iris_frame: Any
 ) -> None:
