@@ -1176,10 +1176,12 @@ class Service:
         check: Callable[[Any], Any],
         *,
         learned_only: bool = False,
+        audit: Callable[[Any], Any] | None = None,
     ) -> dict[str, Any]:
         """Store ``{key: {...}}`` (or ``{key: null}``) in the model's column ``key``, audited as
-        the event ``<key>_set``; every server's release loop picks it up. ``learned_only``
-        refuses models pushed as artifacts (409)."""
+        the event ``<key>_set`` (with ``audit(value)`` when given: what the event may show);
+        every server's release loop picks it up. ``learned_only`` refuses models pushed as
+        artifacts (409)."""
         if not isinstance(doc, dict) or set(doc) != {key}:
             raise InvalidInput(
                 f'the body must be {{"{key}": {{...}}}} or {{"{key}": null}}',
@@ -1192,7 +1194,8 @@ class Service:
                 learning.spec_of(conn, name)
             model = registry.model_row(conn, name)
             conn.execute(models.update().where(models.c.id == model.id).values({key: value}))
-            releases.record_event(conn, model.id, f"{key}_set", principal.consumer, {key: value})
+            shown = audit(value) if audit is not None else value
+            releases.record_event(conn, model.id, f"{key}_set", principal.consumer, {key: shown})
             registry.bump_generation(conn)
             return {"model": name, key: value}
 
@@ -1262,7 +1265,8 @@ class Service:
         self, principal: Principal, name: str, limit: int = 200
     ) -> list[dict[str, Any]]:
         principal.require("read")
-        return await self._read(lambda c: releases.list_events(c, name, limit))
+        found = await self._read(lambda c: releases.list_events(c, name, limit))
+        return [{**e, "detail": monitoring.shown_event(e["kind"], e["detail"])} for e in found]
 
     async def experiment(
         self,
@@ -1341,6 +1345,8 @@ class Service:
 
         def run(conn: Connection) -> dict[str, Any]:
             doc = registry.model_row(conn, name).monitoring
+            if not principal.allows("admin"):
+                doc = monitoring.masked(doc)  # the webhook URL may hold its secret
             return {
                 "model": name,
                 "monitoring": doc,
@@ -1353,7 +1359,7 @@ class Service:
     async def set_monitoring(self, principal: Principal, name: str, doc: Any) -> dict[str, Any]:
         """Drift thresholds, window and webhook (``{"monitoring": null}`` removes them)."""
         return await self._set_model_document(
-            principal, name, doc, "monitoring", monitoring.check_monitoring
+            principal, name, doc, "monitoring", monitoring.check_monitoring, audit=monitoring.masked
         )
 
     async def set_reference(
@@ -1420,9 +1426,11 @@ class Service:
                 response = await asyncio.wait_for(http.post(url, json=payload), timeout * 2)
                 response.raise_for_status()
         except Exception as exc:
-            error = f"{type(exc).__name__}: {exc}"[:500]
-            log.warning("webhook %s for %s failed: %s", url, payload["model"], error)
-            detail = {"url": url, "event": payload["event"], "error": error}
+            # The URL may hold its secret, and errors quote it: both go out masked.
+            error = monitoring.scrubbed(f"{type(exc).__name__}: {exc}", url)[:500]
+            shown = monitoring.masked_url(url)
+            log.warning("webhook %s for %s failed: %s", shown, payload["model"], error)
+            detail = {"url": shown, "event": payload["event"], "error": error}
             with contextlib.suppress(Exception):
                 await self.writer.run(
                     lambda c: releases.record_event(
