@@ -73,7 +73,7 @@ class FrontDoor:
             name = hostname(host.decode("latin-1"))
             if not self.allows(name):
                 return HostNotAllowed(
-                    f"Host {host.decode('latin-1')!r} is not a name this server answers to; "
+                    f"Host {host.decode('latin-1')[:200]!r} is not a name this server answers to; "
                     "if it is one, add it to the allowed_hosts setting (--allowed-hosts)",
                     details=[{"field": "host", "reason": "not in allowed_hosts"}],
                 )
