@@ -4,9 +4,11 @@
 
     ModelportError                      500  something went wrong on our side
     ├── InvalidRequest                  400  the request itself is malformed
-    │   └── UnsupportedMediaType        415  a body in a content type the route does not read
+    │   ├── UnsupportedMediaType        415  a body in a content type the route does not read
+    │   └── HostNotAllowed              421  a Host header that names another server
     ├── Unauthorized                    401  missing or unknown API key
     ├── Forbidden                       403  the key lacks the scope
+    │   └── CrossSiteRequest                 a browser page of another site tried a change
     ├── NotFound                        404
     │   ├── ModelNotFound
     │   ├── VersionNotFound
@@ -21,6 +23,7 @@
     │   ├── NothingToRollBack           the alias has no earlier target
     │   ├── Incompatible                a strict push that some consumers' traffic would fail
     │   └── NotEnoughObservations       an online model that has not learned enough to answer
+    ├── RequestTimeout                  408  the body stopped arriving
     ├── PayloadTooLarge                 413
     ├── InvalidInput                    422  carries field-level ``details``
     │   └── ArtifactRejected            the pushed artifact cannot be loaded or smoke-tested
@@ -74,6 +77,14 @@ class UnsupportedMediaType(InvalidRequest):
     code = "unsupported_media_type"
 
 
+class HostNotAllowed(InvalidRequest):
+    """The ``Host`` header names a server this one is not (see the ``allowed_hosts`` setting):
+    what a DNS rebinding attack sends."""
+
+    status_code = 421
+    code = "host_not_allowed"
+
+
 class Unauthorized(ModelportError):
     """No API key was given, or the key is unknown or revoked."""
 
@@ -86,6 +97,12 @@ class Forbidden(ModelportError):
 
     status_code = 403
     code = "forbidden"
+
+
+class CrossSiteRequest(Forbidden):
+    """A browser sent a change (any method but GET and HEAD) from a page of another site."""
+
+    code = "cross_site_request"
 
 
 class NotFound(ModelportError):
@@ -138,6 +155,13 @@ class Incompatible(Conflict):
     """A strict push that the recent traffic of some consumers would fail (``details``)."""
 
     code = "incompatible"
+
+
+class RequestTimeout(ModelportError):
+    """The request body stopped arriving for longer than ``body_timeout_seconds``."""
+
+    status_code = 408
+    code = "request_timeout"
 
 
 class PayloadTooLarge(ModelportError):

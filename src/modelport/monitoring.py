@@ -12,6 +12,11 @@ is drifted is kept in ``drift_state``; a server changes it only from the state i
 when several servers share a store and notice the same change, one records the ``drift`` (or
 ``drift_cleared``) event and calls the webhook. A webhook that fails is logged and recorded as
 a ``webhook_failed`` event; it never stops the check.
+
+A webhook URL often carries its secret (basic auth, a token path such as Slack's
+``/services/T000/B000/XXXX``, a token in the query). Only admins see it whole (``GET
+.../monitoring``); other keys, the events (``monitoring_set``, ``webhook_failed``) and the log
+see it through :func:`masked_url`: scheme, host and port, the rest masked.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ import logging
 import math
 import time
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
@@ -102,6 +107,57 @@ def check_monitoring(doc: Any) -> dict[str, Any] | None:
     if webhook is not None:
         out["webhook"] = webhook
     return out
+
+
+MASK = "***"
+
+
+def masked_url(url: str) -> str:
+    """``url`` with its userinfo, path and query masked: ``http://***@host:port/***?***``."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return MASK
+    host = parts.hostname or ""
+    netloc = ("***@" if "@" in parts.netloc else "") + (f"[{host}]" if ":" in host else host)
+    netloc += f":{port}" if port is not None else ""
+    path = "/" + MASK if parts.path.strip("/") else parts.path
+    return urlunsplit((parts.scheme, netloc, path, MASK if parts.query else "", ""))
+
+
+def masked(doc: dict[str, Any] | None) -> dict[str, Any] | None:
+    """Monitoring settings with the webhook URL masked (see :func:`masked_url`)."""
+    if not doc or not isinstance(doc.get("webhook"), str):
+        return doc
+    return {**doc, "webhook": masked_url(doc["webhook"])}
+
+
+def scrubbed(text: str, url: str) -> str:
+    """``text`` (an error message) without the secret parts of ``url`` it may quote."""
+    text = text.replace(url, masked_url(url))
+    try:
+        parts = urlsplit(url)
+        pieces = [parts.netloc.rpartition("@")[0], parts.password, parts.path, parts.query]
+    except ValueError:
+        return text
+    # Pieces quoted apart from the URL (or re-encoded); short ones would garble the message
+    # and hide nothing.
+    for piece in sorted((p for p in pieces if p and len(p) >= 4), key=len, reverse=True):
+        text = text.replace(piece, MASK)
+    return text
+
+
+def shown_event(kind: str, detail: Any) -> Any:
+    """An event's detail as readers see it: webhook URLs masked (events recorded before
+    URLs were masked when stored held them whole)."""
+    if not isinstance(detail, dict):
+        return detail
+    if kind == "monitoring_set" and isinstance(detail.get("monitoring"), dict):
+        return {**detail, "monitoring": masked(detail["monitoring"])}
+    if kind == "webhook_failed" and isinstance(detail.get("url"), str):
+        return {**detail, "url": masked_url(detail["url"])}
+    return detail
 
 
 def thresholds_of(monitoring: dict[str, Any] | None) -> dict[str, Any]:

@@ -17,7 +17,7 @@ import orjson
 
 from .errors import InvalidRequest, UnsupportedMediaType
 
-#: Content types that carry JSON; a missing Content-Type is read as JSON too.
+#: Content types that carry JSON.
 JSON_TYPES = ("application/json",)
 
 
@@ -94,20 +94,36 @@ def _deeper_than(doc: Any, max_depth: int) -> bool:
     return False
 
 
-def check_content_type(content_type: bytes | str | None, accepted: tuple[str, ...] = ()) -> None:
+def has_body(headers: dict[bytes, bytes]) -> bool:
+    """Whether a request (its headers, lower-case names) carries a body."""
+    length = headers.get(b"content-length")
+    if length is not None:
+        return length.strip().lstrip(b"0") != b""
+    return b"transfer-encoding" in headers
+
+
+def check_content_type(
+    content_type: bytes | str | None, accepted: tuple[str, ...] = (), *, required: bool = True
+) -> None:
     """Refuse (415) a body whose Content-Type is neither JSON nor one of ``accepted``.
 
-    JSON is ``application/json`` or any ``+json`` type; a missing Content-Type is read as JSON
-    (so ``curl --data-binary @file.json`` needs no header), but a different one, such as the
-    ``application/x-www-form-urlencoded`` that ``curl -d`` sends, is an error that names it.
+    JSON is ``application/json`` or any ``+json`` type. A body without a Content-Type is
+    refused too unless ``required`` is false: it is what a web page may send to any server
+    without the browser asking it first, and what ``curl -d`` sends is a form, not JSON.
+    (The Open Inference Protocol routes read one as JSON: tritonclient sends none.)
     """
+    allowed = " or ".join((*JSON_TYPES, *accepted))
     if not content_type:
-        return
+        if not required:
+            return
+        raise UnsupportedMediaType(
+            f"the request body has no Content-Type; send {allowed}",
+            details=[{"field": "content-type", "reason": f"missing; expected {allowed}"}],
+        )
     text = content_type.decode("latin-1") if isinstance(content_type, bytes) else content_type
     media = text.split(";", 1)[0].strip().lower()
     if media in JSON_TYPES or media.endswith("+json") or media in accepted:
         return
-    allowed = " or ".join((*JSON_TYPES, *accepted))
     raise UnsupportedMediaType(
         f"Content-Type {media!r} is not accepted here; send {allowed}",
         details=[{"field": "content-type", "reason": f"expected {allowed}"}],

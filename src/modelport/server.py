@@ -6,6 +6,7 @@ finish, then runs the lifespan shutdown, which commits everything the writer hol
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import gc
 import ipaddress
@@ -17,11 +18,16 @@ import socket
 import sys
 import threading
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 import uvicorn
 from uvicorn.supervisors.multiprocess import Multiprocess
+
+if TYPE_CHECKING:
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol as _HTTPProtocol
+else:  # httptools when installed, h11 otherwise
+    from uvicorn.protocols.http.auto import AutoHTTPProtocol as _HTTPProtocol
 
 from .errors import InvalidRequest
 from .settings import Settings
@@ -61,10 +67,67 @@ def check_exposure(settings: Settings) -> None:
         )
 
 
+class HeaderTimeoutProtocol(_HTTPProtocol):
+    """uvicorn's HTTP/1.1 protocol, closing a connection whose request headers take longer
+    than ``header_timeout_seconds`` to arrive.
+
+    uvicorn times out idle keep-alive connections only: one that connects, or sends its
+    headers a byte at a time, stays open for as long as the client likes (hundreds of them
+    hold that many sockets and protocol objects). The clock starts when the connection opens
+    and again at the first byte of each later request, and stops when the request's headers
+    are in; the body has its own timeout (``body_timeout_seconds``, in the app).
+    """
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._header_timer: asyncio.TimerHandle | None = None
+        self._start_header_clock()
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        if not self._awaiting_headers():
+            self._stop_header_clock()
+        elif self._header_timer is None:
+            self._start_header_clock()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._stop_header_clock()
+        super().connection_lost(exc)
+
+    def _awaiting_headers(self) -> bool:
+        # A request whose headers are in has its cycle until the answer is complete.
+        return self.cycle is None or self.cycle.response_complete
+
+    def _start_header_clock(self) -> None:
+        seconds = getattr(self.config, "header_timeout_seconds", None)
+        if seconds is not None and not self.transport.is_closing():
+            self._header_timer = self.loop.call_later(seconds, self._header_timeout)
+
+    def _stop_header_clock(self) -> None:
+        if self._header_timer is not None:
+            self._header_timer.cancel()
+            self._header_timer = None
+
+    def _header_timeout(self) -> None:
+        self._header_timer = None
+        if self._awaiting_headers() and not self.transport.is_closing():
+            self.transport.close()
+
+
+class _Config(uvicorn.Config):
+    """uvicorn's configuration with the header timeout its protocol reads (a subclass, so
+    that it reaches worker processes with the rest of the configuration)."""
+
+    def __init__(self, app: Any, *, header_timeout_seconds: float, **kwargs: Any) -> None:
+        super().__init__(app, http=HeaderTimeoutProtocol, **kwargs)
+        self.header_timeout_seconds = header_timeout_seconds
+
+
 def _config(settings: Settings, app: Any, **extra: Any) -> uvicorn.Config:
     """The uvicorn configuration both ways of serving share."""
-    return uvicorn.Config(
+    return _Config(
         app,
+        header_timeout_seconds=settings.header_timeout_seconds,
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,

@@ -85,6 +85,13 @@ if TYPE_CHECKING:
 log = logging.getLogger("modelport.service")
 #: The keys a native predict body may have.
 _PREDICT_KEYS = frozenset({"inputs", "columns", "data", "version", "alias"})
+#: How a server without keys refuses a push that runs code when loaded.
+_NO_AUTH_REFUSAL = flavors.Refusal(
+    "this server runs without keys (--no-auth), so anyone who can reach it could push one, a "
+    "web page open in your browser included: serve with API keys, or restart with "
+    "--dangerously-allow-code-without-auth if you accept that",
+    "{flavor} artifacts are refused by a server without keys",
+)
 T = TypeVar("T")
 
 
@@ -1209,10 +1216,12 @@ class Service:
         check: Callable[[Any], Any],
         *,
         learned_only: bool = False,
+        audit: Callable[[Any], Any] | None = None,
     ) -> dict[str, Any]:
         """Store ``{key: {...}}`` (or ``{key: null}``) in the model's column ``key``, audited as
-        the event ``<key>_set``; every server's release loop picks it up. ``learned_only``
-        refuses models pushed as artifacts (409)."""
+        the event ``<key>_set`` (with ``audit(value)`` when given: what the event may show);
+        every server's release loop picks it up. ``learned_only`` refuses models pushed as
+        artifacts (409)."""
         if not isinstance(doc, dict) or set(doc) != {key}:
             raise InvalidInput(
                 f'the body must be {{"{key}": {{...}}}} or {{"{key}": null}}',
@@ -1225,7 +1234,8 @@ class Service:
                 learning.spec_of(conn, name)
             model = registry.model_row(conn, name)
             conn.execute(models.update().where(models.c.id == model.id).values({key: value}))
-            releases.record_event(conn, model.id, f"{key}_set", principal.consumer, {key: value})
+            shown = audit(value) if audit is not None else value
+            releases.record_event(conn, model.id, f"{key}_set", principal.consumer, {key: shown})
             registry.bump_generation(conn)
             return {"model": name, key: value}
 
@@ -1295,7 +1305,8 @@ class Service:
         self, principal: Principal, name: str, limit: int = 200
     ) -> list[dict[str, Any]]:
         principal.require("read")
-        return await self._read(lambda c: releases.list_events(c, name, limit))
+        found = await self._read(lambda c: releases.list_events(c, name, limit))
+        return [{**e, "detail": monitoring.shown_event(e["kind"], e["detail"])} for e in found]
 
     async def experiment(
         self,
@@ -1374,6 +1385,8 @@ class Service:
 
         def run(conn: Connection) -> dict[str, Any]:
             doc = registry.model_row(conn, name).monitoring
+            if not principal.allows("admin"):
+                doc = monitoring.masked(doc)  # the webhook URL may hold its secret
             return {
                 "model": name,
                 "monitoring": doc,
@@ -1386,7 +1399,7 @@ class Service:
     async def set_monitoring(self, principal: Principal, name: str, doc: Any) -> dict[str, Any]:
         """Drift thresholds, window and webhook (``{"monitoring": null}`` removes them)."""
         return await self._set_model_document(
-            principal, name, doc, "monitoring", monitoring.check_monitoring
+            principal, name, doc, "monitoring", monitoring.check_monitoring, audit=monitoring.masked
         )
 
     async def set_reference(
@@ -1453,9 +1466,11 @@ class Service:
                 response = await asyncio.wait_for(http.post(url, json=payload), timeout * 2)
                 response.raise_for_status()
         except Exception as exc:
-            error = f"{type(exc).__name__}: {exc}"[:500]
-            log.warning("webhook %s for %s failed: %s", url, payload["model"], error)
-            detail = {"url": url, "event": payload["event"], "error": error}
+            # The URL may hold its secret, and errors quote it: both go out masked.
+            error = monitoring.scrubbed(f"{type(exc).__name__}: {exc}", url)[:500]
+            shown = monitoring.masked_url(url)
+            log.warning("webhook %s for %s failed: %s", shown, payload["model"], error)
+            detail = {"url": shown, "event": payload["event"], "error": error}
             with contextlib.suppress(Exception):
                 await self.writer.run(
                     lambda c: releases.record_event(
@@ -1471,7 +1486,8 @@ class Service:
         """Check an artifact (load, schema, smoke prediction) and add it as a new version.
 
         Nothing is stored unless every check passes. Formats that run code when loaded need an
-        admin key; the ``push`` scope may push skops files only.
+        admin key, and a server without keys refuses them unless told otherwise; the ``push``
+        scope may push skops files only.
         """
         principal.require("push")
         registry.check_model_name(name)
@@ -1493,8 +1509,13 @@ class Service:
                     f'(PUT /v1/models/{name}/segments with {{"field": "<input field>"}})'
                 )
         flavor = str(meta.get("flavor") or await asyncio.to_thread(flavors.detect_flavor, artifact))
-        trust = principal.allows("admin")
-        loaded = await asyncio.to_thread(flavors.load, flavor, artifact, trust_code=trust)
+        trust, refusal = principal.allows("admin"), flavors.ADMIN_ONLY
+        if self.settings.no_auth and not self.settings.dangerously_allow_code_without_auth:
+            # Without keys everyone is an admin, a web page in the user's browser included.
+            trust, refusal = False, _NO_AUTH_REFUSAL
+        loaded = await asyncio.to_thread(
+            functools.partial(flavors.load, trust_code=trust, refusal=refusal), flavor, artifact
+        )
         schema, schema_source = _schema_for(
             meta.get("schema"), loaded, narrow=bool(meta.get("schema_from_train_data"))
         )

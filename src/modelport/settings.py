@@ -12,12 +12,13 @@ import json
 import os
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import tomllib
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
+    NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     SettingsError,
@@ -79,6 +80,24 @@ class Settings(BaseSettings):
     force_no_auth: bool = Field(
         default=False, description="Allow no_auth on a non-loopback host (prints a warning)."
     )
+    dangerously_allow_code_without_auth: bool = Field(
+        default=False,
+        description=(
+            "With no_auth, still accept pushes that run code when loaded (pickle, joblib, "
+            "MLflow, skops files with untrusted types). Off, a server without keys refuses "
+            "them: anyone who can reach it, a web page open in your browser included, could "
+            "push one."
+        ),
+    )
+    allowed_hosts: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description=(
+            "Names the server answers to in the Host header, comma-separated (*.example.com "
+            "for subdomains, * for any); other names get 421, which stops DNS rebinding. "
+            "Loopback names and IP addresses are always accepted. Default: the host setting; "
+            "any name when listening on 0.0.0.0 or :: with keys."
+        ),
+    )
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         default="info", description="Log level of the server."
     )
@@ -96,6 +115,22 @@ class Settings(BaseSettings):
     )
     max_body_bytes: int = Field(
         default=32 * 1024 * 1024, ge=1024, description="Largest request body accepted, in bytes."
+    )
+    header_timeout_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        description=(
+            "How long a client may take to send a request's headers, from its first byte (or "
+            "from connecting); a slower connection is closed."
+        ),
+    )
+    body_timeout_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        description=(
+            "How long the server waits for the next part of a request body before answering "
+            "408 and closing the connection."
+        ),
     )
     max_artifact_bytes: int = Field(
         default=2 * 1024 * 1024 * 1024,
@@ -332,6 +367,33 @@ class Settings(BaseSettings):
             except json.JSONDecodeError as exc:
                 raise ValueError(f"not a JSON object: {exc}") from None
         return value
+
+    @field_validator("allowed_hosts", mode="before")
+    @classmethod
+    def _host_list(cls, value: Any) -> Any:
+        if isinstance(value, str):  # a flag or the environment: a,b or a JSON array
+            text = value.strip()
+            if text.startswith("["):
+                try:
+                    value = json.loads(text)
+                except json.JSONDecodeError as exc:
+                    raise ValueError(f"not a JSON array: {exc}") from None
+            else:
+                value = text.split(",")
+        if not isinstance(value, list):
+            return value
+        names = []
+        for item in value:
+            name = str(item).strip().lower().rstrip(".")
+            if not name:
+                continue
+            if not re.fullmatch(r"\*|(\*\.)?[a-z0-9_.-]+|\[[0-9a-f:.]+\]", name):
+                raise ValueError(
+                    f"{item!r} is not a host name (no scheme, port or path; *.example.com "
+                    "for subdomains, * for any)"
+                )
+            names.append(name)
+        return names
 
     @field_validator("home", mode="after")
     @classmethod

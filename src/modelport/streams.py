@@ -36,6 +36,8 @@ T = TypeVar("T")
 _TRANSIENT = frozenset({408, 429, 500, 502, 503, 504})
 #: Statuses that mean the worker itself is misconfigured: it stops rather than dead-letter all.
 _FATAL = frozenset({401, 403})
+#: What the bodies the worker posts are (a body without a Content-Type is refused).
+_JSON = {"Content-Type": "application/json"}
 
 
 @dataclass(frozen=True)
@@ -329,7 +331,9 @@ class StreamWorker:
         self, path: str, body: dict[str, Any], headers: dict[str, str]
     ) -> tuple[int, Any]:
         try:
-            response = await self.http.post(path, content=orjson.dumps(body), headers=headers)
+            response = await self.http.post(
+                path, content=orjson.dumps(body), headers={**headers, **_JSON}
+            )
         except httpx.TransportError as exc:
             raise Transient(f"server unreachable: {exc!r}") from exc
         if response.status_code in _TRANSIENT:

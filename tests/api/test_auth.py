@@ -474,6 +474,26 @@ def test_revocation_elsewhere_is_seen_after_the_key_cache_expires(settings: Sett
         running.stop()
 
 
+def test_the_key_is_checked_before_the_body_is_read(server: RunningServer) -> None:
+    # An anonymous 30 MB body must cost nothing: the 401 comes before a byte of it is read.
+    import socket
+
+    for path in ("/v1/models/iris/predict", "/v2/models/iris/infer"):
+        for key in ("", "Authorization: Bearer mp_forged\r\n"):
+            with socket.create_connection(("127.0.0.1", server.settings.port)) as sock:
+                sock.sendall(
+                    f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{key}"
+                    "Content-Type: application/json\r\nContent-Length: 30000000\r\n\r\n".encode()
+                    + b'{"inputs": ['
+                )
+                sock.settimeout(10)
+                try:
+                    head = sock.recv(65536)
+                except TimeoutError:
+                    pytest.fail(f"{path}: no answer until the body is sent")
+            assert head.startswith(b"HTTP/1.1 401"), (path, head)
+
+
 def test_push_scope_may_push_skops_but_not_pickles_or_aliases(
     server: RunningServer, iris_pipeline: Any, iris_frame: Any, tmp_path: Path
 ) -> None:
@@ -497,6 +517,31 @@ def test_push_scope_may_push_skops_but_not_pickles_or_aliases(
     assert [v["version"] for v in admin.versions("iris")] == [1]
     assert admin.model("iris")["aliases"] == {}
     assert admin.push("iris", path, train_data=iris_frame)["flavor"] == "pickle"
+
+
+def test_a_push_key_creates_a_model_with_its_first_version_but_no_empty_model(
+    server: RunningServer, iris_pipeline: Any, iris_frame: Any
+) -> None:
+    # The CI flow: a push key ships the first version of a model nobody created by hand.
+    admin, pusher = server.client(), server.client(server.key("ci", "push"))
+    with pytest.raises(errors.ModelNotFound):
+        admin.model("churn")
+    assert pusher.push("churn", iris_pipeline, train_data=iris_frame)["version"] == 1
+    made = admin.model("churn")
+    assert made["created_by"] == "ci" and made["aliases"] == {}
+    assert pusher.push("churn", iris_pipeline, train_data=iris_frame)["version"] == 2
+    # Creating a model without a version (and so naming its task and description) is an
+    # admin's registry change, as is serving a version under an alias.
+    with pytest.raises(errors.Forbidden, match="lacks the 'admin' scope"):
+        pusher.create_model("empty")
+    with pytest.raises(errors.Forbidden, match="lacks the 'admin' scope"):
+        pusher.create_from_algorithm(
+            "online",
+            "online_linear_regression",
+            schema={"fields": [{"name": "x", "type": "number"}]},
+            target="y",
+        )
+    assert [m["name"] for m in admin.models()] == ["churn"]
 
 
 def test_no_auth_serves_everyone_as_anonymous(
@@ -608,7 +653,11 @@ def test_keys_never_reach_the_logs(server: RunningServer, iris_pipeline: Any) ->
                 )
                 plain.get("/v1/models", headers=headers)
                 plain.get("/v1/settings", headers=headers)
-                plain.post("/v1/models/iris/predict", content=b"{", headers=headers)
+                plain.post(
+                    "/v1/models/iris/predict",
+                    content=b"{",
+                    headers={**headers, "Content-Type": "application/json"},
+                )
             # Keys in the wrong places: a query string, a body, the request id.
             plain.get(f"/v1/models?api_key={key}&key={key}")
             plain.post(f"/v1/models/iris/predict?key={key}", json={"inputs": [ROW], "key": key})

@@ -140,6 +140,44 @@ def test_401_missing_unknown_and_revoked_keys(iris: RunningServer) -> None:
     assert ledger_size(iris.settings) == (0, 0)
 
 
+def test_front_door_refusals(settings: Settings) -> None:
+    """403 cross_site_request, 408 request_timeout, 415 without a type, 421 host_not_allowed:
+    answered before any route, in the same envelope (tests/api/test_front.py: the attacks)."""
+    import socket
+
+    running = start_server(settings.model_copy(update={"body_timeout_seconds": 0.5}))
+    try:
+        http = running.http()
+        for path in ("/v1/models", PREDICT):
+            page = http.post(path, json={"name": "x"}, headers={"Sec-Fetch-Site": "cross-site"})
+            assert_envelope(page, 403, "cross_site_request")
+            untyped = http.post(path, content=b'{"name": "x"}')
+            assert_envelope(untyped, 415, "unsupported_media_type")
+            rebound = http.post(path, json={"name": "x"}, headers={"Host": "evil.example"})
+            assert_envelope(rebound, 421, "host_not_allowed")
+            with socket.create_connection(("127.0.0.1", running.settings.port)) as sock:
+                sock.sendall(
+                    f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                    f"Authorization: Bearer {running.admin_key}\r\n"
+                    "Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{".encode()
+                )
+                sock.settimeout(30)
+                answer = b""
+                while chunk := sock.recv(65536):  # the server closes the connection
+                    answer += chunk
+            head, _, body = answer.partition(b"\r\n\r\n")
+            timed_out = httpx.Response(
+                int(head.split()[1]),
+                headers=[tuple(h.split(b": ", 1)) for h in head.split(b"\r\n")[1:]],
+                content=body,
+            )
+            assert timed_out.headers["connection"] == "close"
+            assert_envelope(timed_out, 408, "request_timeout")
+    finally:
+        running.stop()
+    assert ledger_size(settings) == (0, 0)
+
+
 def test_403_wrong_scope_for_each_route_family(iris: RunningServer) -> None:
     reader = iris.http(iris.key("reader", "read"))
     predictor = iris.http(iris.key("app", "predict"))
@@ -509,8 +547,12 @@ def test_422_bad_push_metadata(iris: RunningServer, iris_pipeline: Any) -> None:
     assert err["details"] == [{"field": "artifact", "reason": "empty file"}]
     err = assert_envelope(push("{}", b"garbage"), 422, "artifact_rejected")
     assert err["details"][0]["field"] == "artifact"
-    err = assert_envelope(http.post(url, data={"metadata": "{}"}), 422, "invalid_input")
+    no_file = http.post(url, files={"metadata": (None, "{}")})  # a form field, no file part
+    err = assert_envelope(no_file, 422, "invalid_input")
     assert err["details"][0]["field"] == "artifact"
+    # A URL-encoded form cannot carry the file at all: not a type a push reads.
+    err = assert_envelope(http.post(url, data={"metadata": "{}"}), 415, "unsupported_media_type")
+    assert "multipart/form-data" in err["message"]
     err = assert_envelope(push('{"alias": "9lives"}'), 400, "invalid_request")
     assert err["details"][0]["field"] == "alias"
     assert [v["version"] for v in iris.client().versions("iris")] == [1]

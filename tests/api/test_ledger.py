@@ -217,6 +217,7 @@ def test_unknown_and_malformed_items_are_reported_per_item(iris: RunningServer) 
     overflow = iris.http().post(
         "/v1/feedback",
         content=b'{"feedback": [{"prediction_id": "%s", "reward": 1e999}]}' % pid.encode(),
+        headers={"Content-Type": "application/json"},
     )
     assert overflow.status_code == 400 and "not valid JSON" in overflow.json()["error"]["message"]
 

@@ -399,6 +399,51 @@ def test_the_background_check_records_drift_and_calls_the_webhook(
         running.stop()
 
 
+def test_webhook_urls_are_whole_for_admins_only(
+    settings: Settings, colored: tuple[Any, Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    # A webhook URL often holds its secret: basic auth, or a token path (Slack's).
+    url = "http://hookuser:hookpass@hooks.test/services/T000/B000/SECRET?token=QUERYSECRET"
+    secrets = ("hookuser", "hookpass", "T000", "B000", "SECRET", "QUERYSECRET")
+    masked = "http://***@hooks.test/***?***"
+    calls: list[httpx.Request] = []
+
+    def hook(request: httpx.Request) -> httpx.Response:
+        calls.append(request)
+        return httpx.Response(500)  # its error names the URL it was sent to
+
+    settings = settings.model_copy(update={"drift_check_seconds": 0.2})
+    running = start_server(settings, Service(settings, webhook_transport=httpx.MockTransport(hook)))
+    caplog.set_level("DEBUG", logger="modelport")
+    try:
+        model, train = colored
+        admin = running.client()
+        reader = running.client(running.key("analyst", "read"))
+        admin.push("shop", model, train_data=train, target="y", alias="production")
+        assert admin.set_monitoring("shop", {"webhook": url})["monitoring"]["webhook"] == url
+        assert admin.monitoring("shop")["monitoring"]["webhook"] == url
+        assert reader.monitoring("shop")["monitoring"]["webhook"] == masked
+
+        admin.predict(
+            "shop", _frame(300, seed=3, shift=1.5, colors=(0.1, 0.1, 0.8))[["x", "color"]]
+        )
+        failed = _wait(
+            lambda: [e for e in admin.events("shop") if e["kind"] == "webhook_failed"],
+            what="a recorded webhook failure",
+        )
+        assert str(calls[0].url) == url  # sent whole, of course
+        assert failed[0]["detail"]["url"] == masked and "500" in failed[0]["detail"]["error"]
+        for who in (admin, reader):
+            events = json.dumps(who.events("shop"))
+            assert "monitoring_set" in events and "webhook_failed" in events
+            assert masked in events and not any(s in events for s in secrets), events
+        said = "\n".join(r.getMessage() for r in caplog.records if r.name.startswith("modelport"))
+        assert "webhook" in said and masked in said, said
+        assert not any(s in said for s in secrets), said
+    finally:
+        running.stop()
+
+
 def _references(settings: Settings, name: str) -> dict[int, Any]:
     from modelport.store.tables import models, versions
 

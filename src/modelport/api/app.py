@@ -18,10 +18,11 @@ from ..errors import InvalidRequest, ModelportError, PayloadTooLarge
 from ..ids import MAX_ID
 from ..ids import request_id as new_request_id
 from ..metrics import CONTENT_TYPE
-from ..payload import check_content_type
+from ..payload import check_content_type, has_body
 from ..service import Service
 from ..settings import Settings
 from . import dashboard, errors, schemas, scoring, v1, v2
+from .front import FrontDoor
 
 _DOC_ONLY_MODELS = (
     schemas.CreateModel,
@@ -68,10 +69,19 @@ async def prometheus_metrics(request: Request) -> Response:
 
 
 class ModelportApp(FastAPI):
-    """The FastAPI app, with the scoring routes answered before the framework's machinery."""
+    """The FastAPI app, with the scoring routes answered before the framework's machinery;
+    every HTTP request passes the front door (:mod:`modelport.api.front`) first."""
+
+    front: FrontDoor
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
+            refused = self.front.check(scope)
+            if refused is not None:
+                oip = scope["path"].startswith("/v2")
+                await _refuse(send, refused, _request_id_header(scope), oip=oip)
+                return
+            receive = self.front.timed(receive)
             hit = scoring.match(scope["path"])
             if hit is not None:
                 service = getattr(self.state, "service", None)
@@ -143,6 +153,7 @@ def create_app(
 
     app.openapi = openapi  # type: ignore[method-assign]
     app.add_middleware(RequestGuard, settings=settings)
+    app.front = FrontDoor(settings)
     return app
 
 
@@ -193,13 +204,8 @@ class RequestGuard:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        request_id = ""
-        for key, value in scope["headers"]:
-            if key == b"x-request-id":
-                request_id = value.decode("latin-1")[:200]
-                break
-        if not request_id:
-            request_id = new_request_id()
+        header_id = _request_id_header(scope)
+        request_id = header_id[1].decode("latin-1")
         scope.setdefault("state", {})["request_id"] = request_id
         headers = dict(scope["headers"])
         # Uploads (artifacts, observation files) get the artifact limit; other bodies, JSON
@@ -210,7 +216,6 @@ class RequestGuard:
             and headers.get(b"content-type", b"").startswith(b"multipart/form-data")
         )
         limit = self.settings.max_artifact_bytes if is_upload else self.settings.max_body_bytes
-        header_id = (b"x-request-id", request_id.encode("latin-1"))
         oip = scope["path"].startswith("/v2")
         try:
             if "\x00" in scope["path"] or b"%00" in scope["query_string"]:
@@ -221,7 +226,7 @@ class RequestGuard:
             declared = headers.get(b"content-length")
             if declared is not None and declared.isdigit() and int(declared) > limit:
                 raise PayloadTooLarge(f"the request body exceeds the limit of {limit} bytes")
-            if scope["method"] in _WITH_BODY and declared != b"0":
+            if scope["method"] in _WITH_BODY and has_body(headers):
                 check_content_type(headers.get(b"content-type"), _accepted(scope["path"]))
         except ModelportError as exc:
             await _refuse(send, exc, header_id, oip=oip)
@@ -253,6 +258,14 @@ class RequestGuard:
             _count_http(scope, status)
 
 
+def _request_id_header(scope: Scope) -> tuple[bytes, bytes]:
+    """The ``X-Request-ID`` answered: the caller's (cut to 200 characters), or a new one."""
+    for key, value in scope["headers"]:
+        if key == b"x-request-id" and value:
+            return key, value.decode("latin-1")[:200].encode("latin-1")
+    return b"x-request-id", new_request_id().encode("latin-1")
+
+
 def _count_http(scope: Scope, status: int) -> None:
     """Count a request by its route's path template (bounded), not its path."""
     service = getattr(scope["app"].state, "service", None) if "app" in scope else None
@@ -271,12 +284,12 @@ _WITH_BODY = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 
 def _accepted(path: str) -> tuple[str, ...]:
-    """The content types a route reads besides JSON: pushes and the dashboard's sign-in are
-    forms, observations files."""
-    if path.endswith("/versions") or path == "/login":
-        return ("multipart/form-data", "application/x-www-form-urlencoded")
-    if path.endswith("/observations"):
+    """The content types a route reads besides JSON: pushes are multipart forms, observations
+    files, and the dashboard's sign-in is the HTML form it serves."""
+    if path.endswith(("/versions", "/observations")):
         return ("multipart/form-data",)
+    if path == "/login":
+        return ("application/x-www-form-urlencoded", "multipart/form-data")
     return ()
 
 

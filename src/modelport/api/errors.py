@@ -23,7 +23,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
-from ..errors import ModelportError
+from ..errors import ModelportError, RequestTimeout
 
 log = logging.getLogger("modelport.api")
 
@@ -34,9 +34,11 @@ _HTTP_CODES = {
     404: "not_found",
     405: "method_not_allowed",
     406: "not_acceptable",
+    408: "request_timeout",
     409: "conflict",
     413: "payload_too_large",
     415: "unsupported_media_type",
+    421: "host_not_allowed",
     422: "invalid_input",
     500: "internal_error",
     503: "unavailable",
@@ -85,9 +87,12 @@ def _is_oip(request: Request) -> bool:
 
 def render(exc: ModelportError, *, oip: bool) -> tuple[int, bytes, dict[str, str]]:
     """Status, body and extra headers of one of our errors: the /v1 envelope or the /v2 shape."""
+    # A body that stopped arriving leaves the connection in the middle of it: close it.
+    headers = {"Connection": "close"} if isinstance(exc, RequestTimeout) else {}
     if oip:
-        return _oip_status(exc), orjson.dumps({"error": exc.message}), {}
-    headers = {"WWW-Authenticate": "Bearer"} if exc.status_code == 401 else {}
+        return _oip_status(exc), orjson.dumps({"error": exc.message}), headers
+    if exc.status_code == 401:
+        headers["WWW-Authenticate"] = "Bearer"
     body = orjson.dumps(error_body(exc.code, exc.message, exc.details))
     return exc.status_code, body, headers
 

@@ -7,8 +7,9 @@
 They carry nearly all of a server's traffic, so the app hands them over before the web
 framework's middleware, routing and dependency injection run (measured: those cost more per
 request than scoring a batched row). What the framework would have done, they do here, once:
-request ids (``X-Request-ID``, echoed or made), the body limit counted as bytes arrive, the key,
-and the error shapes of :mod:`modelport.api.errors`. Business rules stay in the service (the
+request ids (``X-Request-ID``, echoed or made), the key (checked before a byte of the body is
+read, so an anonymous body costs nothing), the body limit counted as bytes arrive, and the error
+shapes of :mod:`modelport.api.errors`. Business rules stay in the service (the
 ``Idempotency-Key`` of a native predict is only handed over: see ``Service.predict``).
 """
 
@@ -32,6 +33,7 @@ from . import errors
 
 if TYPE_CHECKING:
     from ..adapters import Adapter
+    from ..keys import Principal
     from ..service import Service
 
 log = logging.getLogger("modelport.api")
@@ -47,7 +49,7 @@ class Call:
     name: str
     version: int | None
     request_id: str
-    key: str | None
+    who: Principal
     body: bytes
     headers: dict[bytes, bytes] = field(default_factory=dict)
 
@@ -67,11 +69,10 @@ async def predict(call: Call) -> tuple[bytes, list[tuple[bytes, bytes]]]:
     """``POST /v1/models/{name}/predict``: records or columns/data in, predictions and ids out."""
     svc = call.service
     doc = payload.loads(call.body, svc.settings.max_json_depth)
-    who = await svc.authenticate(call.key)
     unit = call.headers.get(b"x-unit-id")
     key = call.headers.get(b"idempotency-key")
     result = await svc.predict(
-        who,
+        call.who,
         call.name,
         doc,
         call.request_id,
@@ -84,7 +85,6 @@ async def predict(call: Call) -> tuple[bytes, list[tuple[bytes, bytes]]]:
 async def infer(call: Call) -> tuple[bytes, list[tuple[bytes, bytes]]]:
     """``POST /v2/models/{name}[/versions/{v}]/infer``: tensors in and out (JSON or binary)."""
     svc = call.service
-    who = await svc.authenticate(call.key)
     header_length = call.headers.get(b"inference-header-content-length")
     doc, binary = oip.split_body(
         call.body,
@@ -105,7 +105,7 @@ async def infer(call: Call) -> tuple[bytes, list[tuple[bytes, bytes]]]:
         return oip.first_value(request, field)
 
     scored = await svc.score(
-        who,
+        call.who,
         call.name,
         version=call.version,
         alias=None,
@@ -197,20 +197,18 @@ async def serve(
         if service is None:
             raise _not_ready()
         service.metrics.inflight.inc()
-        if headers.get(b"content-length") != b"0":
-            # The binary tensor extension sends raw bytes; every other body is JSON.
+        if payload.has_body(headers):
+            # The binary tensor extension sends raw bytes; every other body is JSON, and
+            # tritonclient sends its JSON without a Content-Type.
             payload.check_content_type(
-                headers.get(b"content-type"), ("application/octet-stream",) if route.oip else ()
+                headers.get(b"content-type"),
+                ("application/octet-stream",) if route.oip else (),
+                required=not route.oip,
             )
-        call = Call(
-            service,
-            name,
-            _version(version_text),
-            request_id,
-            _key(headers),
-            await _read_body(receive, headers, service.settings.max_body_bytes),
-            headers,
-        )
+        version = _version(version_text)
+        who = await service.authenticate(_key(headers))
+        body = await _read_body(receive, headers, service.settings.max_body_bytes)
+        call = Call(service, name, version, request_id, who, body, headers)
         body, content_headers = await route.handler(call)
         await _send(send, 200, body, [*content_headers, *extra])
     except ModelportError as exc:

@@ -9,7 +9,7 @@ import platform
 import warnings
 import zipfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 import numpy as np
 
@@ -23,6 +23,18 @@ if TYPE_CHECKING:
 FLAVORS = ("sklearn", "pickle", "mlflow")
 #: Flavors whose loading runs no code from the artifact; anything else needs an admin key.
 SAFE_FLAVORS = frozenset({"sklearn"})
+
+
+class Refusal(NamedTuple):
+    """How a push of something that runs code when loaded is refused: the end of the message,
+    and the reason its details give (``{flavor}`` is filled in)."""
+
+    message: str
+    reason: str
+
+
+#: The refusal of a push by a key without the admin scope.
+ADMIN_ONLY = Refusal("only an admin key may push it", "{flavor} artifacts need an admin key")
 
 InputKind = Literal["frame", "array"]
 
@@ -212,11 +224,14 @@ def import_libraries() -> None:
     import skops.io  # noqa: F401
 
 
-def load(flavor: str, path: Path, *, trust_code: bool) -> LoadedModel:
+def load(
+    flavor: str, path: Path, *, trust_code: bool, refusal: Refusal = ADMIN_ONLY
+) -> LoadedModel:
     """Load an artifact of the given flavor.
 
     ``trust_code`` allows formats that run code when loaded (pickle, MLflow) and skops types
-    outside the trusted defaults; pass it only for artifacts an admin key pushed.
+    outside the trusted defaults; pass it only for artifacts an admin key pushed. Without it,
+    such artifacts are refused with ``refusal``.
     """
     if flavor not in FLAVORS:
         raise ArtifactRejected(
@@ -225,13 +240,13 @@ def load(flavor: str, path: Path, *, trust_code: bool) -> LoadedModel:
         )
     if flavor not in SAFE_FLAVORS and not trust_code:
         raise ArtifactRejected(
-            f"the {flavor} format runs code when loaded; only an admin key may push it "
+            f"the {flavor} format runs code when loaded; {refusal.message} "
             "(save scikit-learn models with skops instead)",
-            details=[{"field": "artifact", "reason": f"{flavor} artifacts need an admin key"}],
+            details=[{"field": "artifact", "reason": refusal.reason.format(flavor=flavor)}],
         )
     try:
         if flavor == "sklearn":
-            return _wrap(_load_skops(path, trust_code), "sklearn")
+            return _wrap(_load_skops(path, trust_code, refusal), "sklearn")
         if flavor == "pickle":
             return _wrap(_load_pickle(path), "pickle")
         from .mlflow import load_mlflow
@@ -246,7 +261,7 @@ def load(flavor: str, path: Path, *, trust_code: bool) -> LoadedModel:
         ) from exc
 
 
-def _load_skops(path: Path, trust_code: bool) -> Any:
+def _load_skops(path: Path, trust_code: bool, refusal: Refusal) -> Any:
     import skops.io as sio
 
     untrusted = sio.get_untrusted_types(file=path)
@@ -254,7 +269,7 @@ def _load_skops(path: Path, trust_code: bool) -> Any:
         raise ArtifactRejected(
             "the skops file holds types outside the trusted defaults: "
             + ", ".join(untrusted)
-            + " (an admin key may push it)",
+            + f" (loading them runs code: {refusal.message})",
             details=[{"field": "artifact", "reason": f"untrusted type {t}"} for t in untrusted],
         )
     return sio.load(path, trusted=untrusted)

@@ -1,0 +1,172 @@
+"""The front door: what every HTTP request passes before any route, scoring routes included.
+
+A server on 127.0.0.1 is reachable by every web page its user opens, and so is one without
+keys (``no_auth``) that trusts whoever reaches it. Two checks keep browsers out:
+
+- **Host.** DNS rebinding points a name the attacker controls at 127.0.0.1; the page then
+  talks to the server as its own origin, reads answers included, but its requests carry
+  ``Host: attacker.example``. A request whose Host is not a name this server answers to gets
+  421. Loopback names (``localhost``, ``*.localhost``) and IP addresses cannot be rebound and
+  are always accepted; other names are those of the ``allowed_hosts`` setting (default: the
+  ``host`` setting, or any name for a server with keys listening on every interface).
+- **Cross-site changes.** A page may send a "simple" request (a form, a ``no-cors`` fetch with
+  a multipart or untyped body) to any server without asking it first. Browsers say where a
+  request comes from: ``Sec-Fetch-Site`` (``same-origin``, ``same-site``, ``cross-site``,
+  ``none``) and, older ones only, ``Origin``. Every method but GET and HEAD from another site
+  is refused (403 ``cross_site_request``); the dashboard, served by the server itself, is
+  same-origin. Programs (the client, curl, tritonclient) send neither header and pass.
+
+The body read timeout is here too: a body that stops arriving for ``body_timeout_seconds``
+gets 408 and the connection is closed (the header timeout lives in the HTTP protocol, see
+:mod:`modelport.server`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import socket
+import sys
+from urllib.parse import urlsplit
+
+from starlette.types import Message, Receive, Scope
+
+from ..errors import CrossSiteRequest, HostNotAllowed, ModelportError, RequestTimeout
+from ..settings import Settings
+
+#: Names that resolve to this machine without asking DNS, so no attacker can point them.
+LOOPBACK_NAMES = frozenset({"localhost", "ip6-localhost", "ip6-loopback"})
+#: Listen addresses that mean every interface.
+WILDCARD_ADDRESSES = frozenset({"0.0.0.0", "::", "[::]", ""})
+#: Methods that only read: a browser may send them from anywhere (it keeps the answer from a
+#: page of another origin unless the server allows it, which modelport never does).
+_READS = frozenset({"GET", "HEAD"})
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+class FrontDoor:
+    """The Host and cross-site checks, and the body timeout, of one server's settings."""
+
+    def __init__(self, settings: Settings) -> None:
+        listed = set(settings.allowed_hosts)
+        wildcard = settings.host.lower() in WILDCARD_ADDRESSES
+        self.any_host = "*" in listed or (not listed and wildcard and not settings.no_auth)
+        if not listed:
+            listed = {settings.host.lower()}
+            if wildcard:  # forced no_auth on every interface: this machine's own names
+                listed |= {socket.gethostname().lower(), socket.getfqdn().lower()}
+        self.names = frozenset(n.strip("[]") for n in listed if not n.startswith("*."))
+        self.suffixes = tuple(n[1:] for n in listed if n.startswith("*."))
+        self.body_timeout = settings.body_timeout_seconds
+
+    def check(self, scope: Scope) -> ModelportError | None:
+        """Why the request may not go further, or None."""
+        host = origin = site = None
+        for key, value in scope["headers"]:
+            if key == b"host":
+                host = value
+            elif key == b"origin":
+                origin = value
+            elif key == b"sec-fetch-site":
+                site = value
+        if host is not None and not self.any_host:
+            name = hostname(host.decode("latin-1"))
+            if not self.allows(name):
+                return HostNotAllowed(
+                    f"Host {host.decode('latin-1')[:200]!r} is not a name this server answers to; "
+                    "if it is one, add it to the allowed_hosts setting (--allowed-hosts)",
+                    details=[{"field": "host", "reason": "not in allowed_hosts"}],
+                )
+        if scope["method"] in _READS:
+            return None
+        if site is not None:
+            if site in (b"same-origin", b"none"):
+                return None
+            return _cross_site(f"Sec-Fetch-Site: {site.decode('latin-1')}")
+        if origin is not None and not same_origin(origin.decode("latin-1"), host):
+            return _cross_site(f"Origin: {origin.decode('latin-1')}")
+        return None
+
+    def allows(self, name: str) -> bool:
+        """Whether the host name ``name`` (no port, lower case) is one this server answers to."""
+        if name in LOOPBACK_NAMES or name.endswith(".localhost") or name in self.names:
+            return True
+        if self.suffixes and name.endswith(self.suffixes):
+            return True
+        try:
+            ipaddress.ip_address(name)
+        except ValueError:
+            return False
+        return True  # an address, not a name: nothing to rebind
+
+    def timed(self, receive: Receive) -> Receive:
+        """``receive``, failing with :class:`RequestTimeout` when the next part of the body
+        takes longer than ``body_timeout_seconds`` (once the body is in, it waits as long as
+        the route likes: a streaming answer listens for the disconnect)."""
+        seconds = self.body_timeout
+        done = False
+
+        async def receive_in_time() -> Message:
+            nonlocal done
+            if done:
+                return await receive()
+            try:
+                message = await _within(seconds, receive)
+            except asyncio.TimeoutError:  # TimeoutError from 3.11, not before
+                raise RequestTimeout(
+                    f"the request body stopped arriving for {seconds:g} s (body_timeout_seconds)"
+                ) from None
+            if message["type"] != "http.request" or not message.get("more_body", False):
+                done = True
+            return message
+
+        return receive_in_time
+
+
+def _cross_site(said: str) -> CrossSiteRequest:
+    return CrossSiteRequest(
+        f"refused a change sent by a web page of another site ({said}); call the API from a "
+        "program, or from the dashboard on this server",
+        details=[{"field": "origin", "reason": "cross-site request"}],
+    )
+
+
+def hostname(host: str) -> str:
+    """The name in a Host header value: no port, no IPv6 brackets, lower case, no final dot."""
+    host = host.strip().lower()
+    if host.startswith("["):
+        end = host.find("]")
+        return host[1:end] if end > 0 else host
+    if host.count(":") == 1:
+        host = host.split(":", 1)[0]
+    return host.rstrip(".")
+
+
+def same_origin(origin: str, host: bytes | None) -> bool:
+    """Whether an ``Origin`` (``scheme://host[:port]``) names the server the request's Host
+    names ("null", sent by sandboxed pages and local files, names none)."""
+    if host is None:
+        return False
+    try:
+        parts = urlsplit(origin)
+        origin_port = parts.port or _DEFAULT_PORTS.get(parts.scheme)
+    except ValueError:
+        return False
+    if not parts.hostname:
+        return False
+    value = host.decode("latin-1").strip().lower()
+    port_text = value.rsplit("]", 1)[-1].rpartition(":")[2] if ":" in value else ""
+    host_port = int(port_text) if port_text.isdigit() else _DEFAULT_PORTS.get(parts.scheme)
+    return hostname(value) == parts.hostname.rstrip(".") and host_port == origin_port
+
+
+if sys.version_info >= (3, 11):
+
+    async def _within(seconds: float, receive: Receive) -> Message:
+        async with asyncio.timeout(seconds):
+            return await receive()
+
+else:  # pragma: no cover - Python 3.10
+
+    async def _within(seconds: float, receive: Receive) -> Message:
+        return await asyncio.wait_for(receive(), seconds)
