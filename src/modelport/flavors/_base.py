@@ -16,8 +16,8 @@ import numpy as np
 from ..errors import ArtifactRejected
 
 if TYPE_CHECKING:
-    from ..schema import Schema
-    from ..table import Table
+    from ..inputs.schema import Schema
+    from ..inputs.table import Table
     from ._forest import ForestPredict
 
 FLAVORS = ("sklearn", "pickle", "mlflow")
