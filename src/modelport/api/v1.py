@@ -1,4 +1,4 @@
-"""The native REST API under ``/v1``: thin handlers over :class:`~modelport.service.Service`."""
+"""The native REST API under ``/v1``: thin handlers over :class:`~modelport.service.core.Service`."""
 
 from __future__ import annotations
 
@@ -75,7 +75,7 @@ async def principal(request: Request) -> Principal:
 
 
 async def json_body(request: Request) -> Any:
-    """The request's JSON document (see :func:`modelport.payload.loads` for what is refused)."""
+    """The request's JSON document (see :func:`modelport.api.payload.loads` for what is refused)."""
     try:
         raw = await request.body()
     except ClientDisconnect:

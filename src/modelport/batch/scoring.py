@@ -7,7 +7,7 @@ CSV reader, pyarrow's Parquet batches) and never whole, so memory is bounded by 
 the file. Each chunk's rows are checked against the version's input schema: rows that fit are
 scored, the others go to the rejects file with their row number and every problem they have.
 
-Both engines (this one and :mod:`modelport.spark`) turn input columns into rows the same way
+Both engines (this one and :mod:`modelport.batch.spark`) turn input columns into rows the same way
 (:class:`Scorer`): CSV cells are text and parsed per field type; an empty cell, a null or a
 NaN counts as missing. So the two give the same predictions for the same file.
 

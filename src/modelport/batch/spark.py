@@ -1,13 +1,13 @@
 """Batch scoring on Apache Spark: a registered version as a pandas UDF (the ``spark`` extra).
 
-    >>> from modelport.spark import predict_udf
+    >>> from modelport.batch.spark import predict_udf
     >>> predict = predict_udf("churn", alias="production", url="http://mp:8000", key="mp_...")
     >>> scored = df.withColumn("scored", predict()).select("*", "scored.*")
 
 The version is resolved on the driver through the server, its artifact downloaded once and
 checked against the registry's sha256, and sent to the executors as a broadcast variable; each
 Python worker loads it once per task and scores Arrow batches with the same
-:class:`~modelport.batch.Scorer` as the pandas engine, so both give the same predictions and
+:class:`~modelport.batch.scoring.Scorer` as the pandas engine, so both give the same predictions and
 reject the same rows. ``modelport score --engine spark`` runs a whole job through it.
 """
 

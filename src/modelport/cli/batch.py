@@ -1,4 +1,4 @@
-"""``modelport score``: batch scoring of a CSV or Parquet file (see :mod:`modelport.batch`)."""
+"""``modelport score``: batch scoring of a CSV or Parquet file (see :mod:`modelport.batch.scoring`)."""
 
 from __future__ import annotations
 

@@ -42,7 +42,7 @@ InputKind = Literal["frame", "array"]
 class LoadedModel:
     """A model ready to serve: the one interface serving, batching and jobs call.
 
-    ``predict_with_proba`` takes a validated :class:`~modelport.table.Table` and returns the
+    ``predict_with_proba`` takes a validated :class:`~modelport.inputs.table.Table` and returns the
     predictions (an array, or a list for custom code that returns one) and, for classifiers,
     the class probabilities as an ``n x classes`` float array. Whether the wrapped object
     receives a DataFrame or a numpy array is decided once, at load time: estimators fitted on
@@ -76,7 +76,7 @@ class LoadedModel:
         self._forest = _checked_forest(obj) if input_kind == "array" else None
         self.extra = extra or {}
         # Code other than a scikit-learn estimator may hang or leak: it never runs on the event
-        # loop, and its memory is watched (modelport.health).
+        # loop, and its memory is watched (modelport.serving.health).
         self.custom_code = not _is_sklearn(obj)
 
     @property

@@ -1,7 +1,7 @@
 """The expression language of adapters' ``derive`` steps, and the casts of ``cast`` steps.
 
 Expressions are parsed with :mod:`ast` and compiled once into a tree of closures: no ``eval`` at
-any time. See :mod:`modelport.adapters` for what the language allows and its limits.
+any time. See :mod:`modelport.inputs.adapters` for what the language allows and its limits.
 """
 
 from __future__ import annotations

@@ -165,7 +165,7 @@ class Schema:
         return row
 
     def table(self, records: Sequence[Mapping[str, Any]]) -> Table:
-        """Check records and return them as a :class:`~modelport.table.Table`.
+        """Check records and return them as a :class:`~modelport.inputs.table.Table`.
 
         Well-formed input (every field present, of its type, in range) takes a vectorized path
         with no per-value Python work beyond one type scan; anything else goes through

@@ -1,6 +1,6 @@
 """Validated input rows, held column by column: what flows from the schema to the model.
 
-A :class:`Table` is built by :meth:`modelport.schema.Schema.table` (which checks every value)
+A :class:`Table` is built by :meth:`modelport.inputs.schema.Schema.table` (which checks every value)
 and by nothing else on the serving path. It keeps the rows in the form that costs least to
 hand on: one ``float64`` matrix when every field is a number (the common case, and what an
 estimator fitted on arrays takes as is), or one typed array per field otherwise. Batching joins

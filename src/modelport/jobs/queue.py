@@ -9,8 +9,8 @@ Cancelling sets a flag the server acts on by stopping the worker. Kinds:
 - ``retrain``: snapshot the observations (or take a given dataset), train the model's
   algorithm with a seed, evaluate on the holdout (the champion too, on the same rows), store the
   result as a new version aliased ``candidate`` with its lineage, and apply the promotion gate;
-- ``replay``: re-score logged traffic through a version (see :mod:`modelport.replay`);
-- ``score``: a batch scoring run (see :mod:`modelport.batch`). It is not queued: the client
+- ``replay``: re-score logged traffic through a version (see :mod:`modelport.learning.replay`);
+- ``score``: a batch scoring run (see :mod:`modelport.batch.scoring`). It is not queued: the client
   that scores (``modelport score``) creates it running, reports its progress (a heartbeat) and
   finishes it; its params are the run's lineage. A run whose client falls silent for
   ``score_run_timeout_seconds`` is marked failed by the next server that notices.

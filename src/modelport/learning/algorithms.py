@@ -24,8 +24,8 @@ encodes as all zeros (``handle_unknown="ignore"``), i.e. the model answers as fo
 row of that field. Category values are compared by their string key, so ``1``, ``1.0`` and
 ``"1"`` are one category.
 
-Online algorithms (``online: true``) become an :class:`~modelport._online.OnlineModel`: the
-scaler learns incrementally (:class:`~modelport._online.RunningScaler`, so missing numbers
+Online algorithms (``online: true``) become an :class:`~modelport.learning.online.OnlineModel`: the
+scaler learns incrementally (:class:`~modelport.learning.online.RunningScaler`, so missing numbers
 become the running mean), the estimator learns with ``partial_fit``. Their defaults track
 drift: the SGD ``learning_rate`` is ``"constant"``, so every observation moves the weights as
 much as the first did. ``"invscaling"`` shrinks the step as observations accumulate (steadier,

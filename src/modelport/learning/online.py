@@ -1,6 +1,6 @@
 """How a schema's rows become features and labels, and the online model wrapper.
 
-Shared by the batch pipelines of :mod:`modelport.algorithms` and by :class:`OnlineModel`, so
+Shared by the batch pipelines of :mod:`modelport.learning.algorithms` and by :class:`OnlineModel`, so
 that a row is encoded the same way whichever learns from it: numbers and booleans (0/1) as
 floats with missing values NaN; category values by a string key over the categories the schema
 declares (a missing or unknown value encodes as all zeros); labels matched to the classes by the

@@ -12,7 +12,7 @@ Per field and for the predictions, numbers get the population stability index ov
 reference's deciles and the two-sample Kolmogorov-Smirnov test; categories, booleans and
 strings get a chi-square test of the two samples' counts and the PSI over categories (values the
 reference never saw share one bin). A field drifts when a figure crosses the model's thresholds
-(:mod:`modelport.monitoring`), judged only once the window has ``min_rows`` rows.
+(:mod:`modelport.monitoring.checks`), judged only once the window has ``min_rows`` rows.
 """
 
 from __future__ import annotations

@@ -35,7 +35,7 @@ from ..timefmt import iso
 
 MODEL_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,199}\Z")
 ALIAS_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]{0,99}\Z")
-# A segment's own pointer: "<alias>@<segment>" (modelport.segments).
+# A segment's own pointer: "<alias>@<segment>" (modelport.serving.segments).
 SEGMENT_ALIAS_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]*@[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}\Z")
 TASKS = ("classification", "regression", "other")
 DEFAULT_ALIAS = "production"
@@ -165,7 +165,7 @@ def insert_version(
     segment: str | None = None,
 ) -> int:
     """Add the next version of a model; return its number. ``reference``: its drift
-    reference (see :mod:`modelport.drift`); ``segment``: the segment it answers for."""
+    reference (see :mod:`modelport.monitoring.drift`); ``segment``: the segment it answers for."""
     current = conn.execute(
         sa.select(sa.func.max(versions.c.version)).where(versions.c.model_id == model_id)
     ).scalar()
@@ -372,11 +372,11 @@ SERVING_KEYS: dict[str, tuple[type, float, float]] = {
     "max_wait_ms": (float, 0, 60_000),
     "max_concurrent_batches": (int, 1, 1024),
     "predict_timeout_seconds": (float, 0.001, 86_400),
-    # The prediction cache's entries per version (0: off); see modelport.cache.
+    # The prediction cache's entries per version (0: off); see modelport.serving.cache.
     "cache_max_entries": (int, 0, 100_000_000),
-    # Segment instances loaded at once (least recently used unloaded); modelport.segments.
+    # Segment instances loaded at once (least recently used unloaded); modelport.serving.segments.
     "max_live_segments": (int, 1, 1_000_000),
-    # Segments the model may have at all (new ones past it are refused); modelport.learning.
+    # Segments the model may have at all (new ones past it are refused); modelport.learning.observations.
     "max_segments": (int, 1, 1_000_000),
 }
 

@@ -13,7 +13,7 @@ request time, so moving ``candidate`` moves the arm.
 ``bandit``   arms chosen by a bandit learning from feedback (rewards, or labels matching the
              prediction); its statistics are read from the store
 ``canary``   a share goes to the candidate, guarded by error rate, p99 latency and a live
-             metric against the champion; a breach rolls it back (see modelport.canary)
+             metric against the champion; a breach rolls it back (see modelport.releases.canary)
 ============ ==============================================================================
 
 Parsing checks everything a caller can get wrong and reports each problem with its path
@@ -122,7 +122,7 @@ def parse_policy(
 ) -> Policy:
     """Check a policy document against the model's aliases and versions.
 
-    ``check_params(kind, params)`` checks bandit parameters (modelport.bandits); every problem
+    ``check_params(kind, params)`` checks bandit parameters (modelport.releases.bandits); every problem
     is reported with its path in one :class:`InvalidInput`.
     """
     p = _Problems()

@@ -761,7 +761,7 @@ class Service:
         A thread hand-off costs more than a fast scikit-learn call and makes the loop fight
         the worker threads for the GIL; a slow call on the loop would stall every other
         request. The version's measured CPU time per call decides, against inline_predict_ms
-        (see :class:`~modelport.routing.PredictTiming`).
+        (see :class:`~modelport.serving.routing.PredictTiming`).
         """
         timing = served.timing
         loaded = served.loaded
@@ -1639,7 +1639,7 @@ class Service:
         self.keys.forget()
         return out
 
-    # -- dashboard views (modelport.timeline, modelport.fit) ---------------------------------------
+    # -- dashboard views (modelport.monitoring.timeline, modelport.monitoring.fit) ---------------------------------------
 
     async def timeline(
         self,

@@ -20,7 +20,7 @@ a version that would refuse the call anyway (an unhealthy one) answers at once i
 the batch ahead of it.
 
 The batcher does not look inside rows: a request's rows are anything with ``len`` and slicing
-(a :class:`~modelport.table.Table` on the serving path, a list in tests), joined by ``concat``;
+(a :class:`~modelport.inputs.table.Table` on the serving path, a list in tests), joined by ``concat``;
 the model's outputs are sliced back per request.
 """
 

@@ -7,7 +7,7 @@ Every model call of a version goes through its :class:`Health`, in the serving p
   marked unhealthy at once. Python cannot stop a thread, so the call runs on; while it does,
   the version gets no new call, so a hanging version holds at most its
   ``max_concurrent_batches`` predict threads, and the pool starts spares in their place (see
-  :mod:`modelport.pool`). A call that never got a thread is not judged.
+  :mod:`modelport.serving.pool`). A call that never got a thread is not judged.
 - **Raises.** ``unhealthy_after_failures`` failed calls in a row mark it unhealthy (a success in
   between starts the count again, so a few bad inputs do not take a version down).
 - **Leaks.** For custom code (scikit-learn estimators are exempt), the process's resident

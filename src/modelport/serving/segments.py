@@ -11,7 +11,7 @@ is answered by the model's ``<alias>`` itself: the fallback.
 
 An online model gets a new instance (from its algorithm and parameters) the first time a
 segment appears in its observations; it learns from that segment's observations only and is
-snapshotted as versions of that segment (see :mod:`modelport.learner`).
+snapshotted as versions of that segment (see :mod:`modelport.learning.learner`).
 
 Memory stays bounded: at most ``max_live_segments`` segment instances of a model are loaded
 (serving and learning alike); the least recently used is unloaded (an online one snapshotted

@@ -1,4 +1,4 @@
-"""The message brokers behind :mod:`modelport.streams`: Redis Streams, NATS JetStream, Kafka.
+"""The message brokers behind :mod:`modelport.streams.worker`: Redis Streams, NATS JetStream, Kafka.
 
 Each gives a source (read a batch of records, acknowledge them, tell the lag) and a sink
 (publish documents, each under its record id, so that publishing the same id twice leaves one

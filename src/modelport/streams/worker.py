@@ -2,7 +2,7 @@
 
 A :class:`StreamWorker` reads batches of records from a :class:`Source` (a Redis stream's
 consumer group, a NATS JetStream durable consumer, a Kafka consumer group: see
-:mod:`modelport._brokers`), sends each to a modelport server over HTTP (predict, or
+:mod:`modelport.streams.brokers`), sends each to a modelport server over HTTP (predict, or
 observations with ``learn``), publishes the results to a :class:`Sink` (an output stream, or a
 database table: :class:`TableSink`), sends bad records to a dead-letter sink with the reason,
 and only then acknowledges the batch.
