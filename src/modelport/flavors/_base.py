@@ -244,6 +244,9 @@ def load(
             "(save scikit-learn models with skops instead)",
             details=[{"field": "artifact", "reason": refusal.reason.format(flavor=flavor)}],
         )
+    from ._moved import alias_moved_modules
+
+    alias_moved_modules()  # pickles (and skops types) made before the modules moved
     try:
         if flavor == "sklearn":
             return _wrap(_load_skops(path, trust_code, refusal), "sklearn")
