@@ -12,7 +12,7 @@ from pathlib import Path
 import click
 from click.testing import CliRunner
 
-from modelport.cli import main
+from modelport.cli.main import main
 from modelport.settings import markdown
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"

@@ -23,7 +23,7 @@ import pytest
 import uvicorn
 
 from modelport import Client
-from modelport.keys import create_key
+from modelport.registry.keys import create_key
 from modelport.settings import Settings, load_settings
 from modelport.store import Store
 
@@ -176,7 +176,7 @@ def make_key(settings: Settings, consumer: str, scopes: list[str]) -> str:
 
 
 def start_server(settings: Settings, service: Any = None) -> RunningServer:
-    """Start a server (with ``service``, a ``modelport.service.Service`` built by the test
+    """Start a server (with ``service``, a ``modelport.service.core.Service`` built by the test
     with fakes at its outside boundaries, when given)."""
     from modelport.api.app import create_app
 

@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from modelport.adapters import MAX_REPORTED_PROBLEMS, Adapter, parse_adapter
 from modelport.errors import InvalidInput
-from modelport.schema import parse_schema
+from modelport.inputs.adapters import MAX_REPORTED_PROBLEMS, Adapter, parse_adapter
+from modelport.inputs.schema import parse_schema
 
 
 def _adapter(*steps: dict[str, Any], **doc: Any) -> Adapter:

@@ -17,10 +17,11 @@ import pandas as pd
 import pytest
 from sklearn.datasets import make_classification, make_regression
 
-from modelport import algorithms, flavors
-from modelport._online import OnlineModel, RunningScaler
+from modelport import flavors
 from modelport.errors import InvalidInput, ModelNotReady
-from modelport.schema import parse_schema
+from modelport.inputs.schema import parse_schema
+from modelport.learning import algorithms
+from modelport.learning.online import OnlineModel, RunningScaler
 
 SCHEMA = parse_schema(
     {
@@ -134,7 +135,7 @@ def test_river_entries_are_absent_without_river() -> None:
     code = """
 import sys
 sys.modules["river"] = None  # import river fails, as it does where river is not installed
-from modelport import algorithms
+from modelport.learning import algorithms
 from modelport.errors import InvalidInput
 names = [a["name"] for a in algorithms.catalog()]
 assert names and not [n for n in names if n.startswith("river")], names

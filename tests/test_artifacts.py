@@ -10,14 +10,14 @@ from typing import Any
 
 import pytest
 
-from modelport.artifacts import (
+from modelport.errors import ArtifactUnavailable, InvalidRequest
+from modelport.settings import Settings, load_settings
+from modelport.store.artifacts import (
     LocalArtifactStore,
     RemoteArtifactStore,
     artifact_store,
     open_artifact_store,
 )
-from modelport.errors import ArtifactUnavailable, InvalidRequest
-from modelport.settings import Settings, load_settings
 from tests.conftest import IRIS_COLUMNS, S3Bucket, start_server
 
 BLOB = b"modelport artifact " * 5000
@@ -205,7 +205,7 @@ def test_a_server_whose_blob_is_missing_or_corrupt_answers_503_naming_it(
 def test_a_dataset_snapshot_goes_to_s3_and_a_retrain_elsewhere_reads_it(
     tmp_path: Path, settings: Settings, s3_bucket: S3Bucket
 ) -> None:
-    from modelport.learning import load_dataset
+    from modelport.learning.observations import load_dataset
 
     quick = {"job_poll_seconds": 0.1}
     front = start_server(_on_s3(settings, s3_bucket, tmp_path / "front", job_workers=0))

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from scipy import integrate, stats
 
-from modelport.bandits import (
+from modelport.releases.bandits import (
     UCB1,
     ArmStats,
     BanditPolicy,

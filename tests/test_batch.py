@@ -160,7 +160,7 @@ def test_the_run_is_recorded_with_its_lineage(
 
 
 def test_a_run_stops_when_cancelled(iris_models: Client) -> None:
-    from modelport.batch import Run
+    from modelport.batch.scoring import Run
     from modelport.errors import Cancelled
 
     lineage = {"version": 1, "engine": "pandas", "input": {"path": "x", "sha256": "0" * 64}}
@@ -244,7 +244,8 @@ _PEAK = textwrap.dedent(
     """
     import sys, tracemalloc
     import pandas, pyarrow.parquet, skops.io, sklearn.pipeline, tqdm  # imports are not data
-    from modelport import batch, spark
+    from modelport.batch import scoring as batch
+    from modelport.batch import spark
     from modelport.client import Client
     mp = Client(sys.argv[1], sys.argv[2])
     mp.version("iris", 1)

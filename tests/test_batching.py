@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from modelport.batching import Batcher, Rows
 from modelport.errors import ModelportError
+from modelport.serving.batching import Batcher, Rows
 
 
 class Model:

@@ -220,7 +220,7 @@ def test_keys_local_and_remote(
 
 
 def test_every_command_has_help_with_an_example() -> None:
-    from modelport.cli import main
+    from modelport.cli.main import main
 
     def walk(group: Any, path: list[str]) -> Iterator[list[str]]:
         for name, cmd in group.commands.items():

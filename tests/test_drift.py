@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from modelport import drift
+from modelport.monitoring import drift
 
 THRESHOLDS = {"psi": 0.2, "ks_pvalue": 0.01, "chi2_pvalue": 0.01, "min_rows": 1}
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from modelport.experiment import ArmAggregate, report
+from modelport.releases.experiment import ArmAggregate, report
 
 # Two small reward samples; the treatment arm "b" is better on average.
 REWARDS_A = [0.2, 0.5, 0.9, 0.4, 0.7]

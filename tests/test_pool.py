@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from modelport.pool import NoThread, Overdue, PredictPool
+from modelport.serving.pool import NoThread, Overdue, PredictPool
 
 
 @pytest.fixture

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from modelport.routing import PredictTiming
+from modelport.serving.routing import PredictTiming
 
 
 def test_first_call_runs_in_a_thread_then_fast_models_go_inline() -> None:

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from modelport.errors import InvalidInput
-from modelport.schema import Field, Schema, infer_schema, parse_schema, table_from_payload
+from modelport.inputs.schema import Field, Schema, infer_schema, parse_schema, table_from_payload
 
 SCHEMA = parse_schema(
     {

@@ -15,8 +15,8 @@ import pytest
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
+from modelport.batch.spark import predict_udf
 from modelport.client import Client
-from modelport.spark import predict_udf
 from tests.conftest import BAD, IRIS_COLUMNS, RunningServer
 from tests.procs import cli_env, run_cli
 

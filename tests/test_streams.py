@@ -24,7 +24,7 @@ import orjson
 import pytest
 import redis
 
-from modelport.streams import StreamJob, StreamWorker
+from modelport.streams.worker import StreamJob, StreamWorker
 from tests.conftest import IRIS_COLUMNS, POSTGRES_URL, RunningServer, free_port, needs, reachable
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -237,7 +237,7 @@ class _CrashingSink:
 def test_records_scored_but_never_acked_are_not_scored_again(
     iris: RunningServer, iris_frame: Any, names: str
 ) -> None:
-    from modelport._brokers import RedisBroker
+    from modelport.streams.brokers import RedisBroker
 
     xadd_all(f"{names}:in", [orjson.dumps(r) for r in iris_records(iris_frame, 12)])
 
@@ -311,7 +311,7 @@ def test_results_go_to_a_database_table_once_per_record(
     import sqlalchemy as sa
 
     from modelport.store import normalize_url
-    from modelport.streams import TableSink
+    from modelport.streams.worker import TableSink
 
     db = POSTGRES_URL or f"sqlite:///{tmp_path / 'results.db'}"
     table = names.replace("-", "_")
@@ -530,8 +530,8 @@ def test_an_unavailable_server_is_retried_not_dead_lettered(
 ) -> None:
     """The server answers 503 and then refuses connections before it comes back (a fake
     transport in front of the real server, injected into the worker's HTTP client)."""
-    from modelport._brokers import RedisBroker
-    from modelport.streams import StreamMetrics
+    from modelport.streams.brokers import RedisBroker
+    from modelport.streams.worker import StreamMetrics
 
     xadd_all(f"{names}:in", [orjson.dumps(r) for r in iris_records(iris_frame, 5)])
     failures = [
@@ -590,7 +590,7 @@ def test_an_unavailable_server_is_retried_not_dead_lettered(
 
 
 def test_brokers_are_chosen_by_url_and_an_unknown_one_is_one_line(tmp_path: Path) -> None:
-    from modelport._brokers import KafkaBroker, NatsBroker, RedisBroker, open_broker
+    from modelport.streams.brokers import KafkaBroker, NatsBroker, RedisBroker, open_broker
 
     assert isinstance(open_broker("redis://127.0.0.1:6379/0"), RedisBroker)
     assert isinstance(open_broker("nats://127.0.0.1:4222"), NatsBroker)

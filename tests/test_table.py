@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from modelport.errors import InvalidInput
-from modelport.schema import parse_schema
-from modelport.table import Table
+from modelport.inputs.schema import parse_schema
+from modelport.inputs.table import Table
 
 MIXED = parse_schema(
     {

@@ -22,13 +22,13 @@ import httpx
 from . import procs
 
 HEALTH = "/v1/health"
-#: One row of the quickstart iris model (``modelport.quickstart.train_demo``).
+#: One row of the quickstart iris model (``modelport.cli.quickstart.train_demo``).
 IRIS_ROW = {"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}
 
 
 def admin_key(home: Path) -> str:
     """A new admin key in the SQLite store of ``home`` (created, and migrated, when missing)."""
-    from modelport.keys import create_key
+    from modelport.registry.keys import create_key
     from modelport.store import Store
 
     home.mkdir(parents=True, exist_ok=True)
@@ -111,7 +111,7 @@ def serving(
 def push_demo(server: Server) -> Any:
     """Push the quickstart iris pipeline as ``iris`` (alias production); the fitted model."""
     from modelport import Client
-    from modelport.quickstart import train_demo
+    from modelport.cli.quickstart import train_demo
 
     model, data = train_demo()
     with Client(server.url, server.key) as mp:

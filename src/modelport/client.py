@@ -312,7 +312,7 @@ class Client:
     ) -> dict[str, Any]:
         """Send a CSV or Parquet file of labelled rows in chunks (a progress bar with
         ``progress``); totals of accepted and rejected rows, rejections with file row numbers."""
-        from .schema import read_table
+        from .inputs.schema import read_table
 
         # A CSV goes as CSV text, so the server reads each cell against the model's schema
         # (a bad cell rejects its own row only); Parquet columns are typed and go as JSON.
@@ -427,7 +427,7 @@ class Client:
         table ``<to_table>_rejects``); ``db`` is the database's SQLAlchemy URL. Returns the
         finished run (a ``score`` job). See docs/batch.md.
         """
-        from .batch import Request, score
+        from .batch.scoring import Request, score
 
         request = Request(
             name,
@@ -671,7 +671,7 @@ def frame_fingerprint(df: pd.DataFrame) -> str:
 def _reference_sample(df: pd.DataFrame, names: list[str]) -> dict[str, Any]:
     """A seeded sample of the training rows, which the server scores as the version's drift
     reference (at most REFERENCE_CELLS values, to keep the push body small)."""
-    from .drift import REFERENCE_ROWS, sample_rows
+    from .monitoring.drift import REFERENCE_ROWS, sample_rows
 
     size = max(1, min(REFERENCE_ROWS, REFERENCE_CELLS // max(1, len(names))))
     picked = sample_rows(list(range(len(df))), size)
@@ -683,8 +683,8 @@ def _train_data_meta(
     data: str | Path | pd.DataFrame, target: str | None, model: Any, *, explicit_schema: bool
 ) -> dict[str, Any]:
     """Schema, statistics and fingerprint from training data, computed on the client."""
-    from .artifacts import sha256_file
-    from .schema import infer_schema, read_table
+    from .inputs.schema import infer_schema, read_table
+    from .store.artifacts import sha256_file
 
     if isinstance(data, str | Path):
         df = read_table(str(data))

@@ -26,7 +26,7 @@ from .store.tables import feedback, predictions
 from .timefmt import iso
 
 if TYPE_CHECKING:
-    from .table import Table
+    from .inputs.table import Table
 
 MAX_PAGE = 1000
 

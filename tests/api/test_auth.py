@@ -11,9 +11,9 @@ import pytest
 import sqlalchemy as sa
 
 from modelport import errors
+from modelport.api.server import check_exposure, is_loopback
 from modelport.flavors import serialize
-from modelport.keys import SCOPES, revoke_key
-from modelport.server import check_exposure, is_loopback
+from modelport.registry.keys import SCOPES, revoke_key
 from modelport.settings import Settings
 from modelport.store import Store
 from modelport.store.tables import api_keys

@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
-from modelport.service import Service
+from modelport.service.core import Service
 from modelport.settings import Settings
 from modelport.store import Store
 from modelport.store.tables import feedback, predictions

@@ -11,7 +11,7 @@ from sklearn.linear_model import LogisticRegression
 
 from modelport.flavors import serialize
 from modelport.flavors._cache import LoadCache
-from modelport.schema import Field, Schema
+from modelport.inputs.schema import Field, Schema
 
 SCHEMA = Schema(tuple(Field(f"x{i}", "number") for i in range(3)))
 
@@ -37,7 +37,7 @@ import sys
 from pathlib import Path
 import numpy as np
 from modelport.flavors._cache import LoadCache
-from modelport.schema import Field, Schema
+from modelport.inputs.schema import Field, Schema
 loaded = LoadCache(Path({str(tmp_path / "cache")!r})).load("sklearn", "a" * 64, Path("/nonexistent"))
 schema = Schema(tuple(Field(f"x{{i}}", "number") for i in range(3)))
 X = np.load({str(tmp_path / "X.npy")!r})

@@ -31,7 +31,7 @@ from sklearn.preprocessing import StandardScaler
 from modelport import Model
 from modelport.errors import ArtifactRejected
 from modelport.flavors import describe_object, detect_flavor, libraries_for, load, serialize
-from modelport.schema import Field, Schema
+from modelport.inputs.schema import Field, Schema
 
 COLUMNS = ["a", "b", "c"]
 SCHEMA = Schema(tuple(Field(c, "number") for c in COLUMNS))

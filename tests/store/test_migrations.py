@@ -8,7 +8,7 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
-from modelport.keys import create_key, list_keys
+from modelport.registry.keys import create_key, list_keys
 from modelport.store import HEAD_REVISION, Store, metadata
 
 

@@ -1,0 +1,1 @@
+"""The HTTP front end: the ASGI app (``app``), the front door every request passes (``front``), the scoring routes (``scoring``), the native ``/v1`` API (``v1``, ``schemas``), the Open Inference Protocol ``/v2`` (``v2``, ``oip``), error bodies (``errors``), request payload parsing (``payload``), the dashboard (``dashboard``) and running it under uvicorn (``server``)."""

@@ -17,12 +17,12 @@ from .. import __version__
 from ..errors import InvalidRequest, ModelportError, PayloadTooLarge
 from ..ids import MAX_ID
 from ..ids import request_id as new_request_id
-from ..metrics import CONTENT_TYPE
-from ..payload import check_content_type, has_body
-from ..service import Service
+from ..monitoring.metrics import CONTENT_TYPE
+from ..service.core import Service
 from ..settings import Settings
 from . import dashboard, errors, schemas, scoring, v1, v2
 from .front import FrontDoor
+from .payload import check_content_type, has_body
 
 _DOC_ONLY_MODELS = (
     schemas.CreateModel,

@@ -21,7 +21,7 @@ from starlette.responses import FileResponse, HTMLResponse, RedirectResponse, Re
 
 from .. import __version__
 from ..errors import ModelportError, NotFound
-from ..keys import Principal
+from ..registry.keys import Principal
 from ..timefmt import parse_window
 from .v1 import _ERRORS, SESSION_COOKIE, Svc, Who, json_response, service
 

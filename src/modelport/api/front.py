@@ -18,7 +18,7 @@ keys (``no_auth``) that trusts whoever reaches it. Two checks keep browsers out:
 
 The body read timeout is here too: a body that stops arriving for ``body_timeout_seconds``
 gets 408 and the connection is closed (the header timeout lives in the HTTP protocol, see
-:mod:`modelport.server`).
+:mod:`modelport.api.server`).
 """
 
 from __future__ import annotations

@@ -23,18 +23,17 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from starlette.types import Receive, Scope, Send
 
-from .. import oip, payload
 from ..errors import InvalidRequest, ModelportError, PayloadTooLarge
 from ..ids import MAX_ID
 from ..ids import request_id as new_request_id
-from ..metrics import UNKNOWN
-from ..routing import Served
-from . import errors
+from ..monitoring.metrics import UNKNOWN
+from ..serving.routing import Served
+from . import errors, oip, payload
 
 if TYPE_CHECKING:
-    from ..adapters import Adapter
-    from ..keys import Principal
-    from ..service import Service
+    from ..inputs.adapters import Adapter
+    from ..registry.keys import Principal
+    from ..service.core import Service
 
 log = logging.getLogger("modelport.api")
 

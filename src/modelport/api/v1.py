@@ -1,4 +1,4 @@
-"""The native REST API under ``/v1``: thin handlers over :class:`~modelport.service.Service`."""
+"""The native REST API under ``/v1``: thin handlers over :class:`~modelport.service.core.Service`."""
 
 from __future__ import annotations
 
@@ -15,13 +15,14 @@ from starlette.datastructures import UploadFile as StarletteUpload
 from starlette.requests import ClientDisconnect
 from starlette.responses import FileResponse, Response
 
-from .. import __version__, payload
+from .. import __version__
 from ..errors import InvalidInput, InvalidRequest, PayloadTooLarge
 from ..ids import MAX_ID
-from ..keys import Principal
-from ..service import Service
+from ..registry.keys import Principal
+from ..service.core import Service
 from ..settings import Settings
 from ..timefmt import parse_time
+from . import payload
 from . import schemas as s
 
 router = APIRouter(prefix="/v1")
@@ -74,7 +75,7 @@ async def principal(request: Request) -> Principal:
 
 
 async def json_body(request: Request) -> Any:
-    """The request's JSON document (see :func:`modelport.payload.loads` for what is refused)."""
+    """The request's JSON document (see :func:`modelport.api.payload.loads` for what is refused)."""
     try:
         raw = await request.body()
     except ClientDisconnect:
@@ -455,7 +456,7 @@ async def _table_rows(upload: StarletteUpload) -> tuple[list[dict[str, Any]], bo
     the cells are text (a CSV's: the service reads each as its field's type)."""
     import pandas as pd
 
-    from ..schema import read_table
+    from ..inputs.schema import read_table
 
     filename = upload.filename or "upload.csv"
     suffix = ".parquet" if filename.lower().endswith((".parquet", ".pq")) else ".csv"

@@ -13,9 +13,10 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Request
 from starlette.responses import Response
 
-from .. import __version__, oip
-from ..keys import Principal
-from ..service import Service
+from .. import __version__
+from ..registry.keys import Principal
+from ..service.core import Service
+from . import oip
 from .v1 import Version, json_response, principal, service
 
 router = APIRouter(prefix="/v2", tags=["open inference protocol v2"])

@@ -16,8 +16,8 @@ import numpy as np
 from ..errors import ArtifactRejected
 
 if TYPE_CHECKING:
-    from ..schema import Schema
-    from ..table import Table
+    from ..inputs.schema import Schema
+    from ..inputs.table import Table
     from ._forest import ForestPredict
 
 FLAVORS = ("sklearn", "pickle", "mlflow")
@@ -42,7 +42,7 @@ InputKind = Literal["frame", "array"]
 class LoadedModel:
     """A model ready to serve: the one interface serving, batching and jobs call.
 
-    ``predict_with_proba`` takes a validated :class:`~modelport.table.Table` and returns the
+    ``predict_with_proba`` takes a validated :class:`~modelport.inputs.table.Table` and returns the
     predictions (an array, or a list for custom code that returns one) and, for classifiers,
     the class probabilities as an ``n x classes`` float array. Whether the wrapped object
     receives a DataFrame or a numpy array is decided once, at load time: estimators fitted on
@@ -76,7 +76,7 @@ class LoadedModel:
         self._forest = _checked_forest(obj) if input_kind == "array" else None
         self.extra = extra or {}
         # Code other than a scikit-learn estimator may hang or leak: it never runs on the event
-        # loop, and its memory is watched (modelport.health).
+        # loop, and its memory is watched (modelport.serving.health).
         self.custom_code = not _is_sklearn(obj)
 
     @property
@@ -244,6 +244,9 @@ def load(
             "(save scikit-learn models with skops instead)",
             details=[{"field": "artifact", "reason": refusal.reason.format(flavor=flavor)}],
         )
+    from ._moved import alias_moved_modules
+
+    alias_moved_modules()  # pickles (and skops types) made before the modules moved
     try:
         if flavor == "sklearn":
             return _wrap(_load_skops(path, trust_code, refusal), "sklearn")

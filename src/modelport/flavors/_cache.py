@@ -56,6 +56,9 @@ class LoadCache:
         if cached is not None and cached.exists():
             import joblib
 
+            from ._moved import alias_moved_modules
+
+            alias_moved_modules()
             try:
                 return _wrap(joblib.load(cached), flavor)
             except Exception as exc:

@@ -23,7 +23,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from ..errors import ArtifactRejected
-from ..schema import Field, FieldType, Schema
+from ..inputs.schema import Field, FieldType, Schema
 from ._base import LoadedModel, _input_kind, _task_of
 
 _COLUMN_TYPES: dict[str, FieldType] = {

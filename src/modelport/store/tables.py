@@ -24,22 +24,22 @@ models = sa.Table(
     sa.Column("created_by", sa.String(200), nullable=False),
     # Per-model serving settings, e.g. {"max_batch_rows": 64}; absent keys use the defaults.
     sa.Column("serving", sa.JSON, nullable=True),
-    # The traffic policy of the unversioned routes (modelport.traffic); null: production alias.
+    # The traffic policy of the unversioned routes (modelport.releases.traffic); null: production alias.
     sa.Column("traffic", sa.JSON, nullable=True),
     # Bumped by every policy change: ledger rows record it, so each experiment stands alone.
     sa.Column("traffic_rev", sa.Integer, nullable=False, server_default="0"),
-    # The adapter every consumer's payloads go through (modelport.adapters), unless the
+    # The adapter every consumer's payloads go through (modelport.inputs.adapters), unless the
     # consumer has its own.
     sa.Column("adapter", sa.JSON, nullable=True),
     # A model made from a built-in algorithm: {"algorithm", "params", "schema", "target",
-    # "online": {...}} (modelport.learning); null for models pushed as artifacts.
+    # "online": {...}} (modelport.learning.observations); null for models pushed as artifacts.
     sa.Column("spec", sa.JSON, nullable=True),
-    # The promotion gate and the retraining triggers (modelport.learning).
+    # The promotion gate and the retraining triggers (modelport.learning.observations).
     sa.Column("gate", sa.JSON, nullable=True),
     sa.Column("triggers", sa.JSON, nullable=True),
-    # Drift thresholds, the check window and the webhook (modelport.monitoring).
+    # Drift thresholds, the check window and the webhook (modelport.monitoring.checks).
     sa.Column("monitoring", sa.JSON, nullable=True),
-    # The input field whose value picks a segment's own versions (modelport.segments).
+    # The input field whose value picks a segment's own versions (modelport.serving.segments).
     sa.Column("segment_by", sa.String(200), nullable=True),
 )
 
@@ -55,7 +55,7 @@ versions = sa.Table(
     sa.Column("input_schema", sa.JSON, nullable=False),
     sa.Column("train_stats", sa.JSON, nullable=True),
     # The drift reference: a seeded sample of the training inputs and the version's
-    # predictions on it (modelport.drift); null when nothing was trained on or pushed.
+    # predictions on it (modelport.monitoring.drift); null when nothing was trained on or pushed.
     sa.Column("reference", sa.JSON, nullable=True),
     sa.Column("lineage", sa.JSON, nullable=False),
     sa.Column("description", sa.Text, nullable=False, server_default=""),

@@ -1,0 +1,911 @@
+"""Batch scoring: a CSV or Parquet file through one registered version, chunk by chunk.
+
+The client side of ``modelport score``. The version is resolved through the server (by number,
+or by alias at the time the run starts), its artifact downloaded and checked against the sha256
+the registry recorded, and loaded here. The file is read ``chunk_rows`` rows at a time (pandas'
+CSV reader, pyarrow's Parquet batches) and never whole, so memory is bounded by the chunk, not
+the file. Each chunk's rows are checked against the version's input schema: rows that fit are
+scored, the others go to the rejects file with their row number and every problem they have.
+
+Both engines (this one and :mod:`modelport.batch.spark`) turn input columns into rows the same way
+(:class:`Scorer`): CSV cells are text and parsed per field type; an empty cell, a null or a
+NaN counts as missing. So the two give the same predictions for the same file.
+
+The run is a job of type ``score`` on the server (created running, reported and finished by
+this process): its lineage (version, alias, input path, sha256 and size, engine, who) is in the
+job's params, its counts in the result, and ``GET /v1/jobs/{id}`` shows it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import socket
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .. import flavors
+from ..errors import Cancelled, InvalidInput, InvalidRequest, ModelportError
+from ..inputs.schema import Field, Schema
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from ..client import Client
+
+ENGINES = ("pandas", "spark")
+#: Columns every output row gets besides the input (or id) columns and the probabilities.
+ADDED_COLUMNS = ("prediction", "model", "version", "run_id")
+#: How often a run tells the server it is alive (the server fails runs silent for long).
+HEARTBEAT_SECONDS = 10.0
+_TRUE = frozenset({"true", "1", "yes"})
+_FALSE = frozenset({"false", "0", "no"})
+
+
+def file_format(path: str | os.PathLike[str], what: str) -> str:
+    """``csv`` or ``parquet``, by the file's extension."""
+    lower = str(path).lower()
+    if lower.endswith((".parquet", ".pq")):
+        return "parquet"
+    if lower.endswith((".csv", ".csv.gz")) or (what == "INPUT" and lower.endswith(".txt")):
+        return "csv"
+    raise InvalidRequest(
+        f"{what} {path}: unsupported file type (use .csv or .parquet)",
+        details=[{"field": what, "reason": "expected a .csv or .parquet file"}],
+    )
+
+
+def rejects_path(output: str | os.PathLike[str]) -> str:
+    """Where the rejects of ``output`` go: its stem plus ``.rejects.csv`` / ``.rejects.parquet``."""
+    text = str(output).rstrip("/")
+    for ext in (".csv.gz", ".parquet", ".csv", ".pq"):
+        if text.lower().endswith(ext):
+            suffix = ".rejects.csv" if ext == ".csv.gz" else ".rejects" + ext
+            return text[: -len(ext)] + suffix
+    return text + ".rejects"
+
+
+def fingerprint(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The input's sha256 and size (read in blocks: memory does not grow with the file)."""
+    digest = hashlib.sha256()
+    size = 0
+    with open(path, "rb") as fh:
+        while block := fh.read(1 << 20):
+            digest.update(block)
+            size += len(block)
+    return {"sha256": digest.hexdigest(), "size_bytes": size}
+
+
+# -- rows from columns: shared by both engines ------------------------------------------------------
+
+
+def _missing(v: Any) -> bool:
+    """An empty cell, a null, a NaN or pandas' NA."""
+    if v is None or v is _NA.value:
+        return True
+    if isinstance(v, float):
+        return v != v
+    return isinstance(v, str) and not v
+
+
+class _NA:
+    """pandas' NA, looked up once the first file is read (the CLI starts without pandas)."""
+
+    value: Any = None
+
+    @classmethod
+    def load(cls) -> None:
+        if cls.value is None:
+            import pandas as pd
+
+            cls.value = pd.NA
+
+
+def text_values(values: Sequence[Any], f: Field) -> list[Any]:
+    """Cells of a text column (CSV) as the field's type; what does not parse stays text, so
+    the schema's check names the problem (one bad cell never spoils its neighbours)."""
+    _NA.load()
+    if f.type == "string":
+        return [None if _missing(v) else v for v in values]
+    if f.type in ("number", "integer"):
+        import pandas as pd
+
+        parsed = pd.to_numeric(pd.Series(values, dtype=object), errors="coerce")
+        if not parsed.isna().any():  # the common case: every cell a number
+            return list(parsed.tolist())
+        nums = parsed.tolist()
+        out: list[Any] = []
+        for v, x in zip(values, nums, strict=True):
+            if _missing(v):
+                out.append(None)
+            elif x == x and x is not None:  # parsed (NaN marks what did not)
+                out.append(int(x) if f.type == "integer" and float(x).is_integer() else x)
+            else:
+                out.append(v)
+        return out
+    if f.type == "boolean":
+        out = []
+        for v in values:
+            if _missing(v):
+                out.append(None)
+            elif isinstance(v, str) and v.strip().lower() in _TRUE:
+                out.append(True)
+            elif isinstance(v, str) and v.strip().lower() in _FALSE:
+                out.append(False)
+            else:
+                out.append(v)
+        return out
+    by_text = {str(c): c for c in f.categories or ()}
+    numeric = {float(c): c for c in f.categories or () if isinstance(c, int | float)}
+    out = []
+    for v in values:
+        if _missing(v):
+            out.append(None)
+        elif v in by_text:
+            out.append(by_text[v])
+        else:
+            try:
+                out.append(numeric.get(float(v), v))
+            except (TypeError, ValueError):
+                out.append(v)
+    return out
+
+
+def _typed_values(values: Sequence[Any], f: Field) -> list[Any]:
+    """Cells of a typed column (Parquet, Spark): NaN and nulls become missing."""
+    out = [None if _missing(v) else v for v in values]
+    if f.type == "category" and any(isinstance(c, str) for c in f.categories or ()):
+        # a category column of numbers in the file may match text categories ("1" vs 1)
+        by_text = {str(c): c for c in f.categories or ()}
+        allowed = set(f.categories or ())
+        out = [v if v is None or v in allowed else by_text.get(str(v), v) for v in out]
+    return out
+
+
+def _is_text(series: pd.Series) -> bool:
+    import pandas as pd
+
+    return bool(series.dtype == object or pd.api.types.is_string_dtype(series.dtype))
+
+
+@dataclass
+class Scored:
+    """One chunk's outcome: which rows were scored, their outputs, why the others were not."""
+
+    kept: list[int]
+    predictions: Any
+    proba: np.ndarray | None
+    reasons: dict[int, str] = field(default_factory=dict)
+
+
+class Scorer:
+    """A version's model and input schema, scoring frames of input columns.
+
+    Every engine calls :meth:`score` on its chunks (the pandas engine on the file's chunks,
+    the Spark UDF on Arrow batches), so rows are parsed, checked and scored one way.
+    """
+
+    def __init__(self, loaded: flavors.LoadedModel, schema: Schema) -> None:
+        self.loaded = loaded
+        self.schema = schema
+
+    @classmethod
+    def from_artifact(cls, data: bytes, flavor: str, schema: Schema) -> Scorer:
+        """Load an artifact's bytes (already checked against the registry's sha256)."""
+        # The registry accepted code-running formats only from admin keys and loads them
+        # itself; this process loads the same bytes (see docs/batch.md, "Security").
+        with tempfile.TemporaryDirectory(prefix="modelport-score-") as folder:
+            path = Path(folder) / "artifact"
+            path.write_bytes(data)
+            return cls(flavors.load(flavor, path, trust_code=True), schema)
+
+    @property
+    def proba_columns(self) -> list[str]:
+        return [f"proba_{c}" for c in self.loaded.class_keys] if self.loaded.has_proba else []
+
+    def rows(self, frame: pd.DataFrame) -> list[tuple[Any, ...]]:
+        """The frame's rows as values in field order (not yet checked)."""
+        _NA.load()
+        n = len(frame)
+        columns: list[list[Any]] = []
+        for f in self.schema.fields:
+            if f.name not in frame.columns:
+                columns.append([None] * n)
+                continue
+            series = frame[f.name]
+            values = series.tolist()
+            columns.append(text_values(values, f) if _is_text(series) else _typed_values(values, f))
+        return list(zip(*columns, strict=True))
+
+    def score(self, frame: pd.DataFrame) -> Scored:
+        """Check the frame's rows and score those that fit the schema."""
+        rows = self.rows(frame)
+        if not rows:
+            return Scored([], [], None)
+        kept = list(range(len(rows)))
+        reasons: dict[int, str] = {}
+        try:
+            table = self.schema.table_from_rows(rows, shaped=False)
+        except InvalidInput:
+            names = self.schema.names
+            records = [{k: v for k, v in zip(names, r, strict=True) if v is not None} for r in rows]
+            good, kept, bad = self.schema.partition(records)
+            reasons = {
+                i: "; ".join(f"{p['field']}: {p['reason']}" for p in problems)
+                for i, problems in bad.items()
+            }
+            if not good:
+                return Scored([], [], None, reasons)
+            table = self.schema.table_from_rows(good, shaped=True)
+        predictions, proba = self.loaded.predict_with_proba(table)
+        return Scored(kept, predictions, proba, reasons)
+
+
+# -- the run: lineage and liveness on the server ----------------------------------------------------
+
+
+class Run:
+    """A score run recorded on the server: started, kept alive, finished once."""
+
+    def __init__(
+        self,
+        client: Client,
+        job: dict[str, Any],
+        on_cancel: Callable[[], None] | None = None,
+    ) -> None:
+        self.client = client
+        self._on_cancel = on_cancel
+        self.job = job
+        self.id: int = job["id"]
+        self._progress = (0.0, "started")
+        self._cancelled = threading.Event()
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._beat, name="modelport-score-run", daemon=True)
+        self._thread.start()
+
+    def update(self, progress: float, message: str) -> None:
+        """The latest progress; sent with the next heartbeat. Raises once cancelled."""
+        with self._lock:
+            self._progress = (min(max(progress, 0.0), 1.0), message)
+        self.check()
+
+    def check(self) -> None:
+        """Raise :class:`Cancelled` when a cancel was requested."""
+        if self._cancelled.is_set():
+            raise Cancelled(f"run {self.id} was cancelled")
+
+    def _beat(self) -> None:
+        sent: tuple[float, str] | None = None
+        while not self._stop.wait(HEARTBEAT_SECONDS if sent is not None else 1.0):
+            with self._lock:
+                progress = self._progress
+            try:
+                out = self.client.report_run(self.id, *progress)
+            except ModelportError:
+                continue  # the server is briefly away: the next beat tries again
+            sent = progress
+            if out.get("cancel_requested") and not self._cancelled.is_set():
+                self._cancelled.set()
+                if self._on_cancel is not None:
+                    self._on_cancel()
+
+    def finish(
+        self, status: str, *, result: Any = None, error: str | None = None
+    ) -> dict[str, Any]:
+        self._stop.set()
+        self._thread.join(timeout=30)
+        self.job = self.client.finish_run(self.id, status, result=result, error=error)
+        return self.job
+
+
+@dataclass
+class Request:
+    """What to score: checked once, before anything runs."""
+
+    name: str
+    input: str | None
+    output: str | None
+    version: int | None = None
+    alias: str | None = None
+    chunk_rows: int = 10_000
+    id_column: str | None = None
+    engine: str = "pandas"
+    progress: bool = True
+    spark_conf: dict[str, str] = field(default_factory=dict)
+    #: A query to read instead of an INPUT file, a table to write instead of an OUTPUT file,
+    #: and the database (SQLAlchemy URL) both are in.
+    sql: str | None = None
+    table: str | None = None
+    db: str | None = None
+
+    def check(self) -> None:
+        problems: list[dict[str, Any]] = []
+        if self.version is not None and self.alias is not None:
+            problems.append({"field": "alias", "reason": "give either a version or an alias"})
+        if self.engine not in ENGINES:
+            problems.append({"field": "engine", "reason": f"expected one of {', '.join(ENGINES)}"})
+        if self.chunk_rows < 1:
+            problems.append({"field": "chunk_rows", "reason": "expected a positive integer"})
+        if (self.input is None) == (self.sql is None):
+            problems.append({"field": "INPUT", "reason": "give an INPUT file or --from-sql"})
+        if (self.output is None) == (self.table is None):
+            problems.append({"field": "OUTPUT", "reason": "give an OUTPUT file or --to-table"})
+        if (self.sql is not None or self.table is not None) and not self.db:
+            problems.append({"field": "db", "reason": "--from-sql and --to-table need --db URL"})
+        if self.engine == "spark" and (self.sql is not None or self.table is not None):
+            problems.append(
+                {"field": "engine", "reason": "the spark engine reads and writes files only"}
+            )
+        if self.table is not None and not _TABLE_NAME.match(self.table):
+            problems.append(
+                {"field": "to_table", "reason": "expected a table name: letters, digits, _ and ."}
+            )
+        if self.input is not None:
+            if not os.path.isfile(self.input):
+                problems.append({"field": "INPUT", "reason": f"no such file: {self.input}"})
+            elif self.output is not None and (
+                os.path.abspath(self.input) == os.path.abspath(self.output)
+            ):
+                problems.append(
+                    {"field": "OUTPUT", "reason": "the output would overwrite the input"}
+                )
+        if problems:
+            p = problems[0]
+            raise InvalidRequest(f"{p['field']}: {p['reason']}", details=problems)
+        if self.input is not None:
+            file_format(self.input, "INPUT")
+        if self.output is not None:
+            file_format(self.output, "OUTPUT")
+
+    def describe_input(self) -> dict[str, Any]:
+        if self.sql is not None:
+            return {"sql": self.sql, "db": _masked(self.db or "")}
+        assert self.input is not None
+        return {"path": os.path.abspath(self.input), "format": file_format(self.input, "INPUT")}
+
+    def describe_outputs(self) -> tuple[str, str]:
+        """Where the scored rows and the rejects go: file paths, or ``table NAME in URL``."""
+        if self.table is not None:
+            where = f"in {_masked(self.db or '')}"
+            return f"table {self.table} {where}", f"table {self.table}_rejects {where}"
+        assert self.output is not None
+        return os.path.abspath(self.output), os.path.abspath(rejects_path(self.output))
+
+
+_TABLE_NAME = __import__("re").compile(
+    r"^[A-Za-z_][A-Za-z0-9_]{0,62}(\.[A-Za-z_][A-Za-z0-9_]{0,62})?\Z"
+)
+
+
+def _masked(url: str) -> str:
+    """A database URL without its password (for lineage and messages)."""
+    import sqlalchemy as sa
+
+    try:
+        return sa.engine.make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return "(unparsable URL)"
+
+
+def resolve(
+    client: Client, name: str, version: int | None = None, alias: str | None = None
+) -> dict[str, Any]:
+    """The version to score with: the given one, the alias's target, else ``production``, else
+    the latest."""
+    if version is not None and alias is not None:
+        raise InvalidRequest(
+            "give either a version or an alias, not both",
+            details=[{"field": "alias", "reason": "conflicts with version"}],
+        )
+    if version is not None:
+        return client.version(name, version)
+    model = client.model(name)
+    if alias is not None:
+        target = model["aliases"].get(alias)
+        if target is None:
+            raise InvalidRequest(
+                f"model {name!r} has no alias {alias!r} "
+                f"(aliases: {', '.join(model['aliases']) or 'none'})",
+                details=[{"field": "alias", "reason": "no such alias"}],
+            )
+        return client.version(name, target)
+    number = model["aliases"].get("production") or model["latest_version"]
+    if number is None:
+        raise InvalidRequest(
+            f"model {name!r} has no versions to score with",
+            details=[{"field": "NAME", "reason": "no versions"}],
+        )
+    return client.version(name, number)
+
+
+def check_columns(schema: Schema, columns: Sequence[str]) -> None:
+    """Fail at once when the input lacks a column that every row would need."""
+    have = set(columns)
+    lacking = [f.name for f in schema.fields if f.required and f.name not in have]
+    if lacking:
+        raise InvalidInput(
+            f"the input lacks the column(s) {', '.join(lacking)} the version requires",
+            details=[{"field": n, "reason": "no such column in the input"} for n in lacking],
+        )
+
+
+def output_columns(
+    columns: Sequence[str], proba_columns: Sequence[str], id_column: str | None
+) -> list[str]:
+    """The output's columns; fails when an input column would be overwritten."""
+    if id_column is not None and id_column not in columns:
+        raise InvalidRequest(
+            f"--id-column {id_column!r} is not a column of the input",
+            details=[{"field": "id_column", "reason": "no such column"}],
+        )
+    kept = [id_column] if id_column is not None else list(columns)
+    added = ["prediction", *proba_columns, "model", "version", "run_id"]
+    clash = [c for c in added if c in kept]
+    if clash:
+        raise InvalidRequest(
+            f"the input already has the column(s) {', '.join(clash)} the output adds "
+            "(name an --id-column to keep only that)",
+            details=[{"field": c, "reason": "clashes with an output column"} for c in clash],
+        )
+    return [*kept, *added]
+
+
+def score(client: Client, req: Request) -> dict[str, Any]:
+    """Run a score request to its end; the finished job (its result has the counts)."""
+    req.check()
+    version = resolve(client, req.name, req.version, req.alias)
+    schema = Schema.from_dict(version["schema"])
+    output, rejected = req.describe_outputs()
+    lineage = {
+        "version": version["version"],
+        "alias": req.alias,
+        "flavor": version["flavor"],
+        "artifact_sha256": version["sha256"],
+        "input": req.describe_input(),
+        "output": output,
+        "rejects": rejected,
+        "engine": req.engine,
+        "chunk_rows": req.chunk_rows,
+        "id_column": req.id_column,
+        "client": f"{socket.gethostname()}:{os.getpid()}",
+    }
+    if req.engine == "spark":
+        from .spark import run_spark
+
+        return run_spark(client, req, version, schema, lineage)
+    artifact = client.artifact(req.name, version["version"], sha256=version["sha256"])
+    scorer = Scorer.from_artifact(artifact, version["flavor"], schema)
+    if req.sql is not None and req.table is not None:
+        _check_sqlite_journal(req.db or "")
+    if req.sql is not None:
+        source = open_sql_source(req.db or "", req.sql, req.chunk_rows)
+    else:
+        assert req.input is not None
+        source = open_source(req.input, req.chunk_rows)
+    with contextlib.closing(source):
+        check_columns(schema, source.columns)
+        columns = output_columns(source.columns, scorer.proba_columns, req.id_column)
+        if req.input is not None:
+            lineage["input"].update(fingerprint(req.input))
+        run = Run(client, client.start_run(req.name, lineage))
+        return run_chunks(run, req, version, scorer, source, columns)
+
+
+@contextlib.contextmanager
+def recorded(run: Run, counts: dict[str, int]) -> Iterator[None]:
+    """Finish the run as failed (or cancelled) with the counts so far when the body raises."""
+    try:
+        yield
+    except BaseException as exc:
+        if isinstance(exc, Cancelled | KeyboardInterrupt):
+            run.finish("cancelled", result=counts, error="cancelled")
+        else:
+            run.finish("failed", result=counts, error=f"{type(exc).__name__}: {exc}")
+        raise
+
+
+def run_chunks(
+    run: Run,
+    req: Request,
+    version: dict[str, Any],
+    scorer: Scorer,
+    source: Source,
+    columns: list[str],
+) -> dict[str, Any]:
+    """The pandas engine: every chunk through the scorer into the output and rejects files."""
+    from tqdm import tqdm
+
+    started = time.monotonic()
+    out: Sink | TableSink
+    rejects: Sink | TableSink
+    if req.table is not None:
+        out = TableSink(req.db or "", req.table, run.id)
+        rejects = TableSink(req.db or "", f"{req.table}_rejects", run.id, out.engine)
+    else:
+        assert req.output is not None
+        fmt = file_format(req.output, "OUTPUT")
+        out = Sink(req.output, fmt)
+        rejects = Sink(rejects_path(req.output), fmt)
+    counts = {"rows": 0, "scored": 0, "rejected": 0}
+    bar = tqdm(
+        total=source.total or None,
+        unit=source.unit,
+        unit_scale=True,
+        disable=not req.progress,
+        desc=f"{req.name} v{version['version']}",
+    )
+    with recorded(run, counts), contextlib.ExitStack() as cleanup:
+        cleanup.callback(bar.close)
+        cleanup.push(lambda *exc: out.abort() if exc[0] is not None else None)
+        cleanup.push(lambda *exc: rejects.abort() if exc[0] is not None else None)
+        for first, chunk in source:
+            scored = scorer.score(chunk)
+            out.write(_output_frame(chunk, scored, scorer, columns, version, run.id))
+            rejects.write(_rejects_frame(chunk, scored, first))
+            counts["rows"] += len(chunk)
+            counts["scored"] += len(scored.kept)
+            counts["rejected"] += len(scored.reasons)
+            bar.update(source.position() - bar.n)
+            bar.set_postfix(scored=counts["scored"], rejected=counts["rejected"], refresh=False)
+            done = source.position() / source.total if source.total else 0.0
+            run.update(done, f"{counts['rows']} rows: {counts['rejected']} rejected")
+        out.close(_empty_output(columns))
+        rejects.close(_empty_rejects(source.columns))
+    output, rejected = req.describe_outputs()
+    result = {
+        **counts,
+        "output": output,
+        "rejects": rejected,
+        "seconds": round(time.monotonic() - started, 3),
+    }
+    return run.finish("succeeded", result=result)
+
+
+def _output_frame(
+    chunk: pd.DataFrame,
+    scored: Scored,
+    scorer: Scorer,
+    columns: list[str],
+    version: dict[str, Any],
+    run_id: int,
+) -> pd.DataFrame:
+    kept_input = [c for c in columns if c in chunk.columns]
+    frame = chunk.iloc[scored.kept][kept_input].reset_index(drop=True)
+    frame["prediction"] = np.asarray(scored.predictions) if len(scored.kept) else []
+    for j, name in enumerate(scorer.proba_columns):
+        frame[name] = scored.proba[:, j] if scored.proba is not None else np.nan
+    frame["model"] = version["model"]
+    frame["version"] = version["version"]
+    frame["run_id"] = run_id
+    return frame
+
+
+def _rejects_frame(chunk: pd.DataFrame, scored: Scored, first: int) -> pd.DataFrame:
+    import pandas as pd
+
+    index = sorted(scored.reasons)
+    frame = chunk.iloc[index].reset_index(drop=True)
+    frame.insert(0, "reason", [scored.reasons[i] for i in index])
+    frame.insert(0, "row", pd.Series([first + i for i in index], dtype="int64"))
+    return frame
+
+
+def _empty_output(columns: list[str]) -> pd.DataFrame:
+    import pandas as pd
+
+    return pd.DataFrame(
+        {c: pd.Series(dtype="float64" if c.startswith("proba_") else "object") for c in columns}
+    )
+
+
+def _empty_rejects(columns: Sequence[str]) -> pd.DataFrame:
+    import pandas as pd
+
+    return pd.DataFrame(
+        {
+            "row": pd.Series(dtype="int64"),
+            "reason": pd.Series(dtype="object"),
+            **{c: pd.Series(dtype="object") for c in columns},
+        }
+    )
+
+
+# -- files ----------------------------------------------------------------------------------------
+
+
+class Source:
+    """An input file read in chunks: ``(first row number, frame)`` pairs, and how far it got."""
+
+    def __init__(
+        self,
+        columns: list[str],
+        chunks: Iterator[tuple[int, pd.DataFrame]],
+        total: int,
+        unit: str,
+        position: Callable[[], int],
+        close: Callable[[], None],
+    ) -> None:
+        self.columns = columns
+        self._chunks = chunks
+        self.total = total
+        self.unit = unit
+        self.position = position
+        self._close = close
+
+    def __iter__(self) -> Iterator[tuple[int, pd.DataFrame]]:
+        return self._chunks
+
+    def close(self) -> None:
+        self._close()
+
+
+def open_source(path: str, chunk_rows: int) -> Source:
+    """A CSV (every cell as text) or Parquet file (typed, Arrow-backed columns), in chunks."""
+    if file_format(path, "INPUT") == "parquet":
+        return _parquet_source(path, chunk_rows)
+    import pandas as pd
+
+    compression = "gzip" if path.lower().endswith(".gz") else None
+    fh = open(path, "rb")  # noqa: SIM115 - closed by the Source
+    try:
+        header = pd.read_csv(fh, nrows=0, compression=compression)
+    except (ValueError, UnicodeDecodeError) as exc:
+        fh.close()
+        raise InvalidInput(
+            f"INPUT {path}: cannot read a CSV header: {exc}",
+            details=[{"field": "INPUT", "reason": "not a CSV file with a header"}],
+        ) from exc
+    fh.seek(0)
+    reader = pd.read_csv(
+        fh,
+        dtype=str,
+        keep_default_na=False,
+        na_filter=False,
+        chunksize=chunk_rows,
+        compression=compression,
+    )
+
+    def chunks() -> Iterator[tuple[int, pd.DataFrame]]:
+        first = 0
+        for chunk in reader:
+            yield first, chunk.reset_index(drop=True)
+            first += len(chunk)
+
+    def close() -> None:
+        reader.close()
+        fh.close()
+
+    size = os.path.getsize(path)
+    return Source([str(c) for c in header.columns], chunks(), size, "B", lambda: fh.tell(), close)
+
+
+def _parquet_source(path: str, chunk_rows: int) -> Source:
+    pq = _pyarrow_parquet("INPUT")
+    import pandas as pd
+    import pyarrow as pa
+
+    try:
+        pf = pq.ParquetFile(path)
+    except (OSError, pa.ArrowInvalid) as exc:
+        raise InvalidInput(
+            f"INPUT {path}: not a Parquet file: {exc}",
+            details=[{"field": "INPUT", "reason": "not a Parquet file"}],
+        ) from exc
+    done = [0]
+
+    def chunks() -> Iterator[tuple[int, pd.DataFrame]]:
+        for batch in pf.iter_batches(batch_size=chunk_rows):
+            frame = pa.Table.from_batches([batch]).to_pandas(types_mapper=pd.ArrowDtype)
+            yield done[0], frame
+            done[0] += batch.num_rows
+
+    return Source(
+        list(pf.schema_arrow.names),
+        chunks(),
+        pf.metadata.num_rows,
+        "rows",
+        lambda: done[0],
+        pf.close,
+    )
+
+
+def _pyarrow_parquet(what: str) -> Any:
+    try:
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise InvalidRequest(
+            f"{what}: Parquet files need pyarrow: pip install 'modelport[parquet]'",
+            details=[{"field": what, "reason": "pyarrow is not installed"}],
+        ) from None
+    return pq
+
+
+class Sink:
+    """An output file written chunk by chunk to ``PATH.partial``, renamed into place at the end."""
+
+    def __init__(self, path: str, fmt: str) -> None:
+        self.path = path
+        self.fmt = fmt
+        self.partial = f"{path}.partial"
+        self._writer: Any = None
+        self._fh: Any = None
+        self._schema: Any = None
+
+    def write(self, frame: pd.DataFrame) -> None:
+        if not len(frame):
+            return
+        if self.fmt == "csv":
+            if self._fh is None:
+                compression = "gzip" if self.path.lower().endswith(".gz") else None
+                self._fh = open(self.partial, "wb")  # noqa: SIM115 - closed in close()
+                self._compression = compression
+                header = True
+            else:
+                header = False
+            frame.to_csv(self._fh, header=header, index=False, compression=self._compression)
+            return
+        import pyarrow as pa
+
+        if self._writer is None:
+            pq = _pyarrow_parquet("OUTPUT")
+            table = pa.Table.from_pandas(frame, preserve_index=False)
+            self._schema = table.schema.remove_metadata()
+            self._writer = pq.ParquetWriter(self.partial, self._schema)
+        else:
+            table = pa.Table.from_pandas(frame, schema=self._schema, preserve_index=False)
+        self._writer.write_table(table.replace_schema_metadata(None))
+
+    def close(self, empty: pd.DataFrame) -> None:
+        """Finish the file (``empty`` gives its columns when no row was written) and rename it."""
+        if self._fh is None and self._writer is None:
+            if self.fmt == "csv":
+                empty.to_csv(self.partial, index=False)
+            else:
+                empty.to_parquet(self.partial, index=False)
+        if self._fh is not None:
+            self._fh.close()
+        if self._writer is not None:
+            self._writer.close()
+        os.replace(self.partial, self.path)
+
+    def abort(self) -> None:
+        with contextlib.suppress(Exception):
+            if self._fh is not None:
+                self._fh.close()
+            if self._writer is not None:
+                self._writer.close()
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(self.partial)
+
+
+# -- databases ------------------------------------------------------------------------------------
+
+
+def open_sql_source(db: str, query: str, chunk_rows: int) -> Source:
+    """The rows of a query, fetched ``chunk_rows`` at a time through a server-side cursor (so
+    memory follows the chunk, not the result), as typed columns."""
+    import pandas as pd
+    import sqlalchemy as sa
+
+    from ..store import normalize_url
+
+    engine = sa.create_engine(normalize_url(db))
+    conn = None
+    try:
+        conn = engine.connect()
+        result = conn.execution_options(stream_results=True).execute(sa.text(query))
+    except sa.exc.SQLAlchemyError as exc:
+        if conn is not None:
+            conn.close()
+        engine.dispose()
+        reason = str(getattr(exc, "orig", None) or exc).splitlines()[0]
+        raise InvalidInput(
+            f"--from-sql: the query failed: {reason}",
+            details=[{"field": "from_sql", "reason": reason}],
+        ) from None
+    columns = [str(c) for c in result.keys()]  # noqa: SIM118 - a Result, not a dict
+    done = [0]
+
+    def chunks() -> Iterator[tuple[int, pd.DataFrame]]:
+        for part in result.partitions(chunk_rows):
+            frame = pd.DataFrame([tuple(r) for r in part], columns=columns)
+            yield done[0], frame
+            done[0] += len(frame)
+
+    def close() -> None:
+        result.close()
+        conn.close()
+        engine.dispose()
+
+    return Source(columns, chunks(), 0, "rows", lambda: done[0], close)
+
+
+def _check_sqlite_journal(db: str) -> None:
+    """Reading a query's rows while appending to a table of the same SQLite file needs WAL:
+    in the other journal modes the open read blocks every write until it ends."""
+    import sqlalchemy as sa
+
+    from ..store import normalize_url
+
+    url = sa.engine.make_url(normalize_url(db))
+    if url.get_backend_name() != "sqlite":
+        return
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect() as conn:
+            mode = str(conn.exec_driver_sql("PRAGMA journal_mode").scalar()).lower()
+    finally:
+        engine.dispose()
+    if mode != "wal":
+        raise InvalidRequest(
+            f"--db: this SQLite database is in {mode} journal mode, where reading --from-sql "
+            "blocks writing --to-table; switch it to WAL (PRAGMA journal_mode=WAL) or write to "
+            "a file",
+            details=[{"field": "db", "reason": f"SQLite journal mode {mode}; WAL is needed"}],
+        )
+
+
+class TableSink:
+    """A database table, created when missing and appended to chunk by chunk (one transaction
+    each); a run that fails takes its rows out again (every row carries its ``run_id``)."""
+
+    def __init__(self, db: str, table: str, run_id: int, engine: Any = None) -> None:
+        import sqlalchemy as sa
+
+        from ..store import normalize_url
+
+        self.engine = engine if engine is not None else sa.create_engine(normalize_url(db))
+        self.schema, _, self.name = table.rpartition(".")
+        self.run_id = run_id
+        self.wrote = False
+
+    def write(self, frame: pd.DataFrame) -> None:
+        if not len(frame):
+            return
+        if "run_id" not in frame.columns:
+            frame = frame.assign(run_id=self.run_id)
+        frame = frame.astype(
+            {c: "object" for c in frame.columns if str(frame[c].dtype).endswith("[pyarrow]")}
+        )
+        with self.engine.begin() as conn:
+            frame.to_sql(
+                self.name, conn, schema=self.schema or None, if_exists="append", index=False
+            )
+        self.wrote = True
+
+    def close(self, empty: pd.DataFrame) -> None:
+        """Create the table even when no row was written (``empty`` gives its columns)."""
+        if not self.wrote:
+            if "run_id" not in empty.columns:
+                empty = empty.assign(run_id=pd_int64())
+            with self.engine.begin() as conn:
+                empty.to_sql(
+                    self.name, conn, schema=self.schema or None, if_exists="append", index=False
+                )
+        self.engine.dispose()
+
+    def abort(self) -> None:
+        import sqlalchemy as sa
+
+        with contextlib.suppress(Exception):
+            table = sa.Table(
+                self.name, sa.MetaData(), schema=self.schema or None, autoload_with=self.engine
+            )
+            with self.engine.begin() as conn:
+                conn.execute(table.delete().where(table.c.run_id == self.run_id))
+        self.engine.dispose()
+
+
+def pd_int64() -> Any:
+    import pandas as pd
+
+    return pd.Series(dtype="int64")

@@ -1,0 +1,213 @@
+"""The ``modelport`` commands of the learning loop: algorithms, create, ingest, retrain,
+replay, jobs and gates. They talk to a server like the other client commands."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from .main import _client, _key_values, _print_json, _table, client_options, main
+from .releases import _document, _set_or_remove
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@client_options
+def algorithms(as_json: bool, url: str, key: str | None) -> None:
+    """List the built-in algorithms a model can be made from.
+
+    \b
+    Example:
+      modelport algorithms --json
+    """
+    rows = _client(url, key).algorithms()
+    if as_json:
+        _print_json(rows)
+        return
+    for r in rows:
+        r["params"] = ", ".join(p["name"] if isinstance(p, dict) else str(p) for p in r["params"])
+    _table(rows, ["name", "task", "online", "params"])
+
+
+@main.command()
+@click.argument("name")
+@click.option(
+    "--algorithm", required=True, help="A built-in algorithm (see: modelport algorithms)."
+)
+@click.option("--schema", "schema", required=True, help="The input schema: JSON, or @FILE.")
+@click.option("--target", required=True, help="The label column of observations.")
+@click.option("--param", "params", multiple=True, help="NAME=VALUE (repeatable).")
+@click.option("--classes", help="Class labels, comma-separated (online classifiers need them).")
+@click.option("--online", "online", help='Online settings: JSON, e.g. {"snapshot_every": 50}.')
+@client_options
+def create(
+    name: str,
+    algorithm: str,
+    schema: str,
+    target: str,
+    params: tuple[str, ...],
+    classes: str | None,
+    online: str | None,
+    url: str,
+    key: str | None,
+) -> None:
+    """Create a model from a built-in algorithm: no code, it learns from observations.
+
+    \b
+    Example:
+      modelport create churn --algorithm online_logistic_regression \\
+          --schema @schema.json --target churned --classes no,yes --param alpha=0.0001
+    """
+    out = _client(url, key).create_from_algorithm(
+        name,
+        algorithm,
+        schema=_document(schema, "--schema"),
+        target=target,
+        params=_key_values(params, "--param", False) or None,
+        classes=[c.strip() for c in classes.split(",")] if classes else None,
+        online=_document(online, "--online") if online else None,
+    )
+    click.echo(f"created {name} ({out['spec']['algorithm']}, {out['spec']['task']})")
+
+
+@main.command()
+@click.argument("name")
+@click.argument("path", type=click.Path(exists=True, dir_okay=False))
+@click.option("--chunk-rows", type=int, default=5000, show_default=True, help="Rows per request.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+@client_options
+def ingest(name: str, path: str, chunk_rows: int, quiet: bool, url: str, key: str | None) -> None:
+    """Send a CSV or Parquet file of labelled rows (the fields and the target) as observations.
+
+    Bad rows are reported with their row number and reason; the good ones are kept.
+
+    \b
+    Example:
+      modelport ingest churn labelled.csv
+    """
+    out = _client(url, key).ingest(name, path, chunk_rows=chunk_rows, progress=not quiet)
+    click.echo(f"{name}: {out['accepted']} of {out['rows']} rows accepted")
+    for r in out["rejected"][:20]:
+        click.echo(f"row {r['index']}: {r.get('field')}: {r['reason']}", err=True)
+    if len(out["rejected"]) > 20:
+        click.echo(f"... and {len(out['rejected']) - 20} more rejected rows", err=True)
+    if out["rows"] and not out["accepted"]:
+        raise click.ClickException(f"no row of {path} was accepted")
+
+
+def _wait_and_show(client: Any, job: dict[str, Any], wait: bool) -> None:
+    if not wait:
+        click.echo(f"job {job['id']} queued ({job['type']}); see: modelport job {job['id']}")
+        return
+    job = client.wait_job(job["id"])
+    _print_json(job["result"] if job["status"] == "succeeded" else job)
+    if job["status"] != "succeeded":
+        raise click.ClickException(f"job {job['id']} {job['status']}: {job.get('error')}")
+
+
+@main.command()
+@click.argument("name")
+@click.option(
+    "--seed", type=int, default=0, show_default=True, help="Seed (same seed, same model)."
+)
+@click.option("--holdout", type=float, default=0.2, show_default=True, help="Holdout share.")
+@click.option("--dataset", help="Train on this dataset snapshot (default: a new snapshot).")
+@click.option("--wait/--no-wait", default=True, show_default=True, help="Wait for the result.")
+@client_options
+def retrain(
+    name: str,
+    seed: int,
+    holdout: float,
+    dataset: str | None,
+    wait: bool,
+    url: str,
+    key: str | None,
+) -> None:
+    """Retrain a model on its observations in a worker process; the result is the candidate.
+
+    \b
+    Example:
+      modelport retrain churn --seed 7
+    """
+    client = _client(url, key)
+    params: dict[str, Any] = {"seed": seed, "holdout": holdout}
+    if dataset:
+        params["dataset"] = dataset
+    _wait_and_show(client, client.retrain(name, **params), wait)
+
+
+@main.command()
+@click.argument("name")
+@click.option("--version", "version", type=int, required=True, help="The version to replay.")
+@click.option("--since", help="From this time (ISO-8601 or epoch seconds).")
+@click.option("--until", help="Until this time.")
+@click.option("--consumer", help="Only this consumer's traffic.")
+@click.option("--limit", type=int, default=10000, show_default=True, help="Most requests.")
+@click.option("--wait/--no-wait", default=True, show_default=True, help="Wait for the report.")
+@client_options
+def replay(
+    name: str,
+    version: int,
+    since: str | None,
+    until: str | None,
+    consumer: str | None,
+    limit: int,
+    wait: bool,
+    url: str,
+    key: str | None,
+) -> None:
+    """Re-score logged traffic through a version: agreement, metric on feedback, rejects.
+
+    \b
+    Example:
+      modelport replay churn --version 4 --since 2026-11-24T00:00:00Z
+    """
+    client = _client(url, key)
+    params = {k: v for k, v in (("since", since), ("until", until), ("consumer", consumer)) if v}
+    _wait_and_show(client, client.replay(name, version, limit=limit, **params), wait)
+
+
+@main.command()
+@click.argument("job_id", type=int)
+@click.option("--cancel", is_flag=True, help="Cancel it.")
+@client_options
+def job(job_id: int, cancel: bool, url: str, key: str | None) -> None:
+    """Show a job (status, progress, log, result), or cancel it.
+
+    \b
+    Example:
+      modelport job 12
+    """
+    client = _client(url, key)
+    _print_json(client.cancel_job(job_id) if cancel else client.job(job_id))
+
+
+@main.command()
+@click.argument("name")
+@click.option("--set", "gate", help="The gate: JSON, or @FILE.")
+@click.option("--remove", is_flag=True, help="Remove the gate.")
+@client_options
+def gate(name: str, gate: str | None, remove: bool, url: str, key: str | None) -> None:
+    """Set or remove the promotion gate of a model's retrained candidates.
+
+    \b
+    Example:
+      modelport gate churn --set '{"metric": "accuracy", "min_improvement": 0.01}'
+    """
+    _print_json(_client(url, key).set_gate(name, _set_or_remove(gate, remove)))
+
+
+@main.command()
+@click.argument("name")
+@click.option("--set", "triggers", help="The triggers: JSON, or @FILE.")
+@click.option("--remove", is_flag=True, help="Remove the triggers.")
+@client_options
+def triggers(name: str, triggers: str | None, remove: bool, url: str, key: str | None) -> None:
+    """Set or remove when a model retrains by itself.
+
+    \b
+    Example:
+      modelport triggers churn --set '{"after_observations": 1000, "every_seconds": 86400}'
+    """
+    _print_json(_client(url, key).set_triggers(name, _set_or_remove(triggers, remove)))

@@ -1,0 +1,1 @@
+"""What a model accepts and how a payload becomes rows: schemas (``schema``), validated column tables (``table``), adapters for older payloads (``adapters``) and the expression language of their steps (``expressions``)."""

@@ -1,0 +1,1 @@
+"""The learning loop: the built-in algorithms (``algorithms``), observations and dataset snapshots (``observations``), the online learner (``learner``) and its features and model wrapper (``online``), retraining with its promotion gate (``retrain``) and replay of logged traffic (``replay``)."""

@@ -1,0 +1,1 @@
+"""Watching what models do: Prometheus metrics (``metrics``), live performance (``performance``), drift (``drift``), traffic over time (``timeline``), the online-learning fit view (``fit``) and each model's monitoring settings with the background drift check (``checks``)."""

@@ -1,0 +1,286 @@
+"""Live performance per version: feedback labels joined to the predictions they judge.
+
+For a window of prediction times (``since`` to ``until``), each version's labelled predictions
+(the newest label per prediction, shadow copies left out, optionally one consumer's) are scored
+with scikit-learn's metrics: accuracy, macro precision/recall/F1 (and the positive class's
+where there are two classes), log loss and ROC AUC where the ledger kept probabilities, or MAE,
+RMSE and R² for regression. Label coverage counts predictions (rows, not requests); label delay
+is feedback time minus prediction time. The window is also cut into equal time buckets, each
+with its own figures. At most ``max_rows`` labels are read, the newest predictions first; the
+answer says when that cut the window short.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from ..registry import models as registry
+from ..store.tables import feedback, predictions
+from ..timefmt import iso
+
+#: Ledger rows whose outputs are read in one query.
+_CHUNK = 500
+
+
+@dataclass(frozen=True)
+class Labelled:
+    """One labelled prediction."""
+
+    version: int
+    ts: float  # prediction time
+    delay: float  # label time - prediction time
+    label: Any
+    prediction: Any
+    classes: list[str] | None
+    probabilities: list[float] | None
+
+
+def window_dict(since: float, until: float) -> dict[str, Any]:
+    return {"since": iso(since), "until": iso(until), "seconds": until - since}
+
+
+def scope(
+    model: str,
+    since: float,
+    until: float,
+    version: int | None = None,
+    consumer: str | None = None,
+    segment: str | None = None,
+) -> list[Any]:
+    """The ledger rows of a model's window (shadow copies left out), of one version, one
+    consumer and one segment when given."""
+    where = [
+        predictions.c.model == model,
+        predictions.c.shadow == sa.false(),
+        predictions.c.ts >= since,
+        predictions.c.ts < until,
+    ]
+    if version is not None:
+        where.append(predictions.c.version == version)
+    if consumer is not None:
+        where.append(predictions.c.consumer == consumer)
+    if segment is not None:
+        where.append(predictions.c.segment == segment)
+    return where
+
+
+def prediction_counts(conn: Connection, where: list[Any]) -> dict[int, int]:
+    """Predictions (rows) per version."""
+    return {
+        int(r.version): int(r.n or 0)
+        for r in conn.execute(
+            sa.select(predictions.c.version, sa.func.sum(predictions.c.rows).label("n"))
+            .where(*where)
+            .group_by(predictions.c.version)
+        )
+    }
+
+
+def read_labelled(conn: Connection, where: list[Any], max_rows: int) -> tuple[list[Labelled], bool]:
+    """The newest label of each prediction in scope, newest predictions first, at most
+    ``max_rows`` (and whether there were more)."""
+    newest = (
+        sa.select(sa.func.max(feedback.c.id).label("id"))
+        .select_from(feedback.join(predictions, predictions.c.id == feedback.c.ledger_id))
+        .where(*where, feedback.c.label.is_not(None))
+        .group_by(feedback.c.ledger_id, feedback.c.ledger_row)
+        .subquery()
+    )
+    rows = conn.execute(
+        sa.select(
+            feedback.c.ledger_id,
+            feedback.c.ledger_row,
+            feedback.c.label,
+            feedback.c.ts.label("label_ts"),
+            predictions.c.ts,
+            predictions.c.version,
+        )
+        .select_from(
+            feedback.join(newest, newest.c.id == feedback.c.id).join(
+                predictions, predictions.c.id == feedback.c.ledger_id
+            )
+        )
+        .order_by(predictions.c.ts.desc(), feedback.c.ledger_row.desc())
+        .limit(max_rows + 1)
+    ).all()
+    truncated = len(rows) > max_rows
+    rows = rows[:max_rows]
+    outputs: dict[str, Any] = {}
+    ids = sorted({r.ledger_id for r in rows})
+    for start in range(0, len(ids), _CHUNK):
+        chunk = ids[start : start + _CHUNK]
+        for found in conn.execute(
+            sa.select(predictions.c.id, predictions.c.outputs).where(predictions.c.id.in_(chunk))
+        ):
+            outputs[found.id] = found.outputs
+    out = []
+    for r in rows:
+        o = outputs[r.ledger_id]
+        probas = o.get("probabilities")
+        classes = o.get("classes")
+        out.append(
+            Labelled(
+                version=int(r.version),
+                ts=float(r.ts),
+                delay=float(r.label_ts) - float(r.ts),
+                label=r.label,
+                prediction=o["predictions"][r.ledger_row],
+                classes=[str(c) for c in classes] if classes and probas is not None else None,
+                probabilities=probas[r.ledger_row] if probas is not None else None,
+            )
+        )
+    return out, truncated
+
+
+def classification_metrics(items: Sequence[Labelled]) -> dict[str, Any]:
+    """Accuracy, macro precision/recall/F1 (and the positive class's for two classes), log
+    loss and ROC AUC when every item has probabilities over classes that include its label."""
+    from sklearn import metrics
+
+    if not items:
+        return {}
+    y_true = [str(i.label) for i in items]
+    y_pred = [str(i.prediction) for i in items]
+    out: dict[str, Any] = {"accuracy": float(metrics.accuracy_score(y_true, y_pred))}
+    p, r, f, _ = metrics.precision_recall_fscore_support(
+        y_true, y_pred, average="macro", zero_division=0
+    )
+    out.update(precision=float(p), recall=float(r), f1=float(f))
+    classes = items[0].classes
+    with_probas = classes is not None and all(
+        i.classes == classes and i.probabilities is not None for i in items
+    )
+    known = sorted(set(y_true) | set(y_pred)) if classes is None else classes
+    if len(known) == 2:
+        positive = known[1]
+        p, r, f, _ = metrics.precision_recall_fscore_support(
+            y_true, y_pred, average="binary", pos_label=positive, zero_division=0
+        )
+        out.update(
+            positive_class=positive,
+            precision_positive=float(p),
+            recall_positive=float(r),
+            f1_positive=float(f),
+        )
+    if not with_probas or classes is None or not set(y_true) <= set(classes):
+        return out
+    proba = np.asarray([i.probabilities for i in items], dtype=float)
+    out["log_loss"] = float(metrics.log_loss(y_true, proba, labels=classes))
+    if len(set(y_true)) < 2:
+        return out  # ROC AUC needs both kinds of answer
+    try:
+        if len(classes) == 2:
+            truth = [y == classes[1] for y in y_true]
+            out["roc_auc"] = float(metrics.roc_auc_score(truth, proba[:, 1]))
+        elif len(set(y_true)) == len(classes):
+            out["roc_auc"] = float(
+                metrics.roc_auc_score(y_true, proba, multi_class="ovr", labels=classes)
+            )
+    except ValueError:
+        pass  # probabilities that do not sum to one, or a class missing: no AUC
+    return out
+
+
+def regression_metrics(items: Sequence[Labelled]) -> dict[str, Any]:
+    """MAE and RMSE (and R² from two labels on) over items whose label and prediction are
+    numbers."""
+    from sklearn import metrics
+
+    pairs = [
+        (float(i.label), float(i.prediction))
+        for i in items
+        if _number(i.label) and _number(i.prediction)
+    ]
+    if not pairs:
+        return {}
+    y_true, y_pred = (np.asarray(v) for v in zip(*pairs, strict=True))
+    out = {
+        "mae": float(metrics.mean_absolute_error(y_true, y_pred)),
+        "rmse": float(math.sqrt(metrics.mean_squared_error(y_true, y_pred))),
+    }
+    if len(pairs) >= 2:
+        out["r2"] = float(metrics.r2_score(y_true, y_pred))
+    return out
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def report(
+    conn: Connection,
+    name: str,
+    *,
+    since: float,
+    until: float,
+    version: int | None = None,
+    buckets: int = 24,
+    consumer: str | None = None,
+    segment: str | None = None,
+    max_rows: int = 200_000,
+) -> dict[str, Any]:
+    """The performance answer of ``GET /v1/models/{name}/performance``."""
+    model = registry.model_row(conn, name)
+    if version is not None:
+        registry.version_row(conn, name, version)  # 404 for an unknown version
+    where = scope(name, since, until, version, consumer, segment)
+    counts = prediction_counts(conn, where)
+    items, truncated = read_labelled(conn, where, max_rows)
+    task = "regression" if model.task == "regression" else "classification"
+    score = regression_metrics if task == "regression" else classification_metrics
+    by_version: dict[int, list[Labelled]] = {}
+    for item in items:
+        by_version.setdefault(item.version, []).append(item)
+    numbers = sorted(set(counts) | set(by_version) | ({version} if version is not None else set()))
+    step = (until - since) / buckets
+    out = []
+    for number in numbers:
+        mine = by_version.get(number, [])
+        made = counts.get(number, 0)
+        delays = np.asarray([i.delay for i in mine], dtype=float)
+        slots: list[list[Labelled]] = [[] for _ in range(buckets)]
+        for item in mine:
+            slots[min(int((item.ts - since) / step), buckets - 1)].append(item)
+        out.append(
+            {
+                "version": number,
+                "predictions": made,
+                "labelled": len(mine),
+                "coverage": len(mine) / made if made else None,
+                "label_delay_seconds": (
+                    {
+                        "median": float(np.median(delays)),
+                        "p90": float(np.percentile(delays, 90)),
+                    }
+                    if delays.size
+                    else None
+                ),
+                "metrics": score(mine),
+                "series": [
+                    {
+                        "start": iso(since + k * step),
+                        "end": iso(since + (k + 1) * step),
+                        "labelled": len(slot),
+                        "metrics": score(slot),
+                    }
+                    for k, slot in enumerate(slots)
+                ],
+            }
+        )
+    return {
+        "model": name,
+        "task": task,
+        "window": window_dict(since, until),
+        "consumer": consumer,
+        "segment": segment,
+        "truncated": truncated,
+        "max_rows": max_rows,
+        "versions": out,
+    }

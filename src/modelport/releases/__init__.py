@@ -1,0 +1,1 @@
+"""Releases to consuming apps: consumer pins, adapters and their audit (``consumers``), traffic policies (``traffic``), bandit policies (``bandits``), canary guards (``canary``), what an experiment's traffic did (``outcomes``), experiment statistics (``experiment``) and schema compatibility checks at push time (``compatibility``)."""

@@ -1,0 +1,1 @@
+"""The service layer: the façade every front end (REST, the Open Inference Protocol, the CLI, the dashboard) calls, as plain async Python, and the background loops it runs beside serving (``core``)."""

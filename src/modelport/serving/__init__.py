@@ -1,0 +1,1 @@
+"""The hot path of a prediction: which version answers (``routing``, ``segments``), how concurrent requests share a model call (``batching``), the predict threads (``pool``), each version's health (``health``) and the prediction cache (``cache``)."""
