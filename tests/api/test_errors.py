@@ -418,6 +418,13 @@ def test_422_payload_shapes(iris: RunningServer) -> None:
         err = assert_envelope(http.post(PREDICT, json=body), 422, "invalid_input")
         assert len(err["details"]) == 1, (body, err)
         assert expected.items() <= err["details"][0].items(), (body, err)
+    # A row sent as the body itself: the answer says where rows go.
+    err = assert_envelope(http.post(PREDICT, json=ROW), 422, "invalid_input")
+    assert 'rows go under "inputs"' in err["message"], err
+    err = assert_envelope(
+        http.post(PREDICT, json={"inputs": [ROW], "verison": 2}), 422, "invalid_input"
+    )
+    assert "rows go under" not in err["message"], err
     assert ledger_size(iris.settings) == (0, 0)
 
 

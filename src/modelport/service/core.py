@@ -337,8 +337,15 @@ class Service:
         unexpected = sorted(set(payload) - _PREDICT_KEYS)
         if unexpected:
             # A misspelt "version" must not quietly score with the production alias.
+            hint = ""
+            if not set(payload) & {"inputs", "columns", "data"}:
+                # Most often a row sent as the body itself.
+                hint = (
+                    '; rows go under "inputs" ({"inputs": [{...}, ...]}), or as "columns" '
+                    'and "data"'
+                )
             raise InvalidInput(
-                f"unexpected field(s) in the body: {', '.join(unexpected)}",
+                f"unexpected field(s) in the body: {', '.join(unexpected)}{hint}",
                 details=[{"field": k, "reason": "unexpected field"} for k in unexpected],
             )
         version = _optional_int(payload.get("version"), "version")
