@@ -8,10 +8,10 @@ import click
 
 from ..batch.scoring import ENGINES
 from ..errors import NotFound, VersionNotFound
-from .main import _client, _print_json, client_options, main
+from .common import client_for, client_options, print_json
 
 
-@main.command()
+@click.command()
 @click.argument("name")
 @click.argument("paths", metavar="[INPUT] [OUTPUT]", nargs=-1)
 @click.option(
@@ -110,7 +110,7 @@ def score(
     if conf and engine != "spark":
         raise click.UsageError("--spark-conf needs --engine spark")
     try:
-        run = _client(url, key).score(
+        run = client_for(url, key).score(
             name,
             input_path,
             output_path,
@@ -129,7 +129,7 @@ def score(
         hint = "--version" if isinstance(exc, VersionNotFound) else "NAME"
         raise click.BadParameter(exc.message, param_hint=hint) from None
     if as_json:
-        _print_json(run)
+        print_json(run)
         return
     result = run["result"] or {}
     click.echo(
@@ -138,3 +138,7 @@ def score(
     )
     click.echo(f"output: {result.get('output')}")
     click.echo(f"rejects: {result.get('rejects')}")
+
+
+#: The commands of this module, registered on the group by modelport.cli.main.
+COMMANDS: list[click.Command] = [score]

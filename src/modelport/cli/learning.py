@@ -7,11 +7,18 @@ from typing import Any
 
 import click
 
-from .main import _client, _key_values, _print_json, _table, client_options, main
-from .releases import _document, _set_or_remove
+from .common import (
+    client_for,
+    client_options,
+    document,
+    key_values,
+    print_json,
+    set_or_remove,
+    table,
+)
 
 
-@main.command()
+@click.command()
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @client_options
 def algorithms(as_json: bool, url: str, key: str | None) -> None:
@@ -21,16 +28,16 @@ def algorithms(as_json: bool, url: str, key: str | None) -> None:
     Example:
       modelport algorithms --json
     """
-    rows = _client(url, key).algorithms()
+    rows = client_for(url, key).algorithms()
     if as_json:
-        _print_json(rows)
+        print_json(rows)
         return
     for r in rows:
         r["params"] = ", ".join(p["name"] if isinstance(p, dict) else str(p) for p in r["params"])
-    _table(rows, ["name", "task", "online", "params"])
+    table(rows, ["name", "task", "online", "params"])
 
 
-@main.command()
+@click.command()
 @click.argument("name")
 @click.option(
     "--algorithm", required=True, help="A built-in algorithm (see: modelport algorithms)."
@@ -59,19 +66,19 @@ def create(
       modelport create churn --algorithm online_logistic_regression \\
           --schema @schema.json --target churned --classes no,yes --param alpha=0.0001
     """
-    out = _client(url, key).create_from_algorithm(
+    out = client_for(url, key).create_from_algorithm(
         name,
         algorithm,
-        schema=_document(schema, "--schema"),
+        schema=document(schema, "--schema"),
         target=target,
-        params=_key_values(params, "--param", False) or None,
+        params=key_values(params, "--param", False) or None,
         classes=[c.strip() for c in classes.split(",")] if classes else None,
-        online=_document(online, "--online") if online else None,
+        online=document(online, "--online") if online else None,
     )
     click.echo(f"created {name} ({out['spec']['algorithm']}, {out['spec']['task']})")
 
 
-@main.command()
+@click.command()
 @click.argument("name")
 @click.argument("path", type=click.Path(exists=True, dir_okay=False))
 @click.option("--chunk-rows", type=int, default=5000, show_default=True, help="Rows per request.")
@@ -86,7 +93,7 @@ def ingest(name: str, path: str, chunk_rows: int, quiet: bool, url: str, key: st
     Example:
       modelport ingest churn labelled.csv
     """
-    out = _client(url, key).ingest(name, path, chunk_rows=chunk_rows, progress=not quiet)
+    out = client_for(url, key).ingest(name, path, chunk_rows=chunk_rows, progress=not quiet)
     click.echo(f"{name}: {out['accepted']} of {out['rows']} rows accepted")
     for r in out["rejected"][:20]:
         click.echo(f"row {r['index']}: {r.get('field')}: {r['reason']}", err=True)
@@ -101,12 +108,12 @@ def _wait_and_show(client: Any, job: dict[str, Any], wait: bool) -> None:
         click.echo(f"job {job['id']} queued ({job['type']}); see: modelport job {job['id']}")
         return
     job = client.wait_job(job["id"])
-    _print_json(job["result"] if job["status"] == "succeeded" else job)
+    print_json(job["result"] if job["status"] == "succeeded" else job)
     if job["status"] != "succeeded":
         raise click.ClickException(f"job {job['id']} {job['status']}: {job.get('error')}")
 
 
-@main.command()
+@click.command()
 @click.argument("name")
 @click.option(
     "--seed", type=int, default=0, show_default=True, help="Seed (same seed, same model)."
@@ -130,14 +137,14 @@ def retrain(
     Example:
       modelport retrain churn --seed 7
     """
-    client = _client(url, key)
+    client = client_for(url, key)
     params: dict[str, Any] = {"seed": seed, "holdout": holdout}
     if dataset:
         params["dataset"] = dataset
     _wait_and_show(client, client.retrain(name, **params), wait)
 
 
-@main.command()
+@click.command()
 @click.argument("name")
 @click.option("--version", "version", type=int, required=True, help="The version to replay.")
 @click.option("--since", help="From this time (ISO-8601 or epoch seconds).")
@@ -163,12 +170,12 @@ def replay(
     Example:
       modelport replay churn --version 4 --since 2026-11-24T00:00:00Z
     """
-    client = _client(url, key)
+    client = client_for(url, key)
     params = {k: v for k, v in (("since", since), ("until", until), ("consumer", consumer)) if v}
     _wait_and_show(client, client.replay(name, version, limit=limit, **params), wait)
 
 
-@main.command()
+@click.command()
 @click.argument("job_id", type=int)
 @click.option("--cancel", is_flag=True, help="Cancel it.")
 @client_options
@@ -179,11 +186,11 @@ def job(job_id: int, cancel: bool, url: str, key: str | None) -> None:
     Example:
       modelport job 12
     """
-    client = _client(url, key)
-    _print_json(client.cancel_job(job_id) if cancel else client.job(job_id))
+    client = client_for(url, key)
+    print_json(client.cancel_job(job_id) if cancel else client.job(job_id))
 
 
-@main.command()
+@click.command()
 @click.argument("name")
 @click.option("--set", "gate", help="The gate: JSON, or @FILE.")
 @click.option("--remove", is_flag=True, help="Remove the gate.")
@@ -195,10 +202,10 @@ def gate(name: str, gate: str | None, remove: bool, url: str, key: str | None) -
     Example:
       modelport gate churn --set '{"metric": "accuracy", "min_improvement": 0.01}'
     """
-    _print_json(_client(url, key).set_gate(name, _set_or_remove(gate, remove)))
+    print_json(client_for(url, key).set_gate(name, set_or_remove(gate, remove)))
 
 
-@main.command()
+@click.command()
 @click.argument("name")
 @click.option("--set", "triggers", help="The triggers: JSON, or @FILE.")
 @click.option("--remove", is_flag=True, help="Remove the triggers.")
@@ -210,4 +217,8 @@ def triggers(name: str, triggers: str | None, remove: bool, url: str, key: str |
     Example:
       modelport triggers churn --set '{"after_observations": 1000, "every_seconds": 86400}'
     """
-    _print_json(_client(url, key).set_triggers(name, _set_or_remove(triggers, remove)))
+    print_json(client_for(url, key).set_triggers(name, set_or_remove(triggers, remove)))
+
+
+#: The commands of this module, registered on the group by modelport.cli.main.
+COMMANDS: list[click.Command] = [algorithms, create, ingest, retrain, replay, job, gate, triggers]

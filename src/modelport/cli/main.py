@@ -10,8 +10,6 @@ from __future__ import annotations
 import functools
 import json
 import os
-import sys
-import typing
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -19,47 +17,19 @@ from typing import Any
 import click
 
 from .. import __version__
-from ..errors import InvalidInput, InvalidRequest, ModelportError
 from ..settings import Settings, load_settings
-
-F = typing.TypeVar("F", bound=Callable[..., Any])
-
-
-def _fail(message: str, code: int = 1) -> typing.NoReturn:
-    click.echo(f"error: {message}", err=True)
-    sys.exit(code)
-
-
-def _one_line(exc: ModelportError) -> str:
-    text = exc.message
-    extra = [
-        f"row {d['row']} {d.get('field')}: {d['reason']}"
-        if d.get("row") is not None
-        else f"{d.get('field')}: {d['reason']}"
-        for d in exc.details[1:6]
-    ]
-    if extra:
-        text += " | " + "; ".join(extra)
-    return " ".join(text.split())
-
-
-class Group(click.Group):
-    """A click group that turns every error into one line and a non-zero exit."""
-
-    def invoke(self, ctx: click.Context) -> Any:
-        try:
-            return super().invoke(ctx)
-        except ModelportError as exc:
-            _fail(_one_line(exc), 2 if isinstance(exc, InvalidInput | InvalidRequest) else 1)
-        except click.UsageError as exc:
-            where = f" (see '{exc.ctx.command_path} --help')" if exc.ctx else ""
-            _fail(" ".join(exc.format_message().split()) + where, 2)
-        except (click.ClickException, click.exceptions.Exit, click.exceptions.Abort):
-            raise
-        except (OSError, ValueError) as exc:
-            _fail(f"{type(exc).__name__}: {exc}")
-        except Exception as exc:  # a bug of ours: still one line, never a traceback
-            _fail(f"unexpected {type(exc).__name__}: {exc}")
+from . import batch, learning, monitoring, releases, streams
+from .common import (
+    F,
+    Group,
+    client_for,
+    client_options,
+    key_values,
+    load,
+    print_json,
+    settings_options,
+    table,
+)
 
 
 @click.group(
@@ -80,36 +50,6 @@ def main() -> None:
 # -- settings as flags --------------------------------------------------------------------------
 
 
-def settings_options(fn: F) -> F:
-    """Add one flag per setting (and --config) to a command."""
-    for name, info in reversed(list(Settings.model_fields.items())):
-        flag = "--" + name.replace("_", "-")
-        help_text = f"{info.description} [env MODELPORT_{name.upper()}]"
-        annotation = info.annotation
-        if typing.get_origin(annotation) is typing.Literal:
-            choice = click.Choice([str(v) for v in typing.get_args(annotation)])
-            fn = click.option(flag, name, type=choice, default=None, help=help_text)(fn)
-        elif annotation is bool:
-            fn = click.option(flag, name, is_flag=True, default=None, help=help_text)(fn)
-        elif annotation is int:
-            fn = click.option(flag, name, type=int, default=None, help=help_text)(fn)
-        elif annotation is float:
-            fn = click.option(flag, name, type=float, default=None, help=help_text)(fn)
-        else:
-            fn = click.option(flag, name, type=str, default=None, help=help_text)(fn)
-    fn = click.option(
-        "--config",
-        "config_file",
-        type=click.Path(dir_okay=False),
-        help="TOML config file [env MODELPORT_CONFIG]",
-    )(fn)
-    return fn
-
-
-def _settings(config_file: str | None, flags: dict[str, Any]) -> Settings:
-    return load_settings(flags, config_file)
-
-
 @main.command()
 @settings_options
 def serve(config_file: str | None, **flags: Any) -> None:
@@ -121,7 +61,7 @@ def serve(config_file: str | None, **flags: Any) -> None:
     """
     from ..api.server import serve as run
 
-    settings = _settings(config_file, flags)
+    settings = load(config_file, flags)
     run(
         settings,
         on_ready=lambda: click.echo(
@@ -144,7 +84,7 @@ def quickstart(config_file: str | None, **flags: Any) -> None:
     """
     from .quickstart import run_quickstart
 
-    run_quickstart(_settings(config_file, flags))
+    run_quickstart(load(config_file, flags))
 
 
 def _host(settings: Settings) -> str:
@@ -152,60 +92,6 @@ def _host(settings: Settings) -> str:
 
 
 # -- client commands -----------------------------------------------------------------------------
-
-
-def client_options(fn: F) -> F:
-    fn = click.option("--key", envvar="MODELPORT_KEY", help="API key [env MODELPORT_KEY]")(fn)
-    fn = click.option(
-        "--url",
-        envvar="MODELPORT_URL",
-        default="http://127.0.0.1:8000",
-        show_default=True,
-        help="Server address [env MODELPORT_URL]",
-    )(fn)
-    return fn
-
-
-def _client(url: str, key: str | None) -> Any:
-    from ..client import Client
-
-    return Client(url, key)
-
-
-def _print_json(data: Any) -> None:
-    click.echo(json.dumps(data, indent=2, default=str))
-
-
-def _table(rows: list[dict[str, Any]], columns: list[str]) -> None:
-    if not rows:
-        click.echo("(none)")
-        return
-    text = [[str(r.get(c, "") if r.get(c) is not None else "") for c in columns] for r in rows]
-    widths = [max(len(c), *(len(t[i]) for t in text)) for i, c in enumerate(columns)]
-    click.echo("  ".join(c.upper().ljust(w) for c, w in zip(columns, widths, strict=True)).rstrip())
-    for t in text:
-        click.echo("  ".join(v.ljust(w) for v, w in zip(t, widths, strict=True)).rstrip())
-
-
-def _key_values(pairs: tuple[str, ...], what: str, number: bool) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for pair in pairs:
-        if "=" not in pair:
-            raise click.BadParameter(f"{pair!r}: expected NAME=VALUE", param_hint=what)
-        k, v = pair.split("=", 1)
-        if number:
-            try:
-                out[k] = float(v)
-            except ValueError:
-                raise click.BadParameter(
-                    f"{pair!r}: {v!r} is not a number", param_hint=what
-                ) from None
-        else:
-            try:
-                out[k] = json.loads(v)
-            except json.JSONDecodeError:
-                out[k] = v
-    return out
 
 
 @main.command()
@@ -285,7 +171,7 @@ def push(
       modelport push churn model.skops --train-data train.csv --target churned \\
           --commit $(git rev-parse HEAD) --metric auc=0.91 --alias production
     """
-    out = _client(url, key).push(
+    out = client_for(url, key).push(
         name,
         Path(path),
         alias=alias,
@@ -293,8 +179,8 @@ def push(
         train_data=train_data,
         target=target,
         commit=commit,
-        metrics=_key_values(metrics, "--metric", True) or None,
-        params=_key_values(params, "--param", False) or None,
+        metrics=key_values(metrics, "--metric", True) or None,
+        params=key_values(params, "--param", False) or None,
         task=task,
         description=description,
         strict=strict,
@@ -323,13 +209,13 @@ def models(as_json: bool, url: str, key: str | None) -> None:
     Example:
       modelport models --url http://127.0.0.1:8000
     """
-    rows = _client(url, key).models()
+    rows = client_for(url, key).models()
     if as_json:
-        _print_json(rows)
+        print_json(rows)
         return
     for r in rows:
         r["aliases"] = ", ".join(f"{a}={v}" for a, v in r["aliases"].items())
-    _table(rows, ["name", "task", "latest_version", "aliases", "created"])
+    table(rows, ["name", "task", "latest_version", "aliases", "created"])
 
 
 @main.command()
@@ -343,16 +229,16 @@ def versions(name: str, as_json: bool, url: str, key: str | None) -> None:
     Example:
       modelport versions iris
     """
-    rows = _client(url, key).versions(name)
+    rows = client_for(url, key).versions(name)
     if as_json:
-        _print_json(rows)
+        print_json(rows)
         return
     for r in rows:
         r["aliases"] = ", ".join(r["aliases"])
         r["sha256"] = r["sha256"][:12]
         r["by"] = r["lineage"].get("created_by")
         r["commit"] = (r["lineage"].get("code_commit") or "")[:12]
-    _table(rows, ["version", "flavor", "aliases", "created", "by", "commit", "sha256"])
+    table(rows, ["version", "flavor", "aliases", "created", "by", "commit", "sha256"])
 
 
 @main.command()
@@ -368,7 +254,7 @@ def promote(name: str, version: int, alias: str, reason: str, url: str, key: str
     Example:
       modelport promote churn 3 --alias production --reason "better AUC on replay"
     """
-    out = _client(url, key).promote(name, version, alias=alias, reason=reason)
+    out = client_for(url, key).promote(name, version, alias=alias, reason=reason)
     click.echo(f"{name}: {alias} -> version {out['version']} (was {out['previous']})")
 
 
@@ -384,7 +270,7 @@ def rollback(name: str, alias: str, reason: str, url: str, key: str | None) -> N
     Example:
       modelport rollback churn --reason "accuracy dropped"
     """
-    out = _client(url, key).rollback(name, alias=alias, reason=reason)
+    out = client_for(url, key).rollback(name, alias=alias, reason=reason)
     click.echo(f"{name}: {alias} -> version {out['version']} (was {out['previous']})")
 
 
@@ -400,11 +286,11 @@ def history(name: str, alias: str | None, as_json: bool, url: str, key: str | No
     Example:
       modelport history churn --alias production
     """
-    rows = _client(url, key).alias_history(name, alias)
+    rows = client_for(url, key).alias_history(name, alias)
     if as_json:
-        _print_json(rows)
+        print_json(rows)
         return
-    _table(rows, ["at", "alias", "kind", "from_version", "to_version", "actor", "reason"])
+    table(rows, ["at", "alias", "kind", "from_version", "to_version", "actor", "reason"])
 
 
 @main.command()
@@ -450,7 +336,7 @@ def predict(
         import pandas as pd
 
         inputs = pd.read_csv(str(csv_file))
-    _print_json(_client(url, key).predict(name, inputs, version=version, alias=alias))
+    print_json(client_for(url, key).predict(name, inputs, version=version, alias=alias))
 
 
 @main.command()
@@ -475,7 +361,7 @@ def feedback(
             value = json.loads(label)
         except json.JSONDecodeError:
             value = label
-    _print_json(_client(url, key).feedback(prediction_id, label=value, reward=reward))
+    print_json(client_for(url, key).feedback(prediction_id, label=value, reward=reward))
 
 
 @main.command()
@@ -488,7 +374,7 @@ def prediction(prediction_id: str, url: str, key: str | None) -> None:
     Example:
       modelport prediction 01932c1e-...
     """
-    _print_json(_client(url, key).prediction(prediction_id))
+    print_json(client_for(url, key).prediction(prediction_id))
 
 
 # -- keys ------------------------------------------------------------------------------------------
@@ -530,7 +416,7 @@ def _keys_backend(fn: Callable[..., Any]) -> Callable[..., Any]:
     ) -> Any:
         url = url or (None if (home or store) else os.environ.get("MODELPORT_URL"))
         if url:
-            return fn(remote=_client(url, key), local=None, **kwargs)
+            return fn(remote=client_for(url, key), local=None, **kwargs)
         from ..store import Store
 
         settings = load_settings({"home": home, "store": store})
@@ -593,13 +479,13 @@ def keys_list(remote: Any, local: Any, include_revoked: bool, as_json: bool) -> 
         with local.read() as conn:
             rows = keymod.list_keys(conn, include_revoked=include_revoked)
     if as_json:
-        _print_json(rows)
+        print_json(rows)
         return
     for r in rows:
         r["scopes"] = ",".join(r["scopes"])
         r["created"] = iso(r["created_at"])
         r["revoked"] = iso(r["revoked_at"]) or ""
-    _table(rows, ["id", "prefix", "consumer", "scopes", "created", "revoked"])
+    table(rows, ["id", "prefix", "consumer", "scopes", "created", "revoked"])
 
 
 @keys.command("revoke")
@@ -623,12 +509,7 @@ def keys_revoke(remote: Any, local: Any, key_id: int) -> None:
     click.echo(f"revoked key {out['id']} of {out['consumer']}")
 
 
-# The release and learning-loop commands live in modules of their own.
-from . import batch, learning, monitoring, releases, streams  # noqa: E402, F401
-
-if __name__ == "__main__":  # pragma: no cover
-    # Run as ``python -m modelport.cli``: start the imported module's group, on which
-    # cli_releases registered its commands (this __main__ copy has only its own).
-    from modelport.cli.main import main as registered
-
-    registered()
+# The release, learning, monitoring, batch and stream commands live in modules of their own.
+for _module in (releases, learning, monitoring, batch, streams):
+    for _command in _module.COMMANDS:
+        main.add_command(_command)

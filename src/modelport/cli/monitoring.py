@@ -6,8 +6,7 @@ from typing import Any
 
 import click
 
-from .main import _client, _print_json, _table, client_options, main
-from .releases import _set_or_remove
+from .common import client_for, client_options, print_json, set_or_remove, table
 
 
 def _fmt(value: Any) -> str:
@@ -18,7 +17,7 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
-@main.command()
+@click.command()
 @click.argument("name")
 @click.option("--window", default="24h", show_default=True, help="e.g. 30s, 15m, 2h, 7d.")
 @click.option("--version", "version", type=int, help="Only this version.")
@@ -41,9 +40,9 @@ def performance(
       modelport performance churn
       modelport performance churn --window 7d --version 3 --json
     """
-    out = _client(url, key).performance(name, window=window, version=version, consumer=consumer)
+    out = client_for(url, key).performance(name, window=window, version=version, consumer=consumer)
     if as_json:
-        _print_json(out)
+        print_json(out)
         return
     w = out["window"]
     click.echo(f"{out['model']} ({out['task']}), {w['since']} .. {w['until']}")
@@ -65,12 +64,12 @@ def performance(
                 **{n: _fmt(v["metrics"].get(n)) for n in names},
             }
         )
-    _table(rows, ["version", "predictions", "labelled", "coverage", "delay_p50_s", *names])
+    table(rows, ["version", "predictions", "labelled", "coverage", "delay_p50_s", *names])
     if out.get("truncated"):
         click.echo(f"(only the newest {out['max_rows']} labels were read)")
 
 
-@main.command()
+@click.command()
 @click.argument("name")
 @click.option("--window", help="e.g. 30s, 15m, 2h, 7d (default: the model's setting).")
 @click.option("--version", "version", type=int, help="Only this version.")
@@ -86,9 +85,9 @@ def drift(
       modelport drift churn
       modelport drift churn --window 2h --version 3 --json
     """
-    out = _client(url, key).drift(name, window=window, version=version)
+    out = client_for(url, key).drift(name, window=window, version=version)
     if as_json:
-        _print_json(out)
+        print_json(out)
         return
     w = out["window"]
     click.echo(f"{out['model']}, {w['since']} .. {w['until']}; thresholds {out['thresholds']}")
@@ -112,10 +111,10 @@ def drift(
             for f in entries
         ]
         if rows:
-            _table(rows, ["field", "kind", "psi", "test", "p_value", "drifted"])
+            table(rows, ["field", "kind", "psi", "test", "p_value", "drifted"])
 
 
-@main.command()
+@click.command()
 @click.argument("name")
 @click.option("--set", "doc", help="The settings: JSON, or @FILE.")
 @click.option("--remove", is_flag=True, help="Remove the settings (defaults apply).")
@@ -129,8 +128,12 @@ def monitoring(name: str, doc: str | None, remove: bool, url: str, key: str | No
       modelport monitoring churn --set '{"thresholds": {"psi": 0.25}, "webhook": "https://hooks.example.com/x"}'
       modelport monitoring churn --remove
     """
-    client = _client(url, key)
+    client = client_for(url, key)
     if doc is None and not remove:
-        _print_json(client.monitoring(name))
+        print_json(client.monitoring(name))
         return
-    _print_json(client.set_monitoring(name, _set_or_remove(doc, remove)))
+    print_json(client.set_monitoring(name, set_or_remove(doc, remove)))
+
+
+#: The commands of this module, registered on the group by modelport.cli.main.
+COMMANDS: list[click.Command] = [performance, drift, monitoring]

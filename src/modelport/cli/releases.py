@@ -4,35 +4,14 @@ experiment reports. They talk to a server like the other client commands."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 import click
 
-from .main import _client, _print_json, _table, client_options, main
+from .common import client_for, client_options, document, print_json, set_or_remove, table
 
 
-def _document(text: str, what: str) -> Any:
-    """A JSON document given inline or as @FILE / a file path."""
-    path = Path(text[1:] if text.startswith("@") else text)
-    try:
-        if text.startswith("@") or (path.suffix == ".json" and path.exists()):
-            return json.loads(path.read_text())
-        return json.loads(text)
-    except (OSError, json.JSONDecodeError) as exc:
-        raise click.BadParameter(
-            f"not JSON or a readable JSON file: {exc}", param_hint=what
-        ) from None
-
-
-def _set_or_remove(text: str | None, remove: bool) -> Any:
-    """The document of a ``--set``/``--remove`` pair: exactly one is given; None removes."""
-    if bool(text) == remove:
-        raise click.UsageError("give --set or --remove")
-    return None if remove else _document(text or "", "--set")
-
-
-@main.command()
+@click.command()
 @click.argument("name")
 @click.argument("consumer")
 @click.option("--version", "version", type=int, help="Pin to this version.")
@@ -60,15 +39,15 @@ def pin(
     """
     if version is not None and alias is not None:
         raise click.UsageError("give --version or --alias, not both")
-    doc = _document(adapter, "--adapter") if adapter else None
-    out = _client(url, key).pin(name, consumer, version=version, alias=alias, adapter=doc)
+    doc = document(adapter, "--adapter") if adapter else None
+    out = client_for(url, key).pin(name, consumer, version=version, alias=alias, adapter=doc)
     target = out["pin"] or "the traffic policy"
     click.echo(
         f"{name}: consumer {consumer} -> {target}; adapter: {'yes' if out['adapter'] else 'none'}"
     )
 
 
-@main.command()
+@click.command()
 @click.argument("name")
 @click.argument("consumer")
 @client_options
@@ -79,11 +58,11 @@ def unpin(name: str, consumer: str, url: str, key: str | None) -> None:
     Example:
       modelport unpin churn checkout
     """
-    _client(url, key).unpin(name, consumer)
+    client_for(url, key).unpin(name, consumer)
     click.echo(f"{name}: consumer {consumer} follows the traffic policy")
 
 
-@main.command()
+@click.command()
 @click.argument("name")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @client_options
@@ -94,16 +73,16 @@ def consumers(name: str, as_json: bool, url: str, key: str | None) -> None:
     Example:
       modelport consumers churn
     """
-    rows = _client(url, key).consumers(name)
+    rows = client_for(url, key).consumers(name)
     if as_json:
-        _print_json(rows)
+        print_json(rows)
         return
     for r in rows:
         r["adapter"] = "yes" if r["adapter"] else ""
-    _table(rows, ["consumer", "pin", "adapter", "updated", "updated_by"])
+    table(rows, ["consumer", "pin", "adapter", "updated", "updated_by"])
 
 
-@main.command()
+@click.command()
 @click.argument("name")
 @click.option("--set", "policy", help="The new policy: JSON, or @FILE (see docs/api.md).")
 @client_options
@@ -118,12 +97,12 @@ def traffic(name: str, policy: str | None, url: str, key: str | None) -> None:
           {"name": "b", "alias": "candidate", "weight": 10}]}'
       modelport traffic churn --set @canary.json
     """
-    client = _client(url, key)
-    out = client.set_traffic(name, _document(policy, "--set")) if policy else client.traffic(name)
-    _print_json(out)
+    client = client_for(url, key)
+    out = client.set_traffic(name, document(policy, "--set")) if policy else client.traffic(name)
+    print_json(out)
 
 
-@main.command()
+@click.command()
 @click.argument("name")
 @click.option("--set", "adapter", help="The model-wide adapter: JSON, or @FILE.")
 @click.option("--remove", is_flag=True, help="Remove the model-wide adapter.")
@@ -135,10 +114,10 @@ def adapter(name: str, adapter: str | None, remove: bool, url: str, key: str | N
     Example:
       modelport adapter churn --set '{"steps": [{"rename": {"from": "postcode", "to": "zip"}}]}'
     """
-    _print_json(_client(url, key).set_adapter(name, _set_or_remove(adapter, remove)))
+    print_json(client_for(url, key).set_adapter(name, set_or_remove(adapter, remove)))
 
 
-@main.command()
+@click.command()
 @click.argument("name")
 @click.option("--limit", type=int, default=50, show_default=True, help="How many, newest first.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
@@ -150,16 +129,16 @@ def events(name: str, limit: int, as_json: bool, url: str, key: str | None) -> N
     Example:
       modelport events churn --limit 20
     """
-    rows = _client(url, key).events(name, limit)
+    rows = client_for(url, key).events(name, limit)
     if as_json:
-        _print_json(rows)
+        print_json(rows)
         return
     for r in rows:
         r["detail"] = json.dumps(r["detail"], separators=(",", ":"))[:100]
-    _table(rows, ["time", "kind", "actor", "detail"])
+    table(rows, ["time", "kind", "actor", "detail"])
 
 
-@main.command()
+@click.command()
 @click.argument("name")
 @click.option("--metric", type=click.Choice(["accuracy", "mean_reward", "rmse"]))
 @click.option("--revision", type=int, help="A traffic revision (default: the current one).")
@@ -174,9 +153,9 @@ def experiment(
     Example:
       modelport experiment churn --metric accuracy
     """
-    out = _client(url, key).experiment(name, metric=metric, revision=revision)
+    out = client_for(url, key).experiment(name, metric=metric, revision=revision)
     if as_json:
-        _print_json(out)
+        print_json(out)
         return
     click.echo(
         f"{name}: revision {out['revision']}, {out['policy']} policy, metric {out['metric']}"
@@ -198,8 +177,12 @@ def experiment(
                 "test": vs.get("test", ""),
             }
         )
-    _table(rows, ["arm", "requests", "feedback", "value", "ci", "diff", "p", "significant", "test"])
+    table(rows, ["arm", "requests", "feedback", "value", "ci", "diff", "p", "significant", "test"])
 
 
 def _num(value: Any) -> str:
     return "" if value is None else f"{value:.4g}"
+
+
+#: The commands of this module, registered on the group by modelport.cli.main.
+COMMANDS: list[click.Command] = [pin, unpin, consumers, traffic, adapter, events, experiment]

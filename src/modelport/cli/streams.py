@@ -13,10 +13,10 @@ import socket
 
 import click
 
-from .main import _fail, client_options, main
+from .common import client_options, fail
 
 
-@main.command()
+@click.command()
 @click.argument("model")
 @click.option(
     "--broker",
@@ -95,9 +95,9 @@ def stream(
     from ..streams.worker import StreamJob, run_stream
 
     if (db_url is None) != (table is None):
-        _fail("give --db and --table together", 2)
+        fail("give --db and --table together", 2)
     if db_url is not None and output is not None:
-        _fail("give --output or --db/--table, not both", 2)
+        fail("give --output or --db/--table, not both", 2)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # not a line per record
     job = StreamJob(
@@ -137,4 +137,8 @@ def stream(
     try:
         asyncio.run(run())
     except StreamError as exc:
-        _fail(str(exc))
+        fail(str(exc))
+
+
+#: The commands of this module, registered on the group by modelport.cli.main.
+COMMANDS: list[click.Command] = [stream]
