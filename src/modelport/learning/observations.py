@@ -212,7 +212,7 @@ def _typed_text_rows(spec: dict[str, Any], schema: Schema, rows: list[Any]) -> l
     """Rows of text cells with each field's cells read as its type, and the labels read as a
     number (regression) or as the model's classes (or integers, booleans when every label
     of the rows reads as one, as a typed file would have them)."""
-    from ..batch.scoring import text_values
+    from ..inputs.cells import text_values
 
     dicts = [r for r in rows if isinstance(r, dict)]
     for f in schema.fields:
@@ -228,8 +228,7 @@ def _typed_text_rows(spec: dict[str, Any], schema: Schema, rows: list[Any]) -> l
 
 
 def _text_labels(spec: dict[str, Any], cells: list[Any]) -> list[Any]:
-    def missing(v: Any) -> bool:
-        return v is None or (isinstance(v, str) and not v.strip())
+    from ..inputs.cells import missing
 
     def number(v: str) -> Any:
         try:
@@ -288,16 +287,16 @@ def over_segment_limit(
     spec: dict[str, Any],
     good: Sequence[tuple[dict[str, Any], Any]],
     limit: int,
-) -> tuple[set[int], list[str], int]:
-    """The rows (positions in ``good``) whose segment would be new to the model past ``limit``
-    segments, the segments refused, and how many the model has. Segments are known by the
-    observations stored for them; new ones are admitted in the order they appear."""
+) -> tuple[dict[int, str], list[str], int]:
+    """The rows (position in ``good`` -> segment) whose segment would be new to the model past
+    ``limit`` segments, the segments refused, and how many the model has. Segments are known
+    by the observations stored for them; new ones are admitted in the order they appear."""
     if spec.get("segment_by") is None:
-        return set(), [], 0
+        return {}, [], 0
     segments = [segment_of_inputs(spec, inputs) for inputs, _ in good]
     asked = sorted({s for s in segments if s is not None})
     if not asked:
-        return set(), [], 0
+        return {}, [], 0
     known = set(
         conn.execute(
             sa.select(observations.c.segment)
@@ -306,7 +305,7 @@ def over_segment_limit(
         ).scalars()
     )
     if len(known) == len(asked):
-        return set(), [], 0
+        return {}, [], 0
     have = int(
         conn.execute(
             sa.select(sa.func.count(sa.distinct(observations.c.segment))).where(
@@ -325,7 +324,7 @@ def over_segment_limit(
         else:
             refused.append(segment)
     blocked = set(refused)
-    return {i for i, s in enumerate(segments) if s in blocked}, refused, have
+    return {i: s for i, s in enumerate(segments) if s in blocked}, refused, have
 
 
 def store_observations_once(

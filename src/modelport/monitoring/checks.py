@@ -14,7 +14,7 @@ when several servers share a store and notice the same change, one records the `
 a ``webhook_failed`` event; it never stops the check.
 
 A webhook URL often carries its secret (basic auth, a token path such as Slack's
-``/services/T000/B000/XXXX``, a token in the query). Only admins see it whole (``GET
+``/services/T000/B000/SECRET``, a token in the query). Only admins see it whole (``GET
 .../monitoring``); other keys, the events (``monitoring_set``, ``webhook_failed``) and the log
 see it through :func:`masked_url`: scheme, host and port, the rest masked.
 """

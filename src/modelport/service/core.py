@@ -1050,7 +1050,7 @@ class Service:
         since = time.time() - self.settings.idempotency_window_seconds
         limit = int(self._serving(name).get("max_segments", self.settings.max_segments))
 
-        def write(c: Connection) -> tuple[list[int], bool, set[int], list[str]]:
+        def write(c: Connection) -> tuple[list[int], bool, dict[int, str], list[str]]:
             # In the writer: two calls cannot both take the last free segment.
             blocked, refused, have = learning.over_segment_limit(c, model_id, spec, good, limit)
             keep = [row for j, row in enumerate(good) if j not in blocked]
@@ -1072,17 +1072,16 @@ class Service:
             if refused:
                 log.warning("model %s: new segments refused at its limit of %d", name, limit)
                 field = spec["segment_by"]
-                segments = [learning.segment_of_inputs(spec, inputs) for inputs, _ in good]
                 rejected = sorted(
                     rejected
                     + [
                         {
                             "index": positions[j],
                             "field": field,
-                            "reason": f"segment {segments[j]!r} would be new, and the model "
-                            f"has its limit of {limit} segments (serving setting max_segments)",
+                            "reason": f"segment {segment!r} would be new, and the model has "
+                            f"its limit of {limit} segments (serving setting max_segments)",
                         }
-                        for j in sorted(blocked)
+                        for j, segment in sorted(blocked.items())
                     ],
                     key=lambda r: int(r["index"]),
                 )

@@ -192,8 +192,12 @@ class Batcher:
             for item in items:
                 _answer(item, exc)
         finally:
-            for item in items:  # cancelled, or left out by a fault: it must not wait forever
-                _answer(item, ModelportError("the batch ended without an answer for this request"))
+            # Cancelled, or left out by a fault: no request may wait forever.
+            unanswered = [item for item in items if not item.future.done()]
+            if unanswered:
+                lost = ModelportError("the batch ended without an answer for this request")
+                for item in unanswered:
+                    _answer(item, lost)
             self._running -= 1
             if self._queue and not self._scheduled:
                 self._scheduled = True
