@@ -1,8 +1,9 @@
-"""The package's shape: no import cycle among modelport's modules.
+"""The package's shape: no import cycle among modelport's modules, no private module used
+from outside its package.
 
-Only imports at module level count (an import inside a function runs when it is called, after
-both modules are loaded). A cycle means two modules cannot be understood, or loaded, one
-without the other.
+For cycles only imports at module level count (an import inside a function runs when it is
+called, after both modules are loaded). A cycle means two modules cannot be understood, or
+loaded, one without the other.
 """
 
 from __future__ import annotations
@@ -23,13 +24,14 @@ def _modules() -> dict[str, Path]:
     return found
 
 
-def import_graph() -> dict[str, set[str]]:
-    """Module -> the modelport modules it imports at module level."""
+def import_graph(*, nested: bool = False) -> dict[str, set[str]]:
+    """Module -> the modelport modules it imports at module level (``nested``: anywhere)."""
     modules = _modules()
     graph: dict[str, set[str]] = {name: set() for name in modules}
     for name, path in modules.items():
         package = name if path.name == "__init__.py" else name.rpartition(".")[0]
-        for node in ast.parse(path.read_text()).body:
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree) if nested else tree.body:
             targets: list[str] = []
             if isinstance(node, ast.ImportFrom):
                 if node.level:
@@ -90,3 +92,15 @@ def test_the_import_graph_has_no_cycle() -> None:
 
 def test_the_cycle_check_finds_a_cycle() -> None:
     assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+
+
+def test_no_private_module_is_imported_from_outside_its_package() -> None:
+    outside = sorted(
+        f"{importer} imports {module}"
+        for importer, imported in import_graph(nested=True).items()
+        for module in imported
+        if module.rpartition(".")[2].startswith("_")
+        and not module.endswith("__main__")
+        and not importer.startswith(module.rpartition(".")[0] + ".")
+    )
+    assert outside == []

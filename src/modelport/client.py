@@ -203,7 +203,7 @@ class Client:
             )
         if train_data is not None:
             meta.update(
-                _train_data_meta(train_data, target, model, explicit_schema=schema is not None)
+                train_data_meta(train_data, target, model, explicit_schema=schema is not None)
             )
         for key, value in (
             ("alias", alias),
@@ -679,7 +679,7 @@ def _reference_sample(df: pd.DataFrame, names: list[str]) -> dict[str, Any]:
     return {"fields": list(names), "rows": rows, "total": len(df)}
 
 
-def _train_data_meta(
+def train_data_meta(
     data: str | Path | pd.DataFrame, target: str | None, model: Any, *, explicit_schema: bool
 ) -> dict[str, Any]:
     """Schema, statistics and fingerprint from training data, computed on the client."""

@@ -20,26 +20,26 @@ from ..ids import request_id as new_request_id
 from ..monitoring.metrics import CONTENT_TYPE
 from ..service.core import Service
 from ..settings import Settings
-from . import dashboard, errors, schemas, scoring, v1, v2
+from . import dashboard, errors, scoring, shapes, v1, v2
 from .front import FrontDoor
 from .payload import check_content_type, has_body
 
 _DOC_ONLY_MODELS = (
-    schemas.CreateModel,
-    schemas.AliasMoveRequest,
-    schemas.RollbackRequest,
-    schemas.KeyCreateRequest,
-    schemas.PredictRequest,
-    schemas.PredictResponse,
-    schemas.FeedbackRequest,
-    schemas.PushMetadata,
-    schemas.ServingSettings,
-    schemas.TrafficPolicy,
-    schemas.ConsumerRequest,
-    schemas.ObservationsRequest,
-    schemas.JobRequest,
-    schemas.RunProgress,
-    schemas.RunFinish,
+    shapes.CreateModel,
+    shapes.AliasMoveRequest,
+    shapes.RollbackRequest,
+    shapes.KeyCreateRequest,
+    shapes.PredictRequest,
+    shapes.PredictResponse,
+    shapes.FeedbackRequest,
+    shapes.PushMetadata,
+    shapes.ServingSettings,
+    shapes.TrafficPolicy,
+    shapes.ConsumerRequest,
+    shapes.ObservationsRequest,
+    shapes.JobRequest,
+    shapes.RunProgress,
+    shapes.RunFinish,
 )
 
 
@@ -172,18 +172,18 @@ def _scoring_operation(route: scoring.ScoringRoute) -> dict[str, Any]:
     def ref(model: type[Any]) -> dict[str, Any]:
         return {"$ref": f"#/components/schemas/{model.__name__}"}
 
-    envelope = {"content": {"application/json": {"schema": ref(schemas.ErrorEnvelope)}}}
+    envelope = {"content": {"application/json": {"schema": ref(shapes.ErrorEnvelope)}}}
     responses: dict[str, Any] = {
         "200": {
             "description": "Predictions, their ids, and probabilities for classifiers",
-            "content": {"application/json": {"schema": ref(schemas.PredictResponse)}},
+            "content": {"application/json": {"schema": ref(shapes.PredictResponse)}},
         }
     }
     for code in (400, 401, 403, 404, 409, 413, 422, 500, 503):
         responses[str(code)] = {"description": errors.describe_status(code), **envelope}
     body = {
         "required": True,
-        "content": {"application/json": {"schema": ref(schemas.PredictRequest)}},
+        "content": {"application/json": {"schema": ref(shapes.PredictRequest)}},
     }
     return {**op, "requestBody": body, "responses": responses}
 

@@ -23,7 +23,7 @@ from ..service.core import Service
 from ..settings import Settings
 from ..timefmt import parse_time
 from . import payload
-from . import schemas as s
+from . import shapes as s
 
 router = APIRouter(prefix="/v1")
 

@@ -126,7 +126,7 @@ def _return_type(scorer: Scorer) -> Any:
     on the schema's example row), a double per class, the reject reason."""
     from pyspark.sql import types as T
 
-    from ..flavors._base import example_table
+    from ..flavors.base import example_table
 
     if scorer.loaded.classes is not None:
         sample: Any = scorer.loaded.classes[0]

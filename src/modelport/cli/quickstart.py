@@ -68,7 +68,7 @@ def train_demo() -> tuple[Any, Any]:
 
 async def ensure_demo(settings: Settings) -> int:
     """Push the demo model unless ``iris`` already has a production version; return it."""
-    from ..client import _train_data_meta
+    from ..client import train_data_meta
     from ..flavors import libraries_for, serialize
     from ..registry.keys import Principal
 
@@ -87,7 +87,7 @@ async def ensure_demo(settings: Settings) -> int:
         model, data = await asyncio.to_thread(train_demo)
         blob, flavor = serialize(model)
         libs = libraries_for(flavor, model)
-        meta = _train_data_meta(data, "species", model, explicit_schema=False)
+        meta = train_data_meta(data, "species", model, explicit_schema=False)
         meta.update(
             alias=registry.DEFAULT_ALIAS,
             description="Demo: iris species from flower measurements (modelport quickstart).",

@@ -19,7 +19,7 @@ A server without keys (``no_auth``) refuses what runs code unless
 
 from __future__ import annotations
 
-from ._base import (
+from .base import (
     ADMIN_ONLY,
     FLAVORS,
     SAFE_FLAVORS,

@@ -24,7 +24,7 @@ from typing import Any
 
 from ..errors import ArtifactRejected
 from ..inputs.schema import Field, FieldType, Schema
-from ._base import LoadedModel, _input_kind, _task_of
+from .base import LoadedModel, _input_kind, _task_of
 
 _COLUMN_TYPES: dict[str, FieldType] = {
     "double": "number",

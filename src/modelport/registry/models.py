@@ -372,7 +372,7 @@ SERVING_KEYS: dict[str, tuple[type, float, float]] = {
     "max_wait_ms": (float, 0, 60_000),
     "max_concurrent_batches": (int, 1, 1024),
     "predict_timeout_seconds": (float, 0.001, 86_400),
-    # The prediction cache's entries per version (0: off); see modelport.serving.cache.
+    # The prediction cache's entries per version (0: off); see modelport.serving.prediction_cache.
     "cache_max_entries": (int, 0, 100_000_000),
     # Segment instances loaded at once (least recently used unloaded); modelport.serving.segments.
     "max_live_segments": (int, 1, 1_000_000),

@@ -37,8 +37,8 @@ from ..errors import (
     PredictionNotFound,
     ServerSaturated,
 )
-from ..flavors._base import example_table
-from ..flavors._cache import LoadCache
+from ..flavors.base import example_table
+from ..flavors.load_cache import LoadCache
 from ..ids import MAX_ID, is_version_number, new_ids
 from ..inputs.adapters import Adapter
 from ..inputs.schema import Field, Schema, parse_schema, table_from_payload
@@ -60,7 +60,7 @@ from ..releases.bandits import ArmStats
 from ..releases.consumers import Release
 from ..serving import segments
 from ..serving.batching import Batcher
-from ..serving.cache import PredictionCache, is_deterministic, merge
+from ..serving.prediction_cache import PredictionCache, is_deterministic, merge
 from ..serving.health import HealthBook, rss_bytes
 from ..serving.pool import NoThread, Overdue, PredictPool
 from ..serving.routing import Route, Router, Served

@@ -19,7 +19,7 @@ import numpy as np
 
 from ..errors import ModelNotFound, NotEnoughObservations, NoVersionBehindAlias
 from ..flavors import LoadedModel
-from ..flavors._cache import LoadCache
+from ..flavors.load_cache import LoadCache
 from ..inputs.adapters import Adapter
 from ..inputs.schema import Schema, parse_schema
 from ..registry import models as registry
@@ -29,7 +29,7 @@ from ..releases.consumers import Release, release_of
 from ..releases.traffic import Target, pick_weighted, unit_position
 from ..store import Store
 from ..store.artifacts import ArtifactStore
-from .cache import is_deterministic
+from .prediction_cache import is_deterministic
 from .segments import LiveSegments, segment_alias
 
 EMPTY = ArmStats(0, 0.0, 0.0)

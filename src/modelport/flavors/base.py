@@ -18,7 +18,7 @@ from ..errors import ArtifactRejected
 if TYPE_CHECKING:
     from ..inputs.schema import Schema
     from ..inputs.table import Table
-    from ._forest import ForestPredict
+    from .forest import ForestPredict
 
 FLAVORS = ("sklearn", "pickle", "mlflow")
 #: Flavors whose loading runs no code from the artifact; anything else needs an admin key.
@@ -152,7 +152,7 @@ def _argmax_labels(obj: Any) -> np.ndarray | None:
 
 def _checked_forest(obj: Any) -> ForestPredict | None:
     """The tree-by-tree forest prediction, if it gives exactly the estimator's own answers."""
-    from ._forest import forest_predictor
+    from .forest import forest_predictor
 
     predict = forest_predictor(obj)
     if predict is None:
@@ -244,7 +244,7 @@ def load(
             "(save scikit-learn models with skops instead)",
             details=[{"field": "artifact", "reason": refusal.reason.format(flavor=flavor)}],
         )
-    from ._moved import alias_moved_modules
+    from .moved import alias_moved_modules
 
     alias_moved_modules()  # pickles (and skops types) made before the modules moved
     try:

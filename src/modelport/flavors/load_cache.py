@@ -20,7 +20,7 @@ import platform
 import tempfile
 from pathlib import Path
 
-from ._base import LoadedModel, _wrap, load
+from .base import LoadedModel, _wrap, load
 
 log = logging.getLogger("modelport.flavors")
 
@@ -56,7 +56,7 @@ class LoadCache:
         if cached is not None and cached.exists():
             import joblib
 
-            from ._moved import alias_moved_modules
+            from .moved import alias_moved_modules
 
             alias_moved_modules()
             try:

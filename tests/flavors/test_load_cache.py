@@ -10,7 +10,7 @@ import numpy as np
 from sklearn.linear_model import LogisticRegression
 
 from modelport.flavors import serialize
-from modelport.flavors._cache import LoadCache
+from modelport.flavors.load_cache import LoadCache
 from modelport.inputs.schema import Field, Schema
 
 SCHEMA = Schema(tuple(Field(f"x{i}", "number") for i in range(3)))
@@ -36,7 +36,7 @@ def test_a_second_process_loads_from_the_cache_without_skops(tmp_path: Path) -> 
 import sys
 from pathlib import Path
 import numpy as np
-from modelport.flavors._cache import LoadCache
+from modelport.flavors.load_cache import LoadCache
 from modelport.inputs.schema import Field, Schema
 loaded = LoadCache(Path({str(tmp_path / "cache")!r})).load("sklearn", "a" * 64, Path("/nonexistent"))
 schema = Schema(tuple(Field(f"x{{i}}", "number") for i in range(3)))
