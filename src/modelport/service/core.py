@@ -60,9 +60,9 @@ from ..releases.bandits import ArmStats
 from ..releases.consumers import Release
 from ..serving import segments
 from ..serving.batching import Batcher
-from ..serving.prediction_cache import PredictionCache, is_deterministic, merge
 from ..serving.health import HealthBook, rss_bytes
 from ..serving.pool import NoThread, Overdue, PredictPool
+from ..serving.prediction_cache import PredictionCache, is_deterministic, merge
 from ..serving.routing import Route, Router, Served
 from ..settings import Settings
 from ..store import Store
