@@ -31,6 +31,7 @@ from . import payload
 
 if TYPE_CHECKING:
     from ..inputs.adapters import Adapter
+    from ..serving.routing import Served
 
 #: OIP datatype -> numpy dtype (little-endian, as the binary extension requires).
 NUMPY_TYPES: dict[str, str] = {
@@ -403,6 +404,23 @@ def first_value(request: InferRequest, name: str) -> str | None:
             value = t.values[0]
             return None if value is None else str(value.item() if hasattr(value, "item") else value)
     return None
+
+
+@dataclass(frozen=True)
+class InferPayload:
+    """An inference request as the scoring engine reads it (a
+    :class:`~modelport.serving.payloads.Payload`): its tensors validated against the version
+    it reaches; its unit key from the ``X-Unit-ID`` header or an input's first value."""
+
+    request: InferRequest
+    max_rows: int
+    unit_id: str | None = None
+
+    def table(self, served: Served, adapter: Adapter | None) -> Table:
+        return table(self.request, served.schema, self.max_rows, adapter)
+
+    def unit(self, field: str | None) -> str | None:
+        return self.unit_id if field is None else first_value(self.request, field)
 
 
 def _check_rows(n: int, max_rows: int) -> None:

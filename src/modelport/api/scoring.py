@@ -10,7 +10,7 @@ request than scoring a batched row). What the framework would have done, they do
 request ids (``X-Request-ID``, echoed or made), the key (checked before a byte of the body is
 read, so an anonymous body costs nothing), the body limit counted as bytes arrive, and the error
 shapes of :mod:`modelport.api.errors`. Business rules stay in the service (the
-``Idempotency-Key`` of a native predict is only handed over: see ``Service.predict``).
+``Idempotency-Key`` of a native predict is only handed over: see ``Engine.predict``).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import orjson
 from starlette.types import Receive, Scope, Send
@@ -27,11 +27,9 @@ from ..errors import InvalidRequest, ModelportError, PayloadTooLarge
 from ..ids import MAX_ID
 from ..ids import request_id as new_request_id
 from ..monitoring.metrics import UNKNOWN
-from ..serving.routing import Served
 from . import errors, oip, payload
 
 if TYPE_CHECKING:
-    from ..inputs.adapters import Adapter
     from ..registry.keys import Principal
     from ..service.core import Service
 
@@ -70,7 +68,7 @@ async def predict(call: Call) -> tuple[bytes, list[tuple[bytes, bytes]]]:
     doc = payload.loads(call.body, svc.settings.max_json_depth)
     unit = call.headers.get(b"x-unit-id")
     key = call.headers.get(b"idempotency-key")
-    result = await svc.predict(
+    result = await svc.engine.predict(
         call.who,
         call.name,
         doc,
@@ -92,25 +90,14 @@ async def infer(call: Call) -> tuple[bytes, list[tuple[bytes, bytes]]]:
     )
     max_rows = svc.settings.max_rows_per_request
     request = oip.parse_request(doc, binary, max_elements=max_rows * 1024)
-
-    def to_table(served: Served, adapter: Adapter | None) -> Any:
-        return oip.table(request, served.schema, max_rows, adapter)
-
-    header_unit = call.headers.get(b"x-unit-id")
-
-    def unit(field: str | None) -> str | None:
-        if field is None:
-            return header_unit.decode("latin-1") if header_unit else None
-        return oip.first_value(request, field)
-
-    scored = await svc.score(
+    unit = call.headers.get(b"x-unit-id")
+    scored = await svc.engine.score(
         call.who,
         call.name,
+        oip.InferPayload(request, max_rows, unit.decode("latin-1") if unit else None),
         version=call.version,
         alias=None,
         request_id=request.id or call.request_id,
-        table=to_table,
-        unit=unit,
     )
     content, json_length = oip.response(
         model=call.name,

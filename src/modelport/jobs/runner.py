@@ -17,12 +17,15 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
 
 from ..store.tables import jobs as jobs_table
 from . import queue as jobs
+
+if TYPE_CHECKING:
+    from ..runtime import Runtime
 
 log = logging.getLogger("modelport.jobs")
 
@@ -37,9 +40,9 @@ class _Running:
 class JobRunner:
     """Claims and runs jobs for one server process."""
 
-    def __init__(self, service: Any) -> None:
-        self.service = service
-        self.settings = service.settings
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+        self.settings = runtime.settings
         self.worker = jobs.worker_name()
         self.running: dict[int, _Running] = {}
 
@@ -63,9 +66,9 @@ class JobRunner:
         await asyncio.to_thread(self._reap)
         timeout = self.settings.score_run_timeout_seconds
         if await asyncio.to_thread(self._silent_runs, timeout):  # a read first: writes are rare
-            await self.service.writer.run(lambda c: jobs.expire_client_runs(c, timeout))
+            await self.runtime.writer.run(lambda c: jobs.expire_client_runs(c, timeout))
         while len(self.running) < self.settings.job_workers:
-            job_id = await self.service.writer.run(lambda c: jobs.claim(c, self.worker))
+            job_id = await self.runtime.writer.run(lambda c: jobs.claim(c, self.worker))
             if job_id is None:
                 return
             self._start(job_id)
@@ -91,7 +94,7 @@ class JobRunner:
         """Stop cancelled workers; settle jobs whose worker ended without a word."""
         if not self.running:
             return
-        with self.service.store.read() as conn:
+        with self.runtime.store.read() as conn:
             rows = {
                 r.id: r
                 for r in conn.execute(
@@ -124,12 +127,14 @@ class JobRunner:
             del self.running[job_id]
 
     def _silent_runs(self, timeout: float) -> bool:
-        with self.service.store.read() as conn:
+        with self.runtime.store.read() as conn:
             return jobs.silent_client_runs(conn, timeout)
 
     def _settle(self, job_id: int, status: str, error: str) -> None:
-        with self.service.store.transaction() as conn:
-            jobs.finish(conn, job_id, status, error=error)
+        """Mark a job settled, through the writer (from a worker thread)."""
+        self.runtime.writer.submit(
+            lambda conn: jobs.finish(conn, job_id, status, error=error)
+        ).result()
 
     def stop_all(self) -> None:
         """Stop the workers this server started; their jobs are marked failed (restartable)."""

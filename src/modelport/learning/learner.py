@@ -19,7 +19,7 @@ import io
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import sqlalchemy as sa
@@ -32,6 +32,9 @@ from ..registry import models as registry
 from ..serving.segments import LiveSegments, segment_alias
 from ..store.tables import learner_leases, prequential, versions
 from . import observations as learning
+
+if TYPE_CHECKING:
+    from ..runtime import Runtime
 
 log = logging.getLogger("modelport.learner")
 
@@ -80,8 +83,8 @@ class _Segmented:
 class Learner:
     """The online learning of one server process."""
 
-    def __init__(self, service: Any) -> None:
-        self.service = service
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
         self.holder = jobs.worker_name()
         self.states: dict[str, _State] = {}
         self.segmented: dict[str, _Segmented] = {}
@@ -96,7 +99,7 @@ class Learner:
                 await asyncio.wait_for(stop.wait(), interval)
 
     def tick(self) -> None:
-        for name, model in list(self.service.router.models.items()):
+        for name, model in list(self.runtime.router.models.items()):
             spec = model.get("spec")
             if not spec or not spec.get("online"):
                 continue
@@ -136,7 +139,7 @@ class Learner:
             )
             return True
 
-        return bool(self.service.writer.submit(take).result())
+        return bool(self.runtime.writer.submit(take).result())
 
     # -- state --------------------------------------------------------------------------------------
 
@@ -151,11 +154,11 @@ class Learner:
         query = sa.select(versions).where(versions.c.model_id == model_id)
         if segment is not None:
             query = query.where(versions.c.segment == segment)
-        with self.service.store.read() as conn:
+        with self.runtime.store.read() as conn:
             row = conn.execute(query.order_by(versions.c.version.desc()).limit(1)).first()
         if row is not None and row.lineage.get("learner"):
             loaded = flavors.load(
-                row.flavor, self.service.artifacts.local_path(row.sha256), trust_code=True
+                row.flavor, self.runtime.artifacts.local_path(row.sha256), trust_code=True
             )
             through = int(row.lineage["through_observation"])
             return _State(
@@ -182,7 +185,7 @@ class Learner:
     # -- learning -----------------------------------------------------------------------------------
 
     def _learn(self, name: str, state: _State) -> None:
-        with self.service.store.read() as conn:
+        with self.runtime.store.read() as conn:
             rows = learning.read_observations(
                 conn, state.model_id, after=state.through, limit=_BATCH
             )
@@ -195,7 +198,7 @@ class Learner:
         """
         book = self.segmented.get(name)
         if book is None:
-            with self.service.store.read() as conn:
+            with self.runtime.store.read() as conn:
                 lease = conn.execute(
                     sa.select(learner_leases.c.through_observation).where(
                         learner_leases.c.model_id == model["id"]
@@ -206,10 +209,10 @@ class Learner:
             )
         limit = int(
             (model.get("serving") or {}).get(
-                "max_live_segments", self.service.settings.max_live_segments
+                "max_live_segments", self.runtime.settings.max_live_segments
             )
         )
-        with self.service.store.read() as conn:
+        with self.runtime.store.read() as conn:
             rows = learning.read_observations(conn, book.model_id, after=book.cursor, limit=_BATCH)
         groups: dict[str, list[tuple[int, dict[str, Any], Any, str | None]]] = {}
         for row in rows:
@@ -243,7 +246,7 @@ class Learner:
                 .values(through_observation=through)
             )
 
-        self.service.writer.submit(write).result()
+        self.runtime.writer.submit(write).result()
         book.lease = through
 
     def _evict(self, name: str, state: _State, book: _Segmented) -> None:
@@ -304,7 +307,7 @@ class Learner:
         blob = io.BytesIO()
         joblib.dump(state.model, blob)
         blob.seek(0)
-        sha, size = self.service.artifacts.put(blob)
+        sha, size = self.runtime.artifacts.put(blob)
         lineage = {
             "created_by": LEARNER_ACTOR,
             "python": flavors.libraries_for("pickle")["python"],
@@ -389,11 +392,11 @@ class Learner:
             )
             return number
 
-        state.version = int(self.service.writer.submit(write).result())
+        state.version = int(self.runtime.writer.submit(write).result())
         state.saved = state.through
         state.pending, state.n, state.total, state.total_sq = 0, 0, 0.0, 0.0
         state.last_snapshot = time.monotonic()
-        self.service.router_changed_from_thread()
+        self.runtime.registry_changed_from_thread()
 
 
 def learning_status(conn: Any, name: str) -> dict[str, Any]:

@@ -1,8 +1,11 @@
 """The service layer: every operation modelport offers, as plain async Python.
 
 REST (native and Open Inference Protocol), the CLI and the dashboard call these methods; no
-business rule lives in a transport. A :class:`Service` owns the store, the writer thread, the
-router and the prediction threads; :meth:`start` and :meth:`stop` bracket its life.
+business rule lives in a transport. A :class:`Service` holds the process's
+:class:`~modelport.runtime.Runtime` (store, writer thread, artifacts, router, metrics), the
+scoring engine every protocol's scoring route calls (``service.engine``, see
+:mod:`modelport.serving.engine`) and the background loops; :meth:`start` and :meth:`stop`
+bracket its life.
 """
 
 from __future__ import annotations
@@ -14,13 +17,11 @@ import io
 import logging
 import time
 from collections.abc import Awaitable, Callable, Coroutine
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 import orjson
-import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from .. import flavors, ledger
@@ -30,19 +31,11 @@ from ..errors import (
     Incompatible,
     InvalidInput,
     InvalidRequest,
-    ModelFailed,
     ModelNotFound,
-    ModelportError,
-    ModelTimeout,
     PredictionNotFound,
-    ServerSaturated,
 )
 from ..flavors.base import example_table
-from ..flavors.load_cache import LoadCache
-from ..ids import MAX_ID, is_version_number, new_ids
-from ..inputs.adapters import Adapter
-from ..inputs.schema import Field, Schema, parse_schema, table_from_payload
-from ..inputs.table import Table
+from ..inputs.schema import Field, Schema, parse_schema
 from ..jobs import queue as jobs
 from ..jobs.runner import JobRunner
 from ..learning import observations as learning
@@ -50,7 +43,6 @@ from ..learning.learner import Learner, learning_status
 from ..learning.retrain import check_gate, check_triggers, due_trigger, trigger_retrain
 from ..monitoring import checks as monitoring
 from ..monitoring import drift, fit, performance, timeline
-from ..monitoring.metrics import Metrics
 from ..registry import keys
 from ..registry import models as registry
 from ..registry.keys import ANONYMOUS, KeyCache, Principal
@@ -58,25 +50,21 @@ from ..releases import canary, compatibility, outcomes
 from ..releases import consumers as releases
 from ..releases.bandits import ArmStats
 from ..releases.consumers import Release
+from ..runtime import Runtime
 from ..serving import segments
-from ..serving.batching import Batcher
-from ..serving.health import HealthBook, rss_bytes
-from ..serving.pool import NoThread, Overdue, PredictPool
-from ..serving.prediction_cache import PredictionCache, is_deterministic, merge
-from ..serving.routing import Route, Router, Served
+from ..serving.engine import Engine
+from ..serving.payloads import check_idempotency_key
+from ..serving.prediction_cache import is_deterministic
+from ..serving.routing import Served
 from ..settings import Settings
-from ..store import Store
-from ..store.artifacts import artifact_store, is_remote
-from ..store.tables import failures, models
-from ..store.writer import Writer, unstorable
+from ..store.artifacts import is_remote
+from ..store.tables import models
 from ..timefmt import parse_window
 
 if TYPE_CHECKING:
     import httpx
 
 log = logging.getLogger("modelport.service")
-#: The keys a native predict body may have.
-_PREDICT_KEYS = frozenset({"inputs", "columns", "data", "version", "alias"})
 #: How a server without keys refuses a push that runs code when loaded.
 _NO_AUTH_REFUSAL = flavors.Refusal(
     "this server runs without keys (--no-auth), so anyone who can reach it could push one, a "
@@ -85,23 +73,6 @@ _NO_AUTH_REFUSAL = flavors.Refusal(
     "{flavor} artifacts are refused by a server without keys",
 )
 T = TypeVar("T")
-
-
-@dataclass(frozen=True)
-class Scored:
-    """What one scored request produced."""
-
-    served: Served
-    predictions: list[Any]
-    probabilities: np.ndarray | None  # n x classes, columns in the order of loaded.classes
-    ids: list[str]
-    # A segmented model's request: each row's version and segment.
-    versions: list[int] | None = None
-    segments: list[str] | None = None
-
-    @property
-    def version(self) -> int:
-        return self.served.version
 
 
 class Service:
@@ -113,34 +84,18 @@ class Service:
         """``webhook_transport``: how monitoring webhooks are sent (tests give a fake)."""
         self.settings = settings
         self.webhook_transport = webhook_transport
-        self.store = Store(settings.store_url, sqlite_synchronous=settings.sqlite_synchronous)
-        self.artifacts = artifact_store(settings)
-        self.metrics = Metrics(max_series=settings.metrics_max_series)
-        self.writer = Writer(self.store, max_batch=settings.ledger_max_batch)
-        self.writer.observer = self.metrics.committed
-        cache = LoadCache(settings.home / "cache" if settings.model_cache else None)
-        self.router = Router(self.store, self.artifacts, cache)
-        self.router.on_unload = self._unloaded
-        self.router.segments_observer = self.metrics.segments_changed
+        self.runtime = runtime = Runtime.open(settings)
+        self.store, self.writer, self.artifacts = runtime.store, runtime.writer, runtime.artifacts
+        self.router, self.metrics = runtime.router, runtime.metrics
+        self.engine = Engine(runtime)
         self.keys = KeyCache(self.store, settings.key_cache_seconds)
-        self.health = HealthBook(
-            failures=settings.unhealthy_after_failures,
-            cooldown=settings.unhealthy_cooldown_seconds,
-            memory_mb=settings.model_memory_growth_mb,
-        )
-        self.predict_pool = PredictPool(settings.predict_threads, settings.hung_threads_max)
         self._watch: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
-        self._background: set[asyncio.Task[None]] = set()
         self._releases: asyncio.Task[None] | None = None
         self._jobs_wake = asyncio.Event()
         self._runner: asyncio.Task[None] | None = None
         self._learner: asyncio.Task[None] | None = None
         self._drift: asyncio.Task[None] | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._batchers: dict[tuple[str, int], Batcher] = {}
-        # Idempotent requests in flight, by (kind, consumer, model, key): a repeat waits for them.
-        self._keyed: dict[tuple[str, str, str, str], asyncio.Event] = {}
 
     # -- life -------------------------------------------------------------------------------------
 
@@ -158,10 +113,12 @@ class Service:
             self.router.watch(self.settings.registry_poll_seconds, self._stopping)
         )
         self._releases = asyncio.create_task(self._release_loop())
-        self._runner = asyncio.create_task(JobRunner(self).run(self._stopping, self._jobs_wake))
-        self._loop = asyncio.get_running_loop()
+        self._runner = asyncio.create_task(
+            JobRunner(self.runtime).run(self._stopping, self._jobs_wake)
+        )
+        self.runtime.loop = asyncio.get_running_loop()
         self._learner = asyncio.create_task(
-            Learner(self).run(self._stopping, self.settings.learn_poll_seconds)
+            Learner(self.runtime).run(self._stopping, self.settings.learn_poll_seconds)
         )
         if self.settings.drift_check_seconds > 0:
             self._drift = asyncio.create_task(
@@ -181,14 +138,8 @@ class Service:
             await self._learner
         if self._drift is not None:
             await self._drift
-        if self._background:  # shadow copies: give them their time, then let them go
-            _, pending = await asyncio.wait(
-                self._background, timeout=self.settings.shadow_timeout_seconds
-            )
-            for task in pending:
-                task.cancel()
+        await self.engine.drain()
         await asyncio.to_thread(self.writer.stop)
-        await asyncio.to_thread(self.predict_pool.close)
         self.store.close()
         self.metrics.close()
 
@@ -259,481 +210,10 @@ class Service:
             return principal
         return await asyncio.to_thread(self.keys.authenticate, secret)
 
-    async def _read(self, fn: Callable[[Connection], T]) -> T:
-        def run() -> T:
-            with self.store.read() as conn:
-                try:
-                    return fn(conn)
-                except sa.exc.DataError as exc:
-                    raise unstorable(exc) from None
-
-        return await asyncio.to_thread(run)
+    def _read(self, fn: Callable[[Connection], T]) -> Awaitable[T]:
+        return self.runtime.read(fn)
 
     # -- predictions ------------------------------------------------------------------------------
-
-    def predict(
-        self,
-        principal: Principal,
-        name: str,
-        payload: Any,
-        request_id: str,
-        unit_id: str | None = None,
-        idempotency_key: str | None = None,
-    ) -> Coroutine[Any, Any, dict[str, Any]]:
-        """Validate, score and log the rows of one native predict request.
-
-        ``unit_id`` (the ``X-Unit-ID`` header) keeps a unit on one arm of a split policy.
-        ``idempotency_key`` (the ``Idempotency-Key`` header): a repeat from the same consumer
-        within ``idempotency_window_seconds`` gets the first answer, from the ledger.
-        (A plain function returning the coroutine: a request without a key costs one test.)
-        """
-        if idempotency_key is None:
-            return self._predict(principal, name, payload, request_id, unit_id)
-        principal.require("predict")
-        since = time.time() - self.settings.idempotency_window_seconds
-        consumer, key = principal.consumer, _idempotency_key(idempotency_key)
-        return self._once(
-            ("predict", consumer, name, key),
-            lambda: self._read(lambda c: ledger.answered(c, consumer, name, key, since)),
-            lambda: self._predict(principal, name, payload, request_id, unit_id, key),
-        )
-
-    async def _once(
-        self,
-        scope: tuple[str, str, str, str],
-        stored: Callable[[], Awaitable[dict[str, Any] | None]],
-        run: Callable[[], Awaitable[dict[str, Any]]],
-    ) -> dict[str, Any]:
-        """Run a keyed request once: the stored answer when there is one, else ``run()``.
-
-        A repeat that arrives while the first is still running waits for it, so both cannot
-        score (within this process; replicas share the answer once it is committed).
-        """
-        while (pending := self._keyed.get(scope)) is not None:
-            await pending.wait()
-        done = self._keyed[scope] = asyncio.Event()
-        try:
-            found = await stored()
-            return found if found is not None else await run()
-        finally:
-            del self._keyed[scope]
-            done.set()
-
-    async def _predict(
-        self,
-        principal: Principal,
-        name: str,
-        payload: Any,
-        request_id: str,
-        unit_id: str | None,
-        idempotency_key: str | None = None,
-    ) -> dict[str, Any]:
-        principal.require("predict")
-        if not isinstance(payload, dict):
-            raise InvalidRequest(
-                "the body must be a JSON object",
-                details=[{"field": "body", "reason": "not an object"}],
-            )
-        unexpected = sorted(set(payload) - _PREDICT_KEYS)
-        if unexpected:
-            # A misspelt "version" must not quietly score with the production alias.
-            hint = ""
-            if not set(payload) & {"inputs", "columns", "data"}:
-                # Most often a row sent as the body itself.
-                hint = (
-                    '; rows go under "inputs" ({"inputs": [{...}, ...]}), or as "columns" '
-                    'and "data"'
-                )
-            raise InvalidInput(
-                f"unexpected field(s) in the body: {', '.join(unexpected)}{hint}",
-                details=[{"field": k, "reason": "unexpected field"} for k in unexpected],
-            )
-        version = _optional_int(payload.get("version"), "version")
-        alias = payload.get("alias")
-        if alias is not None and not isinstance(alias, str):
-            raise InvalidInput(
-                "'alias' must be a string",
-                details=[{"field": "alias", "reason": "expected a string"}],
-            )
-        if version is not None and alias is not None:
-            raise InvalidInput(
-                "give 'version' or 'alias', not both",
-                details=[{"field": "version", "reason": "conflicts with alias"}],
-            )
-        max_rows = self.settings.max_rows_per_request
-        scored = await self.score(
-            principal,
-            name,
-            version=version,
-            alias=alias,
-            request_id=request_id,
-            table=lambda served, adapter: table_from_payload(
-                served.schema, payload, max_rows, adapter
-            ),
-            unit=lambda field: unit_id if field is None else _field_of(payload, field),
-            idempotency_key=idempotency_key,
-        )
-        out: dict[str, Any] = {
-            "model": name,
-            "version": scored.version,
-            "predictions": scored.predictions,
-            "prediction_ids": scored.ids,
-        }
-        if scored.versions is not None:
-            out["versions"] = scored.versions
-            out["segments"] = scored.segments
-        if scored.probabilities is not None:
-            out["probabilities"] = scored.served.loaded.probability_records(scored.probabilities)
-        return out
-
-    async def score(
-        self,
-        principal: Principal,
-        name: str,
-        *,
-        version: int | None,
-        alias: str | None,
-        request_id: str,
-        table: Callable[[Served, Adapter | None], Table],
-        unit: Callable[[str | None], str | None] = lambda field: None,
-        idempotency_key: str | None = None,
-    ) -> Scored:
-        """The prediction path every protocol shares: route, adapt, validate, score, log.
-
-        ``table(served, adapter)`` turns the request into validated rows once the version (and
-        so its schema and the consumer's adapter) is known. The rows are committed to the
-        ledger before this returns. A canary candidate that fails hands the request to the
-        champion; a shadow copy is scored after the answer, off its path.
-        """
-        principal.require("predict")
-        started = time.perf_counter()
-        key = self.router.segment_keys.get(name)
-        if key is not None and version is None:
-            target = self.router.segment_target(name, alias, principal.consumer)
-            if target is not None:
-                return await self._score_segments(
-                    principal,
-                    name,
-                    key,
-                    target,
-                    request_id,
-                    table,
-                    unit,
-                    started,
-                    idempotency_key,
-                )
-        route = await self.router.route(
-            name, consumer=principal.consumer, version=version, alias=alias, unit=unit
-        )
-        served, arm = route.served, route.arm
-        try:
-            rows = table(served, route.adapter_for(served))
-            cached = None
-            try:
-                batcher = self.batcher(served)
-                if batcher.cache is None:
-                    preds, probas = await batcher.submit(rows)
-                else:
-                    preds, probas, cached = await self._cached(served, batcher, rows)
-            except ModelFailed as exc:
-                await self._failed(route, served, arm, principal.consumer, request_id, exc)
-                if route.fallback is None:
-                    raise
-                served, arm = route.fallback, route.fallback_arm
-                rows = table(served, route.adapter_for(served))
-                preds, probas, cached = await self._run_model(served, rows)
-        except ModelportError as exc:
-            exc.version = served.version
-            raise
-        latency_ms = (time.perf_counter() - started) * 1000
-        ids = new_ids(len(rows))
-        predictions = preds.tolist() if isinstance(preds, np.ndarray) else list(preds)
-        await self.writer.insert_rows(
-            [
-                ledger.ledger_row(
-                    ids[0],
-                    model=name,
-                    version=served.version,
-                    alias=route.alias if served is route.served else None,
-                    consumer=principal.consumer,
-                    request_id=request_id,
-                    table=rows,
-                    predictions=predictions,
-                    classes=served.loaded.classes,
-                    probabilities=probas,
-                    latency_ms=latency_ms,
-                    policy=route.policy,
-                    arm=arm,
-                    traffic_rev=route.traffic_rev,
-                    cached=cached,
-                    idempotency_key=idempotency_key,
-                )
-            ]
-        )
-        self.metrics.scored(
-            name, served.version, arm, principal.consumer, len(rows), time.perf_counter() - started
-        )
-        if route.shadow is not None:
-            self._spawn(self._shadow(route, principal.consumer, request_id, table))
-        return Scored(served, predictions, probas, ids)
-
-    async def _run_model(
-        self, served: Served, rows: Table
-    ) -> tuple[Any, np.ndarray | None, str | None]:
-        """Predictions, probabilities and the cache's per-row flags (None: no cache)."""
-        batcher = self.batcher(served)
-        if batcher.cache is None:
-            preds, probas = await batcher.submit(rows)
-            return preds, probas, None
-        return await self._cached(served, batcher, rows)
-
-    async def _cached(
-        self, served: Served, batcher: Batcher, rows: Table
-    ) -> tuple[list[Any], np.ndarray | None, str]:
-        """Answer the rows the version's cache holds from it and score the rest."""
-        cache: PredictionCache = batcher.cache
-        keys = rows.row_keys()
-        found = cache.lookup(keys)
-        missed = [i for i, entry in enumerate(found) if entry is None]
-        scored = None
-        if missed:
-            part = rows if len(missed) == len(rows) else rows.take(missed, raw=False)
-            scored = await batcher.submit(part)
-            preds = scored[0]
-            cache.store(
-                [keys[i] for i in missed],
-                preds.tolist() if isinstance(preds, np.ndarray) else list(preds),
-                scored[1],
-            )
-        self.metrics.cached(served.model, served.version, len(rows) - len(missed), len(missed))
-        return merge(rows, found, missed, scored)
-
-    async def _score_segments(
-        self,
-        principal: Principal,
-        name: str,
-        key: str,
-        alias: str,
-        request_id: str,
-        table: Callable[[Served, Adapter | None], Table],
-        unit: Callable[[str | None], str | None],
-        started: float,
-        idempotency_key: str | None = None,
-    ) -> Scored:
-        """A segmented model's request: rows grouped by segment, each group answered by its
-        segment's version (or the fallback), logged as one ledger row per segment, and
-        re-joined in the request's order. A request with an idempotency key holds rows of
-        one segment (its answer is kept as one ledger row)."""
-        limit = int(self._serving(name).get("max_live_segments", self.settings.max_live_segments))
-        adapter = self.router.adapter(name, principal.consumer)
-        first = segments.segment_of(unit(key), key)
-        served, used = await self.router.for_segment(name, alias, first, limit)
-        applies = adapter if adapter is not None and adapter.applies_to(served.version) else None
-        try:
-            rows = table(served, applies)
-        except ModelportError as exc:
-            exc.version = served.version
-            raise
-        column = rows.columns()[served.schema.names.index(key)]
-        values = [segments.segment_of(v, key) for v in column.tolist()]
-        groups: dict[str, list[int]] = {}
-        for i, value in enumerate(values):
-            groups.setdefault(value, []).append(i)
-        if idempotency_key is not None and len(groups) > 1:
-            raise InvalidInput(
-                "a request with an Idempotency-Key to a segmented model must hold rows of one "
-                f"segment; this one holds {len(groups)}: send them separately",
-                details=[{"field": key, "reason": "more than one segment with Idempotency-Key"}],
-            )
-        n = len(rows)
-        predictions: list[Any] = [None] * n
-        probas_out: np.ndarray | None = None
-        ids: list[str] = [""] * n
-        row_versions = [0] * n
-        ledger_rows = []
-        for segment, idx in groups.items():
-            if segment == first:
-                mine, mine_alias = served, used
-            else:
-                mine, mine_alias = await self.router.for_segment(name, alias, segment, limit)
-            if mine.schema is served.schema or mine.schema == served.schema:
-                part = rows if len(idx) == n else rows.take(idx)
-            else:  # a segment's version with a schema of its own: validate against it
-                own = adapter if adapter is not None and adapter.applies_to(mine.version) else None
-                part = table(mine, own).take(idx)
-            try:
-                preds, probas, cached = await self._run_model(mine, part)
-            except ModelportError as exc:
-                exc.version = mine.version
-                if isinstance(exc, ModelFailed):
-                    route = Route(mine, mine_alias, "segment")
-                    await self._failed(route, mine, None, principal.consumer, request_id, exc)
-                raise
-            plain = preds.tolist() if isinstance(preds, np.ndarray) else list(preds)
-            part_ids = new_ids(len(idx))
-            if probas is not None:
-                if probas_out is None:
-                    probas_out = np.zeros((n, probas.shape[1]))
-                if probas.shape[1] != probas_out.shape[1]:
-                    raise Conflict(
-                        f"the versions of model {name!r} answering segments of one request "
-                        "have different classes; send the segments separately"
-                    )
-                probas_out[idx] = probas
-            for j, i in enumerate(idx):
-                predictions[i] = plain[j]
-                ids[i] = part_ids[j]
-                row_versions[i] = mine.version
-            latency_ms = (time.perf_counter() - started) * 1000
-            ledger_rows.append(
-                ledger.ledger_row(
-                    part_ids[0],
-                    model=name,
-                    version=mine.version,
-                    alias=mine_alias,
-                    consumer=principal.consumer,
-                    request_id=request_id,
-                    table=part,
-                    predictions=plain,
-                    classes=mine.loaded.classes,
-                    probabilities=probas,
-                    latency_ms=latency_ms,
-                    policy="segment",
-                    segment=segment,
-                    cached=cached,
-                    idempotency_key=idempotency_key,
-                )
-            )
-        await self.writer.insert_rows(ledger_rows)
-        elapsed = time.perf_counter() - started
-        for idx in groups.values():
-            self.metrics.scored(
-                name, row_versions[idx[0]], None, principal.consumer, len(idx), elapsed
-            )
-        return Scored(served, predictions, probas_out, ids, row_versions, values)
-
-    def _unloaded(self, name: str, version: int) -> None:
-        """A version left memory: its batcher (and prediction cache) go too."""
-        self._batchers.pop((name, version), None)
-
-    async def _shadow(
-        self,
-        route: Route,
-        consumer: str,
-        request_id: str,
-        table: Callable[[Served, Adapter | None], Table],
-    ) -> None:
-        """Score a shadow copy and log it; whatever goes wrong stays here (and in failures)."""
-        shadow = route.shadow
-        assert shadow is not None
-        started = time.perf_counter()
-        try:
-            rows = table(shadow, route.adapter_for(shadow))
-            preds, probas = await asyncio.wait_for(
-                self.batcher(shadow).submit(rows), self.settings.shadow_timeout_seconds
-            )
-            latency_ms = (time.perf_counter() - started) * 1000
-            ids = new_ids(len(rows))
-            row = ledger.ledger_row(
-                ids[0],
-                model=shadow.model,
-                version=shadow.version,
-                alias=None,
-                consumer=consumer,
-                request_id=request_id,
-                table=rows,
-                predictions=preds.tolist() if isinstance(preds, np.ndarray) else list(preds),
-                classes=shadow.loaded.classes,
-                probabilities=probas,
-                latency_ms=latency_ms,
-                policy=route.policy,
-                arm="shadow",
-                traffic_rev=route.traffic_rev,
-                shadow=True,
-            )
-            await self.writer.insert_rows([row])
-            self.metrics.shadow.child(shadow.model, str(shadow.version), "ok").inc()
-        except Exception as exc:
-            self.metrics.shadow.child(shadow.model, str(shadow.version), "failed").inc()
-            if isinstance(exc, asyncio.TimeoutError):
-                exc = ModelFailed(f"timed out after {self.settings.shadow_timeout_seconds:g} s")
-            log.warning(
-                "shadow scoring of %s version %s failed: %s", shadow.model, shadow.version, exc
-            )
-            with contextlib.suppress(Exception):
-                await self._failed(route, shadow, "shadow", consumer, request_id, exc)
-
-    async def _failed(
-        self,
-        route: Route,
-        served: Served,
-        arm: str | None,
-        consumer: str,
-        request_id: str,
-        exc: BaseException,
-    ) -> None:
-        """Record a failed scoring (error rates per arm are read from the store)."""
-        row = {
-            "ts": time.time(),
-            "model": served.model,
-            "version": served.version,
-            "policy": route.policy,
-            "arm": arm,
-            "traffic_rev": route.traffic_rev,
-            "consumer": consumer,
-            "request_id": request_id,
-            "error": str(exc)[:2000],
-        }
-        await self.writer.run(lambda conn: conn.execute(failures.insert().values(**row)))
-
-    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.get_running_loop().create_task(coro)
-        self._background.add(task)  # referenced until done, and awaited at stop
-        task.add_done_callback(self._background.discard)
-
-    def batcher(self, served: Served) -> Batcher:
-        """The version's batcher, made on first use and again when its settings change."""
-        settings = self.settings
-        serving = self._serving(served.model)
-        limits = (
-            serving.get("max_batch_rows", settings.batch_max_rows),
-            serving.get("max_wait_ms", settings.batch_max_wait_ms),
-            serving.get("max_concurrent_batches", settings.batch_max_concurrent),
-            serving.get(
-                "cache_max_entries",
-                self._default_cache(served.model) if settings.cache_max_entries else 0,
-            ),
-        )
-        key = (served.model, served.version)
-        batcher = self._batchers.get(key)
-        if batcher is None or batcher.served is not served or batcher.limits != limits:
-            batcher = Batcher(
-                lambda rows: self._score(served, rows),
-                max_rows=limits[0],
-                max_wait_ms=limits[1],
-                max_concurrent=limits[2],
-                concat=Table.concat,
-            )
-            batcher.served = served
-            batcher.limits = limits
-            # Kept across a change of batching limits, not of the version's object or size.
-            old = self._batchers.get(key)
-            same = old is not None and old.served is served and old.limits[3] == limits[3]
-            batcher.cache = (
-                (old.cache if same and old is not None else PredictionCache(limits[3]))
-                if limits[3] > 0 and served.deterministic
-                else None
-            )
-            batcher.observer = functools.partial(self.metrics.batch, served.model, served.version)
-            health = self.health.of(key)
-            batcher.admit = functools.partial(self.health.check, health)
-            self._batchers[key] = batcher
-        return batcher
-
-    def _default_cache(self, name: str) -> int:
-        """The server's cache size for a model: none for models that learn online."""
-        spec = self.router.models.get(name, {}).get("spec") or {}
-        return 0 if spec.get("online") else self.settings.cache_max_entries
 
     async def get_serving(self, principal: Principal, name: str) -> dict[str, Any]:
         principal.require("read")
@@ -750,9 +230,7 @@ class Service:
         """What batching did for a version since this process started."""
         principal.require("read")
         served = await self.router.get(name, version)
-        batcher = self.batcher(served)
-        cache = batcher.cache.stats() if batcher.cache is not None else None
-        return {"model": name, "version": version, **batcher.stats.as_dict(), "cache": cache}
+        return {"model": name, "version": version, **self.engine.calls.batch_stats(served)}
 
     async def served(
         self, principal: Principal, name: str, version: int | None = None
@@ -762,107 +240,15 @@ class Service:
             principal.require("predict")
         return await self.router.resolve(name, version=version)
 
-    async def _score(self, served: Served, rows: Table) -> tuple[Any, np.ndarray | None]:
-        """Run the model. Fast models run on the event loop; slow ones in the predict threads.
-
-        A thread hand-off costs more than a fast scikit-learn call and makes the loop fight
-        the worker threads for the GIL; a slow call on the loop would stall every other
-        request. The version's measured CPU time per call decides, against inline_predict_ms
-        (see :class:`~modelport.serving.routing.PredictTiming`).
-        """
-        timing = served.timing
-        loaded = served.loaded
-        health = self.health.of((served.model, served.version))
-        probe = self.health.admit(health)
-        inline = not loaded.custom_code and timing.inline(self.settings.inline_predict_ms)
-        watch = loaded.custom_code and self.health.memory_limit > 0
-        grown = 0
-
-        def call() -> tuple[Any, np.ndarray | None]:
-            nonlocal grown
-            wall, cpu = time.perf_counter(), time.thread_time()
-            before = rss_bytes() if watch else 0
-            result = loaded.predict_with_proba(rows)
-            if watch:
-                grown = rss_bytes() - before
-            wall_ms = (time.perf_counter() - wall) * 1000 if inline else None
-            timing.add((time.thread_time() - cpu) * 1000, wall_ms)
-            return result
-
-        timeout = float(
-            self._serving(served.model).get(
-                "predict_timeout_seconds", self.settings.predict_timeout_seconds
-            )
-        )
-        try:
-            result = call() if inline else await self.predict_pool.run(call, timeout)
-        except NoThread as exc:
-            # The server was saturated; the version did nothing wrong and is not judged.
-            if probe:
-                self.health.withdrawn(health)
-            log.warning("model %s version %s did not run: %s", served.model, served.version, exc)
-            raise ServerSaturated(
-                f"the server is saturated: {exc}; model {served.model!r} version "
-                f"{served.version} did not run"
-            ) from None
-        except Overdue as late:
-            late.finished.add_done_callback(lambda _: self.health.finished_late(health))
-            self._health_changed(served, self.health.timed_out(health, timeout))
-            log.error(
-                "model %s version %s: a call ran past %g s", served.model, served.version, timeout
-            )
-            raise ModelTimeout(
-                f"model {served.model!r} version {served.version} did not answer within "
-                f"{timeout:g} s of starting to run"
-            ) from None
-        except asyncio.CancelledError:
-            if probe:  # its outcome will not be heard: the next request may probe
-                self.health.withdrawn(health)
-            raise
-        except Exception as exc:
-            log.exception("model %s version %s failed", served.model, served.version)
-            reason = f"{type(exc).__name__}: {exc}"
-            self._health_changed(served, self.health.failed(health, reason[:500]))
-            raise ModelFailed(
-                f"model {served.model!r} version {served.version} failed: {reason}"
-            ) from exc
-        self._health_changed(served, self.health.succeeded(health, grown))
-        return result
-
     def _serving(self, name: str) -> dict[str, Any]:
         """A model's serving settings (overrides of the server's)."""
         return self.router.models.get(name, {}).get("serving") or {}
-
-    def _health_changed(self, served: Served, event: str | None) -> None:
-        """Record a version turning unhealthy or recovering (off the request's path)."""
-        if event is None:
-            return
-        health = self.health.of((served.model, served.version)).as_dict()
-        log.warning("model %s version %s: %s (%s)", served.model, served.version, event, health)
-        detail = {"version": served.version, **health}
-
-        async def record() -> None:
-            def write(conn: Connection) -> None:
-                model = registry.model_row(conn, served.model)
-                releases.record_event(conn, model.id, event, "modelport", detail)
-
-            with contextlib.suppress(Exception):  # the store may be away; the log has it
-                await self.writer.run(write)
-
-        self._spawn(record())
 
     async def version_health(self, principal: Principal, name: str) -> dict[str, Any]:
         """How this server's calls of each of the model's versions went."""
         principal.require("read")
         await self._read(lambda c: registry.get_model(c, name))
-        return {
-            "model": name,
-            "versions": [
-                {"version": version, **health.as_dict()}
-                for (model, version), health in sorted(self.health.versions.items())
-                if model == name
-            ],
-        }
+        return {"model": name, "versions": self.engine.calls.health_of(name)}
 
     async def get_prediction(self, principal: Principal, prediction_id: str) -> dict[str, Any]:
         """One prediction with its feedback. Keys with ``read`` see every prediction; other keys
@@ -994,18 +380,12 @@ class Service:
         await self._after_registry_change()
         return out
 
-    def router_changed_from_thread(self) -> None:
-        """A registry change made from a worker thread (the learner): refresh the routes."""
-        if self._loop is not None:
-            asyncio.run_coroutine_threadsafe(self._after_registry_change(), self._loop)
-
     async def learning_status(self, principal: Principal, name: str) -> dict[str, Any]:
         principal.require("read")
         return await self._read(lambda c: learning_status(c, name))
 
     async def _after_registry_change(self) -> None:
-        await asyncio.to_thread(self.router.refresh)
-        await self.router.warm()
+        await self.runtime.registry_changed()
 
     # -- the learning loop --------------------------------------------------------------------
 
@@ -1046,7 +426,7 @@ class Service:
             lambda c: (registry.model_row(c, name).id, learning.spec_of(c, name))
         )
         good, positions, rejected = learning.check_observations(spec, rows, text=text)
-        key = None if idempotency_key is None else _idempotency_key(idempotency_key)
+        key = None if idempotency_key is None else check_idempotency_key(idempotency_key)
         since = time.time() - self.settings.idempotency_window_seconds
         limit = int(self._serving(name).get("max_segments", self.settings.max_segments))
 
@@ -1697,41 +1077,6 @@ def _compatibility(
     except (ModelNotFound, ValueError):
         return {"since": None, "compatible": True, "consumers": []}  # a new model: no traffic
     return compatibility.check(conn, name, schema, version, release)
-
-
-def _field_of(payload: dict[str, Any], field: str) -> str | None:
-    """The value of ``field`` in the first row of a predict body, as a unit key."""
-    inputs = payload.get("inputs")
-    if isinstance(inputs, list) and inputs and isinstance(inputs[0], dict):
-        value = inputs[0].get(field)
-    else:
-        columns, data = payload.get("columns"), payload.get("data")
-        if not (isinstance(columns, list) and field in columns and isinstance(data, list) and data):
-            return None
-        first = data[0]
-        index = columns.index(field)
-        value = first[index] if isinstance(first, list) and index < len(first) else None
-    return None if value is None else str(value)
-
-
-def _idempotency_key(value: str) -> str:
-    if not value or len(value) > 200:
-        raise InvalidRequest(
-            "the Idempotency-Key header must be 1 to 200 characters",
-            details=[{"field": "Idempotency-Key", "reason": "expected 1 to 200 characters"}],
-        )
-    return value
-
-
-def _optional_int(value: Any, field: str) -> int | None:
-    if value is None:
-        return None
-    if not is_version_number(value):
-        raise InvalidInput(
-            f"'{field}' must be a whole number from 1 to {MAX_ID}",
-            details=[{"field": field, "reason": f"expected a whole number from 1 to {MAX_ID}"}],
-        )
-    return value
 
 
 def _schema_for(given: Any, loaded: flavors.LoadedModel, *, narrow: bool) -> tuple[Schema, str]:

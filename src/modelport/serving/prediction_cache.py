@@ -1,8 +1,8 @@
 """The prediction cache: answers of one version kept for rows it has seen, least recently used
 first out.
 
-A version's cache lives beside its batcher (see :meth:`modelport.service.core.Service.batcher`) and
-is made only when the model's serving settings give it entries (``cache_max_entries``) and the
+A version's cache lives beside its batcher (see
+:meth:`modelport.serving.calls.ModelCalls.batcher`) and is made only when the model's serving settings give it entries (``cache_max_entries``) and the
 version is deterministic: the same row always gets the same answer. A row's key is its values
 after adapting and validating, in schema order (the bytes of a numeric row; a tuple otherwise),
 so two payloads that differ only in field order or in defaults filled in share an entry. The
