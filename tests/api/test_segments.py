@@ -337,3 +337,17 @@ def test_segment_learning_survives_eviction_and_restart_without_loss_or_repeat(
         assert learned(mp, "b") == 20
     finally:
         second.stop()
+
+
+def test_creating_a_model_with_a_bad_segment_key_creates_nothing(server: RunningServer) -> None:
+    # The model and its segment key are one write: a refused key leaves no model behind.
+    http = server.http()
+    bad = http.post("/v1/models", json={"name": "halfway", "task": "regression", "segment_by": ""})
+    assert bad.status_code == 422, bad.text
+    assert bad.json()["error"]["details"][0]["field"] == "segment_by"
+    assert http.get("/v1/models/halfway").status_code == 404
+    good = http.post(
+        "/v1/models", json={"name": "whole", "task": "regression", "segment_by": "shop"}
+    )
+    assert good.status_code == 201 and good.json()["segment_by"] == "shop"
+    assert http.get("/v1/models/whole").json()["segment_by"] == "shop"

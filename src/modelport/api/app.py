@@ -21,6 +21,7 @@ from ..monitoring.metrics import CONTENT_TYPE
 from ..service.core import Service
 from ..settings import Settings
 from . import dashboard, errors, scoring, shapes, v1, v2
+from .deps import ERRORS, api_key
 from .front import FrontDoor
 from .payload import check_content_type, has_body
 
@@ -54,7 +55,7 @@ metrics_router = APIRouter()
             "description": "The Prometheus text format",
             "content": {CONTENT_TYPE: {"schema": {"type": "string"}}},
         },
-        **v1._ERRORS,
+        **ERRORS,
     },
     tags=["service"],
     summary="Prometheus metrics (read key unless metrics_public)",
@@ -62,7 +63,7 @@ metrics_router = APIRouter()
 async def prometheus_metrics(request: Request) -> Response:
     svc: Service = request.app.state.service
     if not svc.settings.metrics_public:
-        who = await svc.authenticate(v1.api_key(request))
+        who = await svc.authenticate(api_key(request))
         who.require("read")
     body = await asyncio.to_thread(svc.metrics.exposition)
     return Response(body, media_type=CONTENT_TYPE)
@@ -127,7 +128,8 @@ def create_app(
     )
     errors.install(app)
     app.include_router(metrics_router)
-    app.include_router(v1.router)
+    for router in v1.ROUTERS:
+        app.include_router(router)
     app.include_router(v2.router)
     app.include_router(dashboard.router)
 

@@ -3,7 +3,7 @@
 Every asset is served from the package (``api/static``): no CDN, no network at run time. Reading
 needs a ``read`` key: ``POST /login`` checks it and keeps it in an HttpOnly, SameSite=Strict
 cookie, which the API accepts for reads, and for changes only beside the header the
-dashboard's scripts send (see :func:`modelport.api.v1.api_key`). The page's scripts call the
+dashboard's scripts send (see :func:`modelport.api.deps.api_key`). The page's scripts call the
 same ``/v1`` API as every other client; what changes things is shown to admin keys only, and
 the API refuses it to others anyway.
 """
@@ -23,7 +23,7 @@ from .. import __version__
 from ..errors import ModelportError, NotFound
 from ..registry.keys import Principal
 from ..timefmt import parse_window
-from .v1 import _ERRORS, SESSION_COOKIE, Svc, Who, json_response, service
+from .deps import ERRORS, SESSION_COOKIE, Svc, Who, json_response, service
 
 router = APIRouter()
 
@@ -247,7 +247,7 @@ class RecentPredictions(BaseModel):
 @router.get(
     "/v1/whoami",
     response_model=Whoami,
-    responses=_ERRORS,
+    responses=ERRORS,
     tags=["dashboard"],
     summary="The caller: consumer and scopes (read)",
 )
@@ -266,7 +266,7 @@ async def whoami(svc: Svc, who: Who) -> Response:
 @router.get(
     "/v1/models/{name}/timeline",
     response_model=Timeline,
-    responses=_ERRORS,
+    responses=ERRORS,
     tags=["dashboard"],
     summary="Requests, rows, errors and latency per version and time bucket",
 )
@@ -287,7 +287,7 @@ async def timeline(
 @router.get(
     "/v1/models/{name}/recent",
     response_model=RecentPredictions,
-    responses=_ERRORS,
+    responses=ERRORS,
     tags=["dashboard"],
     summary="The newest predictions, newest first, with their current feedback",
 )
@@ -300,7 +300,7 @@ async def recent(
 @router.get(
     "/v1/models/{name}/fit",
     response_model=FitView,
-    responses=_ERRORS,
+    responses=ERRORS,
     tags=["dashboard"],
     summary="One-input regression: the last labelled points and the production line over them",
 )

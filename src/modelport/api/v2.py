@@ -17,7 +17,7 @@ from .. import __version__
 from ..registry.keys import Principal
 from ..service.core import Service
 from . import oip
-from .v1 import Version, json_response, principal, service
+from .deps import Version, json_response, principal, service
 
 router = APIRouter(prefix="/v2", tags=["open inference protocol v2"])
 
