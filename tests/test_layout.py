@@ -104,3 +104,33 @@ def test_no_private_module_is_imported_from_outside_its_package() -> None:
         and not importer.startswith(module.rpartition(".")[0] + ".")
     )
     assert outside == []
+
+
+def test_importing_the_server_imports_no_training_or_data_frame_library() -> None:
+    # Serving loads what a model needs when it loads it; the server itself needs none of these.
+    import subprocess
+    import sys
+
+    heavy = ("pandas", "sklearn", "scipy", "alembic", "pyarrow", "skops")
+    code = (
+        "import sys, modelport.api.app, modelport.api.server, modelport.service.core\n"
+        f"print(','.join(m for m in {heavy!r} if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "", f"importing the server imported {out.stdout.strip()}"
+
+
+def test_every_relative_import_names_a_module_that_exists() -> None:
+    # Imports inside functions run late: a wrong one fails only when its route is called.
+    modules = _modules()
+    missing = []
+    for name, path in modules.items():
+        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level:
+                parts = package.split(".")
+                base = ".".join(parts[: len(parts) - node.level + 1])
+                module = f"{base}.{node.module}" if node.module else base
+                if module not in modules:
+                    missing.append(f"{name}: {'.' * node.level}{node.module or ''}")
+    assert missing == []

@@ -14,16 +14,13 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .. import __version__
-from ..errors import InvalidRequest, ModelportError, PayloadTooLarge
+from ..errors import InvalidRequest, ModelportError
 from ..ids import MAX_ID
-from ..ids import request_id as new_request_id
 from ..monitoring.metrics import CONTENT_TYPE
 from ..service.core import Service
 from ..settings import Settings
-from . import dashboard, errors, scoring, shapes, v1, v2
+from . import dashboard, errors, front, scoring, shapes, v1, v2
 from .deps import ERRORS, api_key
-from .front import FrontDoor
-from .payload import check_content_type, has_body
 
 _DOC_ONLY_MODELS = (
     shapes.CreateModel,
@@ -73,14 +70,14 @@ class ModelportApp(FastAPI):
     """The FastAPI app, with the scoring routes answered before the framework's machinery;
     every HTTP request passes the front door (:mod:`modelport.api.front`) first."""
 
-    front: FrontDoor
+    front: front.FrontDoor
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
             refused = self.front.check(scope)
             if refused is not None:
                 oip = scope["path"].startswith("/v2")
-                await _refuse(send, refused, _request_id_header(scope), oip=oip)
+                await _refuse(send, refused, front.request_id(dict(scope["headers"])), oip=oip)
                 return
             receive = self.front.timed(receive)
             hit = scoring.match(scope["path"])
@@ -155,7 +152,7 @@ def create_app(
 
     app.openapi = openapi  # type: ignore[method-assign]
     app.add_middleware(RequestGuard, settings=settings)
-    app.front = FrontDoor(settings)
+    app.front = front.FrontDoor(settings)
     return app
 
 
@@ -206,10 +203,9 @@ class RequestGuard:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        header_id = _request_id_header(scope)
-        request_id = header_id[1].decode("latin-1")
-        scope.setdefault("state", {})["request_id"] = request_id
         headers = dict(scope["headers"])
+        header_id = front.request_id(headers)
+        scope.setdefault("state", {})["request_id"] = header_id[1].decode("latin-1")
         # Uploads (artifacts, observation files) get the artifact limit; other bodies, JSON
         # observations included, the body one.
         is_upload = (
@@ -218,32 +214,17 @@ class RequestGuard:
             and headers.get(b"content-type", b"").startswith(b"multipart/form-data")
         )
         limit = self.settings.max_artifact_bytes if is_upload else self.settings.max_body_bytes
-        oip = scope["path"].startswith("/v2")
         try:
             if "\x00" in scope["path"] or b"%00" in scope["query_string"]:
                 raise InvalidRequest(
                     "the URL has a NUL character (%00)",
                     details=[{"field": "url", "reason": "NUL character"}],
                 )
-            declared = headers.get(b"content-length")
-            if declared is not None and declared.isdigit() and int(declared) > limit:
-                raise PayloadTooLarge(f"the request body exceeds the limit of {limit} bytes")
-            if scope["method"] in _WITH_BODY and has_body(headers):
-                check_content_type(headers.get(b"content-type"), _accepted(scope["path"]))
+            front.check_length(headers, limit)
+            front.check_content_type(scope["method"], scope["path"], headers)
         except ModelportError as exc:
-            await _refuse(send, exc, header_id, oip=oip)
+            await _refuse(send, exc, header_id, oip=scope["path"].startswith("/v2"))
             return
-
-        received = 0
-
-        async def limited_receive() -> Message:
-            nonlocal received
-            message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > limit:
-                    raise PayloadTooLarge(f"the request body exceeds the limit of {limit} bytes")
-            return message
 
         status = 500
 
@@ -255,17 +236,9 @@ class RequestGuard:
             await send(message)
 
         try:
-            await self.app(scope, limited_receive, send_with_id)
+            await self.app(scope, front.limited(receive, limit), send_with_id)
         finally:
             _count_http(scope, status)
-
-
-def _request_id_header(scope: Scope) -> tuple[bytes, bytes]:
-    """The ``X-Request-ID`` answered: the caller's (cut to 200 characters), or a new one."""
-    for key, value in scope["headers"]:
-        if key == b"x-request-id" and value:
-            return key, value.decode("latin-1")[:200].encode("latin-1")
-    return b"x-request-id", new_request_id().encode("latin-1")
 
 
 def _count_http(scope: Scope, status: int) -> None:
@@ -280,19 +253,6 @@ def _count_http(scope: Scope, status: int) -> None:
 
 
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
-
-
-_WITH_BODY = frozenset({"POST", "PUT", "PATCH", "DELETE"})
-
-
-def _accepted(path: str) -> tuple[str, ...]:
-    """The content types a route reads besides JSON: pushes are multipart forms, observations
-    files, and the dashboard's sign-in is the HTML form it serves."""
-    if path.endswith(("/versions", "/observations")):
-        return ("multipart/form-data",)
-    if path == "/login":
-        return ("application/x-www-form-urlencoded", "multipart/form-data")
-    return ()
 
 
 async def _refuse(

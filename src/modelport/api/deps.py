@@ -16,7 +16,7 @@ from ..errors import InvalidInput, InvalidRequest
 from ..ids import MAX_ID
 from ..registry.keys import Principal
 from ..service.core import Service
-from . import payload
+from . import front, payload
 from . import shapes as s
 
 ERRORS: dict[int | str, dict[str, Any]] = {
@@ -45,15 +45,12 @@ DASHBOARD_HEADER = "x-modelport-dashboard"
 
 
 def api_key(request: Request) -> str | None:
-    """The key: a bearer token, ``X-API-Key``, or the dashboard's cookie. The cookie counts
-    for reads, and for changes only beside the dashboard header, so it never authorizes a
-    cross-site request forgery."""
-    auth = request.headers.get("authorization")
-    if auth and auth[:7].lower() == "bearer ":
-        return auth[7:].strip()
-    header = request.headers.get("x-api-key")
-    if header is not None:
-        return header
+    """The key: a bearer token or ``X-API-Key`` (:func:`modelport.api.front.api_key`), or the
+    dashboard's cookie. The cookie counts for reads, and for changes only beside the dashboard
+    header, so it never authorizes a cross-site request forgery."""
+    key = front.api_key(dict(request.scope["headers"]))
+    if key is not None:
+        return key
     cookie = request.cookies.get(SESSION_COOKIE)
     if cookie and (
         request.method in ("GET", "HEAD") or request.headers.get(DASHBOARD_HEADER) == "1"

@@ -19,6 +19,12 @@ keys (``no_auth``) that trusts whoever reaches it. Two checks keep browsers out:
 The body read timeout is here too: a body that stops arriving for ``body_timeout_seconds``
 gets 408 and the connection is closed (the header timeout lives in the HTTP protocol, see
 :mod:`modelport.api.server`).
+
+And what both kinds of route need from a request's headers and body, in one place: the
+request id (:func:`request_id`), the key (:func:`api_key`), the Content-Type a route reads
+(:func:`check_content_type`), and the body limit counted as bytes arrive (:func:`limited`,
+:func:`read_body`). The scoring routes (:mod:`modelport.api.scoring`, ahead of the framework)
+and :class:`modelport.api.app.RequestGuard` (every other route) both call them.
 """
 
 from __future__ import annotations
@@ -27,12 +33,21 @@ import asyncio
 import ipaddress
 import socket
 import sys
+from collections.abc import Mapping
 from urllib.parse import urlsplit
 
 from starlette.types import Message, Receive, Scope
 
-from ..errors import CrossSiteRequest, HostNotAllowed, ModelportError, RequestTimeout
+from ..errors import (
+    CrossSiteRequest,
+    HostNotAllowed,
+    ModelportError,
+    PayloadTooLarge,
+    RequestTimeout,
+)
+from ..ids import request_id as new_request_id
 from ..settings import Settings
+from . import payload
 
 #: Names that resolve to this machine without asking DNS, so no attacker can point them.
 LOOPBACK_NAMES = frozenset({"localhost", "ip6-localhost", "ip6-loopback"})
@@ -121,6 +136,94 @@ class FrontDoor:
             return message
 
         return receive_in_time
+
+
+class Disconnected(Exception):
+    """The client went away before its body arrived: nobody to answer."""
+
+
+#: Methods whose requests may carry a body.
+WITH_BODY = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+def request_id(headers: Mapping[bytes, bytes]) -> tuple[bytes, bytes]:
+    """The ``X-Request-ID`` header answered: the caller's (cut to 200 characters), or new."""
+    given = headers.get(b"x-request-id")
+    if given:
+        return b"x-request-id", given.decode("latin-1")[:200].encode("latin-1")
+    return b"x-request-id", new_request_id().encode("latin-1")
+
+
+def api_key(headers: Mapping[bytes, bytes]) -> str | None:
+    """The key a request carries: ``Authorization: Bearer <key>``, else ``X-API-Key``."""
+    auth = headers.get(b"authorization")
+    if auth and auth[:7].lower() == b"bearer ":
+        return auth[7:].strip().decode("latin-1")
+    key = headers.get(b"x-api-key")
+    return key.decode("latin-1") if key is not None else None
+
+
+def check_content_type(
+    method: str, path: str, headers: Mapping[bytes, bytes], *, tensors: bool = False
+) -> None:
+    """Refuse (415) a body the route does not read. Every route reads JSON; pushes and
+    observation files are multipart forms, the dashboard's sign-in is the form it serves,
+    and inference (``tensors``) reads raw tensor bytes too, or JSON without a Content-Type
+    (tritonclient sends none)."""
+    if method not in WITH_BODY or not payload.has_body(headers):
+        return
+    content_type = headers.get(b"content-type")
+    if tensors:
+        payload.check_content_type(content_type, ("application/octet-stream",), required=False)
+    elif path.endswith(("/versions", "/observations")):
+        payload.check_content_type(content_type, ("multipart/form-data",))
+    elif path == "/login":
+        forms = ("application/x-www-form-urlencoded", "multipart/form-data")
+        payload.check_content_type(content_type, forms)
+    else:
+        payload.check_content_type(content_type)
+
+
+def check_length(headers: Mapping[bytes, bytes], limit: int) -> None:
+    """Refuse (413) a body whose declared length is over ``limit`` bytes, before reading it."""
+    declared = headers.get(b"content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(_too_large(limit))
+
+
+def limited(receive: Receive, limit: int) -> Receive:
+    """``receive``, failing with 413 as soon as the body's bytes so far pass ``limit`` (a
+    chunked upload without Content-Length is held to the same limit)."""
+    received = 0
+
+    async def receive_limited() -> Message:
+        nonlocal received
+        message = await receive()
+        if message["type"] == "http.request":
+            received += len(message.get("body", b""))
+            if received > limit:
+                raise PayloadTooLarge(_too_large(limit))
+        return message
+
+    return receive_limited
+
+
+async def read_body(receive: Receive, headers: Mapping[bytes, bytes], limit: int) -> bytes:
+    """The whole body, refused as soon as it is known to exceed ``limit`` bytes."""
+    check_length(headers, limit)
+    receive = limited(receive, limit)
+    chunks: list[bytes] = []
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise Disconnected
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def _too_large(limit: int) -> str:
+    return f"the request body exceeds the limit of {limit} bytes"
 
 
 def _cross_site(said: str) -> CrossSiteRequest:

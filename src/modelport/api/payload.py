@@ -11,6 +11,7 @@ levels) and bounds the work a single body can cause. This module imports no web 
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from typing import Any
 
 import orjson
@@ -94,7 +95,7 @@ def _deeper_than(doc: Any, max_depth: int) -> bool:
     return False
 
 
-def has_body(headers: dict[bytes, bytes]) -> bool:
+def has_body(headers: Mapping[bytes, bytes]) -> bool:
     """Whether a request (its headers, lower-case names) carries a body."""
     length = headers.get(b"content-length")
     if length is not None:

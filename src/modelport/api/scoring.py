@@ -23,11 +23,10 @@ from typing import TYPE_CHECKING
 import orjson
 from starlette.types import Receive, Scope, Send
 
-from ..errors import InvalidRequest, ModelportError, PayloadTooLarge
+from ..errors import InvalidRequest, ModelportError
 from ..ids import MAX_ID
-from ..ids import request_id as new_request_id
 from ..monitoring.metrics import UNKNOWN
-from . import errors, oip, payload
+from . import errors, front, oip, payload
 
 if TYPE_CHECKING:
     from ..registry.keys import Principal
@@ -172,9 +171,9 @@ async def serve(
     """Answer one scoring request; every failure becomes the route's error shape."""
     route, name, version_text = hit
     headers = dict(scope["headers"])
-    given_id = headers.get(b"x-request-id")
-    request_id = given_id.decode("latin-1")[:200] if given_id else new_request_id()
-    extra = [(b"x-request-id", request_id.encode("latin-1"))]
+    header_id = front.request_id(headers)
+    request_id = header_id[1].decode("latin-1")
+    extra = [header_id]
     try:
         if scope["method"] != "POST":
             allow = [(b"content-type", _JSON), (b"allow", b"POST"), *extra]
@@ -183,17 +182,10 @@ async def serve(
         if service is None:
             raise _not_ready()
         service.metrics.inflight.inc()
-        if payload.has_body(headers):
-            # The binary tensor extension sends raw bytes; every other body is JSON, and
-            # tritonclient sends its JSON without a Content-Type.
-            payload.check_content_type(
-                headers.get(b"content-type"),
-                ("application/octet-stream",) if route.oip else (),
-                required=not route.oip,
-            )
+        front.check_content_type(scope["method"], scope["path"], headers, tensors=route.oip)
         version = _version(version_text)
-        who = await service.authenticate(_key(headers))
-        body = await _read_body(receive, headers, service.settings.max_body_bytes)
+        who = await service.authenticate(front.api_key(headers))
+        body = await front.read_body(receive, headers, service.settings.max_body_bytes)
         call = Call(service, name, version, request_id, who, body, headers)
         body, content_headers = await route.handler(call)
         await _send(send, 200, body, [*content_headers, *extra])
@@ -203,7 +195,7 @@ async def serve(
             _count_refused(service, name, exc.version, status)
         more_headers = [(k.lower().encode(), v.encode()) for k, v in more.items()]
         await _send(send, status, body, [(b"content-type", _JSON), *more_headers, *extra])
-    except _Disconnected:
+    except front.Disconnected:
         return  # nobody to answer
     except Exception as exc:
         log.error("unhandled error on %s %s", scope["method"], scope["path"], exc_info=exc)
@@ -222,10 +214,6 @@ def _count_refused(service: Service, name: str, version: int | None, status: int
     service.metrics.refused(model, version, "", status)
 
 
-class _Disconnected(Exception):
-    pass
-
-
 def _not_ready() -> ModelportError:
     from ..errors import StoreUnavailable
 
@@ -241,35 +229,6 @@ def _version(text: str | None) -> int | None:
             details=[{"field": "version", "reason": f"expected a whole number from 1 to {MAX_ID}"}],
         )
     return int(text)
-
-
-def _key(headers: dict[bytes, bytes]) -> str | None:
-    auth = headers.get(b"authorization")
-    if auth and auth[:7].lower() == b"bearer ":
-        return auth[7:].strip().decode("latin-1")
-    key = headers.get(b"x-api-key")
-    return key.decode("latin-1") if key is not None else None
-
-
-async def _read_body(receive: Receive, headers: dict[bytes, bytes], limit: int) -> bytes:
-    """The whole body, refused as soon as it is known to exceed ``limit`` bytes."""
-    declared = headers.get(b"content-length")
-    too_large = f"the request body exceeds the limit of {limit} bytes"
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise PayloadTooLarge(too_large)
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise _Disconnected
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLarge(too_large)
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 def _method_not_allowed(scope: Scope, route: ScoringRoute) -> bytes:

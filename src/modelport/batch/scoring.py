@@ -19,7 +19,6 @@ job's params, its counts in the result, and ``GET /v1/jobs/{id}`` shows it.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import socket
 import tempfile
@@ -36,6 +35,8 @@ from .. import flavors
 from ..errors import Cancelled, InvalidInput, InvalidRequest, ModelportError
 from ..inputs.cells import is_text, text_values, typed_values
 from ..inputs.schema import Schema
+from .files import FileOutput, Source, file_format, fingerprint, open_source, rejects_path
+from .sql import TableOutput, check_sqlite_journal, open_sql_source
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -49,45 +50,11 @@ ADDED_COLUMNS = ("prediction", "model", "version", "run_id")
 HEARTBEAT_SECONDS = 10.0
 
 
-def file_format(path: str | os.PathLike[str], what: str) -> str:
-    """``csv`` or ``parquet``, by the file's extension."""
-    lower = str(path).lower()
-    if lower.endswith((".parquet", ".pq")):
-        return "parquet"
-    if lower.endswith((".csv", ".csv.gz")) or (what == "INPUT" and lower.endswith(".txt")):
-        return "csv"
-    raise InvalidRequest(
-        f"{what} {path}: unsupported file type (use .csv or .parquet)",
-        details=[{"field": what, "reason": "expected a .csv or .parquet file"}],
-    )
-
-
-def rejects_path(output: str | os.PathLike[str]) -> str:
-    """Where the rejects of ``output`` go: its stem plus ``.rejects.csv`` / ``.rejects.parquet``."""
-    text = str(output).rstrip("/")
-    for ext in (".csv.gz", ".parquet", ".csv", ".pq"):
-        if text.lower().endswith(ext):
-            suffix = ".rejects.csv" if ext == ".csv.gz" else ".rejects" + ext
-            return text[: -len(ext)] + suffix
-    return text + ".rejects"
-
-
-def fingerprint(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """The input's sha256 and size (read in blocks: memory does not grow with the file)."""
-    digest = hashlib.sha256()
-    size = 0
-    with open(path, "rb") as fh:
-        while block := fh.read(1 << 20):
-            digest.update(block)
-            size += len(block)
-    return {"sha256": digest.hexdigest(), "size_bytes": size}
-
-
 # -- rows from columns: shared by both engines (cells read by modelport.inputs.cells) -------------
 
 
 @dataclass
-class Scored:
+class ScoredChunk:
     """One chunk's outcome: which rows were scored, their outputs, why the others were not."""
 
     kept: list[int]
@@ -134,11 +101,11 @@ class Scorer:
             columns.append(text_values(values, f) if is_text(series) else typed_values(values, f))
         return list(zip(*columns, strict=True))
 
-    def score(self, frame: pd.DataFrame) -> Scored:
+    def score(self, frame: pd.DataFrame) -> ScoredChunk:
         """Check the frame's rows and score those that fit the schema."""
         rows = self.rows(frame)
         if not rows:
-            return Scored([], [], None)
+            return ScoredChunk([], [], None)
         kept = list(range(len(rows)))
         reasons: dict[int, str] = {}
         try:
@@ -152,10 +119,10 @@ class Scorer:
                 for i, problems in bad.items()
             }
             if not good:
-                return Scored([], [], None, reasons)
+                return ScoredChunk([], [], None, reasons)
             table = self.schema.table_from_rows(good, shaped=True)
         predictions, proba = self.loaded.predict_with_proba(table)
-        return Scored(kept, predictions, proba, reasons)
+        return ScoredChunk(kept, predictions, proba, reasons)
 
 
 # -- the run: lineage and liveness on the server ----------------------------------------------------
@@ -394,7 +361,7 @@ def score(client: Client, req: Request) -> dict[str, Any]:
     artifact = client.artifact(req.name, version["version"], sha256=version["sha256"])
     scorer = Scorer.from_artifact(artifact, version["flavor"], schema)
     if req.sql is not None and req.table is not None:
-        _check_sqlite_journal(req.db or "")
+        check_sqlite_journal(req.db or "")
     if req.sql is not None:
         source = open_sql_source(req.db or "", req.sql, req.chunk_rows)
     else:
@@ -434,16 +401,16 @@ def run_chunks(
     from tqdm import tqdm
 
     started = time.monotonic()
-    out: Sink | TableSink
-    rejects: Sink | TableSink
+    out: FileOutput | TableOutput
+    rejects: FileOutput | TableOutput
     if req.table is not None:
-        out = TableSink(req.db or "", req.table, run.id)
-        rejects = TableSink(req.db or "", f"{req.table}_rejects", run.id, out.engine)
+        out = TableOutput(req.db or "", req.table, run.id)
+        rejects = TableOutput(req.db or "", f"{req.table}_rejects", run.id, out.engine)
     else:
         assert req.output is not None
         fmt = file_format(req.output, "OUTPUT")
-        out = Sink(req.output, fmt)
-        rejects = Sink(rejects_path(req.output), fmt)
+        out = FileOutput(req.output, fmt)
+        rejects = FileOutput(rejects_path(req.output), fmt)
     counts = {"rows": 0, "scored": 0, "rejected": 0}
     bar = tqdm(
         total=source.total or None,
@@ -481,7 +448,7 @@ def run_chunks(
 
 def _output_frame(
     chunk: pd.DataFrame,
-    scored: Scored,
+    scored: ScoredChunk,
     scorer: Scorer,
     columns: list[str],
     version: dict[str, Any],
@@ -498,7 +465,7 @@ def _output_frame(
     return frame
 
 
-def _rejects_frame(chunk: pd.DataFrame, scored: Scored, first: int) -> pd.DataFrame:
+def _rejects_frame(chunk: pd.DataFrame, scored: ScoredChunk, first: int) -> pd.DataFrame:
     import pandas as pd
 
     index = sorted(scored.reasons)
@@ -526,295 +493,3 @@ def _empty_rejects(columns: Sequence[str]) -> pd.DataFrame:
             **{c: pd.Series(dtype="object") for c in columns},
         }
     )
-
-
-# -- files ----------------------------------------------------------------------------------------
-
-
-class Source:
-    """An input file read in chunks: ``(first row number, frame)`` pairs, and how far it got."""
-
-    def __init__(
-        self,
-        columns: list[str],
-        chunks: Iterator[tuple[int, pd.DataFrame]],
-        total: int,
-        unit: str,
-        position: Callable[[], int],
-        close: Callable[[], None],
-    ) -> None:
-        self.columns = columns
-        self._chunks = chunks
-        self.total = total
-        self.unit = unit
-        self.position = position
-        self._close = close
-
-    def __iter__(self) -> Iterator[tuple[int, pd.DataFrame]]:
-        return self._chunks
-
-    def close(self) -> None:
-        self._close()
-
-
-def open_source(path: str, chunk_rows: int) -> Source:
-    """A CSV (every cell as text) or Parquet file (typed, Arrow-backed columns), in chunks."""
-    if file_format(path, "INPUT") == "parquet":
-        return _parquet_source(path, chunk_rows)
-    import pandas as pd
-
-    compression = "gzip" if path.lower().endswith(".gz") else None
-    fh = open(path, "rb")  # noqa: SIM115 - closed by the Source
-    try:
-        header = pd.read_csv(fh, nrows=0, compression=compression)
-    except (ValueError, UnicodeDecodeError) as exc:
-        fh.close()
-        raise InvalidInput(
-            f"INPUT {path}: cannot read a CSV header: {exc}",
-            details=[{"field": "INPUT", "reason": "not a CSV file with a header"}],
-        ) from exc
-    fh.seek(0)
-    reader = pd.read_csv(
-        fh,
-        dtype=str,
-        keep_default_na=False,
-        na_filter=False,
-        chunksize=chunk_rows,
-        compression=compression,
-    )
-
-    def chunks() -> Iterator[tuple[int, pd.DataFrame]]:
-        first = 0
-        for chunk in reader:
-            yield first, chunk.reset_index(drop=True)
-            first += len(chunk)
-
-    def close() -> None:
-        reader.close()
-        fh.close()
-
-    size = os.path.getsize(path)
-    return Source([str(c) for c in header.columns], chunks(), size, "B", lambda: fh.tell(), close)
-
-
-def _parquet_source(path: str, chunk_rows: int) -> Source:
-    pq = _pyarrow_parquet("INPUT")
-    import pandas as pd
-    import pyarrow as pa
-
-    try:
-        pf = pq.ParquetFile(path)
-    except (OSError, pa.ArrowInvalid) as exc:
-        raise InvalidInput(
-            f"INPUT {path}: not a Parquet file: {exc}",
-            details=[{"field": "INPUT", "reason": "not a Parquet file"}],
-        ) from exc
-    done = [0]
-
-    def chunks() -> Iterator[tuple[int, pd.DataFrame]]:
-        for batch in pf.iter_batches(batch_size=chunk_rows):
-            frame = pa.Table.from_batches([batch]).to_pandas(types_mapper=pd.ArrowDtype)
-            yield done[0], frame
-            done[0] += batch.num_rows
-
-    return Source(
-        list(pf.schema_arrow.names),
-        chunks(),
-        pf.metadata.num_rows,
-        "rows",
-        lambda: done[0],
-        pf.close,
-    )
-
-
-def _pyarrow_parquet(what: str) -> Any:
-    try:
-        import pyarrow.parquet as pq
-    except ImportError:
-        raise InvalidRequest(
-            f"{what}: Parquet files need pyarrow: pip install 'modelport[parquet]'",
-            details=[{"field": what, "reason": "pyarrow is not installed"}],
-        ) from None
-    return pq
-
-
-class Sink:
-    """An output file written chunk by chunk to ``PATH.partial``, renamed into place at the end."""
-
-    def __init__(self, path: str, fmt: str) -> None:
-        self.path = path
-        self.fmt = fmt
-        self.partial = f"{path}.partial"
-        self._writer: Any = None
-        self._fh: Any = None
-        self._schema: Any = None
-
-    def write(self, frame: pd.DataFrame) -> None:
-        if not len(frame):
-            return
-        if self.fmt == "csv":
-            if self._fh is None:
-                compression = "gzip" if self.path.lower().endswith(".gz") else None
-                self._fh = open(self.partial, "wb")  # noqa: SIM115 - closed in close()
-                self._compression = compression
-                header = True
-            else:
-                header = False
-            frame.to_csv(self._fh, header=header, index=False, compression=self._compression)
-            return
-        import pyarrow as pa
-
-        if self._writer is None:
-            pq = _pyarrow_parquet("OUTPUT")
-            table = pa.Table.from_pandas(frame, preserve_index=False)
-            self._schema = table.schema.remove_metadata()
-            self._writer = pq.ParquetWriter(self.partial, self._schema)
-        else:
-            table = pa.Table.from_pandas(frame, schema=self._schema, preserve_index=False)
-        self._writer.write_table(table.replace_schema_metadata(None))
-
-    def close(self, empty: pd.DataFrame) -> None:
-        """Finish the file (``empty`` gives its columns when no row was written) and rename it."""
-        if self._fh is None and self._writer is None:
-            if self.fmt == "csv":
-                empty.to_csv(self.partial, index=False)
-            else:
-                empty.to_parquet(self.partial, index=False)
-        if self._fh is not None:
-            self._fh.close()
-        if self._writer is not None:
-            self._writer.close()
-        os.replace(self.partial, self.path)
-
-    def abort(self) -> None:
-        with contextlib.suppress(Exception):
-            if self._fh is not None:
-                self._fh.close()
-            if self._writer is not None:
-                self._writer.close()
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(self.partial)
-
-
-# -- databases ------------------------------------------------------------------------------------
-
-
-def open_sql_source(db: str, query: str, chunk_rows: int) -> Source:
-    """The rows of a query, fetched ``chunk_rows`` at a time through a server-side cursor (so
-    memory follows the chunk, not the result), as typed columns."""
-    import pandas as pd
-    import sqlalchemy as sa
-
-    from ..store import normalize_url
-
-    engine = sa.create_engine(normalize_url(db))
-    conn = None
-    try:
-        conn = engine.connect()
-        result = conn.execution_options(stream_results=True).execute(sa.text(query))
-    except sa.exc.SQLAlchemyError as exc:
-        if conn is not None:
-            conn.close()
-        engine.dispose()
-        reason = str(getattr(exc, "orig", None) or exc).splitlines()[0]
-        raise InvalidInput(
-            f"--from-sql: the query failed: {reason}",
-            details=[{"field": "from_sql", "reason": reason}],
-        ) from None
-    columns = [str(c) for c in result.keys()]  # noqa: SIM118 - a Result, not a dict
-    done = [0]
-
-    def chunks() -> Iterator[tuple[int, pd.DataFrame]]:
-        for part in result.partitions(chunk_rows):
-            frame = pd.DataFrame([tuple(r) for r in part], columns=columns)
-            yield done[0], frame
-            done[0] += len(frame)
-
-    def close() -> None:
-        result.close()
-        conn.close()
-        engine.dispose()
-
-    return Source(columns, chunks(), 0, "rows", lambda: done[0], close)
-
-
-def _check_sqlite_journal(db: str) -> None:
-    """Reading a query's rows while appending to a table of the same SQLite file needs WAL:
-    in the other journal modes the open read blocks every write until it ends."""
-    import sqlalchemy as sa
-
-    from ..store import normalize_url
-
-    url = sa.engine.make_url(normalize_url(db))
-    if url.get_backend_name() != "sqlite":
-        return
-    engine = sa.create_engine(url)
-    try:
-        with engine.connect() as conn:
-            mode = str(conn.exec_driver_sql("PRAGMA journal_mode").scalar()).lower()
-    finally:
-        engine.dispose()
-    if mode != "wal":
-        raise InvalidRequest(
-            f"--db: this SQLite database is in {mode} journal mode, where reading --from-sql "
-            "blocks writing --to-table; switch it to WAL (PRAGMA journal_mode=WAL) or write to "
-            "a file",
-            details=[{"field": "db", "reason": f"SQLite journal mode {mode}; WAL is needed"}],
-        )
-
-
-class TableSink:
-    """A database table, created when missing and appended to chunk by chunk (one transaction
-    each); a run that fails takes its rows out again (every row carries its ``run_id``)."""
-
-    def __init__(self, db: str, table: str, run_id: int, engine: Any = None) -> None:
-        import sqlalchemy as sa
-
-        from ..store import normalize_url
-
-        self.engine = engine if engine is not None else sa.create_engine(normalize_url(db))
-        self.schema, _, self.name = table.rpartition(".")
-        self.run_id = run_id
-        self.wrote = False
-
-    def write(self, frame: pd.DataFrame) -> None:
-        if not len(frame):
-            return
-        if "run_id" not in frame.columns:
-            frame = frame.assign(run_id=self.run_id)
-        frame = frame.astype(
-            {c: "object" for c in frame.columns if str(frame[c].dtype).endswith("[pyarrow]")}
-        )
-        with self.engine.begin() as conn:
-            frame.to_sql(
-                self.name, conn, schema=self.schema or None, if_exists="append", index=False
-            )
-        self.wrote = True
-
-    def close(self, empty: pd.DataFrame) -> None:
-        """Create the table even when no row was written (``empty`` gives its columns)."""
-        if not self.wrote:
-            if "run_id" not in empty.columns:
-                empty = empty.assign(run_id=pd_int64())
-            with self.engine.begin() as conn:
-                empty.to_sql(
-                    self.name, conn, schema=self.schema or None, if_exists="append", index=False
-                )
-        self.engine.dispose()
-
-    def abort(self) -> None:
-        import sqlalchemy as sa
-
-        with contextlib.suppress(Exception):
-            table = sa.Table(
-                self.name, sa.MetaData(), schema=self.schema or None, autoload_with=self.engine
-            )
-            with self.engine.begin() as conn:
-                conn.execute(table.delete().where(table.c.run_id == self.run_id))
-        self.engine.dispose()
-
-
-def pd_int64() -> Any:
-    import pandas as pd
-
-    return pd.Series(dtype="int64")

@@ -20,7 +20,8 @@ from typing import TYPE_CHECKING, Any
 from ..errors import InvalidRequest
 from ..inputs.schema import Schema
 from . import scoring as batch
-from .scoring import Request, Run, Scorer, file_format, recorded, rejects_path
+from .files import file_format, fingerprint, rejects_path
+from .scoring import Request, Run, Scorer, recorded
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -229,7 +230,7 @@ def run_spark(
         names = [str(c) for c in frame.columns]
         batch.check_columns(schema, names)
         columns = batch.output_columns(names, predict.proba_columns, req.id_column)
-        lineage["input"].update(batch.fingerprint(input_path))
+        lineage["input"].update(fingerprint(input_path))
         run = Run(client, client.start_run(req.name, lineage), spark.sparkContext.cancelAllJobs)
         counts = {"rows": 0, "scored": 0, "rejected": 0}
         with recorded(run, counts):

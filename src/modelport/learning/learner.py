@@ -252,7 +252,7 @@ class Learner:
     def _evict(self, name: str, state: _State, book: _Segmented) -> None:
         """Snapshot a segment's state (if it learned since its last one) before dropping it."""
         if state.pending > 0:
-            self._snapshot(name, state, book)
+            self._save_version(name, state, book)
 
     def _fold(
         self,
@@ -284,7 +284,7 @@ class Learner:
             and time.monotonic() - state.last_snapshot >= settings["snapshot_seconds"]
         )
         if due and state.model.ready(int(settings["min_observations"])):
-            self._snapshot(name, state, book)
+            self._save_version(name, state, book)
 
     def _score(self, state: _State, X: Any, labels: list[Any]) -> None:
         """Predict before learning: the prequential record of how the state was doing."""
@@ -299,7 +299,7 @@ class Learner:
             state.total_sq += float((errors**2).sum())
         state.n += len(labels)
 
-    def _snapshot(self, name: str, state: _State, book: _Segmented | None = None) -> None:
+    def _save_version(self, name: str, state: _State, book: _Segmented | None = None) -> None:
         """Write the state as a new version and point ``production`` (a segment's
         ``production@<segment>``) at it once the model is ready to answer."""
         import joblib

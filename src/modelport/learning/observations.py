@@ -453,26 +453,6 @@ def read_observations(
     return [(r.id, orjson.loads(r.inputs), r.label, r.prediction_id) for r in rows]
 
 
-def segments_after(
-    conn: Connection, model_id: int, after: int, limit: int
-) -> list[tuple[str, int]]:
-    """The segments with observations after ``after``, each with its first such id, in the
-    order they appear (at most ``limit``)."""
-    first = sa.func.min(observations.c.id)
-    rows = conn.execute(
-        sa.select(observations.c.segment, first)
-        .where(
-            observations.c.model_id == model_id,
-            observations.c.id > after,
-            observations.c.segment.is_not(None),
-        )
-        .group_by(observations.c.segment)
-        .order_by(first)
-        .limit(limit)
-    )
-    return [(r[0], int(r[1])) for r in rows]
-
-
 # -- datasets ---------------------------------------------------------------------------------------
 
 

@@ -27,7 +27,6 @@ from ..inputs.schema import parse_schema
 from ..monitoring import drift
 from ..registry import models as registry
 from ..releases import consumers as releases
-from . import algorithms
 from . import observations as learning
 
 Progress = Callable[[float, str], None]
@@ -95,6 +94,8 @@ def run_retrain(
         dataset = learning.snapshot(store, artifacts, name)
     progress(0.1, f"dataset {dataset['id'][:12]}: {dataset['rows']} rows")
     frame = learning.load_dataset(artifacts, dataset["id"])
+    from . import algorithms  # the training code: in the job's worker, never in a server
+
     schema = parse_schema(spec["schema"])
     algo_params = {**spec["params"], **(params.get("params") or {})}
     algo_params = algorithms.check_spec(spec["algorithm"], algo_params)
@@ -184,6 +185,8 @@ def _champion_metrics(
             return None
         row = registry.version_row(conn, name, aliases["production"])
     loaded = flavors.load(row.flavor, artifacts.local_path(row.sha256), trust_code=True)
+    from . import algorithms
+
     metrics: dict[str, Any] = algorithms.evaluate(
         loaded.obj, trained.holdout, spec["target"], spec["task"]
     )

@@ -435,7 +435,7 @@ def get_serving(conn: Connection, name: str) -> dict[str, Any]:
     return {"model": name, "serving": _model_row(conn, name).serving or {}}
 
 
-def snapshot(conn: Connection, model_id: int | None = None) -> dict[str, dict[str, Any]]:
+def routing_state(conn: Connection, model_id: int | None = None) -> dict[str, dict[str, Any]]:
     """Every model (or one) with what routing needs: id, task, serving settings, aliases,
     version numbers, traffic policy and revision, adapter, and per-consumer settings."""
     query = sa.select(
@@ -486,9 +486,9 @@ def snapshot(conn: Connection, model_id: int | None = None) -> dict[str, dict[st
     return out
 
 
-def model_snapshot(conn: Connection, model_id: int) -> dict[str, Any]:
-    """One model's routing snapshot (see :func:`snapshot`)."""
-    return next(iter(snapshot(conn, model_id).values()))
+def model_routing_state(conn: Connection, model_id: int) -> dict[str, Any]:
+    """One model's routing state (see :func:`routing_state`)."""
+    return next(iter(routing_state(conn, model_id).values()))
 
 
 def model_row(conn: Connection, name: str) -> sa.Row[Any]:

@@ -126,7 +126,7 @@ def list_events(conn: Connection, name: str, limit: int = 200) -> list[dict[str,
 
 
 def _aliases_and_versions(conn: Connection, model_id: int) -> tuple[dict[str, int], set[int]]:
-    snap = registry.model_snapshot(conn, model_id)
+    snap = registry.model_routing_state(conn, model_id)
     return snap["aliases"], snap["versions"]
 
 

@@ -168,7 +168,7 @@ class Router:
             gen = registry.generation(conn)
             if gen == self.generation:
                 return False
-            models = registry.snapshot(conn)
+            models = registry.routing_state(conn)
         releases = {}
         for name, model in models.items():
             try:

@@ -18,7 +18,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
@@ -52,8 +52,6 @@ class WriterStats:
     wakeups: int = 0  # calls into event loops to answer awaited jobs
     rows: int = 0
     failures: int = 0
-    last_commit_ms: float = 0.0
-    commit_ms_total: float = field(default=0.0)
 
 
 _STOP = object()
@@ -169,8 +167,6 @@ class Writer:
             self.observer(elapsed / 1000, len(jobs))
         self.stats.commits += 1
         self.stats.jobs += len(jobs)
-        self.stats.last_commit_ms = elapsed
-        self.stats.commit_ms_total += elapsed
         self.stats.wakeups += _answer(
             [(job, ok, value) for job, (ok, value) in zip(jobs, results, strict=True)]
         )
