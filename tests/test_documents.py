@@ -58,3 +58,27 @@ def test_the_api_documents_the_classes_that_validate() -> None:
     assert ServingSettings.model_fields["predict_timeout_seconds"].metadata
     assert GateInfo.model_fields["gate"].annotation == Gate | None
     assert check_gate({"metric": "r2"}) == {"metric": "r2", "min_improvement": 0.0}
+
+
+def test_monitoring_settings_keep_their_own_checks_inside_the_declaration() -> None:
+    from modelport.monitoring.checks import check_monitoring
+
+    by_field = {
+        d["field"]: d["reason"]
+        for d in _details(
+            check_monitoring,
+            {
+                "thresholds": {"ks_pvalue": 2, "min_rows": 0.5},
+                "window": "later",
+                "webhook": "ftp://x",
+            },
+        )
+    }
+    assert by_field == {
+        "monitoring.thresholds.ks_pvalue": "expected a number > 0 and < 1",
+        "monitoring.thresholds.min_rows": "expected an integer >= 1",
+        "monitoring.window": "not a positive duration (s, m, h, d, w) <= 100y",
+        "monitoring.webhook": "expected an http(s) URL",
+    }
+    good = {"thresholds": {"psi": 0.3}, "window": "2h", "webhook": "https://hooks.example/m"}
+    assert check_monitoring(good) == good

@@ -81,6 +81,8 @@ def _reason(model: type[BaseModel], error: Any) -> str:
             return number
     if kind == "missing":
         return "missing"
+    if kind == "value_error":  # a validator's own reason
+        return str(error["ctx"]["error"])
     return str(error["msg"])
 
 

@@ -8,6 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ..ids import MAX_ID
 from ..learning.retrain import Gate
+from ..monitoring.checks import Monitoring
 from ..registry.models import ServingSettings as ServingSettings  # documented here too
 
 Scalar = str | int | float | bool | None
@@ -578,10 +579,7 @@ class DriftReport(BaseModel):
 
 class MonitoringInfo(BaseModel):
     model: str
-    monitoring: dict[str, Any] | None = Field(
-        description='{"thresholds": {"psi", "ks_pvalue", "chi2_pvalue", "min_rows"}, '
-        '"window": "1h", "webhook": "https://..."}; every key optional'
-    )
+    monitoring: Monitoring | None
     thresholds: dict[str, float] | None = None
     window_seconds: float | None = None
 
