@@ -85,13 +85,13 @@ def run_retrain(
         dataset = learning.snapshot(store, artifacts, name)
     progress(0.1, f"dataset {dataset['id'][:12]}: {dataset['rows']} rows")
     frame = learning.load_dataset(artifacts, dataset["id"])
-    from . import algorithms  # the training code: in the job's worker, never in a server
+    from . import algorithms, training  # training code: in the job's worker, never a server
 
     schema = parse_schema(spec["schema"])
     algo_params = {**spec["params"], **(params.get("params") or {})}
     algo_params = algorithms.check_spec(spec["algorithm"], algo_params)
     started = time.perf_counter()
-    trained = algorithms.train(
+    trained = training.train(
         spec["algorithm"],
         algo_params,
         schema,
@@ -176,9 +176,9 @@ def _champion_metrics(
             return None
         row = registry.version_row(conn, name, aliases["production"])
     loaded = flavors.load(row.flavor, artifacts.local_path(row.sha256), trust_code=True)
-    from . import algorithms
+    from . import training
 
-    metrics: dict[str, Any] = algorithms.evaluate(
+    metrics: dict[str, Any] = training.evaluate(
         loaded.obj, trained.holdout, spec["target"], spec["task"]
     )
     return {**metrics, "version": aliases["production"]}
