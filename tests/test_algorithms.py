@@ -20,7 +20,7 @@ from sklearn.datasets import make_classification, make_regression
 from modelport import flavors
 from modelport.errors import InvalidInput, ModelNotReady
 from modelport.inputs.schema import parse_schema
-from modelport.learning import algorithms
+from modelport.learning import algorithms, training
 from modelport.learning.online import OnlineModel, RunningScaler
 
 SCHEMA = parse_schema(
@@ -217,7 +217,7 @@ def test_string_fields_are_rejected_naming_the_field() -> None:
     frame = pd.DataFrame({"x": [1.0, 2.0], "comment": ["hi", "yo"], "y": [1.0, 2.0]})
     for call in (
         lambda: algorithms.build_estimator("linear_regression", {}, schema),
-        lambda: algorithms.train("linear_regression", {}, schema, frame, "y"),
+        lambda: training.train("linear_regression", {}, schema, frame, "y"),
     ):
         with pytest.raises(InvalidInput) as info:
             call()
@@ -231,7 +231,7 @@ def test_string_fields_are_rejected_naming_the_field() -> None:
 def test_every_entry_trains_and_predicts(name: str) -> None:
     task = _task(name)
     frame = _frame(task)
-    result = algorithms.train(name, _small(name), SCHEMA, frame, "label", holdout=0.25)
+    result = training.train(name, _small(name), SCHEMA, frame, "label", holdout=0.25)
     assert (result.train_rows, result.holdout_rows, result.skipped_rows) == (180, 60, 0)
     assert result.algorithm == name and result.task == task and result.seconds > 0
     assert result.params == algorithms.check_spec(name, _small(name))
@@ -259,7 +259,7 @@ def test_serving_a_trained_entry_through_the_pickle_flavor(name: str, tmp_path: 
     """The version a retrain or an online snapshot pushes: joblib bytes, loaded as a pickle
     artifact, fed validated rows (``Table.frame()``) by the serving contract."""
     task = _task(name)
-    result = algorithms.train(name, _small(name), SCHEMA, _frame(task), "label")
+    result = training.train(name, _small(name), SCHEMA, _frame(task), "label")
     path = tmp_path / "model.joblib"
     joblib.dump(result.estimator, path)
     loaded = flavors.load(flavors.detect_flavor(path), path, trust_code=True)
@@ -286,8 +286,8 @@ def test_serving_a_trained_entry_through_the_pickle_flavor(name: str, tmp_path: 
 def test_same_data_and_seed_give_the_same_model(name: str) -> None:
     task = _task(name)
     frame = _frame(task, seed=3)
-    first = algorithms.train(name, _small(name), SCHEMA, frame, "label", seed=7)
-    second = algorithms.train(name, _small(name), SCHEMA, frame, "label", seed=7)
+    first = training.train(name, _small(name), SCHEMA, frame, "label", seed=7)
+    second = training.train(name, _small(name), SCHEMA, frame, "label", seed=7)
     X = _frame(task, n=80, seed=4)[FEATURES]
     assert first.metrics == second.metrics
     pd.testing.assert_frame_equal(first.holdout, second.holdout)
@@ -306,18 +306,18 @@ def _joblib_bytes(obj: Any) -> bytes:
 
 
 def test_the_holdout_split_depends_on_the_seed_only() -> None:
-    train_a, hold_a = algorithms.split_positions(100, 0.2, seed=1)
-    train_b, hold_b = algorithms.split_positions(100, 0.2, seed=1)
-    _, hold_c = algorithms.split_positions(100, 0.2, seed=2)
+    train_a, hold_a = training.split_positions(100, 0.2, seed=1)
+    train_b, hold_b = training.split_positions(100, 0.2, seed=1)
+    _, hold_c = training.split_positions(100, 0.2, seed=2)
     np.testing.assert_array_equal(hold_a, hold_b)
     np.testing.assert_array_equal(train_a, train_b)
     assert not np.array_equal(hold_a, hold_c)
     assert len(hold_a) == 20 and sorted([*train_a, *hold_a]) == list(range(100))
     assert list(train_a) == sorted(train_a)  # data order kept for online learning
-    assert len(algorithms.split_positions(100, 0.0, seed=1)[1]) == 0
+    assert len(training.split_positions(100, 0.0, seed=1)[1]) == 0
     for bad in (1.0, -0.1, True, "0.2"):
         with pytest.raises(InvalidInput) as info:
-            algorithms.split_positions(100, bad, seed=1)  # type: ignore[arg-type]
+            training.split_positions(100, bad, seed=1)  # type: ignore[arg-type]
         assert info.value.details[0]["field"] == "holdout"
 
 
@@ -330,7 +330,7 @@ def test_the_holdout_split_depends_on_the_seed_only() -> None:
 def test_an_unknown_or_missing_category_encodes_as_all_zeros(name: str) -> None:
     """A value outside the schema's categories (or none) predicts as no category, silently:
     with pytest's warnings as errors, any encoder warning would fail this test."""
-    result = algorithms.train(name, _small(name), SCHEMA, _frame("classification"), "label")
+    result = training.train(name, _small(name), SCHEMA, _frame("classification"), "label")
     X = _frame("classification", n=20, seed=5)[FEATURES]
     unknown = X.assign(segment="zzz")
     missing = X.assign(segment=None)
@@ -341,7 +341,7 @@ def test_an_unknown_or_missing_category_encodes_as_all_zeros(name: str) -> None:
 
 def test_a_missing_number_is_the_training_mean_for_linear_models() -> None:
     frame = _frame("regression")
-    result = algorithms.train("linear_regression", {}, SCHEMA, frame, "label", holdout=0.0)
+    result = training.train("linear_regression", {}, SCHEMA, frame, "label", holdout=0.0)
     row = frame[FEATURES].head(1)
     with_nan = row.assign(x2=np.nan)
     with_mean = row.assign(x2=float(np.nanmean(frame["x2"])))
@@ -366,7 +366,7 @@ def test_booleans_and_category_values_match_by_key() -> None:
     frame = pd.DataFrame(
         {"on": rng.random(200) < 0.5, "size": size, "y": size * 2.0 + rng.normal(0, 0.1, 200)}
     )
-    result = algorithms.train("linear_regression", {}, schema, frame, "y", holdout=0.0)
+    result = training.train("linear_regression", {}, schema, frame, "y", holdout=0.0)
     as_ints = pd.DataFrame({"on": [True, False], "size": [1, 3]})
     as_sent = pd.DataFrame(
         {"on": pd.Series([True, None], dtype=object), "size": pd.Series([1.0, "3"], dtype=object)}
@@ -402,7 +402,7 @@ def test_rows_without_a_label_are_skipped_and_given_classes_are_used() -> None:
     frame["label"] = np.where(frame["label"] == "yes", 1.0, 0.0)
     frame.loc[::10, "label"] = np.nan
     before = frame.copy()
-    result = algorithms.train(
+    result = training.train(
         "online_logistic_regression", {"epochs": 3}, SCHEMA, frame, "label", classes=[0, 1]
     )
     pd.testing.assert_frame_equal(frame, before)
@@ -422,24 +422,22 @@ def test_training_problems_are_named() -> None:
     ]
     for data, target, fields in cases:
         with pytest.raises(InvalidInput) as info:
-            algorithms.train("linear_regression", {}, SCHEMA, data, target)
+            training.train("linear_regression", {}, SCHEMA, data, target)
         assert [d["field"] for d in info.value.details] == fields
     text_labels = frame.assign(label=["a"] * len(frame))
     with pytest.raises(InvalidInput) as info:
-        algorithms.train("linear_regression", {}, SCHEMA, text_labels, "label")
+        training.train("linear_regression", {}, SCHEMA, text_labels, "label")
     assert info.value.details[0] == {
         "row": 0,
         "field": "label",
         "reason": "expected a finite number",
     }
     with pytest.raises(InvalidInput) as info:
-        algorithms.train("logistic_regression", {}, SCHEMA, frame.assign(label="x"), "label")
+        training.train("logistic_regression", {}, SCHEMA, frame.assign(label="x"), "label")
     assert "two classes" in info.value.details[0]["reason"]
     with pytest.raises(InvalidInput) as info:
         labels = _frame("classification")
-        algorithms.train(
-            "logistic_regression", {}, SCHEMA, labels, "label", classes=["no", "maybe"]
-        )
+        training.train("logistic_regression", {}, SCHEMA, labels, "label", classes=["no", "maybe"])
     assert (
         info.value.details[0]["field"] == "label"
         and "unknown class" in info.value.details[0]["reason"]
@@ -447,22 +445,22 @@ def test_training_problems_are_named() -> None:
 
 
 def test_evaluate_scores_given_rows_like_the_holdout() -> None:
-    result = algorithms.train(
+    result = training.train(
         "logistic_regression", {}, SCHEMA, _frame("classification"), "label", holdout=0.3
     )
-    again = algorithms.evaluate(result.estimator, result.holdout, "label", "classification")
+    again = training.evaluate(result.estimator, result.holdout, "label", "classification")
     assert again == result.metrics
     perfect = result.holdout.assign(label=result.estimator.predict(result.holdout[FEATURES]))
-    scores = algorithms.evaluate(result.estimator, perfect, "label", "classification")
+    scores = training.evaluate(result.estimator, perfect, "label", "classification")
     assert scores["accuracy"] == 1.0 and scores["f1"] == 1.0
-    regression = algorithms.train("linear_regression", {}, SCHEMA, _frame("regression"), "label")
+    regression = training.train("linear_regression", {}, SCHEMA, _frame("regression"), "label")
     rows = regression.holdout.assign(
         label=regression.estimator.predict(regression.holdout[FEATURES]) + 2.0
     )
-    scores = algorithms.evaluate(regression.estimator, rows, "label", "regression")
+    scores = training.evaluate(regression.estimator, rows, "label", "regression")
     assert scores["mae"] == pytest.approx(2.0) and scores["rmse"] == pytest.approx(2.0)
     with pytest.raises(InvalidInput):
-        algorithms.evaluate(regression.estimator, rows, "label", "ranking")
+        training.evaluate(regression.estimator, rows, "label", "ranking")
 
 
 # -- the online wrapper -------------------------------------------------------------------------

@@ -7,7 +7,9 @@ import pandas as pd
 import pytest
 
 from modelport.errors import InvalidInput
-from modelport.inputs.schema import Field, Schema, infer_schema, parse_schema, table_from_payload
+from modelport.inputs.inference import infer_schema
+from modelport.inputs.rows import table_from_payload
+from modelport.inputs.schema import Field, Schema, parse_schema
 
 SCHEMA = parse_schema(
     {

@@ -312,7 +312,7 @@ class Client:
     ) -> dict[str, Any]:
         """Send a CSV or Parquet file of labelled rows in chunks (a progress bar with
         ``progress``); totals of accepted and rejected rows, rejections with file row numbers."""
-        from .inputs.schema import read_table
+        from .inputs.inference import read_table
 
         # A CSV goes as CSV text, so the server reads each cell against the model's schema
         # (a bad cell rejects its own row only); Parquet columns are typed and go as JSON.
@@ -683,7 +683,7 @@ def train_data_meta(
     data: str | Path | pd.DataFrame, target: str | None, model: Any, *, explicit_schema: bool
 ) -> dict[str, Any]:
     """Schema, statistics and fingerprint from training data, computed on the client."""
-    from .inputs.schema import infer_schema, read_table
+    from .inputs.inference import infer_schema, read_table
     from .store.artifacts import sha256_file
 
     if isinstance(data, str | Path):

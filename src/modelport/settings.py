@@ -167,7 +167,8 @@ class Settings(BaseSettings):
     )
     predict_timeout_seconds: float = Field(
         default=30.0,
-        gt=0,
+        ge=0.001,
+        le=86_400,
         description=(
             "How long one model call may run, from when it gets a predict thread, before its "
             "requests get 504 and the version is marked unhealthy (per model: the serving "

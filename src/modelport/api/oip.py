@@ -25,7 +25,8 @@ import numpy as np
 import orjson
 
 from ..errors import InvalidInput, InvalidRequest
-from ..inputs.schema import Field, Schema, adapted_table
+from ..inputs.rows import adapted_table
+from ..inputs.schema import Field, Schema
 from ..inputs.table import Table
 from . import payload
 

@@ -7,6 +7,9 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..ids import MAX_ID
+from ..learning.retrain import Gate
+from ..monitoring.checks import Monitoring
+from ..registry.models import ServingSettings as ServingSettings  # documented here too
 
 Scalar = str | int | float | bool | None
 
@@ -182,35 +185,6 @@ class PushMetadata(Strict):
             "Whether the same row always gets the same answer, so the prediction cache may "
             "keep it; default: true for scikit-learn estimators, false for custom code."
         ),
-    )
-
-
-class ServingSettings(Strict):
-    """Per-model serving settings; a key left out (or null) uses the server's default."""
-
-    max_batch_rows: int | None = Field(
-        None, ge=1, le=1_000_000, description="Overrides batch_max_rows."
-    )
-    max_wait_ms: float | None = Field(
-        None, ge=0, le=60_000, description="Overrides batch_max_wait_ms."
-    )
-    max_concurrent_batches: int | None = Field(
-        None, ge=1, le=1024, description="Overrides batch_max_concurrent."
-    )
-    predict_timeout_seconds: float | None = Field(
-        None, ge=0.001, le=86_400, description="Overrides predict_timeout_seconds."
-    )
-    cache_max_entries: int | None = Field(
-        None,
-        ge=0,
-        le=100_000_000,
-        description="Overrides cache_max_entries (0: no prediction cache).",
-    )
-    max_live_segments: int | None = Field(
-        None, ge=1, le=1_000_000, description="Overrides max_live_segments (a segmented model)."
-    )
-    max_segments: int | None = Field(
-        None, ge=1, le=1_000_000, description="Overrides max_segments (a segmented model)."
     )
 
 
@@ -524,7 +498,7 @@ class Job(BaseModel):
 
 class GateInfo(BaseModel):
     model: str
-    gate: dict[str, Any] | None
+    gate: Gate | None
 
 
 # -- monitoring -------------------------------------------------------------------------------------
@@ -605,10 +579,7 @@ class DriftReport(BaseModel):
 
 class MonitoringInfo(BaseModel):
     model: str
-    monitoring: dict[str, Any] | None = Field(
-        description='{"thresholds": {"psi", "ks_pvalue", "chi2_pvalue", "min_rows"}, '
-        '"window": "1h", "webhook": "https://..."}; every key optional'
-    )
+    monitoring: Monitoring | None
     thresholds: dict[str, float] | None = None
     window_seconds: float | None = None
 

@@ -1,1 +1,1 @@
-"""What a model accepts and how a payload becomes rows: schemas (``schema``), validated column tables (``table``), adapters for older payloads (``adapters``) and the expression language of their steps (``expressions``)."""
+"""What a model accepts and how a payload becomes rows: schemas (``schema``), a predict body's rows (``rows``), schemas inferred from training data (``inference``), validated column tables (``table``), adapters for older payloads (``adapters``) and the expression language of their steps (``expressions``)."""

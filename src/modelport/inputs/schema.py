@@ -1,9 +1,10 @@
-"""Input schemas: what a model version accepts, how a payload is checked, how a schema is inferred.
+"""Input schemas: what a model version accepts and how rows are checked against it.
 
 A schema is an ordered list of fields, each with a type (number, integer, string, boolean,
 category), required or optional with a default, and for numbers an inclusive range. Validation
 checks every row before anything reaches the model and reports *every* problem at once, each with
 its row index, field and reason. Checkers are compiled once per schema, not per request.
+A predict body's forms are read in :mod:`.rows`; a schema is inferred in :mod:`.inference`.
 """
 
 from __future__ import annotations
@@ -22,14 +23,11 @@ from ..errors import InvalidInput
 from .table import Table
 
 if TYPE_CHECKING:
-    import pandas as pd
-
-    from .adapters import Adapter
+    pass
 
 FieldType = Literal["number", "integer", "string", "boolean", "category"]
 FIELD_TYPES: tuple[str, ...] = ("number", "integer", "string", "boolean", "category")
 MAX_REPORTED_PROBLEMS = 100
-_CATEGORY_MAX_VALUES = 20
 
 _Checker = Callable[[Any], "tuple[bool, Any, str]"]
 
@@ -108,7 +106,7 @@ class Schema:
             if len(problems) >= MAX_REPORTED_PROBLEMS:
                 break
         if problems:
-            raise _invalid(problems)
+            raise invalid_rows(problems)
         return rows
 
     def partition(
@@ -346,7 +344,7 @@ def _typed_column(f: Field, values: Sequence[Any]) -> np.ndarray:
     return _object_array(values)
 
 
-def _invalid(problems: list[dict[str, Any]]) -> InvalidInput:
+def invalid_rows(problems: list[dict[str, Any]]) -> InvalidInput:
     shown = problems[:MAX_REPORTED_PROBLEMS]
     first = shown[0]
     where = f"row {first['row']}" + (f", field {first['field']!r}" if first["field"] else "")
@@ -556,209 +554,3 @@ def parse_schema(data: Any) -> Schema:
 
 
 # -- payloads ------------------------------------------------------------------------------------
-
-
-def table_from_payload(
-    schema: Schema, body: Mapping[str, Any], max_rows: int, adapter: Adapter | None = None
-) -> Table:
-    """The validated rows of a predict body: ``{"inputs": [...]}`` or ``{"columns", "data"}``.
-
-    With an ``adapter``, the records are adapted first; the table then keeps the records as
-    sent (``raw``) for the ledger.
-    """
-    inputs, columns, data = _payload_form(body, max_rows)
-    if adapter is not None:
-        return adapted_table(schema, records_of_payload(body, max_rows), adapter)
-    if inputs is not None:
-        return schema.table(inputs)
-    assert columns is not None and data is not None
-    names = schema.names
-    width = len(columns)
-    if columns == names:
-        return schema.table_from_rows(data, shaped=True)
-    if sorted(columns) == sorted(names):  # the schema's fields in another order
-        reorder = itemgetter(*(columns.index(n) for n in names)) if width > 1 else None
-        rows = data if reorder is None else list(map(reorder, data))
-        return schema.table_from_rows(rows, shaped=True)
-    return schema.table([dict(zip(columns, row, strict=True)) for row in data])
-
-
-def records_of_payload(body: Mapping[str, Any], max_rows: int) -> list[Any]:
-    """A predict body's rows as records, whichever form it came in."""
-    inputs, columns, data = _payload_form(body, max_rows)
-    if inputs is not None:
-        return inputs
-    assert columns is not None and data is not None
-    return [dict(zip(columns, row, strict=True)) for row in data]
-
-
-def _payload_form(
-    body: Mapping[str, Any], max_rows: int
-) -> tuple[list[Any] | None, list[str] | None, list[list[Any]] | None]:
-    """``(inputs, None, None)`` or ``(None, columns, data)``, after every shape check."""
-    inputs = body.get("inputs")
-    columns = body.get("columns")
-    if inputs is not None and (columns is not None or "data" in body):
-        raise InvalidInput(
-            "give either 'inputs' or 'columns' with 'data', not both",
-            details=[{"field": "inputs", "reason": "conflicts with columns/data"}],
-        )
-    if inputs is not None:
-        if not isinstance(inputs, list) or not inputs:
-            raise InvalidInput(
-                "'inputs' must be a non-empty list of objects",
-                details=[{"field": "inputs", "reason": "expected a non-empty list of objects"}],
-            )
-        _check_rows(len(inputs), max_rows, "inputs")
-        return inputs, None, None
-    if columns is None:
-        raise InvalidInput(
-            "the body needs 'inputs' (a list of records) or 'columns' and 'data'",
-            details=[{"field": "inputs", "reason": "missing"}],
-        )
-    if not isinstance(columns, list) or not all(isinstance(c, str) for c in columns):
-        raise InvalidInput(
-            "'columns' must be a list of field names",
-            details=[{"field": "columns", "reason": "expected a list of strings"}],
-        )
-    if len(set(columns)) != len(columns):
-        raise InvalidInput(
-            "'columns' has duplicate names",
-            details=[{"field": "columns", "reason": "duplicate column names"}],
-        )
-    data = body.get("data")
-    if not isinstance(data, list) or not data:
-        raise InvalidInput(
-            "'data' must be a non-empty list of rows",
-            details=[{"field": "data", "reason": "expected a non-empty list of lists"}],
-        )
-    _check_rows(len(data), max_rows, "data")
-    width = len(columns)
-    if set(map(type, data)) != {list} or set(map(len, data)) != {width}:
-        raise _invalid(
-            [
-                {"row": i, "field": None, "reason": f"expected a list of {width} values"}
-                for i, row in enumerate(data)
-                if not isinstance(row, list) or len(row) != width
-            ]
-        )
-    return None, columns, data
-
-
-def adapted_table(schema: Schema, records: list[Any], adapter: Adapter) -> Table:
-    """Records through an adapter, then validated; problems of either kind are one 422."""
-    adapted, problems = adapter.apply(records)
-    if problems:
-        raise _invalid(problems)
-    table = schema.table(adapted)
-    table.raw = orjson.dumps(records).decode()
-    return table
-
-
-def _check_rows(n: int, max_rows: int, name: str) -> None:
-    if n > max_rows:
-        raise InvalidInput(
-            f"too many rows: {n} (the limit is {max_rows})",
-            details=[{"field": name, "reason": f"{n} rows exceed the limit of {max_rows}"}],
-        )
-
-
-# -- inference from training data ----------------------------------------------------------------
-
-
-def infer_schema(
-    df: pd.DataFrame, *, fields: Sequence[str] | None = None
-) -> tuple[Schema, dict[str, Any]]:
-    """Infer a schema and per-field training statistics from a DataFrame.
-
-    ``fields`` selects and orders the columns (e.g. the estimator's ``feature_names_in_``);
-    by default every column is a field. Ranges are not inferred: training data rarely covers
-    what production may legitimately send, so the statistics keep the observed range instead.
-    """
-    import pandas as pd
-
-    names = list(fields) if fields is not None else [str(c) for c in df.columns]
-    missing = [n for n in names if n not in df.columns]
-    if missing:
-        raise InvalidInput(
-            f"training data lacks the column(s) {', '.join(missing)}",
-            details=[{"field": n, "reason": "not in the training data"} for n in missing],
-        )
-    out: list[Field] = []
-    stats: dict[str, Any] = {"rows": len(df), "fields": {}}
-    for name in names:
-        col = df[name]
-        nulls = int(col.isna().sum())
-        required = nulls == 0
-        s: dict[str, Any] = {"missing": nulls}
-        if pd.api.types.is_bool_dtype(col):
-            ftype: FieldType = "boolean"
-            s["counts"] = {str(k): int(v) for k, v in col.value_counts().items()}
-            out.append(Field(name, ftype, required=required))
-        elif pd.api.types.is_numeric_dtype(col):
-            ftype = "integer" if pd.api.types.is_integer_dtype(col) else "number"
-            s.update(_numeric_stats(col))
-            out.append(Field(name, ftype, required=required))
-        else:
-            values = col.dropna()
-            uniques = values.unique()
-            counts = values.value_counts()
-            if len(uniques) <= _CATEGORY_MAX_VALUES and len(uniques) < max(2, len(values) // 2):
-                cats = sorted(_plain(v) for v in uniques)
-                out.append(Field(name, "category", required=required, categories=tuple(cats)))
-            else:
-                out.append(Field(name, "string", required=required))
-            s["counts"] = {str(k): int(v) for k, v in counts.head(50).items()}
-            s["distinct"] = len(uniques)
-        stats["fields"][name] = s
-    return Schema(tuple(out)), stats
-
-
-def _plain(value: Any) -> Any:
-    return value.item() if hasattr(value, "item") else value
-
-
-def _numeric_stats(col: pd.Series) -> dict[str, Any]:
-    import numpy as np
-
-    values = col.dropna().to_numpy(dtype="float64")
-    if values.size == 0:
-        return {"count": 0}
-    qs = np.quantile(values, [0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99])
-    counts, edges = np.histogram(values, bins=10)
-    return {
-        "count": int(values.size),
-        "mean": float(values.mean()),
-        "std": float(values.std()),
-        "min": float(values.min()),
-        "max": float(values.max()),
-        "quantiles": dict(
-            zip(["p01", "p05", "p25", "p50", "p75", "p95", "p99"], map(float, qs), strict=True)
-        ),
-        "histogram": {"edges": [float(e) for e in edges], "counts": [int(c) for c in counts]},
-    }
-
-
-def read_table(path: str, *, text: bool = False) -> pd.DataFrame:
-    """Read a CSV or Parquet file by its extension. ``text``: a CSV's cells stay text (empty
-    for a missing one), for reading cell by cell against a schema."""
-    import pandas as pd
-
-    lower = path.lower()
-    if lower.endswith((".parquet", ".pq")):
-        try:
-            import pyarrow  # noqa: F401
-        except ImportError:
-            raise InvalidInput(
-                f"{path}: reading Parquet needs pyarrow: pip install 'modelport[parquet]'",
-                details=[{"field": "train_data", "reason": "pyarrow is not installed"}],
-            ) from None
-        return pd.read_parquet(path)
-    if lower.endswith((".csv", ".csv.gz", ".txt")):
-        if text:
-            return pd.read_csv(path, dtype=str, keep_default_na=False, na_filter=False)
-        return pd.read_csv(path)
-    raise InvalidInput(
-        f"{path}: unsupported file type (use .csv or .parquet)",
-        details=[{"field": "train_data", "reason": "expected a .csv or .parquet file"}],
-    )

@@ -20,9 +20,13 @@ from __future__ import annotations
 import io
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
+
+from pydantic import Field
 
 from .. import flavors
+from ..documents import Document, Number, checked
+from ..errors import InvalidInput
 from ..inputs.schema import parse_schema
 from ..monitoring import drift
 from ..registry import models as registry
@@ -36,49 +40,36 @@ LOWER_IS_BETTER = frozenset({"rmse", "mae", "log_loss"})
 GATE_ACTOR = "modelport-gate"
 
 
+class Replay(Document):
+    """Replay of recent logged traffic through the candidate, as part of the gate."""
+
+    hours: Number | None = Field(None, ge=0, description="How far back (default 24).")
+    min_agreement: Number | None = Field(
+        None, ge=0, description="The least share of answers equal to production's."
+    )
+    max_rejected: Number | None = Field(
+        None, ge=0, description="The most rows the candidate's schema may reject."
+    )
+
+
+class Gate(Document):
+    """The promotion gate a retrained candidate passes before it becomes production."""
+
+    metric: Literal["accuracy", "f1", "roc_auc", "log_loss", "rmse", "mae", "r2"] = Field(
+        description="The holdout metric compared with production's on the same rows."
+    )
+    min_improvement: Number = Field(0.0, description="The margin the candidate must win by.")
+    replay: Replay | None = None
+
+
 def check_gate(doc: Any) -> dict[str, Any] | None:
     """A promotion gate, checked (None removes it)."""
-    from ..errors import InvalidInput
-
     if doc is None:
         return None
-    problems = []
-    if not isinstance(doc, dict):
-        raise InvalidInput(
-            "the gate must be an object", details=[{"field": "gate", "reason": "not an object"}]
-        )
-    problems += [
-        {"field": f"gate.{k}", "reason": "unexpected field"}
-        for k in doc
-        if k not in ("metric", "min_improvement", "replay")
-    ]
-    metric = doc.get("metric")
-    if metric not in ("accuracy", "f1", "roc_auc", "log_loss", "rmse", "mae", "r2"):
-        problems.append({"field": "gate.metric", "reason": "expected a holdout metric name"})
-    margin = doc.get("min_improvement", 0.0)
-    if isinstance(margin, bool) or not isinstance(margin, int | float):
-        problems.append({"field": "gate.min_improvement", "reason": "expected a number"})
-    replay = doc.get("replay")
-    if replay is not None:
-        if not isinstance(replay, dict):
-            problems.append({"field": "gate.replay", "reason": "expected an object"})
-        else:
-            for key, value in replay.items():
-                if key not in ("hours", "min_agreement", "max_rejected"):
-                    problems.append({"field": f"gate.replay.{key}", "reason": "unexpected field"})
-                elif isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
-                    problems.append(
-                        {"field": f"gate.replay.{key}", "reason": "expected a number >= 0"}
-                    )
-    if problems:
-        raise InvalidInput(
-            f"invalid gate: {problems[0]['field']}: {problems[0]['reason']}", details=problems
-        )
-    return {
-        "metric": metric,
-        "min_improvement": float(margin),
-        **({"replay": replay} if replay else {}),
-    }
+    gate = checked(Gate, doc, "gate", "gate")
+    out = gate.model_dump(exclude={"replay"})
+    replay = gate.replay.model_dump(exclude_none=True) if gate.replay is not None else None
+    return {**out, **({"replay": replay} if replay else {})}
 
 
 def run_retrain(
@@ -94,13 +85,13 @@ def run_retrain(
         dataset = learning.snapshot(store, artifacts, name)
     progress(0.1, f"dataset {dataset['id'][:12]}: {dataset['rows']} rows")
     frame = learning.load_dataset(artifacts, dataset["id"])
-    from . import algorithms  # the training code: in the job's worker, never in a server
+    from . import algorithms, training  # training code: in the job's worker, never a server
 
     schema = parse_schema(spec["schema"])
     algo_params = {**spec["params"], **(params.get("params") or {})}
     algo_params = algorithms.check_spec(spec["algorithm"], algo_params)
     started = time.perf_counter()
-    trained = algorithms.train(
+    trained = training.train(
         spec["algorithm"],
         algo_params,
         schema,
@@ -185,9 +176,9 @@ def _champion_metrics(
             return None
         row = registry.version_row(conn, name, aliases["production"])
     loaded = flavors.load(row.flavor, artifacts.local_path(row.sha256), trust_code=True)
-    from . import algorithms
+    from . import training
 
-    metrics: dict[str, Any] = algorithms.evaluate(
+    metrics: dict[str, Any] = training.evaluate(
         loaded.obj, trained.holdout, spec["target"], spec["task"]
     )
     return {**metrics, "version": aliases["production"]}
@@ -262,6 +253,23 @@ def apply_gate(
 TRIGGER_ACTOR = "modelport-trigger"
 
 
+class MetricBelow(Document):
+    """Retrain when the live metric from feedback falls below a threshold."""
+
+    metric: Literal["accuracy", "mean_reward"]
+    threshold: Number = Field(ge=0)
+    window_s: Number | None = Field(None, ge=0, description="The window read (seconds).")
+    min_feedback: Number | None = Field(None, ge=0, description="Feedback needed to judge.")
+
+
+class Triggers(Document):
+    """When a model retrains by itself (at least one trigger)."""
+
+    every_seconds: Number | None = Field(None, gt=0)
+    after_observations: Number | None = Field(None, gt=0)
+    metric_below: MetricBelow | None = None
+
+
 def check_triggers(doc: Any) -> dict[str, Any] | None:
     """Retraining triggers, checked (None removes them)::
 
@@ -269,44 +277,14 @@ def check_triggers(doc: Any) -> dict[str, Any] | None:
      "metric_below": {"metric": "accuracy", "threshold": 0.8, "window_s": 3600,
                       "min_feedback": 30}}
     """
-    from ..errors import InvalidInput
-
     if doc is None:
         return None
-    problems: list[dict[str, Any]] = []
-    if not isinstance(doc, dict) or not doc:
+    if isinstance(doc, dict) and not doc:
         raise InvalidInput(
             "triggers must be an object with at least one trigger",
             details=[{"field": "triggers", "reason": "expected a non-empty object"}],
         )
-    for key, value in doc.items():
-        path = f"triggers.{key}"
-        if key in ("every_seconds", "after_observations"):
-            if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
-                problems.append({"field": path, "reason": "expected a positive number"})
-        elif key == "metric_below":
-            if not isinstance(value, dict):
-                problems.append({"field": path, "reason": "expected an object"})
-                continue
-            if value.get("metric") not in ("accuracy", "mean_reward"):
-                problems.append(
-                    {"field": f"{path}.metric", "reason": 'expected "accuracy" or "mean_reward"'}
-                )
-            for k, v in value.items():
-                if k == "metric":
-                    continue
-                if k not in ("threshold", "window_s", "min_feedback"):
-                    problems.append({"field": f"{path}.{k}", "reason": "unexpected field"})
-                elif isinstance(v, bool) or not isinstance(v, int | float) or v < 0:
-                    problems.append({"field": f"{path}.{k}", "reason": "expected a number >= 0"})
-            if "threshold" not in value:
-                problems.append({"field": f"{path}.threshold", "reason": "missing"})
-        else:
-            problems.append({"field": path, "reason": "unknown trigger"})
-    if problems:
-        raise InvalidInput(
-            f"invalid triggers: {problems[0]['field']}: {problems[0]['reason']}", details=problems
-        )
+    checked(Triggers, doc, "triggers", "triggers")
     return dict(doc)
 
 

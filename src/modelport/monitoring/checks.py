@@ -22,14 +22,15 @@ see it through :func:`masked_url`: scheme, host and port, the rest masked.
 from __future__ import annotations
 
 import logging
-import math
 import time
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import sqlalchemy as sa
+from pydantic import Field, field_validator
 from sqlalchemy.engine import Connection
 
+from ..documents import Document, Number, Whole, checked
 from ..errors import InvalidInput
 from ..releases import consumers as releases
 from ..store.tables import drift_state
@@ -47,66 +48,50 @@ DEFAULT_THRESHOLDS: dict[str, Any] = {
 DEFAULT_WINDOW = 3600.0
 
 
+class Thresholds(Document):
+    """When drift is declared (each key optional; the server's defaults fill the rest)."""
+
+    psi: Number | None = Field(None, gt=0, allow_inf_nan=False, description="Default 0.2.")
+    ks_pvalue: Number | None = Field(None, gt=0, lt=1, description="Default 0.01.")
+    chi2_pvalue: Number | None = Field(None, gt=0, lt=1, description="Default 0.01.")
+    min_rows: Whole | None = Field(None, ge=1, description="Default 100.")
+
+
+class Monitoring(Document):
+    """A model's monitoring settings: drift thresholds, the window the background check
+    reads, and the webhook told when drift starts or ends."""
+
+    thresholds: Thresholds | None = None
+    window: str | Number | None = Field(None, description="A duration: 3600, 15m, 2h, 7d.")
+    webhook: str | None = Field(None, description="An http(s) URL.")
+
+    @field_validator("window")
+    @classmethod
+    def _window(cls, value: Any) -> Any:
+        if value is not None:
+            try:
+                parse_window(value, "monitoring.window")
+            except InvalidInput as exc:
+                raise ValueError((exc.details or [{}])[0].get("reason", str(exc))) from None
+        return value
+
+    @field_validator("webhook")
+    @classmethod
+    def _webhook(cls, value: str | None) -> str | None:
+        if value is not None:
+            parts = urlsplit(value)
+            if parts.scheme not in ("http", "https") or not parts.netloc:
+                raise ValueError("expected an http(s) URL")
+        return value
+
+
 def check_monitoring(doc: Any) -> dict[str, Any] | None:
     """Monitoring settings, checked (None removes them); problems name their field."""
     if doc is None:
         return None
-    if not isinstance(doc, dict):
-        raise InvalidInput(
-            "monitoring must be an object",
-            details=[{"field": "monitoring", "reason": "not an object"}],
-        )
-    problems = [
-        {"field": f"monitoring.{k}", "reason": "unexpected field"}
-        for k in doc
-        if k not in ("thresholds", "window", "webhook")
-    ]
-    thresholds = doc.get("thresholds") or {}
-    if not isinstance(thresholds, dict):
-        problems.append({"field": "monitoring.thresholds", "reason": "expected an object"})
-        thresholds = {}
-    for key, value in thresholds.items():
-        where = f"monitoring.thresholds.{key}"
-        if key not in DEFAULT_THRESHOLDS:
-            problems.append({"field": where, "reason": "unexpected field"})
-        elif (
-            isinstance(value, bool)
-            or not isinstance(value, int | float)
-            or not math.isfinite(value)
-        ):
-            problems.append({"field": where, "reason": "expected a number"})
-        elif key == "min_rows" and (value < 1 or value != int(value)):
-            problems.append({"field": where, "reason": "expected a whole number >= 1"})
-        elif key.endswith("pvalue") and not 0 < value < 1:
-            problems.append({"field": where, "reason": "expected a p-value between 0 and 1"})
-        elif key == "psi" and value <= 0:
-            problems.append({"field": where, "reason": "expected a number > 0"})
-    window = doc.get("window")
-    if window is not None:
-        try:
-            parse_window(window, "monitoring.window")
-        except InvalidInput as exc:
-            problems.extend(exc.details or [])
-    webhook = doc.get("webhook")
-    if webhook is not None:
-        parts = urlsplit(webhook) if isinstance(webhook, str) else None
-        if parts is None or parts.scheme not in ("http", "https") or not parts.netloc:
-            problems.append({"field": "monitoring.webhook", "reason": "expected an http(s) URL"})
-    if problems:
-        raise InvalidInput(
-            f"invalid monitoring settings: {problems[0]['field']}: {problems[0]['reason']}",
-            details=problems,
-        )
-    out: dict[str, Any] = {}
-    if thresholds:
-        out["thresholds"] = {
-            k: int(v) if k == "min_rows" else float(v) for k, v in thresholds.items()
-        }
-    if window is not None:
-        out["window"] = window
-    if webhook is not None:
-        out["webhook"] = webhook
-    return out
+    return checked(Monitoring, doc, "monitoring settings", "monitoring").model_dump(
+        exclude_none=True
+    )
 
 
 MASK = "***"

@@ -12,12 +12,13 @@ import time
 from typing import Any
 
 import sqlalchemy as sa
+from pydantic import Field
 from sqlalchemy.engine import Connection
 
+from ..documents import Document, Number, Whole, checked
 from ..errors import (
     AliasNotFound,
     Conflict,
-    InvalidInput,
     InvalidRequest,
     ModelNotFound,
     NothingToRollBack,
@@ -367,59 +368,47 @@ def alias_history(conn: Connection, name: str, alias: str | None = None) -> list
 
 
 #: Serving settings a model may override, with their type and bounds (inclusive).
-SERVING_KEYS: dict[str, tuple[type, float, float]] = {
-    "max_batch_rows": (int, 1, 1_000_000),
-    "max_wait_ms": (float, 0, 60_000),
-    "max_concurrent_batches": (int, 1, 1024),
-    "predict_timeout_seconds": (float, 0.001, 86_400),
-    # The prediction cache's entries per version (0: off); see modelport.serving.prediction_cache.
-    "cache_max_entries": (int, 0, 100_000_000),
-    # Segment instances loaded at once (least recently used unloaded); modelport.serving.segments.
-    "max_live_segments": (int, 1, 1_000_000),
-    # Segments the model may have at all (new ones past it are refused); modelport.learning.observations.
-    "max_segments": (int, 1, 1_000_000),
-}
+class ServingSettings(Document):
+    """Per-model serving settings; a key left out (or null) uses the server's default."""
+
+    max_batch_rows: Whole | None = Field(
+        None, ge=1, le=1_000_000, description="Overrides batch_max_rows."
+    )
+    max_wait_ms: Number | None = Field(
+        None, ge=0, le=60_000, description="Overrides batch_max_wait_ms."
+    )
+    max_concurrent_batches: Whole | None = Field(
+        None, ge=1, le=1024, description="Overrides batch_max_concurrent."
+    )
+    predict_timeout_seconds: Number | None = Field(
+        None, ge=0.001, le=86_400, description="Overrides predict_timeout_seconds."
+    )
+    cache_max_entries: Whole | None = Field(
+        None,
+        ge=0,
+        le=100_000_000,
+        description="Overrides cache_max_entries (0: no prediction cache; see "
+        "modelport.serving.prediction_cache).",
+    )
+    max_live_segments: Whole | None = Field(
+        None,
+        ge=1,
+        le=1_000_000,
+        description="Overrides max_live_segments: segment instances loaded at once (a "
+        "segmented model; the least recently used is unloaded).",
+    )
+    max_segments: Whole | None = Field(
+        None,
+        ge=1,
+        le=1_000_000,
+        description="Overrides max_segments: segments the model may have at all (new ones "
+        "past it are refused).",
+    )
 
 
 def check_serving(config: Any) -> dict[str, Any]:
     """Validate per-model serving settings; every problem names its key."""
-    if not isinstance(config, dict):
-        raise InvalidRequest(
-            "serving settings must be an object",
-            details=[{"field": "body", "reason": "not an object"}],
-        )
-    problems = []
-    out: dict[str, Any] = {}
-    for key, value in config.items():
-        if key not in SERVING_KEYS:
-            problems.append(
-                {"field": key, "reason": f"unknown setting; known: {', '.join(SERVING_KEYS)}"}
-            )
-            continue
-        if value is None:
-            continue  # back to the server default
-        kind, low, high = SERVING_KEYS[key]
-        ok = not isinstance(value, bool) and isinstance(value, int | float) and low <= value <= high
-        if kind is int and not (
-            isinstance(value, int) or (isinstance(value, float) and value.is_integer())
-        ):
-            ok = False
-        if not ok:
-            problems.append(
-                {
-                    "field": key,
-                    "reason": f"expected {'an integer' if kind is int else 'a number'} "
-                    f"from {low:g} to {high:g}",
-                }
-            )
-            continue
-        out[key] = int(value) if kind is int else float(value)
-    if problems:
-        raise InvalidInput(
-            f"invalid serving settings: {problems[0]['field']}: {problems[0]['reason']}",
-            details=problems,
-        )
-    return out
+    return checked(ServingSettings, config, "serving settings").model_dump(exclude_none=True)
 
 
 def set_serving(conn: Connection, name: str, config: dict[str, Any]) -> dict[str, Any]:

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from ..errors import InvalidInput, InvalidRequest
 from ..ids import MAX_ID, is_version_number
-from ..inputs.schema import table_from_payload
+from ..inputs.rows import table_from_payload
 
 if TYPE_CHECKING:
     from ..inputs.adapters import Adapter

@@ -87,7 +87,7 @@ async def _table_rows(upload: StarletteUpload) -> tuple[list[dict[str, Any]], bo
     the cells are text (a CSV's: the service reads each as its field's type)."""
     import pandas as pd
 
-    from ...inputs.schema import read_table
+    from ...inputs.inference import read_table
 
     filename = upload.filename or "upload.csv"
     suffix = ".parquet" if filename.lower().endswith((".parquet", ".pq")) else ".csv"
