@@ -82,3 +82,29 @@ def test_monitoring_settings_keep_their_own_checks_inside_the_declaration() -> N
     }
     good = {"thresholds": {"psi": 0.3}, "window": "2h", "webhook": "https://hooks.example/m"}
     assert check_monitoring(good) == good
+
+
+def test_job_requests_are_checked_by_the_class_of_their_type() -> None:
+    from modelport.jobs.queue import check_params
+
+    assert check_params("retrain", {"type": "retrain"}) == {"seed": 0, "holdout": 0.2}
+    assert check_params("replay", {"type": "replay", "version": 2}) == {
+        "version": 2,
+        "limit": 10_000,
+    }
+    by_field = {
+        d["field"]: d["reason"]
+        for d in _details(
+            lambda doc: check_params("replay", doc),
+            {"type": "replay", "version": 0, "limit": True, "speed": 1},
+        )
+    }
+    assert by_field["version"] == "expected an integer from 1 to 2147483647"
+    assert by_field["limit"] == "expected an integer from 1 to 1000000"
+    assert by_field["speed"].startswith("unknown field; known: type, version")
+    score = {"type": "score", "version": 1, "engine": "pandas", "input": {"path": "a.csv"}}
+    assert _details(lambda doc: check_params("score", doc), score) == [
+        {"field": "input", "reason": "expected the input file's path and sha256, or sql and db"}
+    ]
+    by_query = {**score, "input": {"sql": "select 1", "db": "sqlite:///w.db", "rows": 5}}
+    assert check_params("score", by_query)["input"]["rows"] == 5  # the lineage is kept whole

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, RootModel
 
 from ..ids import MAX_ID
+from ..jobs.queue import ReplayJob, RetrainJob, ScoreJob
 from ..learning.retrain import Gate
 from ..monitoring.checks import Monitoring
 from ..registry.models import ServingSettings as ServingSettings  # documented here too
@@ -460,14 +461,11 @@ class Dataset(BaseModel):
     created: str
 
 
-class JobRequest(BaseModel):
-    """``{"type": "retrain", "seed": 0, "holdout": 0.2, "dataset": id?, "params": {...}?}``,
-    ``{"type": "replay", "version": n, "since": t?, "until": t?, "consumer": c?, "limit": n?}``
-    or a batch scoring run's start, ``{"type": "score", "version": n, "input": {"path",
-    "sha256", ...}, "engine": "pandas"|"spark", ...}`` (see docs/batch.md)."""
-
-    model_config = ConfigDict(extra="allow")
-    type: Literal["retrain", "replay", "score"]
+class JobRequest(
+    RootModel[Annotated[RetrainJob | ReplayJob | ScoreJob, Field(discriminator="type")]]
+):
+    """A retrain job, a replay job, or a batch scoring run's start (see docs/batch.md): the
+    classes that check a job request."""
 
 
 class RunProgress(BaseModel):

@@ -23,13 +23,15 @@ import os
 import socket
 import sys
 import time
-from typing import Any
+from typing import Any, Literal
 
 import sqlalchemy as sa
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from sqlalchemy.engine import Connection
 
+from ..documents import Document, Number, Whole, checked
 from ..errors import Cancelled, Conflict, Forbidden, InvalidInput, JobNotFound
-from ..ids import is_version_number
+from ..ids import MAX_ID
 from ..registry import models as registry
 from ..store.tables import jobs, models
 from ..timefmt import iso
@@ -67,8 +69,75 @@ def _job_dict(row: Any, model: str) -> dict[str, Any]:
     }
 
 
+class RetrainJob(Document):
+    """``{"type": "retrain"}``: train the model's algorithm on a dataset snapshot."""
+
+    type: Literal["retrain"]
+    dataset: str | None = Field(None, description="A dataset id; default: a new snapshot.")
+    seed: Whole = Field(0, description="Seeds the holdout split and the algorithm.")
+    holdout: Number = Field(0.2, gt=0, lt=1, description="The share of rows held out.")
+    params: dict[str, Any] | None = Field(None, description="Overrides of the algorithm's.")
+    promote: bool | None = Field(None, description="Promote when the gate passes.")
+
+
+class ReplayJob(Document):
+    """``{"type": "replay", "version": n}``: logged traffic through a version, compared."""
+
+    type: Literal["replay"]
+    version: Whole = Field(ge=1, le=MAX_ID)
+    since: str | Number | None = Field(None, description="ISO-8601 or epoch seconds.")
+    until: str | Number | None = Field(None, description="ISO-8601 or epoch seconds.")
+    consumer: str | None = Field(None, description="Only this consumer's traffic.")
+    limit: Whole = Field(10_000, ge=1, le=1_000_000, description="At most this many rows.")
+
+
+class ScoreInput(BaseModel):
+    """A score run's input: a file (its path and sha256) or a query (and its database)."""
+
+    model_config = ConfigDict(extra="allow")
+    path: str | None = None
+    sha256: str | None = Field(None, min_length=64, max_length=64)
+    sql: str | None = None
+    db: str | None = None
+
+    @model_validator(mode="after")
+    def _file_or_query(self) -> ScoreInput:
+        if self.sql is not None or self.db is not None:
+            if self.sql is None or self.db is None:
+                raise ValueError("expected the query (sql) and its database (db)")
+        elif self.path is None or self.sha256 is None:
+            raise ValueError("expected the input file's path and sha256, or sql and db")
+        return self
+
+
+class ScoreJob(Document):
+    """``{"type": "score", ...}``: a batch scoring run's start, with its lineage (the client
+    runs it and reports; see docs/batch.md)."""
+
+    type: Literal["score"]
+    version: Whole = Field(ge=1, le=MAX_ID)
+    input: ScoreInput
+    engine: Literal["pandas", "spark"]
+    alias: str | None = None
+    flavor: str | None = None
+    artifact_sha256: str | None = None
+    output: str | None = None
+    rejects: str | None = None
+    chunk_rows: Whole | None = Field(None, ge=1)
+    id_column: str | None = None
+    client: str | None = None
+
+
+JOB_DOCUMENTS: dict[str, type[Document]] = {
+    "retrain": RetrainJob,
+    "replay": ReplayJob,
+    "score": ScoreJob,
+}
+
+
 def check_params(kind: Any, params: Any) -> dict[str, Any]:
-    """A job request's parameters, checked per kind (422 naming the field)."""
+    """A job request's parameters, checked per kind (422 naming the field); the defaults of
+    the kind filled in, ``type`` left out."""
     if not isinstance(params, dict):
         raise InvalidInput(
             "the job body must be an object", details=[{"field": "body", "reason": "not an object"}]
@@ -78,82 +147,10 @@ def check_params(kind: Any, params: Any) -> dict[str, Any]:
             f"'type' must be one of {', '.join(KINDS)}",
             details=[{"field": "type", "reason": f"expected one of {', '.join(KINDS)}"}],
         )
-    allowed = {
-        "retrain": {"type", "dataset", "seed", "holdout", "params", "promote"},
-        "replay": {"type", "version", "since", "until", "consumer", "limit"},
-        "score": {"type", *_SCORE_FIELDS},
-    }[kind]
-    problems = [{"field": k, "reason": "unexpected field"} for k in params if k not in allowed]
-    out = {k: v for k, v in params.items() if k != "type"}
-    if kind == "retrain":
-        seed = out.setdefault("seed", 0)
-        if isinstance(seed, bool) or not isinstance(seed, int):
-            problems.append({"field": "seed", "reason": "expected an integer"})
-        holdout = out.setdefault("holdout", 0.2)
-        if isinstance(holdout, bool) or not isinstance(holdout, int | float) or not 0 < holdout < 1:
-            problems.append({"field": "holdout", "reason": "expected a number between 0 and 1"})
-        if out.get("dataset") is not None and not isinstance(out["dataset"], str):
-            problems.append({"field": "dataset", "reason": "expected a dataset id"})
-        if out.get("params") is not None and not isinstance(out["params"], dict):
-            problems.append({"field": "params", "reason": "expected an object"})
-    elif kind == "score":
-        problems.extend(_score_problems(out))
-    else:
-        version = out.get("version")
-        if not is_version_number(version):
-            problems.append({"field": "version", "reason": "expected a version number"})
-        for key in ("since", "until"):
-            if out.get(key) is not None and not isinstance(out[key], str | int | float):
-                problems.append({"field": key, "reason": "expected ISO-8601 or epoch seconds"})
-        limit = out.setdefault("limit", 10_000)
-        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 1_000_000:
-            problems.append({"field": "limit", "reason": "expected an integer from 1 to 1000000"})
-        if out.get("consumer") is not None and not isinstance(out["consumer"], str):
-            problems.append({"field": "consumer", "reason": "expected a consumer name"})
-    if problems:
-        raise InvalidInput(
-            f"invalid {kind} job: {problems[0]['field']}: {problems[0]['reason']}", details=problems
-        )
-    return out
-
-
-_SCORE_FIELDS = {
-    "version": int,
-    "alias": str,
-    "flavor": str,
-    "artifact_sha256": str,
-    "input": dict,
-    "output": str,
-    "rejects": str,
-    "engine": str,
-    "chunk_rows": int,
-    "id_column": str,
-    "client": str,
-}
-
-
-def _score_problems(params: dict[str, Any]) -> list[dict[str, Any]]:
-    """A score run's lineage, checked: the version, and the input's path and sha256 (or the
-    query and its database) are needed."""
-    problems = []
-    for key, kind in _SCORE_FIELDS.items():
-        value = params.get(key)
-        if value is not None and (isinstance(value, bool) or not isinstance(value, kind)):
-            problems.append({"field": key, "reason": f"expected {kind.__name__}"})
-    version = params.get("version")
-    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
-        problems.append({"field": "version", "reason": "expected a version number"})
-    source = params.get("input")
-    if isinstance(source, dict) and "sql" in source:  # a query's rows: the query and database
-        if not isinstance(source["sql"], str) or not isinstance(source.get("db"), str):
-            problems.append({"field": "input.sql", "reason": "expected the query and its db"})
-    elif not isinstance(source, dict) or not isinstance(source.get("path"), str):
-        problems.append({"field": "input.path", "reason": "expected the input file's path"})
-    elif not isinstance(source.get("sha256"), str) or len(source["sha256"]) != 64:
-        problems.append({"field": "input.sha256", "reason": "expected the input's sha256"})
-    if params.get("engine") not in ("pandas", "spark"):
-        problems.append({"field": "engine", "reason": "expected pandas or spark"})
-    return problems
+    job = checked(JOB_DOCUMENTS[kind], params, f"{kind} job")
+    if kind in CLIENT_KINDS:  # a run's lineage: kept as the client sent it
+        return job.model_dump(exclude={"type"}, exclude_unset=True)
+    return job.model_dump(exclude={"type"}, exclude_none=True)
 
 
 def create_job(
