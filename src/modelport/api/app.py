@@ -20,7 +20,7 @@ from ..ids import request_id as new_request_id
 from ..monitoring.metrics import CONTENT_TYPE
 from ..service.core import Service
 from ..settings import Settings
-from . import dashboard, errors, schemas, scoring, v1, v2
+from . import dashboard, errors, grpc, schemas, scoring, v1, v2
 from .front import FrontDoor
 from .payload import check_content_type, has_body
 
@@ -105,11 +105,12 @@ def create_app(
         svc = service or Service(settings)
         app.state.service = svc
         await svc.start()
-        if freeze_after_start:
-            gc.collect()
-            gc.freeze()
         try:
-            yield
+            async with grpc.serving(svc, settings):  # stopped (drained) before the service
+                if freeze_after_start:
+                    gc.collect()
+                    gc.freeze()
+                yield
         finally:
             await svc.stop()
 

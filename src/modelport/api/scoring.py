@@ -23,8 +23,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from starlette.types import Receive, Scope, Send
 
-from ..errors import InvalidRequest, ModelportError, PayloadTooLarge
-from ..ids import MAX_ID
+from ..errors import ModelportError, PayloadTooLarge
 from ..ids import request_id as new_request_id
 from ..monitoring.metrics import UNKNOWN
 from ..serving.routing import Served
@@ -204,7 +203,7 @@ async def serve(
                 ("application/octet-stream",) if route.oip else (),
                 required=not route.oip,
             )
-        version = _version(version_text)
+        version = oip.version_number(version_text)
         who = await service.authenticate(_key(headers))
         body = await _read_body(receive, headers, service.settings.max_body_bytes)
         call = Call(service, name, version, request_id, who, body, headers)
@@ -243,17 +242,6 @@ def _not_ready() -> ModelportError:
     from ..errors import StoreUnavailable
 
     return StoreUnavailable("the server is starting or stopping")
-
-
-def _version(text: str | None) -> int | None:
-    if text is None:
-        return None
-    if not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= MAX_ID:
-        raise InvalidRequest(
-            f"version must be a whole number from 1 to {MAX_ID}, got {text!r}",
-            details=[{"field": "version", "reason": f"expected a whole number from 1 to {MAX_ID}"}],
-        )
-    return int(text)
 
 
 def _key(headers: dict[bytes, bytes]) -> str | None:
