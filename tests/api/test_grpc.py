@@ -4,6 +4,8 @@ a plain grpcio stub (typed contents, every RPC) and Triton's own generated stub.
 from __future__ import annotations
 
 import os
+import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -440,3 +442,59 @@ def test_the_docs_grpc_example_runs_as_written(iris: RunningServer, doc: str) ->
     predicted, ids = done.stdout.splitlines()
     assert predicted == "[b'setosa']"
     assert iris.client().prediction(ids)["request_id"] == "req-1"
+
+
+def test_serve_grpc_port_drains_a_call_on_sigterm(tmp_path: Path, store_url: str) -> None:
+    """``modelport serve --grpc-port``: a call in flight when SIGTERM arrives is answered and
+    in the ledger; the process exits 0; the port is loopback's."""
+    import pandas as pd
+
+    from modelport import Client
+    from tests.api.models import Sleeper
+    from tests.conftest import make_key
+    from tests.procs import ServerProcess
+
+    grpc_port = free_port()
+    proc = ServerProcess(tmp_path / "home", store_url, args=["--grpc-port", str(grpc_port)])
+    settings = Settings(home=tmp_path / "home", store=store_url)
+    key = make_key(settings, "admin", ["admin"])
+    proc.start()
+    try:
+        with Client(proc.url, key) as mp:
+            frame = pd.DataFrame({"x": [1.0, 2.0]})
+            mp.push("slow", Sleeper(2.0), train_data=frame, alias="production")
+        request = pb.ModelInferRequest(model_name="slow", id="last-call")
+        request.inputs.add(name="x", datatype="FP64", shape=[1]).contents.fp64_contents.append(500)
+        with grpc.insecure_channel(f"127.0.0.1:{grpc_port}") as channel:
+            stub = pb_grpc.GRPCInferenceServiceStub(channel)
+            assert stub.ServerLive(pb.ServerLiveRequest()).live
+            future = stub.ModelInfer.future(request, metadata=_auth(key))
+            time.sleep(0.7)  # in the model
+            assert proc.proc is not None
+            proc.proc.send_signal(signal.SIGTERM)
+            reply = future.result(timeout=60)
+        assert list(reply.outputs[0].contents.fp64_contents) == [1000.0]
+        assert proc.proc.wait(timeout=60) == 0
+        prediction_id = reply.parameters["prediction_ids"].string_param
+    finally:
+        proc.kill()
+    # Committed before the answer: a server started again finds it.
+    proc.start()
+    try:
+        with Client(proc.url, key) as mp:
+            assert mp.prediction(prediction_id)["request_id"] == "last-call"
+    finally:
+        proc.kill()
+
+
+def test_grpc_port_taken_fails_the_start(tmp_path: Path, store_url: str) -> None:
+    from tests.procs import ServerProcess
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        proc = ServerProcess(tmp_path / "home", store_url, args=["--grpc-port", str(port)])
+        with pytest.raises(RuntimeError, match=f"cannot listen for gRPC on 127.0.0.1:{port}"):
+            proc.start(timeout=60)
+        proc.kill()
