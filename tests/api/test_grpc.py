@@ -3,6 +3,7 @@ a plain grpcio stub (typed contents, every RPC) and Triton's own generated stub.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -498,3 +499,86 @@ def test_grpc_port_taken_fails_the_start(tmp_path: Path, store_url: str) -> None
         with pytest.raises(RuntimeError, match=f"cannot listen for gRPC on 127.0.0.1:{port}"):
             proc.start(timeout=60)
         proc.kill()
+
+
+KSERVE_GRPC_SCRIPT = """
+import asyncio, json, sys
+import numpy as np
+from kserve import InferenceGRPCClient, InferInput, InferRequest
+
+target, key, rows = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
+metadata = [("authorization", f"Bearer {key}")]
+
+def text(values):
+    return [v.decode() if isinstance(v, bytes) else v for v in values]
+
+def plain(parameter):
+    return getattr(parameter, "string_param", parameter)
+
+async def main():
+    client = InferenceGRPCClient(url=target, timeout=30)
+    try:
+        live = await client.is_server_live()
+        ready = await client.is_model_ready("iris", headers=metadata)
+        typed = InferRequest(
+            model_name="iris",
+            request_id="kserve-typed",
+            infer_inputs=[
+                InferInput(
+                    name="input-0",
+                    shape=[len(rows), len(rows[0])],
+                    datatype="FP64",
+                    data=[v for row in rows for v in row],
+                )
+            ],
+        )
+        res = await client.infer(typed, headers=metadata)
+        raw_input = InferInput(name="input-0", shape=[len(rows), len(rows[0])], datatype="FP32")
+        raw_input.set_data_from_numpy(np.array(rows, dtype=np.float32), binary_data=True)
+        raw = InferRequest(model_name="iris", request_id="kserve-raw", infer_inputs=[raw_input])
+        res_raw = await client.infer(raw, headers=metadata)
+        return {
+            "live": live,
+            "ready": ready,
+            "typed": {
+                "id": res.id,
+                "model_version": res.model_version,
+                "prediction_ids": plain(res.parameters["prediction_ids"]),
+                "outputs": {o.name: text(o.data) for o in res.outputs},
+            },
+            "raw": {
+                "id": res_raw.id,
+                "outputs": {
+                    o.name: text(o.as_numpy().ravel().tolist()) for o in res_raw.outputs
+                },
+            },
+        }
+    finally:
+        await client.close()
+
+print(json.dumps(asyncio.run(main())))
+"""
+
+
+def test_kserve_grpc_client(iris: RunningServer, iris_pipeline: Any, iris_frame: Any) -> None:
+    """KServe's own InferenceGRPCClient (typed and raw tensors), from its own venv."""
+    from tests.interop import run_client
+
+    rows = _rows(iris_frame, [5, 75, 145])
+    res = run_client(
+        "kserve",
+        KSERVE_GRPC_SCRIPT,
+        _target(iris),
+        iris.admin_key,
+        json.dumps(rows.to_numpy().tolist()),
+    )
+    expected = list(iris_pipeline.predict(rows))
+    assert res["live"] is True and res["ready"] is True
+    typed = res["typed"]
+    assert typed["id"] == "kserve-typed" and typed["model_version"] == "1"
+    assert typed["outputs"]["predict"] == expected
+    assert len(typed["outputs"]["predict_proba"]) == 9
+    assert len(typed["prediction_ids"].split(",")) == 3
+    assert res["raw"]["id"] == "kserve-raw" and res["raw"]["outputs"]["predict"] == expected
+    logged = iris.client().predictions("iris")["predictions"]
+    assert sorted(p["request_id"] for p in logged) == ["kserve-raw"] * 3 + ["kserve-typed"] * 3
