@@ -234,6 +234,21 @@ def test_errors_are_status_codes_with_the_rest_message(
     assert code == grpc.StatusCode.INVALID_ARGUMENT
     assert message == "input 'input-0': shape [1, 4] needs 4 values, fp64_contents has 0"
 
+    # A value out of its datatype's range, text that is not UTF-8: named.
+    request = pb.ModelInferRequest(model_name="iris")
+    request.inputs.add(
+        name="sepal_length", datatype="INT8", shape=[1]
+    ).contents.int_contents.append(1000)
+    code, message = _code(lambda: stub.ModelInfer(request, metadata=auth))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT
+    assert message == "input 'sepal_length': 1000 does not fit INT8 (-128 to 127)"
+    request = pb.ModelInferRequest(model_name="iris")
+    request.inputs.add(name="species", datatype="BYTES", shape=[1]).contents.bytes_contents.append(
+        b"\xff"
+    )
+    code, message = _code(lambda: stub.ModelInfer(request, metadata=auth))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "species" in message and "UTF-8" in message
+
     # Raw bytes that do not hold the shape.
     request = pb.ModelInferRequest(model_name="iris", raw_input_contents=[b"\x00" * 8])
     request.inputs.add(name="input-0", datatype="FP64", shape=[1, 4])

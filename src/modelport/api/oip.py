@@ -272,14 +272,16 @@ def from_values(
 ) -> list[Any]:
     """An input's flat values, checked against its shape and datatype (``where``: the field
     that holds them)."""
-    count = math.prod(shape)
-    if len(values) != count:
-        raise _bad(
-            f"input {name!r}: shape {shape} needs {count} values, {where.rsplit('.', 1)[-1]} "
-            f"has {len(values)}",
-            where,
-        )
+    check_count(len(values), shape, name, where)
     return _from_json(values, datatype, name, where)
+
+
+def check_count(got: int, shape: list[int], name: str, where: str) -> None:
+    """Whether an input holds as many values as its shape needs (``where`` holds them)."""
+    count = math.prod(shape)
+    if got != count:
+        field = where.rsplit(".", 1)[-1]
+        raise _bad(f"input {name!r}: shape {shape} needs {count} values, {field} has {got}", where)
 
 
 def _flatten(data: Any) -> list[Any]:

@@ -95,19 +95,29 @@ def infer_request(msg: pb.ModelInferRequest, max_elements: int) -> oip.InferRequ
     return oip.InferRequest(msg.id or None, tensors, outputs, binary_default)
 
 
-def _typed(spec: pb.ModelInferRequest.InferInputTensor, shape: list[int], where: str) -> list[Any]:
+#: Datatypes whose contents field holds any value of the type (int_contents is int32,
+#: uint_contents uint32, fp32_contents float32): no value needs a range check.
+_WHOLE_RANGE = frozenset({"INT32", "INT64", "UINT32", "UINT64", "FP32", "FP64"})
+
+
+def _typed(
+    spec: pb.ModelInferRequest.InferInputTensor, shape: list[int], where: str
+) -> list[Any] | np.ndarray:
     field = CONTENTS.get(spec.datatype)
     if field is None:
         raise _bad(f"input {spec.name!r}: {spec.datatype} values go in raw_input_contents", where)
+    where = f"{where}.{field}"
     values: list[Any] = list(getattr(spec.contents, field))
+    if spec.datatype in _WHOLE_RANGE:
+        # Numbers the wire format has already typed: one array, as raw contents give.
+        oip.check_count(len(values), shape, spec.name, where)
+        return np.array(values, dtype=oip.NUMPY_TYPES[spec.datatype])
     if spec.datatype == "BYTES":
         try:
             values = [v.decode("utf-8") for v in values]
         except UnicodeDecodeError:
-            raise _bad(
-                f"input {spec.name!r}: BYTES element is not UTF-8 text", f"{where}.{field}"
-            ) from None
-    return oip.from_values(values, spec.datatype, shape, spec.name, f"{where}.{field}")
+            raise _bad(f"input {spec.name!r}: BYTES element is not UTF-8 text", where) from None
+    return oip.from_values(values, spec.datatype, shape, spec.name, where)
 
 
 def infer_response(model: str, request: oip.InferRequest, scored: Scored) -> pb.ModelInferResponse:
