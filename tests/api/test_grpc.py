@@ -161,6 +161,20 @@ def test_every_rpc_with_a_plain_stub_and_typed_contents(
     got = np.frombuffer(reply.raw_output_contents[0], dtype="<f8").reshape(3, 3)
     assert np.allclose(got, iris_pipeline.predict_proba(rows))
 
+    # Raw inputs answer raw, unless the request says otherwise (as text here).
+    raw = pb.ModelInferRequest(
+        model_name="iris", raw_input_contents=[rows.to_numpy(dtype="<f4").tobytes()]
+    )
+    raw.inputs.add(name="input-0", datatype="FP32", shape=[3, 4])
+    reply = stub.ModelInfer(raw, metadata=auth)
+    assert len(reply.raw_output_contents) == 2 and not reply.outputs[0].contents.bytes_contents
+    raw.parameters["binary_data_output"].string_param = "false"
+    reply = stub.ModelInfer(raw, metadata=auth)
+    assert not reply.raw_output_contents
+    assert [v.decode() for v in reply.outputs[0].contents.bytes_contents] == list(
+        iris_pipeline.predict(rows.astype("float32").astype(float))
+    )
+
 
 def test_tritons_own_generated_stub_reads_and_writes_the_same_messages(
     iris: RunningServer, iris_pipeline: Any, iris_frame: Any
@@ -512,7 +526,7 @@ def test_grpc_port_taken_fails_the_start(tmp_path: Path, store_url: str) -> None
         port = taken.getsockname()[1]
         proc = ServerProcess(tmp_path / "home", store_url, args=["--grpc-port", str(port)])
         with pytest.raises(RuntimeError, match=f"cannot listen for gRPC on 127.0.0.1:{port}"):
-            proc.start(timeout=60)
+            proc.start(timeout=180)  # a loaded machine; it exits long before
         proc.kill()
 
 
@@ -597,3 +611,29 @@ def test_kserve_grpc_client(iris: RunningServer, iris_pipeline: Any, iris_frame:
     assert res["raw"]["id"] == "kserve-raw" and res["raw"]["outputs"]["predict"] == expected
     logged = iris.client().predictions("iris")["predictions"]
     assert sorted(p["request_id"] for p in logged) == ["kserve-raw"] * 3 + ["kserve-typed"] * 3
+
+
+def test_a_split_policy_routes_grpc_calls_sticky_by_the_unit_metadata(
+    iris: RunningServer, stub: pb_grpc.GRPCInferenceServiceStub, iris_frame: Any
+) -> None:
+    iris.client().set_traffic(
+        "iris",
+        {
+            "policy": "split",
+            "arms": [
+                {"name": "a", "version": 1, "weight": 50},
+                {"name": "b", "version": 2, "weight": 50},
+            ],
+            "unit": {"header": "X-Unit-ID"},
+        },
+    )
+    rows = _rows(iris_frame, [0])
+    seen: dict[str, set[str]] = {}
+    for unit in [f"user-{i}" for i in range(12)] * 3:
+        metadata = [*_auth(iris.admin_key), ("x-unit-id", unit)]
+        reply = stub.ModelInfer(_typed_request(rows), metadata=metadata)
+        seen.setdefault(unit, set()).add(reply.model_version)
+    assert all(len(versions) == 1 for versions in seen.values()), seen  # sticky per unit
+    assert set().union(*seen.values()) == {"1", "2"}  # both arms take traffic
+    logged = iris.client().predictions("iris", limit=100)["predictions"]
+    assert len(logged) == 36 and {p["arm"] for p in logged} == {"a", "b"}

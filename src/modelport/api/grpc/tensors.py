@@ -47,9 +47,15 @@ def _bad(message: str, field: str) -> InvalidInput:
     return InvalidInput(message, details=[{"field": field, "reason": message}])
 
 
-def _parameter(value: pb.InferParameter) -> Any:
-    choice = value.WhichOneof("parameter_choice")
-    return None if choice is None else getattr(value, choice)
+def _flag(value: pb.InferParameter | None, default: bool) -> bool:
+    """A yes/no parameter: a bool, a number (0: no), or text ("true", "1": yes)."""
+    choice = None if value is None else value.WhichOneof("parameter_choice")
+    if value is None or choice is None:
+        return default
+    given = getattr(value, choice)
+    if isinstance(given, str):
+        return given.strip().lower() in ("true", "1", "yes")
+    return bool(given)
 
 
 def infer_request(msg: pb.ModelInferRequest, max_elements: int) -> oip.InferRequest:
@@ -82,16 +88,11 @@ def infer_request(msg: pb.ModelInferRequest, max_elements: int) -> oip.InferRequ
         else:
             values = _typed(spec, shape, f"{where}.contents")
         tensors.append(oip.Tensor(name, datatype, shape, values))
-    binary_default = (
-        bool(_parameter(msg.parameters["binary_data_output"]))
-        if ("binary_data_output" in msg.parameters)
-        else bool(raw)
-    )
+    binary_default = _flag(msg.parameters.get("binary_data_output"), bool(raw))
     outputs: dict[str, bool] = {}
     for j, out in enumerate(msg.outputs):
         name = oip.check_output(out.name, j)
-        given = out.parameters.get("binary_data")
-        outputs[name] = binary_default if given is None else bool(_parameter(given))
+        outputs[name] = _flag(out.parameters.get("binary_data"), binary_default)
     return oip.InferRequest(msg.id or None, tensors, outputs, binary_default)
 
 
