@@ -167,6 +167,9 @@ class Servicer:
                 return bytes(reply.SerializeToString())
             except ModelportError as exc:
                 code, text = status_of(exc), exc.message
+            except asyncio.CancelledError:  # the caller went away, or the server stopped
+                code = grpc.StatusCode.CANCELLED
+                raise
             except Exception as exc:
                 log.error("unhandled error in %s", method, exc_info=exc)
                 code, text = grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}"
