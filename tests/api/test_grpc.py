@@ -360,20 +360,18 @@ def test_a_pinned_consumer_and_a_ledger_row_per_call(
     for i in range(3):
         reply = stub.ModelInfer(_typed_request(rows, id=f"call-{i}"), metadata=legacy)
         assert reply.model_version == "2"  # the pin, not production (1)
-    # An explicit version wins over the pin, as on REST.
-    assert (
-        stub.ModelInfer(_typed_request(rows, model_version="1"), metadata=legacy).model_version
-        == "1"
-    )
+    # An explicit version wins over the pin, as on REST; without an id, the x-request-id
+    # metadata is the ledger's request id.
+    with_id = [*legacy, ("x-request-id", "from-metadata")]
+    reply = stub.ModelInfer(_typed_request(rows, model_version="1"), metadata=with_id)
+    assert reply.model_version == "1" and reply.id == ""
     logged = mp.predictions("iris")["predictions"]
     assert len(logged) == 8  # 4 calls of 2 rows, each call one ledger row of 2 predictions
     by_request: dict[str, set[int]] = {}
     for p in logged:
         assert p["consumer"] == "legacy"
         by_request.setdefault(p["request_id"], set()).add(p["version"])
-    assert {k: v for k, v in by_request.items() if k.startswith("call-")} == {
-        f"call-{i}": {2} for i in range(3)
-    }
+    assert by_request == {**{f"call-{i}": {2} for i in range(3)}, "from-metadata": {1}}
 
     metrics = iris.http().get("/metrics").text
     assert (
