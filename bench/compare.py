@@ -1,7 +1,8 @@
 """modelport side by side with peer model servers: the same models, load and machine, one run.
 
 Servers: modelport (``/v1`` records, ``/v1`` columns, ``/v2`` infer), modelport with two worker
-processes, the floor (a bare Starlette app, bench/peers/floor.py), MLServer with adaptive
+processes, modelport's gRPC (``serve --grpc-port``) and MLServer's gRPC (``ModelInfer``, loaded
+by bench/peers/grpc_load.py, an asyncio grpcio client, since Debian has no gRPC load tool), the floor (a bare Starlette app, bench/peers/floor.py), MLServer with adaptive
 batching off and on, ``mlflow models serve``, and a BentoML service with batching off and on.
 Each server runs from its own virtual environment under bench/.venvs/ (built when missing:
 modelport from this checkout with its core dependencies, the peers from PyPI), with
@@ -21,12 +22,14 @@ bounded in time, and every server process group is stopped at the end (also on C
     python bench/compare.py --seconds 2 --only floor --only mlflow --models lr
     python bench/compare.py --only modelport --serve-arg=--batch-max-rows=256
     python bench/compare.py --json out.json --record
+    python bench/compare.py --only modelport-grpc --only mlserver-grpc   # gRPC against gRPC
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
+import functools
 import json
 import os
 import platform
@@ -34,6 +37,7 @@ import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +45,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from peers import load, procs, venvs
+from peers import grpc_load, load, procs, venvs
 from peers.report import CONNECTIONS, MODELS, ROWS, cpu_model, report, versions
 from peers.servers import Context, Model, Peer, Running, Variant, all_peers, log_tail
 
@@ -87,6 +91,12 @@ def _encode(body: dict[str, Any]) -> bytes:
     return json.dumps(body, separators=(",", ":")).encode()
 
 
+def _payload(variant: Variant, rows: list[list[float]]) -> bytes:
+    """What a variant sends for ``rows``: JSON, or a gRPC variant's serialized message."""
+    body = variant.body(rows)
+    return body if variant.protocol == "grpc" else _encode(body)
+
+
 def _post(running: Running, path: str, body: bytes, timeout: float) -> httpx.Response:
     headers = {"Content-Type": "application/json", **running.headers}
     return httpx.post(running.url + path, content=body, headers=headers, timeout=timeout)
@@ -100,11 +110,14 @@ def _with_log(reason: str, running: Running) -> RuntimeError:
 def wait_ready(peer: Peer, running: Running, model: Model, deadline: float) -> None:
     """Poll until the first variant answers a 1-row predict with 200."""
     variant = peer.variants(model)[0]
-    body = _encode(variant.body(model.rows[:1]))
+    body = _payload(variant, model.rows[:1])
     try:
-        procs.wait_for_200(
-            running.proc, lambda: _post(running, variant.path, body, timeout=5), deadline
-        )
+        if variant.protocol == "grpc":
+            grpc_load.wait_ok(running.proc, running.state["grpc"], body, running.headers, deadline)
+        else:
+            procs.wait_for_200(
+                running.proc, lambda: _post(running, variant.path, body, timeout=5), deadline
+            )
     except RuntimeError as exc:
         raise _with_log(str(exc), running) from None
 
@@ -132,15 +145,28 @@ def seed(peer: Peer, ctx: Context, model: Model, timeout: float, server: dict[st
 def verify(running: Running, variant: Variant, model: Model) -> None:
     """A 1-row and a 100-row request: 200, and the model's own predictions."""
     for n in ROWS:
-        answer = _post(running, variant.path, _encode(variant.body(model.rows[:n])), timeout=30)
-        if answer.status_code != 200:
-            raise RuntimeError(f"verify ({n} rows): HTTP {answer.status_code}: {answer.text[:200]}")
+        body = _payload(variant, model.rows[:n])
+        if variant.protocol == "grpc":
+            import grpc
+
+            try:
+                raw = grpc_load.call(running.state["grpc"], body, running.headers)
+            except grpc.RpcError as exc:
+                raise RuntimeError(
+                    f"verify ({n} rows): {exc.code().name}: {exc.details()}"
+                ) from None
+            text, read = repr(raw[:200]), lambda raw=raw: variant.predictions(raw)
+        else:
+            answer = _post(running, variant.path, body, timeout=30)
+            if answer.status_code != 200:
+                raise RuntimeError(
+                    f"verify ({n} rows): HTTP {answer.status_code}: {answer.text[:200]}"
+                )
+            text, read = answer.text[:200], lambda answer=answer: variant.predictions(answer.json())
         try:
-            got = [float(v) for v in variant.predictions(answer.json())]
+            got = [float(v) for v in read()]
         except (ValueError, KeyError, TypeError, StopIteration) as exc:
-            raise RuntimeError(
-                f"verify ({n} rows): unexpected answer ({exc!r}): {answer.text[:200]}"
-            ) from exc
+            raise RuntimeError(f"verify ({n} rows): unexpected answer ({exc!r}): {text}") from exc
         if got != model.expected[:n]:
             raise RuntimeError(
                 f"verify ({n} rows): predictions {got[:5]} differ from the model's "
@@ -194,10 +220,19 @@ def measure(
                 fail_all(str(exc) or type(exc).__name__, [variant.name])
                 continue
             for rows in ROWS:
-                body = _encode(variant.body(model.rows[:rows]))
-                lua = load.script(
-                    ctx.work, f"{peer.name}-{model.name}-{i}-{rows}", body, running.headers
-                )
+                body = _payload(variant, model.rows[:rows])
+                tag = f"{peer.name}-{model.name}-{i}-{rows}"
+                # generate(connections, seconds): one bounded run of the load generator.
+                generate: Callable[[int, int], dict[str, Any]]
+                if variant.protocol == "grpc":
+                    body_file = ctx.work / f"{tag}.bin"
+                    body_file.write_bytes(body)
+                    generate = functools.partial(
+                        grpc_load.run, running.state["grpc"], body_file, running.headers
+                    )
+                else:
+                    lua = load.script(ctx.work, tag, body, running.headers)
+                    generate = functools.partial(load.run, running.url + variant.path, lua)
                 for conns in CONNECTIONS:
                     cell: dict[str, Any] = {
                         "server": variant.name,
@@ -209,11 +244,10 @@ def measure(
                     if running.proc.poll() is not None:
                         cell["error"] = f"server exited: {log_tail(running.log)}"
                     else:
-                        url = running.url + variant.path
                         try:
                             if args.warmup > 0:
-                                load.run(url, lua, conns, args.warmup)
-                            cell.update(load.run(url, lua, conns, args.seconds))
+                                generate(conns, args.warmup)
+                            cell.update(generate(conns, args.seconds))
                             cell["rows_per_s"] = cell["rps"] * rows
                         except Exception as exc:  # a failed cell is reported, not fatal
                             cell["error"] = str(exc) or type(exc).__name__

@@ -7,7 +7,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,13 +25,13 @@ def _fresh(url: str, key: str) -> httpx.Client:
 
 
 @contextlib.contextmanager
-def two_workers(home: Path, store_url: str) -> Iterator[str]:
-    """``modelport serve --workers 2`` on a free port, until SIGTERM (which must exit 0);
-    yields its URL once both workers answer."""
+def two_workers(home: Path, store_url: str, args: Sequence[str] = ()) -> Iterator[str]:
+    """``modelport serve --workers 2`` (and ``args``) on a free port, until SIGTERM (which must
+    exit 0); yields its URL once both workers answer."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     command = [sys.executable, "-m", "modelport.cli", "serve", "--workers", "2"]
-    command += ["--port", str(port), "--home", str(home), "--store", store_url]
+    command += ["--port", str(port), "--home", str(home), "--store", store_url, *args]
     proc = subprocess.Popen(
         [*command, "--log-level", "warning"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
@@ -84,3 +84,50 @@ def _versions_seen(url: str, key: str) -> set[int]:
             pids.add(http.get("/v1/health").json()["pid"])
     assert len(pids) == 2, "both workers should have answered"
     return seen
+
+
+def test_every_worker_serves_grpc_on_the_one_port(
+    tmp_path: Path, store_url: str, settings: Any, iris_pipeline: Any, iris_frame: Any
+) -> None:
+    import grpc
+
+    from modelport.api.grpc import grpc_predict_v2_pb2 as pb
+    from modelport.api.grpc import grpc_predict_v2_pb2_grpc as pb_grpc
+
+    home = tmp_path / "home"
+    key = make_key(settings.model_copy(update={"home": home, "store": store_url}), "ops", ["admin"])
+    grpc_port = free_port()
+    with two_workers(home, store_url, ["--grpc-port", str(grpc_port)]) as url:
+        assert len(_listening(grpc_port)) == 2, "each worker should listen on the gRPC port"
+        with Client(url, key) as mp:
+            mp.push("iris", iris_pipeline, train_data=iris_frame, alias="production")
+        time.sleep(1.0)  # the other worker sees the push
+        request = pb.ModelInferRequest(model_name="iris")
+        for name, value in ROW.items():
+            tensor = request.inputs.add(name=name, datatype="FP64", shape=[1])
+            tensor.contents.fp64_contents.append(value)
+        for _ in range(20):  # a connection each: the kernel picks a worker for each
+            with grpc.insecure_channel(f"127.0.0.1:{grpc_port}") as channel:
+                stub = pb_grpc.GRPCInferenceServiceStub(channel)
+                reply = stub.ModelInfer(request, metadata=[("authorization", f"Bearer {key}")])
+                assert reply.outputs[0].contents.bytes_contents == [b"setosa"]
+        with Client(url, key) as mp:
+            assert len(mp.predictions("iris", limit=100)["predictions"]) == 20
+
+
+def _listening(port: int) -> set[int]:
+    """The processes holding a listening TCP socket on ``port`` (from /proc)."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(FileNotFoundError):
+            for line in Path(table).read_text().splitlines()[1:]:
+                fields = line.split()
+                if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                    inodes.add(f"socket:[{fields[9]}]")
+    pids = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                if any(str(fd.readlink()) in inodes for fd in (entry / "fd").iterdir()):
+                    pids.add(int(entry.name))
+    return pids

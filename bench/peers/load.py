@@ -68,7 +68,12 @@ def run(url: str, lua: Path, connections: int, seconds: int) -> dict[str, Any]:
     if done.returncode != 0 or line is None:
         tail = (done.stderr or done.stdout).strip().splitlines()[-1:]
         raise RuntimeError(f"wrk failed (exit {done.returncode}): {' '.join(tail)}"[:300])
-    result: dict[str, Any] = json.loads(line)
+    return summarize(json.loads(line))
+
+
+def summarize(result: dict[str, Any]) -> dict[str, Any]:
+    """A load generator's counts (wrk's, or bench/peers/grpc_load.py's) with the 2xx (OK)
+    rate and the error count added."""
     secs = result["duration_us"] / 1e6
     ok = result["requests"] - result["non2xx"]
     result["errors"] = result["socket_errors"] + result["non2xx"]

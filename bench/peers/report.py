@@ -22,14 +22,15 @@ MODELS = {
     "rf": "RandomForestClassifier(n_estimators=100, max_depth=8)",
 }
 #: The benchmark's own Python: it trains the models, makes the keys and pushes to modelport.
-SYSTEM_PACKAGES = ["modelport", "scikit-learn", "numpy", "joblib", "pandas", "pyarrow"]
+SYSTEM_PACKAGES = ["modelport", "scikit-learn", "numpy", "joblib", "pandas", "pyarrow", "grpcio"]
 _STACK = ["fastapi", "starlette", "uvicorn", "uvloop", "httptools"]
 _SKLEARN = ["scikit-learn", "numpy", "pandas", "joblib"]
 #: What the report names of each environment (packages an environment lacks are left out).
 ENV_PACKAGES = {
     "modelport": ["modelport", *_STACK, "SQLAlchemy", "orjson", *_SKLEARN, "skops", "pyarrow"],
+    "modelport-grpc": ["modelport", *_STACK, "grpcio", "protobuf", "SQLAlchemy", *_SKLEARN],
     "floor": [*_STACK, *_SKLEARN],
-    "mlserver": ["mlserver", "mlserver-sklearn", *_STACK, *_SKLEARN],
+    "mlserver": ["mlserver", "mlserver-sklearn", *_STACK, "grpcio", "protobuf", *_SKLEARN],
     "mlflow": ["mlflow", *_STACK, *_SKLEARN],
     "bentoml": ["bentoml", *_STACK, *_SKLEARN],
 }
@@ -219,7 +220,10 @@ def report(
         tables(servers, cells),
         "",
         "requests/s counts 2xx answers only; errors are wrk's socket errors plus HTTP ≥ 400 "
-        "answers; the floor ratio is the same for rows/s (same rows per request). modelport also "
+        "answers. gRPC rows (`ModelInfer`) are loaded by bench/peers/grpc_load.py instead of wrk: "
+        "one asyncio grpcio client process on CPU 1, one channel, the connections column being "
+        "the calls in flight; it counts OK answers, its errors are UNAVAILABLE and "
+        "DEADLINE_EXCEEDED plus any other status. The floor ratio is the same for rows/s (same rows per request). modelport also "
         "computes `predict_proba` and writes every row to its ledger; the peers call `predict` "
         "only. Start-up runs from the launch to the first 200 to a 1-row predict; for modelport, "
         "which loads the models of its store at start, it is a restart on the store the model "

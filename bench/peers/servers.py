@@ -20,7 +20,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from . import modelport_server, procs
+from . import grpc_load, modelport_server, procs
 from .venvs import Env
 
 HERE = Path(__file__).resolve().parent
@@ -59,12 +59,18 @@ class Model:
 
 @dataclass
 class Variant:
-    """One request form against a running server: one row of the results table."""
+    """One request form against a running server: one row of the results table.
+
+    An ``http`` variant's ``body`` is a JSON document posted to ``path``; a ``grpc`` variant's
+    is the serialized request of the RPC ``path``, sent to the server's gRPC port (``Running``
+    ``state["grpc"]``), and its ``predictions`` read the serialized answer.
+    """
 
     name: str
     path: str
-    body: Callable[[Rows], dict[str, Any]]
+    body: Callable[[Rows], Any]
     predictions: Callable[[Any], list[Any]]
+    protocol: str = "http"
 
 
 @dataclass
@@ -175,6 +181,17 @@ def _v2_predictions(answer: Any) -> list[Any]:
     return list(out["data"])
 
 
+def _grpc_variant(name: str, model: Model) -> Variant:
+    """ModelInfer with one FP64 ``[n, k]`` input in typed contents (the protocol's own form)."""
+    return Variant(
+        name,
+        grpc_load.MODEL_INFER,
+        lambda rows: grpc_load.request(model.name, rows),
+        grpc_load.predictions,
+        protocol="grpc",
+    )
+
+
 class Modelport(Peer):
     env = "modelport"
     seeded = True
@@ -242,6 +259,33 @@ class Modelport(Peer):
 
         with Client(running.url, running.state["key"]) as mp:
             mp.push(model.name, model.estimator, alias="production")
+
+
+class ModelportGrpc(Modelport):
+    """modelport's Open Inference Protocol over gRPC (``serve --grpc-port``)."""
+
+    env = "modelport-grpc"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.name = "modelport-grpc"
+        self.description = (
+            "`modelport serve --grpc-port` from bench/.venvs/modelport-grpc (this checkout with "
+            "the grpc extra), SQLite store, ledger on, seeded like modelport; ModelInfer"
+        )
+        self._grpc_port = 0
+
+    def variants(self, model: Model) -> list[Variant]:
+        return [_grpc_variant(f"{self.name} ModelInfer", model)]
+
+    def command(self, ctx: Context, model: Model, folder: Path, port: int) -> list[str]:
+        self._grpc_port = procs.free_port()
+        return [*super().command(ctx, model, folder, port), "--grpc-port", str(self._grpc_port)]
+
+    def launch(self, ctx: Context, model: Model, log_name: str = "server.log") -> Running:
+        running = super().launch(ctx, model, log_name)
+        running.state["grpc"] = f"127.0.0.1:{self._grpc_port}"
+        return running
 
 
 # -- the floor ---------------------------------------------------------------------------------
@@ -351,6 +395,23 @@ class MLServer(Peer):
         settings = {**self._settings, "http_port": port}
         (folder / "models" / "settings.json").write_text(json.dumps(settings))
         return [self.bin(ctx, "mlserver"), "start", str(folder / "models")]
+
+
+class MLServerGrpc(MLServer):
+    """MLServer's gRPC server (the same process, its ``grpc_port``)."""
+
+    def __init__(self, batching: bool) -> None:
+        super().__init__(batching)
+        self.name += "-grpc"
+        self.description += "; its gRPC port, ModelInfer"
+
+    def variants(self, model: Model) -> list[Variant]:
+        return [_grpc_variant(f"{self.name} ModelInfer", model)]
+
+    def launch(self, ctx: Context, model: Model, log_name: str = "server.log") -> Running:
+        running = super().launch(ctx, model, log_name)
+        running.state["grpc"] = f"127.0.0.1:{self._settings['grpc_port']}"
+        return running
 
 
 # -- MLflow ------------------------------------------------------------------------------------
@@ -475,10 +536,13 @@ def all_peers() -> list[Peer]:
     return [
         Modelport(),
         Modelport(workers=2),
+        ModelportGrpc(),
         Floor(),
         FloorInModelportEnv(),
         MLServer(batching=False),
         MLServer(batching=True),
+        MLServerGrpc(batching=False),
+        MLServerGrpc(batching=True),
         MLflow(),
         BentoML(batching=False),
         BentoML(batching=True),

@@ -44,6 +44,8 @@ def requirements() -> dict[str, list[str]]:
     return {
         # This checkout, editable, core dependencies only: what `pip install modelport` brings.
         "modelport": ["-e", str(REPO), *same],
+        # The same with the grpc extra, for `serve --grpc-port`.
+        "modelport-grpc": ["-e", f"{REPO}[grpc]", *same],
         # The floor uses the same Starlette and uvicorn as modelport runs on.
         "floor": [
             f"starlette=={md.version('starlette')}",
@@ -61,7 +63,7 @@ def requirements() -> dict[str, list[str]]:
 def marker(name: str, reqs: list[str]) -> list[str]:
     """What an environment's marker file holds: its requirements, and for ``modelport`` the hash
     of pyproject.toml, whose dependencies an editable install does not follow on its own."""
-    if name != "modelport":
+    if not name.startswith("modelport"):
         return reqs
     digest = hashlib.sha256((REPO / "pyproject.toml").read_bytes()).hexdigest()
     return [*reqs, f"pyproject.toml sha256:{digest}"]

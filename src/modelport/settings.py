@@ -61,6 +61,16 @@ class Settings(BaseSettings):
     )
     host: str = Field(default="127.0.0.1", description="Address the server listens on.")
     port: int = Field(default=8000, ge=0, le=65535, description="TCP port the server listens on.")
+    grpc_port: int | None = Field(
+        default=None,
+        ge=0,
+        le=65535,
+        description=(
+            "TCP port of the Open Inference Protocol over gRPC, on the same host as REST "
+            "(needs the grpc extra). Off when unset. With workers > 1 every worker serves it "
+            "on this one port."
+        ),
+    )
     workers: int = Field(
         default=1,
         ge=1,
@@ -114,7 +124,9 @@ class Settings(BaseSettings):
         description="Most write jobs (requests) grouped into one ledger commit.",
     )
     max_body_bytes: int = Field(
-        default=32 * 1024 * 1024, ge=1024, description="Largest request body accepted, in bytes."
+        default=32 * 1024 * 1024,
+        ge=1024,
+        description="Largest request body (and gRPC message) accepted, in bytes.",
     )
     header_timeout_seconds: float = Field(
         default=30.0,

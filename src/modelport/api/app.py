@@ -19,7 +19,7 @@ from ..ids import MAX_ID
 from ..monitoring.metrics import CONTENT_TYPE
 from ..service.core import Service
 from ..settings import Settings
-from . import dashboard, errors, front, scoring, shapes, v1, v2
+from . import dashboard, errors, front, grpc, scoring, shapes, v1, v2
 from .deps import ERRORS, api_key
 
 _DOC_ONLY_MODELS = (
@@ -103,11 +103,12 @@ def create_app(
         svc = service or Service(settings)
         app.state.service = svc
         await svc.start()
-        if freeze_after_start:
-            gc.collect()
-            gc.freeze()
         try:
-            yield
+            async with grpc.serving(svc, settings):  # stopped (drained) before the service
+                if freeze_after_start:
+                    gc.collect()
+                    gc.freeze()
+                yield
         finally:
             await svc.stop()
 

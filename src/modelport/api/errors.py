@@ -75,7 +75,8 @@ def _oip_error(status: int, message: str, headers: dict[str, str] | None = None)
     )
 
 
-def _oip_status(exc: ModelportError) -> int:
+def oip_status(exc: ModelportError) -> int:
+    """The HTTP status of an error on the Open Inference Protocol routes."""
     if exc.status_code in (409, 422):
         return 400  # bad input: the protocol's status for it
     return exc.status_code
@@ -90,7 +91,7 @@ def render(exc: ModelportError, *, oip: bool) -> tuple[int, bytes, dict[str, str
     # A body that stopped arriving leaves the connection in the middle of it: close it.
     headers = {"Connection": "close"} if isinstance(exc, RequestTimeout) else {}
     if oip:
-        return _oip_status(exc), orjson.dumps({"error": exc.message}), headers
+        return oip_status(exc), orjson.dumps({"error": exc.message}), headers
     if exc.status_code == 401:
         headers["WWW-Authenticate"] = "Bearer"
     body = orjson.dumps(error_body(exc.code, exc.message, exc.details))

@@ -25,6 +25,7 @@ import numpy as np
 import orjson
 
 from ..errors import InvalidInput, InvalidRequest
+from ..ids import MAX_ID
 from ..inputs.rows import adapted_table
 from ..inputs.schema import Field, Schema
 from ..inputs.table import Table
@@ -137,6 +138,18 @@ def model_metadata(
 # -- requests --------------------------------------------------------------------------------------
 
 
+def version_number(text: str | None) -> int | None:
+    """The version a request names (None: it names none), from its text."""
+    if text is None:
+        return None
+    if not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= MAX_ID:
+        raise InvalidRequest(
+            f"version must be a whole number from 1 to {MAX_ID}, got {text!r}",
+            details=[{"field": "version", "reason": f"expected a whole number from 1 to {MAX_ID}"}],
+        )
+    return int(text)
+
+
 def split_body(body: bytes, header_length: str | None, max_depth: int) -> tuple[Any, bytes]:
     """The JSON header and the binary tail of an infer request."""
     if header_length is None:
@@ -182,15 +195,19 @@ def parse_request(doc: Any, binary: bytes, max_elements: int) -> InferRequest:
     if wanted is not None and not isinstance(wanted, list):
         raise _bad("'outputs' must be a list of objects", "outputs")
     for j, out in enumerate(wanted or []):
-        name = out.get("name") if isinstance(out, dict) else None
-        if name not in OUTPUTS:
-            raise _bad(
-                f"unknown output {name!r}; this model has {', '.join(OUTPUTS)}",
-                f"outputs[{j}].name",
-            )
+        name = check_output(out.get("name") if isinstance(out, dict) else None, j)
         out_params = _parameters(out, f"outputs[{j}].parameters")
         outputs[name] = bool(out_params.get("binary_data", binary_default))
     return InferRequest(request_id, tensors, outputs, binary_default)
+
+
+def check_output(name: Any, j: int) -> str:
+    """The name of the ``j``-th requested output, if it is one of :data:`OUTPUTS`."""
+    if name not in OUTPUTS:
+        raise _bad(
+            f"unknown output {name!r}; this model has {', '.join(OUTPUTS)}", f"outputs[{j}].name"
+        )
+    return str(name)
 
 
 def _parameters(doc: dict[str, Any], field: str) -> dict[str, Any]:
@@ -207,13 +224,35 @@ def _tensor(spec: Any, i: int, binary: bytes, offset: int, max_elements: int) ->
     where = f"inputs[{i}]"
     if not isinstance(spec, dict):
         raise _bad("each input must be an object", where)
-    name = spec.get("name")
+    name, datatype, shape, count = check_tensor(
+        spec.get("name"), spec.get("datatype"), spec.get("shape"), where, max_elements
+    )
+    size = _parameters(spec, f"{where}.parameters").get("binary_data_size")
+    if size is not None:
+        if not isinstance(size, int) or size < 0 or offset + size > len(binary):
+            raise _bad(
+                f"input {name!r}: binary_data_size does not fit the body", f"{where}.parameters"
+            )
+        values = from_binary(
+            binary[offset : offset + size], datatype, count, name, f"{where}.parameters"
+        )
+        offset += size
+    else:
+        if "data" not in spec:
+            raise _bad(f"input {name!r} has no data", f"{where}.data")
+        values = from_values(_flatten(spec["data"]), datatype, shape, name, f"{where}.data")
+    return Tensor(name, datatype, shape, values), offset
+
+
+def check_tensor(
+    name: Any, datatype: Any, shape: Any, where: str, max_elements: int
+) -> tuple[str, str, list[int], int]:
+    """Check an input's name, datatype and shape (``where`` names it); they and its element
+    count."""
     if not isinstance(name, str) or not name:
         raise _bad("input needs a name", f"{where}.name")
-    datatype = spec.get("datatype")
     if datatype not in DATATYPES:
         raise _bad(f"input {name!r}: unknown datatype {datatype!r}", f"{where}.datatype")
-    shape = spec.get("shape")
     if (
         not isinstance(shape, list)
         or not shape
@@ -227,25 +266,24 @@ def _tensor(spec: Any, i: int, binary: bytes, offset: int, max_elements: int) ->
         raise _bad(
             f"input {name!r}: {count} elements exceed the limit of {max_elements}", f"{where}.shape"
         )
-    size = _parameters(spec, f"{where}.parameters").get("binary_data_size")
-    if size is not None:
-        if not isinstance(size, int) or size < 0 or offset + size > len(binary):
-            raise _bad(
-                f"input {name!r}: binary_data_size does not fit the body", f"{where}.parameters"
-            )
-        values = _from_binary(binary[offset : offset + size], datatype, count, name, where)
-        offset += size
-    else:
-        if "data" not in spec:
-            raise _bad(f"input {name!r} has no data", f"{where}.data")
-        values = _flatten(spec["data"])
-        if len(values) != count:
-            raise _bad(
-                f"input {name!r}: shape {shape} needs {count} values, data has {len(values)}",
-                f"{where}.data",
-            )
-        values = _from_json(values, datatype, name, where)
-    return Tensor(name, datatype, shape, values), offset
+    return name, datatype, shape, count
+
+
+def from_values(
+    values: list[Any], datatype: str, shape: list[int], name: str, where: str
+) -> list[Any]:
+    """An input's flat values, checked against its shape and datatype (``where``: the field
+    that holds them)."""
+    check_count(len(values), shape, name, where)
+    return _from_json(values, datatype, name, where)
+
+
+def check_count(got: int, shape: list[int], name: str, where: str) -> None:
+    """Whether an input holds as many values as its shape needs (``where`` holds them)."""
+    count = math.prod(shape)
+    if got != count:
+        field = where.rsplit(".", 1)[-1]
+        raise _bad(f"input {name!r}: shape {shape} needs {count} values, {field} has {got}", where)
 
 
 def _flatten(data: Any) -> list[Any]:
@@ -265,23 +303,24 @@ def _flatten(data: Any) -> list[Any]:
 
 
 def _from_json(values: list[Any], datatype: str, name: str, where: str) -> list[Any]:
+    """Values checked against their datatype (``where``: the field that holds them)."""
     types = set(map(type, values))
     if datatype == "BYTES":
         if not types <= {str}:
-            raise _bad(f"input {name!r}: BYTES data must be strings", f"{where}.data")
+            raise _bad(f"input {name!r}: BYTES data must be strings", where)
         return values
     if datatype == "BOOL":
         if not types <= {bool}:
-            raise _bad(f"input {name!r}: BOOL data must be true or false", f"{where}.data")
+            raise _bad(f"input {name!r}: BOOL data must be true or false", where)
         return values
     if not types <= {int, float}:
-        raise _bad(f"input {name!r}: {datatype} data must be numbers", f"{where}.data")
+        raise _bad(f"input {name!r}: {datatype} data must be numbers", where)
     if (
         datatype.startswith(("INT", "UINT"))
         and float in types
         and not all(float(v).is_integer() for v in values)
     ):
-        raise _bad(f"input {name!r}: {datatype} data must be integers", f"{where}.data")
+        raise _bad(f"input {name!r}: {datatype} data must be integers", where)
     if values:
         # Values are kept as sent, but each must fit the type it is declared as.
         dtype = np.dtype(NUMPY_TYPES[datatype])
@@ -297,44 +336,42 @@ def _from_json(values: list[Any], datatype: str, name: str, where: str) -> list[
             raise _bad(
                 f"input {name!r}: {low if low < least else high} does not fit {datatype} "
                 f"({least} to {most})",
-                f"{where}.data",
+                where,
             )
     return values
 
 
-def _from_binary(
+def from_binary(
     raw: bytes, datatype: str, count: int, name: str, where: str
 ) -> list[Any] | np.ndarray:
+    """Raw little-endian values of an input (``where``: the field that holds them); BYTES
+    elements are each a 4-byte length and UTF-8 text."""
     values: list[Any] | np.ndarray
     if datatype == "BYTES":
         values, pos = [], 0
         while pos < len(raw):
             if pos + 4 > len(raw):
-                raise _bad(f"input {name!r}: truncated BYTES element", f"{where}.parameters")
+                raise _bad(f"input {name!r}: truncated BYTES element", where)
             (n,) = struct.unpack_from("<I", raw, pos)
             pos += 4
             chunk = raw[pos : pos + n]
             if len(chunk) != n:
-                raise _bad(f"input {name!r}: truncated BYTES element", f"{where}.parameters")
+                raise _bad(f"input {name!r}: truncated BYTES element", where)
             try:
                 values.append(chunk.decode("utf-8"))
             except UnicodeDecodeError:
-                raise _bad(
-                    f"input {name!r}: BYTES element is not UTF-8 text", f"{where}.parameters"
-                ) from None
+                raise _bad(f"input {name!r}: BYTES element is not UTF-8 text", where) from None
             pos += n
     else:
         dtype = np.dtype(NUMPY_TYPES[datatype])
         if len(raw) != count * dtype.itemsize:
             raise _bad(
                 f"input {name!r}: {len(raw)} bytes do not hold {count} {datatype} values",
-                f"{where}.parameters",
+                where,
             )
         values = np.frombuffer(raw, dtype=dtype)
     if len(values) != count:
-        raise _bad(
-            f"input {name!r}: shape needs {count} values, got {len(values)}", f"{where}.parameters"
-        )
+        raise _bad(f"input {name!r}: shape needs {count} values, got {len(values)}", where)
     return values
 
 
@@ -445,7 +482,8 @@ def _datatype_of(flat: list[Any]) -> str:
     return "BYTES"
 
 
-def _encode(values: Any, datatype: str) -> bytes:
+def encode(values: Any, datatype: str) -> bytes:
+    """Output values as raw little-endian bytes (BYTES: a 4-byte length before each element)."""
     if isinstance(values, np.ndarray):
         return values.astype(NUMPY_TYPES[datatype], copy=False).tobytes()
     flat = _flatten(values)
@@ -456,6 +494,59 @@ def _encode(values: Any, datatype: str) -> bytes:
             parts.append(struct.pack("<I", len(b)) + b)
         return b"".join(parts)
     return np.asarray(flat, dtype=NUMPY_TYPES[datatype]).tobytes()
+
+
+@dataclass
+class Output:
+    """An output tensor: flat values (a list, or an array for predict_proba)."""
+
+    name: str
+    datatype: str
+    shape: list[int]
+    values: Any
+    parameters: dict[str, Any]
+    binary: bool
+
+
+def output_tensors(
+    request: InferRequest,
+    predictions: list[Any],
+    probabilities: np.ndarray | None,
+    classes: list[Any] | None,
+) -> list[Output]:
+    """The outputs a request asked for (all of them when it named none), in protocol order."""
+    wanted = request.outputs or {
+        name: request.binary_default
+        for name in OUTPUTS
+        if name == "predict" or probabilities is not None
+    }
+    if "predict_proba" in wanted and probabilities is None:
+        raise _bad(
+            "this model has no predict_proba output (it is not a probabilistic classifier)",
+            "outputs",
+        )
+    n = len(predictions)
+    tensors: list[Output] = []
+    if "predict" in wanted:
+        flat = _flatten(predictions)
+        dt = _datatype_of(flat)
+        first = predictions[0] if predictions else None
+        shape = [n, len(first)] if isinstance(first, list) else [n]
+        data: list[Any] = [str(v) for v in flat] if dt == "BYTES" else flat
+        tensors.append(Output("predict", dt, shape, data, {}, wanted["predict"]))
+    if "predict_proba" in wanted:
+        assert probabilities is not None and classes is not None
+        tensors.append(
+            Output(
+                "predict_proba",
+                "FP64",
+                [n, len(classes)],
+                probabilities.ravel(),
+                {"classes": orjson.dumps(classes).decode()},
+                wanted["predict_proba"],
+            )
+        )
+    return tensors
 
 
 def response(
@@ -469,58 +560,25 @@ def response(
     prediction_ids: list[str],
 ) -> tuple[bytes, int | None]:
     """The response body, and the JSON header's length when binary outputs follow it."""
-    wanted = request.outputs or {
-        name: request.binary_default
-        for name in OUTPUTS
-        if name == "predict" or probabilities is not None
-    }
-    if "predict_proba" in wanted and probabilities is None:
-        raise _bad(
-            "this model has no predict_proba output (it is not a probabilistic classifier)",
-            "outputs",
-        )
-    n = len(predictions)
-    tensors: list[tuple[str, str, list[int], Any, dict[str, Any]]] = []
-    for name in OUTPUTS:
-        if name not in wanted:
-            continue
-        if name == "predict":
-            flat = _flatten(predictions)
-            dt = _datatype_of(flat)
-            first = predictions[0] if predictions else None
-            shape = [n, len(first)] if isinstance(first, list) else [n]
-            data: list[Any] = [str(v) for v in flat] if dt == "BYTES" else flat
-            tensors.append((name, dt, shape, data, {}))
-        else:
-            assert probabilities is not None and classes is not None
-            tensors.append(
-                (
-                    name,
-                    "FP64",
-                    [n, len(classes)],
-                    probabilities.ravel(),
-                    {"classes": orjson.dumps(classes).decode()},
-                )
-            )
-    outputs = []
     chunks = []
-    for name, dt, shape, data, params in tensors:
-        out: dict[str, Any] = {"name": name, "datatype": dt, "shape": shape}
-        if wanted[name]:
-            raw = _encode(data, dt)
+    described = []
+    for t in output_tensors(request, predictions, probabilities, classes):
+        out: dict[str, Any] = {"name": t.name, "datatype": t.datatype, "shape": t.shape}
+        if t.binary:
+            raw = encode(t.values, t.datatype)
             chunks.append(raw)
-            out["parameters"] = {**params, "binary_data_size": len(raw)}
+            out["parameters"] = {**t.parameters, "binary_data_size": len(raw)}
         else:
-            if params:
-                out["parameters"] = params
-            out["data"] = data
-        outputs.append(out)
+            if t.parameters:
+                out["parameters"] = t.parameters
+            out["data"] = t.values
+        described.append(out)
     header: dict[str, Any] = {
         "model_name": model,
         "model_version": str(version),
         "id": request.id or "",
         "parameters": {"prediction_ids": ",".join(prediction_ids)},
-        "outputs": outputs,
+        "outputs": described,
     }
     head = orjson.dumps(header, option=orjson.OPT_SERIALIZE_NUMPY)
     if not chunks:

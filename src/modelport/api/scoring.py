@@ -23,8 +23,7 @@ from typing import TYPE_CHECKING
 import orjson
 from starlette.types import Receive, Scope, Send
 
-from ..errors import InvalidRequest, ModelportError
-from ..ids import MAX_ID
+from ..errors import ModelportError
 from ..monitoring.metrics import UNKNOWN
 from . import errors, front, oip, payload
 
@@ -183,7 +182,7 @@ async def serve(
             raise _not_ready()
         service.metrics.inflight.inc()
         front.check_content_type(scope["method"], scope["path"], headers, tensors=route.oip)
-        version = _version(version_text)
+        version = oip.version_number(version_text)
         who = await service.authenticate(front.api_key(headers))
         body = await front.read_body(receive, headers, service.settings.max_body_bytes)
         call = Call(service, name, version, request_id, who, body, headers)
@@ -218,17 +217,6 @@ def _not_ready() -> ModelportError:
     from ..errors import StoreUnavailable
 
     return StoreUnavailable("the server is starting or stopping")
-
-
-def _version(text: str | None) -> int | None:
-    if text is None:
-        return None
-    if not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= MAX_ID:
-        raise InvalidRequest(
-            f"version must be a whole number from 1 to {MAX_ID}, got {text!r}",
-            details=[{"field": "version", "reason": f"expected a whole number from 1 to {MAX_ID}"}],
-        )
-    return int(text)
 
 
 def _method_not_allowed(scope: Scope, route: ScoringRoute) -> bytes:

@@ -157,23 +157,22 @@ async def server_metadata() -> Response:
     )
 
 
-async def _metadata(svc: Service, who: Principal, name: str, version: int | None) -> Response:
+async def metadata(svc: Service, who: Principal, name: str, version: int | None) -> dict[str, Any]:
+    """A model's metadata (the version behind production, or ``version``); every version
+    number for a key that may read the registry, else the one it would reach."""
     served, _ = await svc.served(who, name, version)
     versions = (
         [v["version"] for v in await svc.list_versions(who, name)]
         if who.allows("read")
         else [served.version]
     )
-    return json_response(
-        oip.model_metadata(
-            name,
-            served.version,
-            versions,
-            served.schema,
-            served.loaded.flavor,
-            served.loaded.classes,
-        )
+    return oip.model_metadata(
+        name, served.version, versions, served.schema, served.loaded.flavor, served.loaded.classes
     )
+
+
+async def _metadata(svc: Service, who: Principal, name: str, version: int | None) -> Response:
+    return json_response(await metadata(svc, who, name, version))
 
 
 @router.get(

@@ -67,7 +67,7 @@ def settings_options(fn: F) -> F:
             fn = click.option(flag, name, type=choice, default=None, help=help_text)(fn)
         elif annotation is bool:
             fn = click.option(flag, name, is_flag=True, default=None, help=help_text)(fn)
-        elif annotation is int:
+        elif annotation is int or annotation == int | None:
             fn = click.option(flag, name, type=int, default=None, help=help_text)(fn)
         elif annotation is float:
             fn = click.option(flag, name, type=float, default=None, help=help_text)(fn)

@@ -211,6 +211,23 @@ class Metrics:
                 registry=reg,
             )
         )
+        self.rpc_requests = family(
+            Counter(
+                "modelport_rpc_requests",
+                "Calls to the gRPC server (protocol grpc), by method and status code",
+                ["protocol", "method", "code"],
+                registry=reg,
+            )
+        )
+        self.rpc_latency = family(
+            Histogram(
+                "modelport_rpc_duration_seconds",
+                "Time from a gRPC call's arrival to its answer",
+                ["protocol", "method"],
+                buckets=LATENCY_BUCKETS,
+                registry=reg,
+            )
+        )
         self.commit_seconds = Histogram(
             "modelport_ledger_commit_seconds",
             "Duration of one group commit of the store writer",
@@ -275,6 +292,11 @@ class Metrics:
         """A scoring request answered with an error status."""
         v = "" if version is None else str(version)
         self.requests.child(model, v, "", consumer, str(code)).inc()
+
+    def rpc(self, method: str, code: str, seconds: float, protocol: str = "grpc") -> None:
+        """One call of an RPC server (its method and status code names)."""
+        self.rpc_requests.child(protocol, method, code).inc()
+        self.rpc_latency.child(protocol, method).observe(seconds)
 
     def batch(
         self, model: str, version: int, rows: int, waits: list[float], seconds: float
