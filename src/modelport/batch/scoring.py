@@ -273,7 +273,17 @@ class Request:
         if self.input is not None:
             file_format(self.input, "INPUT")
         if self.output is not None:
-            file_format(self.output, "OUTPUT")
+            self.output_format()
+
+    def output_format(self) -> str:
+        """``csv`` or ``parquet``: by OUTPUT's extension; with the spark engine, an OUTPUT
+        without one is a folder written in the INPUT's format."""
+        assert self.output is not None
+        if self.engine == "spark" and self.input is not None:
+            lower = self.output.rstrip("/").lower()
+            if not lower.endswith((".parquet", ".pq", ".csv", ".csv.gz")):
+                return file_format(self.input, "INPUT")
+        return file_format(self.output, "OUTPUT")
 
     def describe_input(self) -> dict[str, Any]:
         if self.sql is not None:
@@ -448,7 +458,7 @@ def run_chunks(
     bar = tqdm(
         total=source.total or None,
         unit=source.unit,
-        unit_scale=True,
+        unit_scale=source.unit == "B",
         disable=not req.progress,
         desc=f"{req.name} v{version['version']}",
     )
@@ -469,6 +479,10 @@ def run_chunks(
             run.update(done, f"{counts['rows']} rows: {counts['rejected']} rejected")
         out.close(_empty_output(columns))
         rejects.close(_empty_rejects(source.columns))
+        if source.total == 0:  # a query's rows, counted as they came: all of them now
+            bar.total = bar.n
+        bar.set_postfix(scored=counts["scored"], rejected=counts["rejected"], refresh=False)
+        bar.refresh()
     output, rejected = req.describe_outputs()
     result = {
         **counts,
@@ -614,8 +628,8 @@ def _parquet_source(path: str, chunk_rows: int) -> Source:
     def chunks() -> Iterator[tuple[int, pd.DataFrame]]:
         for batch in pf.iter_batches(batch_size=chunk_rows):
             frame = pa.Table.from_batches([batch]).to_pandas(types_mapper=pd.ArrowDtype)
-            yield done[0], frame
-            done[0] += batch.num_rows
+            done[0] += batch.num_rows  # read: the position counts it before it is scored
+            yield done[0] - batch.num_rows, frame
 
     return Source(
         list(pf.schema_arrow.names),
@@ -632,7 +646,7 @@ def _pyarrow_parquet(what: str) -> Any:
         import pyarrow.parquet as pq
     except ImportError:
         raise InvalidRequest(
-            f"{what}: Parquet files need pyarrow: pip install 'modelport[parquet]'",
+            f"{what}: Parquet files need pyarrow (part of the core install): pip install pyarrow",
             details=[{"field": what, "reason": "pyarrow is not installed"}],
         ) from None
     return pq
@@ -727,8 +741,8 @@ def open_sql_source(db: str, query: str, chunk_rows: int) -> Source:
     def chunks() -> Iterator[tuple[int, pd.DataFrame]]:
         for part in result.partitions(chunk_rows):
             frame = pd.DataFrame([tuple(r) for r in part], columns=columns)
-            yield done[0], frame
-            done[0] += len(frame)
+            done[0] += len(frame)  # read: the position counts it before it is scored
+            yield done[0] - len(frame), frame
 
     def close() -> None:
         result.close()

@@ -36,8 +36,9 @@ from .common import client_for, client_options, print_json
     type=click.Choice(ENGINES),
     default="pandas",
     show_default=True,
-    help="pandas: this process, in chunks; spark: a Spark job through a pandas UDF "
-    "(OUTPUT is then a directory).",
+    help="pandas: this process, in chunks; spark: a Spark job through a pandas UDF (OUTPUT "
+    "is then a folder of part files, in the INPUT's format unless OUTPUT ends in .csv or "
+    ".parquet).",
 )
 @click.option(
     "--spark-conf",

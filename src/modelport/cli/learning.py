@@ -3,6 +3,8 @@ replay, jobs and gates. They talk to a server like the other client commands."""
 
 from __future__ import annotations
 
+import sys
+import time
 from typing import Any
 
 import click
@@ -47,6 +49,10 @@ def algorithms(as_json: bool, url: str, key: str | None) -> None:
 @click.option("--param", "params", multiple=True, help="NAME=VALUE (repeatable).")
 @click.option("--classes", help="Class labels, comma-separated (online classifiers need them).")
 @click.option("--online", "online", help='Online settings: JSON, e.g. {"snapshot_every": 50}.')
+@click.option(
+    "--segment-by",
+    help="An input field: one instance of the model per value of it (see docs/segments.md).",
+)
 @client_options
 def create(
     name: str,
@@ -56,6 +62,7 @@ def create(
     params: tuple[str, ...],
     classes: str | None,
     online: str | None,
+    segment_by: str | None,
     url: str,
     key: str | None,
 ) -> None:
@@ -74,6 +81,7 @@ def create(
         params=key_values(params, "--param", False) or None,
         classes=[c.strip() for c in classes.split(",")] if classes else None,
         online=document(online, "--online") if online else None,
+        segment_by=segment_by,
     )
     click.echo(f"created {name} ({out['spec']['algorithm']}, {out['spec']['task']})")
 
@@ -107,10 +115,42 @@ def _wait_and_show(client: Any, job: dict[str, Any], wait: bool) -> None:
     if not wait:
         click.echo(f"job {job['id']} queued ({job['type']}); see: modelport job {job['id']}")
         return
-    job = client.wait_job(job["id"])
+    job = follow(client, job)
     print_json(job["result"] if job["status"] == "succeeded" else job)
     if job["status"] != "succeeded":
         raise click.ClickException(f"job {job['id']} {job['status']}: {job.get('error')}")
+
+
+def follow(client: Any, job: dict[str, Any], interval: float = 0.3) -> dict[str, Any]:
+    """Wait for a job to end, showing its progress as a bar and its log lines as they come
+    (on stderr); the ended job. Ctrl-C stops the waiting, not the job."""
+    from tqdm import tqdm
+
+    printed: set[str] = set()
+    bar = tqdm(
+        total=100,
+        desc=f"job {job['id']} ({job['type']})",
+        bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed}",
+    )
+    try:
+        while True:
+            for line in (job.get("logs") or "").splitlines():
+                if line not in printed:
+                    printed.add(line)
+                    bar.write(line, file=sys.stderr)
+            done = job["status"] == "succeeded"
+            bar.n = 100 if done else round(100 * float(job.get("progress") or 0.0))
+            bar.refresh()
+            if job["status"] not in ("queued", "running"):
+                return dict(job)
+            time.sleep(interval)
+            job = client.job(job["id"])
+    except KeyboardInterrupt:
+        raise click.ClickException(
+            f"stopped waiting; job {job['id']} goes on (see: modelport job {job['id']})"
+        ) from None
+    finally:
+        bar.close()
 
 
 @click.command()

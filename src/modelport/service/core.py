@@ -916,8 +916,9 @@ class Service:
                 )
                 self.metrics.feedback.child(item["model"], str(item["version"]), kind).inc()
         if not accepted:
+            first = f": {rejected[0]['reason']}" if rejected else ""
             raise InvalidInput(
-                "no feedback item was accepted",
+                f"no feedback item was accepted{first}",
                 details=[
                     {"row": r["index"], "field": "prediction_id", "reason": r["reason"]}
                     for r in rejected
@@ -1518,6 +1519,11 @@ class Service:
             meta.get("schema"), loaded, narrow=bool(meta.get("schema_from_train_data"))
         )
         if segment is not None:
+            schema = await self._read(
+                functools.partial(
+                    segments.segment_schema, name=name, key=key, schema=schema, source=schema_source
+                )
+            )
             segments.check_segment_key(key, schema, "schema")
         compat = await self._read(
             functools.partial(
