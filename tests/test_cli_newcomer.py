@@ -372,6 +372,21 @@ def test_push_segment_without_train_data(
     assert {f["name"]: f["type"] for f in v2["schema"]["fields"]}["store"] == "category"
     answer = client.predict("shops", [{"store": "a", **ROW}])
     assert answer["versions"] == [2]
+    # No version with the same fields: the key is a string, the rest the estimator's guess.
+    two = frame[["store", "sepal_length", "sepal_width"]]
+    small = make_pipeline(  # the push's smoke row has store "": an encoder that ignores it
+        make_column_transformer(
+            (OneHotEncoder(handle_unknown="ignore"), ["store"]), remainder="passthrough"
+        ),
+        LogisticRegression(max_iter=500),
+    ).fit(two, frame["species"])
+    client.push("shops", small, segment="b")
+    v3 = client.versions("shops")[2]
+    assert [(f["name"], f["type"]) for f in v3["schema"]["fields"]] == [
+        ("store", "string"),
+        ("sepal_length", "number"),
+        ("sepal_width", "number"),
+    ]
 
 
 def test_spark_output_may_be_a_folder(tmp_path: Path) -> None:

@@ -88,7 +88,7 @@ def settings_options(fn: F, only: tuple[str, ...] | None = None) -> F:
 
 
 #: The settings quickstart takes as flags; the others come from MODELPORT_* or --config.
-QUICKSTART_SETTINGS = ("host", "port", "home", "store", "log_level")
+QUICKSTART_SETTINGS = ("host", "port", "home", "store", "no_auth", "force_no_auth", "log_level")
 
 
 def quickstart_options(fn: F) -> F:
@@ -139,12 +139,14 @@ def print_predictions(out: dict[str, Any], fmt: str) -> None:
         return
     probabilities = out.get("probabilities") or []
     classes = list(probabilities[0]) if probabilities else []
+    ids = out["prediction_ids"]
+    versions = out.get("versions") or [out.get("version")] * len(ids)  # segmented: per row
     rows = []
-    for i, (pid, pred) in enumerate(zip(out["prediction_ids"], out["predictions"], strict=True)):
+    for i, (pid, pred) in enumerate(zip(ids, out["predictions"], strict=True)):
         row: dict[str, Any] = {"prediction_id": pid, "prediction": pred}
         for c in classes:
             row[f"proba_{c}"] = round(probabilities[i][c], 4)
-        row["version"] = out["version"]
+        row["version"] = versions[i]
         rows.append(row)
     columns = ["prediction_id", "prediction", *(f"proba_{c}" for c in classes), "version"]
     if fmt == "csv":

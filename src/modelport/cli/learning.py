@@ -70,8 +70,8 @@ def create(
 
     \b
     Example:
-      modelport create churn --algorithm online_logistic_regression \\
-          --schema @schema.json --target churned --classes no,yes --param alpha=0.0001
+      modelport create cultivar --algorithm online_logistic_regression \\
+          --schema @wine-schema.json --target cultivar --classes 0,1,2 --param alpha=0.0001
     """
     out = client_for(url, key).create_from_algorithm(
         name,
@@ -99,7 +99,7 @@ def ingest(name: str, path: str, chunk_rows: int, quiet: bool, url: str, key: st
 
     \b
     Example:
-      modelport ingest churn labelled.csv
+      modelport ingest wine wine.csv
     """
     out = client_for(url, key).ingest(name, path, chunk_rows=chunk_rows, progress=not quiet)
     click.echo(f"{name}: {out['accepted']} of {out['rows']} rows accepted")
@@ -175,7 +175,7 @@ def retrain(
 
     \b
     Example:
-      modelport retrain churn --seed 7
+      modelport retrain wine --seed 7
     """
     client = client_for(url, key)
     params: dict[str, Any] = {"seed": seed, "holdout": holdout}
@@ -208,7 +208,7 @@ def replay(
 
     \b
     Example:
-      modelport replay churn --version 4 --since 2026-11-24T00:00:00Z
+      modelport replay wine --version 2 --since 2026-11-24T00:00:00Z
     """
     client = client_for(url, key)
     params = {k: v for k, v in (("since", since), ("until", until), ("consumer", consumer)) if v}
@@ -224,7 +224,7 @@ def job(job_id: int, cancel: bool, url: str, key: str | None) -> None:
 
     \b
     Example:
-      modelport job 12
+      modelport job 1
     """
     client = client_for(url, key)
     print_json(client.cancel_job(job_id) if cancel else client.job(job_id))
@@ -240,7 +240,7 @@ def gate(name: str, gate: str | None, remove: bool, url: str, key: str | None) -
 
     \b
     Example:
-      modelport gate churn --set '{"metric": "accuracy", "min_improvement": 0.01}'
+      modelport gate wine --set '{"metric": "accuracy", "min_improvement": 0.01}'
     """
     print_json(client_for(url, key).set_gate(name, set_or_remove(gate, remove)))
 
@@ -255,7 +255,7 @@ def triggers(name: str, triggers: str | None, remove: bool, url: str, key: str |
 
     \b
     Example:
-      modelport triggers churn --set '{"after_observations": 1000, "every_seconds": 86400}'
+      modelport triggers wine --set '{"after_observations": 1000, "every_seconds": 86400}'
     """
     print_json(client_for(url, key).set_triggers(name, set_or_remove(triggers, remove)))
 

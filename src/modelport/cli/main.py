@@ -175,7 +175,7 @@ def push(
     \b
     Example:
       modelport push churn model.skops --train-data train.csv --target churned \\
-          --commit $(git rev-parse HEAD) --metric auc=0.91 --alias production
+          --commit 4f2c1e9 --metric auc=0.91 --alias production
     """
     out = client_for(url, key).push(
         name,
@@ -334,7 +334,7 @@ def predict(
     \b
     Examples:
       modelport predict iris --json '{"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}'
-      modelport predict iris --csv batch.csv --version 1 --format csv
+      modelport predict churn --csv batch.csv --version 1 --format csv
     """
     if (json_text is None) == (csv_file is None):
         raise click.UsageError("give exactly one of --json or --csv")
