@@ -16,6 +16,9 @@ keys (``no_auth``) that trusts whoever reaches it. Two checks keep browsers out:
   is refused (403 ``cross_site_request``); the dashboard, served by the server itself, is
   same-origin. Programs (the client, curl, tritonclient) send neither header and pass.
 
+An ``Authorization`` header that is not ``Bearer <key>`` gets 401 saying the header's form
+(a key sent bare would otherwise read as no key at all).
+
 The body read timeout is here too: a body that stops arriving for ``body_timeout_seconds``
 gets 408 and the connection is closed (the header timeout lives in the HTTP protocol, see
 :mod:`modelport.api.server`).
@@ -44,6 +47,7 @@ from ..errors import (
     ModelportError,
     PayloadTooLarge,
     RequestTimeout,
+    Unauthorized,
 )
 from ..ids import request_id as new_request_id
 from ..settings import Settings
@@ -73,10 +77,12 @@ class FrontDoor:
         self.names = frozenset(n.strip("[]") for n in listed if not n.startswith("*."))
         self.suffixes = tuple(n[1:] for n in listed if n.startswith("*."))
         self.body_timeout = settings.body_timeout_seconds
+        self.no_auth = settings.no_auth
 
     def check(self, scope: Scope) -> ModelportError | None:
         """Why the request may not go further, or None."""
-        host = origin = site = None
+        host = origin = site = auth = None
+        api_key = False
         for key, value in scope["headers"]:
             if key == b"host":
                 host = value
@@ -84,6 +90,10 @@ class FrontDoor:
                 origin = value
             elif key == b"sec-fetch-site":
                 site = value
+            elif key == b"authorization":
+                auth = value
+            elif key == b"x-api-key":
+                api_key = True
         if host is not None and not self.any_host:
             name = hostname(host.decode("latin-1"))
             if not self.allows(name):
@@ -92,6 +102,10 @@ class FrontDoor:
                     "if it is one, add it to the allowed_hosts setting (--allowed-hosts)",
                     details=[{"field": "host", "reason": "not in allowed_hosts"}],
                 )
+        if auth is not None and not api_key and not self.no_auth:
+            problem = key_form(auth)
+            if problem is not None:
+                return problem
         if scope["method"] in _READS:
             return None
         if site is not None:
@@ -243,6 +257,20 @@ def hostname(host: str) -> str:
     if host.count(":") == 1:
         host = host.split(":", 1)[0]
     return host.rstrip(".")
+
+
+def key_form(auth: bytes) -> Unauthorized | None:
+    """Why an Authorization header does not carry a key in the form the server reads, or None
+    (a key sent without ``Bearer `` would otherwise read as no key at all)."""
+    if auth[:7].lower() == b"bearer ":
+        return None
+    scheme = auth.split(b" ", 1)[0].decode("latin-1")[:20] if b" " in auth.strip() else None
+    got = f"the {scheme!r} scheme" if scheme else "a value without 'Bearer '"
+    return Unauthorized(
+        f"the Authorization header must read 'Bearer <key>' (or send the key as X-API-Key: "
+        f"<key>); it has {got}",
+        details=[{"field": "authorization", "reason": "expected 'Bearer <key>'"}],
+    )
 
 
 def same_origin(origin: str, host: bytes | None) -> bool:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import gc
 import ipaddress
 import logging
@@ -65,6 +66,27 @@ def check_exposure(settings: Settings) -> None:
             "this address can push models and read predictions.",
             file=sys.stderr,
         )
+
+
+def check_port(settings: Settings) -> None:
+    """Refuse, naming the port and the flag, when the address is taken: uvicorn would only
+    log its ``[Errno 98]`` and exit."""
+    family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+        try:
+            sock.bind((settings.host.strip("[]"), settings.port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise InvalidRequest(
+                    f"port {settings.port} on {settings.host} is already in use (another "
+                    "modelport or another program listens there): stop it, or choose another "
+                    "port with --port"
+                ) from None
+            raise InvalidRequest(
+                f"cannot listen on {settings.host} port {settings.port}: {exc.strerror} "
+                "(see --host and --port)"
+            ) from None
 
 
 class HeaderTimeoutProtocol(_HTTPProtocol):
@@ -207,6 +229,7 @@ def serve(settings: Settings, *, on_ready: Callable[[], None] | None = None) -> 
     from .app import create_app
 
     check_exposure(settings)
+    check_port(settings)
     if settings.workers > 1:
         _serve_workers(settings, on_ready)
         return

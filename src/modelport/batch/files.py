@@ -133,8 +133,8 @@ def _parquet_source(path: str, chunk_rows: int) -> Source:
     def chunks() -> Iterator[tuple[int, pd.DataFrame]]:
         for batch in pf.iter_batches(batch_size=chunk_rows):
             frame = pa.Table.from_batches([batch]).to_pandas(types_mapper=pd.ArrowDtype)
-            yield done[0], frame
-            done[0] += batch.num_rows
+            done[0] += batch.num_rows  # read: the position counts it before it is scored
+            yield done[0] - batch.num_rows, frame
 
     return Source(
         list(pf.schema_arrow.names),
@@ -151,7 +151,7 @@ def _pyarrow_parquet(what: str) -> Any:
         import pyarrow.parquet as pq
     except ImportError:
         raise InvalidRequest(
-            f"{what}: Parquet files need pyarrow: pip install 'modelport[parquet]'",
+            f"{what}: Parquet files need pyarrow (part of the core install): pip install pyarrow",
             details=[{"field": what, "reason": "pyarrow is not installed"}],
         ) from None
     return pq

@@ -240,7 +240,17 @@ class Request:
         if self.input is not None:
             file_format(self.input, "INPUT")
         if self.output is not None:
-            file_format(self.output, "OUTPUT")
+            self.output_format()
+
+    def output_format(self) -> str:
+        """``csv`` or ``parquet``: by OUTPUT's extension; with the spark engine, an OUTPUT
+        without one is a folder written in the INPUT's format."""
+        assert self.output is not None
+        if self.engine == "spark" and self.input is not None:
+            lower = self.output.rstrip("/").lower()
+            if not lower.endswith((".parquet", ".pq", ".csv", ".csv.gz")):
+                return file_format(self.input, "INPUT")
+        return file_format(self.output, "OUTPUT")
 
     def describe_input(self) -> dict[str, Any]:
         if self.sql is not None:
@@ -415,7 +425,7 @@ def run_chunks(
     bar = tqdm(
         total=source.total or None,
         unit=source.unit,
-        unit_scale=True,
+        unit_scale=source.unit == "B",
         disable=not req.progress,
         desc=f"{req.name} v{version['version']}",
     )
@@ -436,6 +446,10 @@ def run_chunks(
             run.update(done, f"{counts['rows']} rows: {counts['rejected']} rejected")
         out.close(_empty_output(columns))
         rejects.close(_empty_rejects(source.columns))
+        if source.total == 0:  # a query's rows, counted as they came: all of them now
+            bar.total = bar.n
+        bar.set_postfix(scored=counts["scored"], rejected=counts["rejected"], refresh=False)
+        bar.refresh()
     output, rejected = req.describe_outputs()
     result = {
         **counts,

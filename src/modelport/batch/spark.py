@@ -275,7 +275,7 @@ def _score_frame(
     )
     try:
         rejected_col = F.col(f"__modelport_out.{REJECTED}")
-        fmt = file_format(output_path, "OUTPUT")
+        fmt = req.output_format()
         kept = [c for c in columns if c in frame.columns]
         out = scored.where(rejected_col.isNull()).select(
             *[F.col(f"`{c}`") for c in kept],

@@ -44,8 +44,8 @@ def open_sql_source(db: str, query: str, chunk_rows: int) -> Source:
     def chunks() -> Iterator[tuple[int, pd.DataFrame]]:
         for part in result.partitions(chunk_rows):
             frame = pd.DataFrame([tuple(r) for r in part], columns=columns)
-            yield done[0], frame
-            done[0] += len(frame)
+            done[0] += len(frame)  # read: the position counts it before it is scored
+            yield done[0] - len(frame), frame
 
     def close() -> None:
         result.close()

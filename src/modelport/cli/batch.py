@@ -36,8 +36,9 @@ from .common import client_for, client_options, print_json
     type=click.Choice(ENGINES),
     default="pandas",
     show_default=True,
-    help="pandas: this process, in chunks; spark: a Spark job through a pandas UDF "
-    "(OUTPUT is then a directory).",
+    help="pandas: this process, in chunks; spark: a Spark job through a pandas UDF (OUTPUT "
+    "is then a folder of part files, in the INPUT's format unless OUTPUT ends in .csv or "
+    ".parquet).",
 )
 @click.option(
     "--spark-conf",
@@ -83,9 +84,9 @@ def score(
     Examples:
       modelport score churn customers.parquet scored.parquet --alias production
       modelport score churn --from-sql "SELECT * FROM customers" --to-table churn_scores \\
-          --db postgresql://analyst@db/warehouse
-      modelport score churn big.csv scored.csv --version 3 --id-column customer_id
-      modelport score churn big.parquet out.parquet --engine spark --spark-conf spark.master=local[4]
+          --db sqlite:///warehouse.db
+      modelport score churn customers.csv scored.csv --version 3 --id-column customer_id
+      modelport score churn customers.parquet scored-spark --engine spark --spark-conf spark.master=local[2]
     """
     if version is not None and alias is not None:
         raise click.UsageError("give either --version or --alias, not both")

@@ -45,6 +45,9 @@ class Group(click.Group):
             return super().invoke(ctx)
         except ModelportError as exc:
             fail(one_line(exc), 2 if isinstance(exc, InvalidInput | InvalidRequest) else 1)
+        except click.exceptions.NoArgsIsHelpError as exc:  # a group alone: its help, as is
+            click.echo(exc.ctx.get_help() if exc.ctx else exc.format_message(), err=True)
+            sys.exit(2)
         except click.UsageError as exc:
             where = f" (see '{exc.ctx.command_path} --help')" if exc.ctx else ""
             fail(" ".join(exc.format_message().split()) + where, 2)
@@ -56,9 +59,11 @@ class Group(click.Group):
             fail(f"unexpected {type(exc).__name__}: {exc}")
 
 
-def settings_options(fn: F) -> F:
-    """Add one flag per setting (and --config) to a command."""
+def settings_options(fn: F, only: tuple[str, ...] | None = None) -> F:
+    """Add one flag per setting (or per setting in ``only``) and --config to a command."""
     for name, info in reversed(list(Settings.model_fields.items())):
+        if only is not None and name not in only:
+            continue
         flag = "--" + name.replace("_", "-")
         help_text = f"{info.description} [env MODELPORT_{name.upper()}]"
         annotation = info.annotation
@@ -80,6 +85,14 @@ def settings_options(fn: F) -> F:
         help="TOML config file [env MODELPORT_CONFIG]",
     )(fn)
     return fn
+
+
+#: The settings quickstart takes as flags; the others come from MODELPORT_* or --config.
+QUICKSTART_SETTINGS = ("host", "port", "home", "store", "no_auth", "force_no_auth", "log_level")
+
+
+def quickstart_options(fn: F) -> F:
+    return settings_options(fn, QUICKSTART_SETTINGS)
 
 
 def load(config_file: str | None, flags: dict[str, Any]) -> Settings:
@@ -119,6 +132,33 @@ def table(rows: list[dict[str, Any]], columns: list[str]) -> None:
         click.echo("  ".join(v.ljust(w) for v, w in zip(t, widths, strict=True)).rstrip())
 
 
+def print_predictions(out: dict[str, Any], fmt: str) -> None:
+    """A predict answer as one row per record (``table`` or ``csv``), or as its JSON."""
+    if fmt == "json":
+        print_json(out)
+        return
+    probabilities = out.get("probabilities") or []
+    classes = list(probabilities[0]) if probabilities else []
+    ids = out["prediction_ids"]
+    versions = out.get("versions") or [out.get("version")] * len(ids)  # segmented: per row
+    rows = []
+    for i, (pid, pred) in enumerate(zip(ids, out["predictions"], strict=True)):
+        row: dict[str, Any] = {"prediction_id": pid, "prediction": pred}
+        for c in classes:
+            row[f"proba_{c}"] = round(probabilities[i][c], 4)
+        row["version"] = versions[i]
+        rows.append(row)
+    columns = ["prediction_id", "prediction", *(f"proba_{c}" for c in classes), "version"]
+    if fmt == "csv":
+        import csv
+
+        writer = csv.DictWriter(sys.stdout, columns, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+        return
+    table(rows, columns)
+
+
 def key_values(pairs: tuple[str, ...], what: str, number: bool) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for pair in pairs:
@@ -144,7 +184,7 @@ def document(text: str, what: str) -> Any:
     """A JSON document given inline or as @FILE / a file path."""
     path = Path(text[1:] if text.startswith("@") else text)
     try:
-        if text.startswith("@") or (path.suffix == ".json" and path.exists()):
+        if text.startswith("@") or (not text.lstrip().startswith(("{", "[")) and path.is_file()):
             return json.loads(path.read_text())
         return json.loads(text)
     except (OSError, json.JSONDecodeError) as exc:

@@ -3,6 +3,8 @@ replay, jobs and gates. They talk to a server like the other client commands."""
 
 from __future__ import annotations
 
+import sys
+import time
 from typing import Any
 
 import click
@@ -47,6 +49,10 @@ def algorithms(as_json: bool, url: str, key: str | None) -> None:
 @click.option("--param", "params", multiple=True, help="NAME=VALUE (repeatable).")
 @click.option("--classes", help="Class labels, comma-separated (online classifiers need them).")
 @click.option("--online", "online", help='Online settings: JSON, e.g. {"snapshot_every": 50}.')
+@click.option(
+    "--segment-by",
+    help="An input field: one instance of the model per value of it (see docs/segments.md).",
+)
 @client_options
 def create(
     name: str,
@@ -56,6 +62,7 @@ def create(
     params: tuple[str, ...],
     classes: str | None,
     online: str | None,
+    segment_by: str | None,
     url: str,
     key: str | None,
 ) -> None:
@@ -63,8 +70,8 @@ def create(
 
     \b
     Example:
-      modelport create churn --algorithm online_logistic_regression \\
-          --schema @schema.json --target churned --classes no,yes --param alpha=0.0001
+      modelport create cultivar --algorithm online_logistic_regression \\
+          --schema @wine-schema.json --target cultivar --classes 0,1,2 --param alpha=0.0001
     """
     out = client_for(url, key).create_from_algorithm(
         name,
@@ -74,6 +81,7 @@ def create(
         params=key_values(params, "--param", False) or None,
         classes=[c.strip() for c in classes.split(",")] if classes else None,
         online=document(online, "--online") if online else None,
+        segment_by=segment_by,
     )
     click.echo(f"created {name} ({out['spec']['algorithm']}, {out['spec']['task']})")
 
@@ -91,7 +99,7 @@ def ingest(name: str, path: str, chunk_rows: int, quiet: bool, url: str, key: st
 
     \b
     Example:
-      modelport ingest churn labelled.csv
+      modelport ingest wine wine.csv
     """
     out = client_for(url, key).ingest(name, path, chunk_rows=chunk_rows, progress=not quiet)
     click.echo(f"{name}: {out['accepted']} of {out['rows']} rows accepted")
@@ -107,10 +115,42 @@ def _wait_and_show(client: Any, job: dict[str, Any], wait: bool) -> None:
     if not wait:
         click.echo(f"job {job['id']} queued ({job['type']}); see: modelport job {job['id']}")
         return
-    job = client.wait_job(job["id"])
+    job = follow(client, job)
     print_json(job["result"] if job["status"] == "succeeded" else job)
     if job["status"] != "succeeded":
         raise click.ClickException(f"job {job['id']} {job['status']}: {job.get('error')}")
+
+
+def follow(client: Any, job: dict[str, Any], interval: float = 0.3) -> dict[str, Any]:
+    """Wait for a job to end, showing its progress as a bar and its log lines as they come
+    (on stderr); the ended job. Ctrl-C stops the waiting, not the job."""
+    from tqdm import tqdm
+
+    printed: set[str] = set()
+    bar = tqdm(
+        total=100,
+        desc=f"job {job['id']} ({job['type']})",
+        bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed}",
+    )
+    try:
+        while True:
+            for line in (job.get("logs") or "").splitlines():
+                if line not in printed:
+                    printed.add(line)
+                    bar.write(line, file=sys.stderr)
+            done = job["status"] == "succeeded"
+            bar.n = 100 if done else round(100 * float(job.get("progress") or 0.0))
+            bar.refresh()
+            if job["status"] not in ("queued", "running"):
+                return dict(job)
+            time.sleep(interval)
+            job = client.job(job["id"])
+    except KeyboardInterrupt:
+        raise click.ClickException(
+            f"stopped waiting; job {job['id']} goes on (see: modelport job {job['id']})"
+        ) from None
+    finally:
+        bar.close()
 
 
 @click.command()
@@ -135,7 +175,7 @@ def retrain(
 
     \b
     Example:
-      modelport retrain churn --seed 7
+      modelport retrain wine --seed 7
     """
     client = client_for(url, key)
     params: dict[str, Any] = {"seed": seed, "holdout": holdout}
@@ -168,7 +208,7 @@ def replay(
 
     \b
     Example:
-      modelport replay churn --version 4 --since 2026-11-24T00:00:00Z
+      modelport replay wine --version 2 --since 2026-11-24T00:00:00Z
     """
     client = client_for(url, key)
     params = {k: v for k, v in (("since", since), ("until", until), ("consumer", consumer)) if v}
@@ -184,7 +224,7 @@ def job(job_id: int, cancel: bool, url: str, key: str | None) -> None:
 
     \b
     Example:
-      modelport job 12
+      modelport job 1
     """
     client = client_for(url, key)
     print_json(client.cancel_job(job_id) if cancel else client.job(job_id))
@@ -200,7 +240,7 @@ def gate(name: str, gate: str | None, remove: bool, url: str, key: str | None) -
 
     \b
     Example:
-      modelport gate churn --set '{"metric": "accuracy", "min_improvement": 0.01}'
+      modelport gate wine --set '{"metric": "accuracy", "min_improvement": 0.01}'
     """
     print_json(client_for(url, key).set_gate(name, set_or_remove(gate, remove)))
 
@@ -215,7 +255,7 @@ def triggers(name: str, triggers: str | None, remove: bool, url: str, key: str |
 
     \b
     Example:
-      modelport triggers churn --set '{"after_observations": 1000, "every_seconds": 86400}'
+      modelport triggers wine --set '{"after_observations": 1000, "every_seconds": 86400}'
     """
     print_json(client_for(url, key).set_triggers(name, set_or_remove(triggers, remove)))
 

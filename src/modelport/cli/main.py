@@ -7,29 +7,30 @@ Server commands (``serve``, ``quickstart``) take every setting as a flag, genera
 
 from __future__ import annotations
 
-import functools
 import json
-import os
-from collections.abc import Callable
+import sys
 from pathlib import Path
 from typing import Any
 
 import click
 
 from .. import __version__
-from ..settings import Settings, load_settings
-from . import batch, learning, monitoring, releases, streams
+from ..settings import Settings
+from . import batch, keys, learning, monitoring, releases, streams
 from .common import (
-    F,
     Group,
     client_for,
     client_options,
+    document,
     key_values,
     load,
     print_json,
+    print_predictions,
+    quickstart_options,
     settings_options,
     table,
 )
+from .keys import first_key_hint
 
 
 @click.group(
@@ -42,8 +43,9 @@ def main() -> None:
     \b
     Start here:
       modelport quickstart              # a server with a demo model on 127.0.0.1:8000
-      modelport push churn model.skops --train-data train.csv --alias production
-      modelport predict churn --json '[{"tenure": 3, "plan": "pro"}]'
+      export MODELPORT_URL=http://127.0.0.1:8000 MODELPORT_KEY=$(cat .modelport/quickstart-admin-key)
+      modelport models
+      modelport predict iris --json '{"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}'
     """
 
 
@@ -58,25 +60,30 @@ def serve(config_file: str | None, **flags: Any) -> None:
     \b
     Example:
       modelport serve --port 8080 --store postgresql://app@db:5432/modelport
+
+    On a store with no admin key it prints the command that makes one.
     """
     from ..api.server import serve as run
 
     settings = load(config_file, flags)
-    run(
-        settings,
-        on_ready=lambda: click.echo(
-            f"modelport listening on http://{_host(settings)}:{settings.port}"
-        ),
-    )
+    hint = first_key_hint(settings)  # opens the store: one that cannot be opened fails here
+
+    def ready() -> None:
+        click.echo(f"modelport listening on http://{_host(settings)}:{settings.port}")
+        if hint is not None:
+            click.echo(hint)
+
+    run(settings, on_ready=ready)
 
 
 @main.command()
-@settings_options
+@quickstart_options
 def quickstart(config_file: str | None, **flags: Any) -> None:
     """Start a server with a demo iris classifier aliased production.
 
     Trains the demo on the iris data scikit-learn ships (no download), prints an admin key and
-    example calls, and serves until Ctrl-C.
+    example calls, and serves until Ctrl-C. Other settings come from MODELPORT_* variables or
+    --config (see modelport serve --help).
 
     \b
     Example:
@@ -100,9 +107,8 @@ def _host(settings: Settings) -> str:
 @click.option("--alias", help="Point this alias at the new version (e.g. production).")
 @click.option(
     "--schema",
-    "schema_file",
-    type=click.Path(exists=True, dir_okay=False),
-    help="Input schema, a JSON file.",
+    "schema_text",
+    help="Input schema: JSON, or @FILE (a FILE path works too); as create --schema.",
 )
 @click.option(
     "--train-data",
@@ -147,7 +153,7 @@ def push(
     name: str,
     path: str,
     alias: str | None,
-    schema_file: str | None,
+    schema_text: str | None,
     train_data: str | None,
     target: str | None,
     commit: str | None,
@@ -169,13 +175,13 @@ def push(
     \b
     Example:
       modelport push churn model.skops --train-data train.csv --target churned \\
-          --commit $(git rev-parse HEAD) --metric auc=0.91 --alias production
+          --commit 4f2c1e9 --metric auc=0.91 --alias production
     """
     out = client_for(url, key).push(
         name,
         Path(path),
         alias=alias,
-        schema=schema_file,
+        schema=document(schema_text, "--schema") if schema_text else None,
         train_data=train_data,
         target=target,
         commit=commit,
@@ -304,6 +310,13 @@ def history(name: str, alias: str | None, as_json: bool, url: str, key: str | No
 )
 @click.option("--version", "version", type=int, help="Score with this version.")
 @click.option("--alias", help="Score with the version behind this alias.")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["table", "csv", "json"]),
+    help="Output: a table (the default on a terminal), CSV, or the server's JSON answer "
+    "(the default when the output is piped or redirected).",
+)
 @client_options
 def predict(
     name: str,
@@ -311,15 +324,17 @@ def predict(
     csv_file: str | None,
     version: int | None,
     alias: str | None,
+    fmt: str | None,
     url: str,
     key: str | None,
 ) -> None:
-    """Score records; prints predictions with their ids.
+    """Score records; prints one line per record: its prediction id, the prediction and the
+    class probabilities.
 
     \b
     Examples:
       modelport predict iris --json '{"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}'
-      modelport predict iris --csv batch.csv --version 2
+      modelport predict churn --csv batch.csv --version 1 --format csv
     """
     if (json_text is None) == (csv_file is None):
         raise click.UsageError("give exactly one of --json or --csv")
@@ -336,7 +351,8 @@ def predict(
         import pandas as pd
 
         inputs = pd.read_csv(str(csv_file))
-    print_json(client_for(url, key).predict(name, inputs, version=version, alias=alias))
+    out = client_for(url, key).predict(name, inputs, version=version, alias=alias)
+    print_predictions(out, fmt or ("table" if sys.stdout.isatty() else "json"))
 
 
 @main.command()
@@ -377,139 +393,7 @@ def prediction(prediction_id: str, url: str, key: str | None) -> None:
     print_json(client_for(url, key).prediction(prediction_id))
 
 
-# -- keys ------------------------------------------------------------------------------------------
-
-
-@main.group(cls=Group)
-def keys() -> None:
-    """Create, list and revoke API keys.
-
-    Against the local store by default (``--home``/``--store``, or MODELPORT_HOME/
-    MODELPORT_STORE); against a server when ``--url`` (or MODELPORT_URL) is given, with an
-    admin ``--key``.
-
-    \b
-    Example:
-      modelport keys create --name checkout --scope predict --scope feedback
-    """
-
-
-def key_target_options(fn: F) -> F:
-    fn = click.option(
-        "--key", envvar="MODELPORT_KEY", help="Admin key, with --url [env MODELPORT_KEY]"
-    )(fn)
-    fn = click.option(
-        "--url",
-        help="Manage the keys of this server instead of the local store [env MODELPORT_URL]",
-    )(fn)
-    fn = click.option("--store", help="Store URL [env MODELPORT_STORE]")(fn)
-    fn = click.option("--home", help="Home folder of the local store [env MODELPORT_HOME]")(fn)
-    return fn
-
-
-def _keys_backend(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Run a keys command against a server (``--url``) or the local store."""
-
-    @functools.wraps(fn)
-    def wrapper(
-        home: str | None, store: str | None, url: str | None, key: str | None, **kwargs: Any
-    ) -> Any:
-        url = url or (None if (home or store) else os.environ.get("MODELPORT_URL"))
-        if url:
-            return fn(remote=client_for(url, key), local=None, **kwargs)
-        from ..store import Store
-
-        settings = load_settings({"home": home, "store": store})
-        st = Store(settings.store_url, sqlite_synchronous=settings.sqlite_synchronous)
-        try:
-            return fn(remote=None, local=st, **kwargs)
-        finally:
-            st.close()
-
-    return wrapper
-
-
-@keys.command("create")
-@click.option("--name", required=True, help="The consumer (app) the key identifies.")
-@click.option(
-    "--scope",
-    "scopes",
-    multiple=True,
-    required=True,
-    type=click.Choice(["admin", "push", "predict", "feedback", "read"]),
-    help="A scope (repeatable).",
-)
-@key_target_options
-@_keys_backend
-def keys_create(remote: Any, local: Any, name: str, scopes: tuple[str, ...]) -> None:
-    """Create a key; prints only the key on stdout.
-
-    \b
-    Example:
-      export MODELPORT_KEY=$(modelport keys create --name checkout --scope predict --scope feedback)
-    """
-    from ..registry import keys as keymod
-
-    if remote is not None:
-        secret = remote.create_key(name, scopes)["key"]
-    else:
-        with local.transaction() as conn:
-            secret, _ = keymod.create_key(conn, name, scopes)
-    click.echo(secret)
-
-
-@keys.command("list")
-@click.option("--all", "include_revoked", is_flag=True, help="Include revoked keys.")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-@key_target_options
-@_keys_backend
-def keys_list(remote: Any, local: Any, include_revoked: bool, as_json: bool) -> None:
-    """List keys (never the secrets).
-
-    \b
-    Example:
-      modelport keys list --all
-    """
-    from ..registry import keys as keymod
-    from ..timefmt import iso
-
-    if remote is not None:
-        rows = remote.list_keys()
-    else:
-        with local.read() as conn:
-            rows = keymod.list_keys(conn, include_revoked=include_revoked)
-    if as_json:
-        print_json(rows)
-        return
-    for r in rows:
-        r["scopes"] = ",".join(r["scopes"])
-        r["created"] = iso(r["created_at"])
-        r["revoked"] = iso(r["revoked_at"]) or ""
-    table(rows, ["id", "prefix", "consumer", "scopes", "created", "revoked"])
-
-
-@keys.command("revoke")
-@click.argument("key_id", type=int)
-@key_target_options
-@_keys_backend
-def keys_revoke(remote: Any, local: Any, key_id: int) -> None:
-    """Revoke a key by its id (see keys list).
-
-    \b
-    Example:
-      modelport keys revoke 3
-    """
-    from ..registry import keys as keymod
-
-    if remote is not None:
-        out = remote.revoke_key(key_id)
-    else:
-        with local.transaction() as conn:
-            out = keymod.revoke_key(conn, key_id)
-    click.echo(f"revoked key {out['id']} of {out['consumer']}")
-
-
-# The release, learning, monitoring, batch and stream commands live in modules of their own.
-for _module in (releases, learning, monitoring, batch, streams):
+# The key, release, learning, monitoring, batch and stream commands live in modules of their own.
+for _module in (keys, releases, learning, monitoring, batch, streams):
     for _command in _module.COMMANDS:
         main.add_command(_command)

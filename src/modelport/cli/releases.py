@@ -35,7 +35,8 @@ def pin(
     \b
     Examples:
       modelport pin churn checkout --version 3
-      modelport pin churn mobile --alias production --adapter @mobile-adapter.json
+      modelport pin churn mobile --alias production \\
+          --adapter '{"steps": [{"rename": {"from": "months", "to": "tenure"}}]}'
     """
     if version is not None and alias is not None:
         raise click.UsageError("give --version or --alias, not both")
@@ -95,7 +96,7 @@ def traffic(name: str, policy: str | None, url: str, key: str | None) -> None:
       modelport traffic churn --set '{"policy": "split", "arms": [
           {"name": "a", "alias": "production", "weight": 90},
           {"name": "b", "alias": "candidate", "weight": 10}]}'
-      modelport traffic churn --set @canary.json
+      modelport traffic churn --set '{"policy": "single", "target": {"alias": "production"}}'
     """
     client = client_for(url, key)
     out = client.set_traffic(name, document(policy, "--set")) if policy else client.traffic(name)
@@ -112,7 +113,7 @@ def adapter(name: str, adapter: str | None, remove: bool, url: str, key: str | N
 
     \b
     Example:
-      modelport adapter churn --set '{"steps": [{"rename": {"from": "postcode", "to": "zip"}}]}'
+      modelport adapter churn --set '{"steps": [{"rename": {"from": "months", "to": "tenure"}}]}'
     """
     print_json(client_for(url, key).set_adapter(name, set_or_remove(adapter, remove)))
 

@@ -101,7 +101,8 @@ def read_table(path: str, *, text: bool = False) -> pd.DataFrame:
             import pyarrow  # noqa: F401
         except ImportError:
             raise InvalidInput(
-                f"{path}: reading Parquet needs pyarrow: pip install 'modelport[parquet]'",
+                f"{path}: reading Parquet needs pyarrow (part of the core install): "
+                "pip install pyarrow",
                 details=[{"field": "train_data", "reason": "pyarrow is not installed"}],
             ) from None
         return pd.read_parquet(path)

@@ -8,7 +8,7 @@ bad row named with its index and reason, the good ones kept) and stored before t
 Feedback labels count too: they are stored as observations of the prediction's inputs.
 
 A dataset is a snapshot of a model's observations, newest label per prediction, written as
-Parquet (the ``learn`` extra brings pyarrow) into the artifact store under the sha256 of its
+Parquet (pyarrow, part of the core install) into the artifact store under the sha256 of its
 bytes: the id a training run names, so it can be run again on exactly the same rows.
 """
 
@@ -496,8 +496,8 @@ def snapshot_data(conn: Connection, name: str) -> SnapshotData:
         import pyarrow  # noqa: F401
     except ImportError:
         raise ModelportError(
-            "dataset snapshots are Parquet files: install the learn extra "
-            "(pip install 'modelport[learn]')"
+            "dataset snapshots are Parquet files and pyarrow is missing (it is part of the core "
+            "install): pip install pyarrow"
         ) from None
     model = registry.model_row(conn, name)
     spec = spec_of(conn, name)

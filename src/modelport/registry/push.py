@@ -90,6 +90,11 @@ async def push(
         meta.get("schema"), loaded, narrow=bool(meta.get("schema_from_train_data"))
     )
     if segment is not None:
+        schema = await runtime.read(
+            functools.partial(
+                segments.segment_schema, name=name, key=key, schema=schema, source=schema_source
+            )
+        )
         segments.check_segment_key(key, schema, "schema")
     compat = await runtime.read(
         functools.partial(

@@ -260,8 +260,9 @@ class Service(RegistryOps, LearningOps, ReleaseOps, MonitoringOps):
                 )
                 self.metrics.feedback.child(item["model"], str(item["version"]), kind).inc()
         if not accepted:
+            first = f": {rejected[0]['reason']}" if rejected else ""
             raise InvalidInput(
-                "no feedback item was accepted",
+                f"no feedback item was accepted{first}",
                 details=[
                     {"row": r["index"], "field": "prediction_id", "reason": r["reason"]}
                     for r in rejected

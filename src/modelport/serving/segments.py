@@ -20,6 +20,7 @@ first) and loaded again from the store when its segment comes back.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections import OrderedDict
 from typing import Any
@@ -28,7 +29,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from ..errors import Conflict, InvalidInput
-from ..inputs.schema import Schema
+from ..inputs.schema import Schema, parse_schema
 from ..registry import models as registry
 from ..store.tables import models, versions
 
@@ -96,6 +97,25 @@ def check_segment_key(field: Any, schema: Schema | None, where: str = "segment_b
                 details=[{"field": where, "reason": f"a {found.type} field cannot be a key"}],
             )
     return field
+
+
+def segment_schema(
+    conn: Connection, name: str, key: str | None, schema: Schema, source: str
+) -> Schema:
+    """The schema of a segment's pushed version. One read from the estimator (every field a
+    number: nothing more is known) gives way to the schema of the model's newest version with
+    the same fields; failing that, the key becomes a string field, as segment values are."""
+    if source != "estimator" or key is None:
+        return schema
+    names = set(schema.names)
+    for row in reversed(registry.list_versions(conn, name)):
+        known = parse_schema(row["schema"])
+        if set(known.names) == names:
+            by_name = {f.name: f for f in known.fields}
+            return Schema(tuple(by_name[n] for n in schema.names))
+    return Schema(
+        tuple(dataclasses.replace(f, type="string") if f.name == key else f for f in schema.fields)
+    )
 
 
 # -- the registry side -----------------------------------------------------------------------------

@@ -56,7 +56,7 @@ class _Outage:
 
 unavailable = _Outage()
 
-__all__ = ["Store", "metadata", "normalize_url"]
+__all__ = ["Store", "cannot_open", "metadata", "normalize_url"]
 
 _MIGRATIONS = Path(__file__).parent / "migrations"
 #: The newest migration: revision ids are the four digits its file name starts with.
@@ -118,6 +118,27 @@ def normalize_url(url: str) -> str:
         if url.startswith(prefix):
             return "postgresql+psycopg://" + url[len(prefix) :]
     return url
+
+
+def cannot_open(url: str, exc: sa.exc.DBAPIError) -> StoreUnavailable:
+    """The store cannot be opened, in one line; a PostgreSQL database that does not exist is
+    named with the command that creates it."""
+    reason = " ".join(str(exc.orig).split())
+    parsed = make_url(url)
+    if getattr(exc.orig, "sqlstate", None) == "3D000" or (
+        parsed.get_backend_name() == "postgresql" and "does not exist" in reason
+    ):
+        where = " ".join(
+            f"{flag} {value}"
+            for flag, value in (("-h", parsed.host), ("-p", parsed.port), ("-U", parsed.username))
+            if value
+        )
+        return StoreUnavailable(
+            f"the database {parsed.database!r} does not exist on "
+            f"{parsed.host or 'localhost'}:{parsed.port or 5432}; create it with: createdb "
+            f"{where} {parsed.database} (or CREATE DATABASE {parsed.database}), then start again"
+        )
+    return StoreUnavailable(f"cannot open the store {parsed.render_as_string()}: {reason}")
 
 
 class Store:
@@ -194,7 +215,16 @@ class Store:
                 config.attributes["connection"] = conn
                 command.upgrade(config, revision)
         except sa.exc.OperationalError as exc:
-            raise StoreUnavailable(f"cannot open the store: {exc.orig}") from exc
+            raise cannot_open(self.url, exc) from exc
+
+    def has_schema(self) -> bool:
+        """Whether the database holds a modelport schema (a store that cannot be reached is
+        StoreUnavailable, with what to do)."""
+        try:
+            with self.read_engine.connect() as conn:
+                return sa.inspect(conn).has_table("alembic_version")
+        except (sa.exc.OperationalError, sa.exc.InterfaceError) as exc:
+            raise cannot_open(self.url, exc) from exc
 
     def _recorded_revision(self) -> str | None:
         try:
