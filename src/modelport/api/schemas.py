@@ -212,6 +212,12 @@ class ServingSettings(Strict):
     max_segments: int | None = Field(
         None, ge=1, le=1_000_000, description="Overrides max_segments (a segmented model)."
     )
+    ledger_retention_days: float | None = Field(
+        None,
+        ge=0,
+        le=36_500,
+        description="Overrides ledger_retention_days (0: keep every row in the ledger table).",
+    )
 
 
 class ModelServing(BaseModel):

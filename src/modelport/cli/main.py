@@ -18,7 +18,7 @@ import click
 
 from .. import __version__
 from ..settings import Settings, load_settings
-from . import batch, learning, monitoring, releases, streams
+from . import batch, learning, ledger, monitoring, releases, streams
 from .common import (
     F,
     Group,
@@ -509,7 +509,7 @@ def keys_revoke(remote: Any, local: Any, key_id: int) -> None:
     click.echo(f"revoked key {out['id']} of {out['consumer']}")
 
 
-# The release, learning, monitoring, batch and stream commands live in modules of their own.
-for _module in (releases, learning, monitoring, batch, streams):
+# The release, learning, monitoring, batch, stream and ledger commands live in modules of their own.
+for _module in (releases, learning, monitoring, batch, streams, ledger):
     for _command in _module.COMMANDS:
         main.add_command(_command)

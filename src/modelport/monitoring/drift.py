@@ -31,6 +31,7 @@ from sqlalchemy.engine import Connection
 
 from .. import ledger
 from ..registry import models as registry
+from ..store import rollups
 from ..store.tables import predictions
 
 if TYPE_CHECKING:
@@ -305,35 +306,60 @@ def reference_from_traffic(
 # -- the report ------------------------------------------------------------------------------------
 
 
+#: The slices of a window a drift sample is drawn from, when the window holds more
+#: predictions than the sample.
+STRATA = 20
+
+
 def _window_rows(
-    conn: Connection, where: list[Any], max_rows: int
+    conn: Connection,
+    where: list[Any],
+    max_rows: int,
+    slices: list[tuple[float, float]] | None = None,
 ) -> tuple[list[str], list[list[Any]], list[Any]]:
-    """The newest ledger rows in scope, up to ``max_rows`` predictions: the fields of the
-    newest row, its rows by those fields (older rows with other fields are mapped by name),
-    and the predictions."""
+    """The newest ledger rows in scope (of each time slice, newest slice first, when given),
+    up to ``max_rows`` predictions in all: the fields of the newest row, its rows by those
+    fields (older rows with other fields are mapped by name), and the predictions."""
     fields: list[str] = []
     rows: list[list[Any]] = []
     preds: list[Any] = []
-    result = conn.execute(
-        sa.select(predictions.c.fields, predictions.c.inputs, predictions.c.outputs)
-        .where(*where)
-        .order_by(predictions.c.ts.desc())
-        .limit(max_rows)  # every ledger row holds at least one prediction
+    parts = (
+        [where]
+        if slices is None
+        else [[*where, predictions.c.ts >= a, predictions.c.ts < b] for a, b in slices]
     )
-    for r in result:
-        names = orjson.loads(r.fields)
-        if not fields:
-            fields = names
-        decoded = ledger.decode_inputs(r.inputs, len(names))
-        if names != fields:
-            index = {n: i for i, n in enumerate(names)}
-            decoded = [[row[index[f]] if f in index else None for f in fields] for row in decoded]
-        rows.extend(decoded)
-        preds.extend(r.outputs["predictions"])
-        if len(rows) >= max_rows:
-            break
-    result.close()
+    each = max_rows if slices is None else max(1, max_rows // len(slices))
+    for part in parts:
+        taken = 0
+        result = conn.execute(
+            sa.select(predictions.c.fields, predictions.c.inputs, predictions.c.outputs)
+            .where(*part)
+            .order_by(predictions.c.ts.desc())
+            .limit(each)  # every ledger row holds at least one prediction
+        )
+        for r in result:
+            names = orjson.loads(r.fields)
+            if not fields:
+                fields = names
+            decoded = ledger.decode_inputs(r.inputs, len(names))
+            if names != fields:
+                index = {n: i for i, n in enumerate(names)}
+                decoded = [
+                    [row[index[f]] if f in index else None for f in fields] for row in decoded
+                ]
+            rows.extend(decoded[: each - taken])
+            preds.extend(r.outputs["predictions"][: each - taken])
+            taken = min(each, taken + len(decoded))
+            if taken >= each:
+                break
+        result.close()
     return fields, rows[:max_rows], preds[:max_rows]
+
+
+def sample_slices(since: float, until: float) -> list[tuple[float, float]]:
+    """A window cut into :data:`STRATA` equal slices, newest first."""
+    step = (until - since) / STRATA
+    return [(since + k * step, since + (k + 1) * step) for k in reversed(range(STRATA))]
 
 
 def _kinds(schema: dict[str, Any]) -> dict[str, bool]:
@@ -421,11 +447,9 @@ def report(
     """Per version with traffic in the window (or the one asked for; of one segment when
     given): its drift entry.
     Versions without a reference get their row count only (no inputs are read)."""
-    from .performance import prediction_counts, scope
-
     model = registry.model_row(conn, name)
-    where = scope(name, since, until, version, segment=segment)
-    counts = prediction_counts(conn, where)
+    where = rollups.ledger_scope(name, since, until, version=version, segment=segment)
+    counts = rollups.counts(conn, name, since, until, version=version, segment=segment)
     if version is not None:
         registry.version_row(conn, name, version)  # 404 for an unknown version
         counts.setdefault(version, 0)
@@ -438,8 +462,11 @@ def report(
             )
             entry["rows"] = counts[number]
         else:
+            # A window with more predictions than the sample: the newest of each slice, so
+            # the sample spans the window and its size (and cost) stays fixed.
+            slices = sample_slices(since, until) if counts[number] > max_rows else None
             fields, rows, preds = _window_rows(
-                conn, [*where, predictions.c.version == number], max_rows
+                conn, [*where, predictions.c.version == number], max_rows, slices
             )
             entry = version_drift(
                 row.reference, row.input_schema, model.task, fields, rows, preds, thresholds

@@ -23,6 +23,7 @@ from ..errors import (
     NothingToRollBack,
     VersionNotFound,
 )
+from ..store import archive
 from ..store.tables import (
     alias_events,
     aliases,
@@ -378,6 +379,8 @@ SERVING_KEYS: dict[str, tuple[type, float, float]] = {
     "max_live_segments": (int, 1, 1_000_000),
     # Segments the model may have at all (new ones past it are refused); modelport.learning.observations.
     "max_segments": (int, 1, 1_000_000),
+    # Days rows stay in the ledger table before the archive takes them; modelport.store.retention.
+    "ledger_retention_days": (float, 0, 36_500),
 }
 
 
@@ -414,6 +417,8 @@ def check_serving(config: Any) -> dict[str, Any]:
             )
             continue
         out[key] = int(value) if kind is int else float(value)
+    if out.get("ledger_retention_days") and not archive.available():
+        problems.append({"field": "ledger_retention_days", "reason": archive.NEEDS_PYARROW})
     if problems:
         raise InvalidInput(
             f"invalid serving settings: {problems[0]['field']}: {problems[0]['reason']}",

@@ -66,7 +66,9 @@ from ..serving.pool import NoThread, Overdue, PredictPool
 from ..serving.routing import Route, Router, Served
 from ..settings import Settings
 from ..store import Store
+from ..store.archive import Archive
 from ..store.artifacts import artifact_store, is_remote
+from ..store.retention import Retention, start_check
 from ..store.tables import failures, models
 from ..store.writer import Writer, unstorable
 from ..timefmt import parse_window
@@ -115,6 +117,8 @@ class Service:
         self.webhook_transport = webhook_transport
         self.store = Store(settings.store_url, sqlite_synchronous=settings.sqlite_synchronous)
         self.artifacts = artifact_store(settings)
+        self.archive = Archive(self.artifacts)  # the ledger rows retention moved out
+        self.retention = Retention(self)
         self.metrics = Metrics(max_series=settings.metrics_max_series)
         self.writer = Writer(self.store, max_batch=settings.ledger_max_batch)
         self.writer.observer = self.metrics.committed
@@ -137,6 +141,7 @@ class Service:
         self._runner: asyncio.Task[None] | None = None
         self._learner: asyncio.Task[None] | None = None
         self._drift: asyncio.Task[None] | None = None
+        self._archiving: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._batchers: dict[tuple[str, int], Batcher] = {}
         # Idempotent requests in flight, by (kind, consumer, model, key): a repeat waits for them.
@@ -145,6 +150,7 @@ class Service:
     # -- life -------------------------------------------------------------------------------------
 
     async def start(self) -> None:
+        start_check(self.settings)
         await asyncio.to_thread(self.artifacts.check)
         if self.store.dialect == "postgresql" or is_remote(self.settings.artifacts_location):
             # Replicas load versions pushed through other servers: importing skops (~0.7 s,
@@ -167,6 +173,10 @@ class Service:
             self._drift = asyncio.create_task(
                 self._repeat(self.settings.drift_check_seconds, self.check_drift, "drift check")
             )
+        if self.settings.ledger_archive_seconds > 0:
+            self._archiving = asyncio.create_task(
+                self.retention.run(self._stopping, self.settings.ledger_archive_seconds)
+            )
 
     async def stop(self) -> None:
         """Stop taking work, commit everything acknowledged-to-be, release resources."""
@@ -181,6 +191,9 @@ class Service:
             await self._learner
         if self._drift is not None:
             await self._drift
+        if self._archiving is not None:
+            self.retention.stop()
+            await self._archiving
         if self._background:  # shadow copies: give them their time, then let them go
             _, pending = await asyncio.wait(
                 self._background, timeout=self.settings.shadow_timeout_seconds
@@ -868,7 +881,7 @@ class Service:
         """One prediction with its feedback. Keys with ``read`` see every prediction; other keys
         only their consumer's own (for feedback flows). Anyone else's is "not found", like an
         unknown id, so ids cannot be probed."""
-        record = await self._read(lambda c: ledger.get_prediction(c, prediction_id))
+        record = await self._read(lambda c: ledger.get_prediction(c, prediction_id, self.archive))
         if not principal.allows("read") and record["consumer"] != principal.consumer:
             raise PredictionNotFound(f"no prediction with id {prediction_id!r}")
         return record
@@ -897,14 +910,16 @@ class Service:
         good_by_index = {item["index"]: item for item in good}
         accepted: list[dict[str, Any]] = []
         if good:
+            pids = [g["prediction_id"] for g in good]
+            archived = await self._read(lambda c: ledger.archived(c, pids, self.archive))
 
             def store(conn: Connection) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-                stored, unknown = ledger.store_feedback(conn, good, principal.consumer)
+                stored, unknown = ledger.store_feedback(conn, good, principal.consumer, archived)
                 labelled = [g for g in good if g.get("label") is not None]
                 if labelled and stored:
                     kept = {a["prediction_id"] for a in stored}
                     learning.observe_feedback(
-                        conn, [g for g in labelled if g["prediction_id"] in kept]
+                        conn, [g for g in labelled if g["prediction_id"] in kept], archived
                     )
                 return stored, unknown
 
@@ -1352,6 +1367,7 @@ class Service:
                 consumer=consumer,
                 segment=segment,
                 max_rows=self.settings.performance_max_rows,
+                archive=self.archive,
             )
         )
 
