@@ -293,7 +293,9 @@ def archived(
 ) -> dict[str, tuple[Any, int]]:
     """The predictions among ``prediction_ids`` that only the archive holds: their archived
     ledger row and place in it (read before a write, so the writer never waits on a file)."""
-    out = {}
+    out: dict[str, tuple[Any, int]] = {}
+    if not archive.listed(conn):
+        return out  # nothing was ever archived: one query for the whole request
     for pid in set(prediction_ids):
         # The archive's list first: with no file spanning the id, the ledger table has it
         # (or nobody does), and the lookup cost one query on a small table.

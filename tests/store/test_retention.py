@@ -321,3 +321,36 @@ def test_rebuilt_rollups_equal_the_writers(server: RunningServer, yes_no: Any) -
         st.close()
     assert [r[:-2] for r in rebuilt] == [r[:-2] for r in written]
     assert [r[-2:] for r in rebuilt] == pytest.approx([r[-2:] for r in written])
+
+
+def test_a_drift_report_reads_a_sample_of_fixed_size(settings: Settings, yes_no: Any) -> None:
+    """A window with more predictions than drift_max_rows: a sample of that size, drawn from
+    every slice of the window in proportion to its traffic (from the roll-ups)."""
+    running = start_server(settings.model_copy(update={"drift_max_rows": 100}))
+    try:
+        admin = running.client()
+        train = pd.DataFrame({"x": np.linspace(-5, 5, 101)})
+        train["y"] = np.where(train["x"] > 0, "yes", "no")
+        admin.push("yn", yes_no, train_data=train, target="y", alias="production")
+        old = [
+            p for i in range(15) for p in admin.predict("yn", [{"x": -1.0}] * 10)["prediction_ids"]
+        ]
+        for _ in range(15):
+            admin.predict("yn", [{"x": 1.0}] * 10)
+        st = Store(settings.store_url)
+        try:
+            with st.transaction() as conn:  # the first half of the traffic, 40 minutes ago
+                conn.execute(
+                    predictions.update()
+                    .where(predictions.c.id.in_(old[::10]))
+                    .values(ts=predictions.c.ts - 2400)
+                )
+                rollups.rebuild(conn)
+        finally:
+            st.close()
+        [v1] = admin.drift("yn", window="1h")["versions"]
+        assert v1["rows"] == 100  # 300 in the window
+        # Half the sample is the old half: the served predictions are half "no", half "yes".
+        assert v1["predictions"]["psi"] < 0.2
+    finally:
+        running.stop()

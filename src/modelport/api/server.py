@@ -31,6 +31,7 @@ else:  # httptools when installed, h11 otherwise
 
 from ..errors import InvalidRequest
 from ..settings import Settings
+from ..store.retention import start_check
 
 log = logging.getLogger("modelport.server")
 
@@ -207,6 +208,7 @@ def serve(settings: Settings, *, on_ready: Callable[[], None] | None = None) -> 
     from .app import create_app
 
     check_exposure(settings)
+    start_check(settings)  # a retention that could not archive: one clear line, no traceback
     if settings.workers > 1:
         _serve_workers(settings, on_ready)
         return

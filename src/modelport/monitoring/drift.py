@@ -315,27 +315,27 @@ def _window_rows(
     conn: Connection,
     where: list[Any],
     max_rows: int,
-    slices: list[tuple[float, float]] | None = None,
+    slices: list[tuple[float, float, int]] | None = None,
 ) -> tuple[list[str], list[list[Any]], list[Any]]:
-    """The newest ledger rows in scope (of each time slice, newest slice first, when given),
-    up to ``max_rows`` predictions in all: the fields of the newest row, its rows by those
-    fields (older rows with other fields are mapped by name), and the predictions."""
+    """The newest ledger rows in scope, up to ``max_rows`` predictions (or, given time slices
+    with a quota each, the newest of each slice up to its quota): the fields of the newest
+    row, its rows by those fields (older rows with other fields are mapped by name), and the
+    predictions."""
     fields: list[str] = []
     rows: list[list[Any]] = []
     preds: list[Any] = []
-    parts = (
-        [where]
-        if slices is None
-        else [[*where, predictions.c.ts >= a, predictions.c.ts < b] for a, b in slices]
-    )
-    each = max_rows if slices is None else max(1, max_rows // len(slices))
-    for part in parts:
+    parts = [(where, max_rows)]
+    if slices is not None:
+        parts = [([*where, predictions.c.ts >= a, predictions.c.ts < b], n) for a, b, n in slices]
+    for part, quota in parts:
+        if quota < 1:
+            continue
         taken = 0
         result = conn.execute(
             sa.select(predictions.c.fields, predictions.c.inputs, predictions.c.outputs)
             .where(*part)
             .order_by(predictions.c.ts.desc())
-            .limit(each)  # every ledger row holds at least one prediction
+            .limit(quota)  # every ledger row holds at least one prediction
         )
         for r in result:
             names = orjson.loads(r.fields)
@@ -347,19 +347,35 @@ def _window_rows(
                 decoded = [
                     [row[index[f]] if f in index else None for f in fields] for row in decoded
                 ]
-            rows.extend(decoded[: each - taken])
-            preds.extend(r.outputs["predictions"][: each - taken])
-            taken = min(each, taken + len(decoded))
-            if taken >= each:
+            rows.extend(decoded[: quota - taken])
+            preds.extend(r.outputs["predictions"][: quota - taken])
+            taken = min(quota, taken + len(decoded))
+            if taken >= quota:
                 break
         result.close()
     return fields, rows[:max_rows], preds[:max_rows]
 
 
-def sample_slices(since: float, until: float) -> list[tuple[float, float]]:
-    """A window cut into :data:`STRATA` equal slices, newest first."""
+def sample_slices(
+    conn: Connection,
+    name: str,
+    since: float,
+    until: float,
+    max_rows: int,
+    **filters: Any,
+) -> list[tuple[float, float, int]]:
+    """A window cut into :data:`STRATA` equal slices, newest first, each with its share of a
+    ``max_rows`` sample: in proportion to its predictions (the roll-ups' minutes), so a
+    stratified sample of the window whose size is fixed."""
     step = (until - since) / STRATA
-    return [(since + k * step, since + (k + 1) * step) for k in reversed(range(STRATA))]
+    per = [0] * STRATA
+    for minute, n in rollups.per_minute(conn, name, since, until, **filters):
+        per[min(STRATA - 1, max(0, int((minute - since) // step)))] += n
+    total = sum(per) or 1
+    return [
+        (since + k * step, since + (k + 1) * step, round(max_rows * per[k] / total))
+        for k in reversed(range(STRATA))
+    ]
 
 
 def _kinds(schema: dict[str, Any]) -> dict[str, bool]:
@@ -464,7 +480,11 @@ def report(
         else:
             # A window with more predictions than the sample: the newest of each slice, so
             # the sample spans the window and its size (and cost) stays fixed.
-            slices = sample_slices(since, until) if counts[number] > max_rows else None
+            slices = None
+            if counts[number] > max_rows:
+                slices = sample_slices(
+                    conn, name, since, until, max_rows, version=number, segment=segment
+                )
             fields, rows, preds = _window_rows(
                 conn, [*where, predictions.c.version == number], max_rows, slices
             )

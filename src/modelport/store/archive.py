@@ -200,6 +200,10 @@ class Archive:
                 out.append(SimpleNamespace(**values))
         return out
 
+    def listed(self, conn: Connection) -> bool:
+        """Whether the archive lists any file."""
+        return conn.execute(sa.select(ledger_archive.c.id).limit(1)).first() is not None
+
     def candidates(self, conn: Connection, prediction_id: str) -> list[str]:
         """The files whose id range spans ``prediction_id``."""
         return list(
@@ -220,12 +224,34 @@ class Archive:
         # the row holding the id starts at most that far below it (ids compare as strings).
         lowest = str(uuid.UUID(int=max(0, target - MAX_BLOCK)))
         for sha in self.candidates(conn, prediction_id):
-            found = self.read(sha, [("id", "<=", prediction_id), ("id", ">=", lowest)])
-            for row in found:
+            for row in self._groups_spanning(sha, lowest, prediction_id):
                 at = target - uuid.UUID(row.id).int
                 if 0 <= at < row.rows:
                     return row, at
         return None
+
+    def _groups_spanning(self, sha256: str, low: str, high: str) -> list[Any]:
+        """The rows of the row groups of a file whose ids may fall in ``[low, high]`` (by the
+        groups' statistics), read without the dataset layer: a lookup reads one group."""
+        require()
+        import pyarrow.parquet as pq
+
+        handle = pq.ParquetFile(self.artifacts.local_path(sha256))
+        meta = handle.metadata
+        at = meta.schema.to_arrow_schema().get_field_index("id")
+        groups = []
+        for g in range(meta.num_row_groups):
+            stats = meta.row_group(g).column(at).statistics
+            if stats is None or not stats.has_min_max or (stats.min <= high and stats.max >= low):
+                groups.append(g)
+        if not groups:
+            return []
+        import pyarrow.compute as pc
+
+        table = handle.read_row_groups(groups, columns=list(COLUMNS))
+        ids = table.column("id")
+        table = table.filter(pc.and_(pc.greater_equal(ids, low), pc.less_equal(ids, high)))
+        return [_record(values) for values in table.to_pylist()]
 
     def files(
         self, conn: Connection, model: str, since: float | None, until: float | None

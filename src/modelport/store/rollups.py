@@ -177,6 +177,28 @@ def counts(
     return out
 
 
+def per_minute(
+    conn: Connection,
+    model: str,
+    since: float,
+    until: float,
+    *,
+    version: int | None = None,
+    segment: str | None = None,
+) -> list[tuple[int, int]]:
+    """Predictions (rows, shadow copies left out) per minute that starts in the window."""
+    first = math.floor(since / MINUTE) * MINUTE
+    minute = ledger_rollups.c.minute
+    return [
+        (int(r.minute), int(r.n))
+        for r in conn.execute(
+            sa.select(minute, sa.func.sum(ledger_rollups.c.rows).label("n"))
+            .where(*rollup_scope(model, first, math.ceil(until), version=version, segment=segment))
+            .group_by(minute)
+        )
+    ]
+
+
 def rebuild(conn: Connection) -> None:
     """Recount every roll-up from the rows in the ledger table, after rows were changed in
     place (tests that move traffic back in time). The minutes of archived rows are lost:
