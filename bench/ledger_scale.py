@@ -419,6 +419,30 @@ def table(results: list[tuple[str, dict[str, Any]]]) -> str:
     return "\n".join(lines)
 
 
+def writer_cost(url: str, groups: int = 2000, size: int = 16) -> dict[str, float]:
+    """Microseconds per group commit of ``size`` ledger rows, with and without the roll-up
+    upsert the writer adds (the hot path's share of this feature)."""
+    store = Store(url)
+    sql = insert_statement(store.write_engine.dialect.paramstyle)
+    upsert = rollups.upsert_statement(store.dialect, store.write_engine.dialect.paramstyle)
+    chunks = [
+        c[i : i + size]
+        for c in _rows(groups * size, time.time() - 600, time.time(), 3)
+        for i in range(0, len(c), size)
+    ]
+    out = {}
+    for label, with_rollups in (("without", False), ("with", True), ("without again", False)):
+        began = time.perf_counter()
+        for chunk in chunks:
+            with store.transaction() as conn:
+                conn.exec_driver_sql(sql, [(str(uuid.uuid4()), *row[1:]) for row in chunk])
+                if with_rollups:
+                    rollups.add(conn, upsert, chunk)
+        out[label] = (time.perf_counter() - began) / len(chunks) * 1e6
+    store.close()
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="1000000", help="Ledger rows, comma-separated.")
@@ -432,8 +456,25 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--workdir", help="Where SQLite files go [a temporary folder].")
     parser.add_argument("--record", action="store_true", help="Append to bench/RESULTS.md.")
+    parser.add_argument(
+        "--writer-cost", action="store_true", help="Only the roll-ups' cost per group commit."
+    )
     args = parser.parse_args()
     procs.interrupt_on_sigterm()
+    if args.writer_cost:
+        for kind in args.stores.split(","):
+            with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
+                url, drop = (
+                    _fresh_pg(args.pg_url)
+                    if kind == "postgresql"
+                    else (f"sqlite:///{tmp}/w.db", None)
+                )
+                try:
+                    print(kind, "µs per group commit of 16 rows:", writer_cost(url))
+                finally:
+                    if drop is not None:
+                        drop()
+        return
     results: list[tuple[str, dict[str, Any]]] = []
     for store_kind in args.stores.split(","):
         for n in (int(s) for s in args.sizes.split(",")):
