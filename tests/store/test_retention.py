@@ -250,7 +250,7 @@ def test_a_kill_mid_archive_loses_nothing(tmp_path: Path, yes_no: Any, step: str
         flags = ["--ledger-archive-seconds", "0.2", "--ledger-archive-batch", "4"]
         first = ServerProcess(home, url, args=flags)
         first.env = {"MODELPORT_TEST_ARCHIVE_PAUSE": f"{step}:{marker}"}
-        first.start()
+        first.start(timeout=180)  # a loaded machine starts slowly
         try:
             from modelport import Client
 
@@ -282,7 +282,7 @@ def test_a_kill_mid_archive_loses_nothing(tmp_path: Path, yes_no: Any, step: str
         # The first batch (4 requests) was at the step: nowhere is a row in neither place.
         expected = {"written": (10, 0), "registered": (10, 4), "deleted": (6, 4)}[step]
         assert (hot, listed) == expected
-        second = ServerProcess(home, url, args=flags).start()
+        second = ServerProcess(home, url, args=flags).start(timeout=180)
         try:
             _wait(lambda: _hot(settings, "yn") == 0, what="the archive to finish")
             from modelport import Client

@@ -25,6 +25,7 @@ import numpy as np
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from ..ids import first_id_at
 from ..registry import models as registry
 from ..store import rollups
 from ..store.archive import Archive
@@ -52,46 +53,69 @@ def window_dict(since: float, until: float) -> dict[str, Any]:
     return {"since": iso(since), "until": iso(until), "seconds": until - since}
 
 
-def read_labelled(conn: Connection, where: list[Any], max_rows: int) -> tuple[list[Labelled], bool]:
-    """The newest label of each prediction in scope, newest predictions first, at most
-    ``max_rows`` (and whether there were more)."""
+#: How long before its ledger time (``ts``) a prediction's id may have been made: ids are made
+#: before scoring, the time is taken after.
+ID_MARGIN = 3600.0
+
+
+def read_labelled(
+    conn: Connection, where: list[Any], max_rows: int, since: float, until: float
+) -> tuple[list[Labelled], bool]:
+    """The newest label of each prediction in scope (``where``, a window ``[since, until)``),
+    newest predictions first, at most ``max_rows`` (and whether there were more).
+
+    Driven from the feedback, whose ledger ids (time-ordered) narrow it to the window, newest
+    first, then the predictions by id: the cost follows the labels read, not the window's
+    predictions (a join the planner starts from the predictions' time index would read them
+    all).
+    """
     newest = (
-        sa.select(sa.func.max(feedback.c.id).label("id"))
-        .select_from(feedback.join(predictions, predictions.c.id == feedback.c.ledger_id))
-        .where(*where, feedback.c.label.is_not(None))
+        sa.select(sa.func.max(feedback.c.id))
+        .where(
+            feedback.c.ledger_id >= first_id_at(since - ID_MARGIN),
+            feedback.c.ledger_id < first_id_at(until + 1),
+            feedback.c.label.is_not(None),
+        )
         .group_by(feedback.c.ledger_id, feedback.c.ledger_row)
-        .subquery()
     )
-    rows = conn.execute(
-        sa.select(
-            feedback.c.ledger_id,
-            feedback.c.ledger_row,
-            feedback.c.label,
-            feedback.c.ts.label("label_ts"),
-            predictions.c.ts,
-            predictions.c.version,
-        )
-        .select_from(
-            feedback.join(newest, newest.c.id == feedback.c.id).join(
-                predictions, predictions.c.id == feedback.c.ledger_id
+    labels = conn.execute(
+        sa.select(feedback.c.ledger_id, feedback.c.ledger_row, feedback.c.label, feedback.c.ts)
+        .where(feedback.c.id.in_(newest))
+        .order_by(feedback.c.ledger_id.desc(), feedback.c.ledger_row.desc())
+    )
+    found: list[tuple[Any, Any]] = []
+    pending: list[Any] = []
+
+    def flush() -> None:
+        chunk = sorted({f.ledger_id for f in pending})
+        rows = {
+            r.id: r
+            for r in conn.execute(
+                sa.select(
+                    predictions.c.id,
+                    predictions.c.ts,
+                    predictions.c.version,
+                    predictions.c.outputs,
+                ).where(predictions.c.id.in_(chunk), *where)
             )
-        )
-        .order_by(predictions.c.ts.desc(), feedback.c.ledger_row.desc())
-        .limit(max_rows + 1)
-    ).all()
-    truncated = len(rows) > max_rows
-    rows = rows[:max_rows]
-    outputs: dict[str, Any] = {}
-    ids = sorted({r.ledger_id for r in rows})
-    for start in range(0, len(ids), _CHUNK):
-        chunk = ids[start : start + _CHUNK]
-        for found in conn.execute(
-            sa.select(predictions.c.id, predictions.c.outputs).where(predictions.c.id.in_(chunk))
-        ):
-            outputs[found.id] = found.outputs
+        }
+        found.extend((f, rows[f.ledger_id]) for f in pending if f.ledger_id in rows)
+        pending.clear()
+
+    for f in labels:
+        pending.append(f)
+        if len(pending) >= _CHUNK:
+            flush()
+            if len(found) > max_rows:
+                break
+    labels.close()
+    if pending:
+        flush()
+    found.sort(key=lambda pair: (pair[1].ts, pair[0].ledger_row), reverse=True)
+    truncated = len(found) > max_rows
     out = [
-        labelled(r.version, r.ts, r.label_ts, r.label, outputs[r.ledger_id], r.ledger_row)
-        for r in rows
+        labelled(r.version, r.ts, f.ts, f.label, r.outputs, f.ledger_row)
+        for f, r in found[:max_rows]
     ]
     return out, truncated
 
@@ -246,7 +270,7 @@ def report(
     filters: dict[str, Any] = {"version": version, "consumer": consumer, "segment": segment}
     where = rollups.ledger_scope(name, since, until, **filters)
     counts = rollups.counts(conn, name, since, until, archive=archive, **filters)
-    items, truncated = read_labelled(conn, where, max_rows)
+    items, truncated = read_labelled(conn, where, max_rows, since, until)
     if archive is not None and not truncated:
         items += archived_labelled(conn, archive, name, since, until, **filters)
         items.sort(key=lambda i: i.ts, reverse=True)
