@@ -26,6 +26,7 @@ import argparse
 import asyncio
 import datetime as dt
 import os
+import platform
 import random
 import statistics
 import subprocess
@@ -53,7 +54,7 @@ from modelport.store import Store, rollups
 from modelport.store.tables import feedback, ledger_archive, predictions
 from peers import procs
 from peers.modelport_server import IRIS_ROW, command, wait_healthy
-from peers.report import installed, machine, versions_text
+from peers.report import cpu_model, installed, versions_text
 
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 FIELDS = orjson.dumps(list(IRIS_ROW)).decode()
@@ -498,7 +499,10 @@ def main() -> None:
         vers = installed(["modelport", "SQLAlchemy", "pyarrow", "psycopg", "uvicorn", "numpy"])
         entry = (
             f"\n### {dt.date.today().isoformat()} — ledger at scale (bench/ledger_scale.py)\n\n"
-            f"Machine: {machine()}. {versions_text(vers)}.\n"
+            f"Machine: {os.cpu_count()} cores ({cpu_model()}), shared with other work (load"
+            f" average {os.getloadavg()[0]:.1f} at the end); server pinned to CPU"
+            f" {procs.SERVER_CPU} when it can be, the httpx load in this process."
+            f" Python {platform.python_version()}; {versions_text(vers)}.\n"
             f"Command: `python bench/ledger_scale.py --sizes {args.sizes} --stores {args.stores}"
             f" --seconds {args.seconds:g} --archive-seconds {args.archive_seconds:g}`; rows spread"
             f" over {args.days} days, one prediction each, {args.labels} labels,"
