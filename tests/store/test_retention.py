@@ -229,6 +229,18 @@ def test_the_cli_archives_now_and_verify_finds_a_tampered_file(tmp_path: Path, y
         running = start_server(settings)
         try:
             assert running.client().prediction(ids[4])["inputs"] == {"x": 4.0}
+            # The batch scorer reads archived traffic: exported, then scored.
+            logged = tmp_path / "logged.csv"
+            out = run_cli(["ledger", "export", "yn", str(logged)], env=env)
+            assert out.returncode == 0 and "5 predictions of yn" in out.stdout, out.stderr
+            frame = pd.read_csv(logged)
+            assert list(frame["prediction_id"]) == ids and list(frame["x"]) == [0, 1, 2, 3, 4]
+            scored = tmp_path / "scored.csv"
+            client_env = {**env, "MODELPORT_URL": running.url, "MODELPORT_KEY": running.admin_key}
+            done = run_cli(["score", "yn", str(logged), str(scored), "--quiet"], env=client_env)
+            assert done.returncode == 0, done.stderr
+            again = pd.read_csv(scored)
+            assert list(again["prediction"]) == list(frame["served_prediction"])
         finally:
             running.stop()
         sha = _scalar(settings, sa.select(ledger_archive.c.sha256))

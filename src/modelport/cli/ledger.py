@@ -8,6 +8,7 @@ archived rows are written and registered before they are deleted (modelport.stor
 from __future__ import annotations
 
 import contextlib
+import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -173,6 +174,65 @@ def verify(home: str | None, store: str | None, artifacts: str | None, as_json: 
         click.echo(f"{out['checked']} of {out['files']} archive files agree with the registry")
     if out["problems"]:
         fail(f"{len(out['problems'])} problem(s) in the archive")
+
+
+@ledger.command("export")
+@click.argument("name")
+@click.argument("output", type=click.Path(dir_okay=False))
+@click.option("--since", help="From this time (ISO-8601 or epoch seconds).")
+@click.option("--until", help="Up to this time (ISO-8601 or epoch seconds).")
+@_store_options
+def export(
+    home: str | None,
+    store: str | None,
+    artifacts: str | None,
+    name: str,
+    output: str,
+    since: str | None,
+    until: str | None,
+) -> None:
+    """Write a model's logged requests, archived ones included, as a CSV or Parquet file.
+
+    One row per prediction: prediction_id, time, served_version, the inputs as the consumer
+    sent them, and served_prediction. The file is an INPUT for ``modelport score``.
+
+    \b
+    Example:
+      modelport ledger export churn last-month.parquet --since 2026-11-01 --until 2026-12-01
+      modelport score churn last-month.parquet rescored.parquet --alias candidate
+    """
+    import orjson
+    import pandas as pd
+
+    from ..batch.scoring import file_format
+    from ..ledger import sent_records
+    from ..store import retention
+    from ..store.archive import Archive
+    from ..timefmt import parse_time
+
+    kind = file_format(output, "OUTPUT")
+    start, end = parse_time(since, "since"), parse_time(until, "until")
+    with _opened(home, store, artifacts) as (_, st, blobs), st.read() as conn:
+        rows = retention.logged(conn, Archive(blobs), name, start, end)
+    records = []
+    for row in rows:
+        preds = orjson.loads(row.outputs)["predictions"]
+        for i, sent in enumerate(sent_records(row)):
+            records.append(
+                {
+                    "prediction_id": str(uuid.UUID(int=uuid.UUID(row.id).int + i)),
+                    "time": iso(row.ts),
+                    "served_version": row.version,
+                    **sent,
+                    "served_prediction": preds[i],
+                }
+            )
+    frame = pd.DataFrame(records)
+    if kind == "parquet":
+        frame.to_parquet(output, index=False)
+    else:
+        frame.to_csv(output, index=False)
+    click.echo(f"{len(records)} predictions of {name} ({len(rows)} requests) to {output}")
 
 
 COMMANDS: list[click.Command] = [ledger]

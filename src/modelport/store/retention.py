@@ -31,6 +31,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
+import orjson
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
@@ -318,3 +319,24 @@ def verify(conn: Connection, artifacts: ArtifactStore) -> dict[str, Any]:
                 )
         checked += 1
     return {"files": len(files), "checked": checked, "problems": problems}
+
+
+def logged(
+    conn: Connection,
+    reader: archive.Archive,
+    model: str,
+    since: float | None,
+    until: float | None,
+) -> list[Any]:
+    """A model's ledger rows (shadow copies left out) in ``[since, until)``, from the table and
+    the archive, once each, by id."""
+    where = [predictions.c.model == model, predictions.c.shadow == sa.false()]
+    if since is not None:
+        where.append(predictions.c.ts >= since)
+    if until is not None:
+        where.append(predictions.c.ts < until)
+    hot = conn.execute(archive.select_rows().where(*where).order_by(predictions.c.id)).all()
+    cold = reader.window(conn, model, since, until)
+    for row in cold:
+        row.outputs = orjson.dumps(row.outputs).decode()  # as the table's rows read it
+    return archive.merged(hot, cold)
