@@ -59,16 +59,18 @@ ID_MARGIN = 3600.0
 
 
 def read_labelled(
-    conn: Connection, where: list[Any], max_rows: int, since: float, until: float
+    conn: Connection, name: str, since: float, until: float, max_rows: int, **filters: Any
 ) -> tuple[list[Labelled], bool]:
-    """The newest label of each prediction in scope (``where``, a window ``[since, until)``),
+    """The newest label of each prediction of model ``name`` in ``[since, until)`` (shadow
+    copies left out; of the version, consumer and segment in ``filters`` that are not None),
     newest predictions first, at most ``max_rows`` (and whether there were more).
 
     Driven from the feedback, whose ledger ids (time-ordered) narrow it to the window, newest
-    first, then the predictions by id: the cost follows the labels read, not the window's
-    predictions (a join the planner starts from the predictions' time index would read them
-    all).
+    first, then the predictions by primary key, checked here: the cost follows the labels
+    read, not the window's predictions (a database that plans from the predictions' time
+    index reads them all).
     """
+    wanted = {k: v for k, v in filters.items() if v is not None}
     newest = (
         sa.select(sa.func.max(feedback.c.id))
         .where(
@@ -96,8 +98,20 @@ def read_labelled(
                     predictions.c.ts,
                     predictions.c.version,
                     predictions.c.outputs,
-                ).where(predictions.c.id.in_(chunk), *where)
+                    predictions.c.model,
+                    predictions.c.shadow,
+                    predictions.c.consumer,
+                    predictions.c.segment,
+                ).where(predictions.c.id.in_(chunk))
             )
+        }
+        rows = {
+            k: r
+            for k, r in rows.items()
+            if r.model == name
+            and not r.shadow
+            and since <= r.ts < until
+            and all(getattr(r, f) == v for f, v in wanted.items())
         }
         found.extend((f, rows[f.ledger_id]) for f in pending if f.ledger_id in rows)
         pending.clear()
@@ -268,9 +282,8 @@ def report(
     if version is not None:
         registry.version_row(conn, name, version)  # 404 for an unknown version
     filters: dict[str, Any] = {"version": version, "consumer": consumer, "segment": segment}
-    where = rollups.ledger_scope(name, since, until, **filters)
     counts = rollups.counts(conn, name, since, until, archive=archive, **filters)
-    items, truncated = read_labelled(conn, where, max_rows, since, until)
+    items, truncated = read_labelled(conn, name, since, until, max_rows, **filters)
     if archive is not None and not truncated:
         items += archived_labelled(conn, archive, name, since, until, **filters)
         items.sort(key=lambda i: i.ts, reverse=True)
