@@ -326,7 +326,10 @@ def _window_rows(
     preds: list[Any] = []
     parts = [(where, max_rows)]
     if slices is not None:
-        parts = [([*where, predictions.c.ts >= a, predictions.c.ts < b], n) for a, b, n in slices]
+        # Each slice's own time bounds replace the window's: with both, SQLite may range
+        # over the whole window in the time index for every slice.
+        kept = [w for w in where if not _on_time(w)]
+        parts = [([*kept, predictions.c.ts >= a, predictions.c.ts < b], n) for a, b, n in slices]
     for part, quota in parts:
         if quota < 1:
             continue
@@ -354,6 +357,11 @@ def _window_rows(
                 break
         result.close()
     return fields, rows[:max_rows], preds[:max_rows]
+
+
+def _on_time(condition: Any) -> bool:
+    """Whether a condition bounds the ledger rows' time."""
+    return getattr(condition, "left", None) is predictions.c.ts
 
 
 def sample_slices(

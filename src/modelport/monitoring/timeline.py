@@ -139,7 +139,9 @@ def timeline(
                 sa.func.sum(predictions.c.latency_ms).label("lat_sum"),
                 sa.func.max(predictions.c.latency_ms).label("lat_max"),
             )
-            .where(*where, predictions.c.ts >= a, predictions.c.ts < b)
+            # The span's own bounds only: with the window's too, SQLite may range over the
+            # whole window in the time index.
+            .where(*rollups.ledger_scope(name, a, b, segment=segment))
             .group_by(predictions.c.version, bucket)
         ):
             add(r, int(r.bucket))
