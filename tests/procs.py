@@ -45,6 +45,7 @@ class ServerProcess:
         self.store = store
         self.args = list(args)  # more settings flags, e.g. ["--artifacts", "s3://..."]
         self.port = port or free_port()
+        self.env: dict[str, str] = {}  # more environment variables for the process
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen[str] | None = None
         self.home.parent.mkdir(parents=True, exist_ok=True)
@@ -72,7 +73,7 @@ class ServerProcess:
                 "warning",
                 *self.args,
             ],
-            env=cli_env(),
+            env=cli_env(**self.env),
             # A file, not a pipe: a pipe nobody reads fills up and blocks the server's logging.
             stdout=log,
             stderr=subprocess.STDOUT,

@@ -70,6 +70,13 @@ def new_ids(n: int) -> list[str]:
     return [str(uuid.UUID(int=value + i)) for i in range(n)]
 
 
+def first_id_at(seconds: float) -> str:
+    """The smallest id made at or after ``seconds`` (epoch): ids compare as strings in the
+    order of their times, so a range of ids is a range of times."""
+    ms = max(0, int(seconds * 1000))
+    return str(uuid.UUID(int=(ms << 80) | (0x7 << 76) | (0b10 << 62)))
+
+
 def offset(first: str, prediction_id: str) -> int:
     """How many ids after ``first`` (a block's first id) ``prediction_id`` comes; -1 if not an id."""
     try:

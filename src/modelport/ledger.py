@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -27,6 +27,7 @@ from .timefmt import iso
 
 if TYPE_CHECKING:
     from .inputs.table import Table
+    from .store.archive import Archive
 
 MAX_PAGE = 1000
 
@@ -287,8 +288,39 @@ def _is_id(value: str) -> bool:
         return False
 
 
-def get_prediction(conn: Connection, prediction_id: str) -> dict[str, Any]:
+def archived(
+    conn: Connection, prediction_ids: Iterable[str], archive: Archive
+) -> dict[str, tuple[Any, int]]:
+    """The predictions among ``prediction_ids`` that only the archive holds: their archived
+    ledger row and place in it (read before a write, so the writer never waits on a file)."""
+    out: dict[str, tuple[Any, int]] = {}
+    if not archive.listed(conn):
+        return out  # nothing was ever archived: one query for the whole request
+    for pid in set(prediction_ids):
+        # The archive's list first: with no file spanning the id, the ledger table has it
+        # (or nobody does), and the lookup cost one query on a small table.
+        if not _is_id(pid) or not archive.candidates(conn, pid):
+            continue
+        if _locate(conn, pid, predictions.c.id, predictions.c.rows) is None:
+            found = archive.locate(conn, pid)
+            if found is not None:
+                out[pid] = found
+    return out
+
+
+def get_prediction(
+    conn: Connection,
+    prediction_id: str,
+    archive: Archive | None = None,
+    known: dict[str, tuple[Any, int]] | None = None,
+) -> dict[str, Any]:
+    """One prediction with its feedback: from the ledger table, else from ``known`` archived
+    rows, else from the ``archive``."""
     found = _locate(conn, prediction_id)
+    if found is None and known is not None:
+        found = known.get(prediction_id)
+    if found is None and archive is not None and _is_id(prediction_id):
+        found = archive.locate(conn, prediction_id)
     if found is None:
         raise PredictionNotFound(f"no prediction with id {prediction_id!r}")
     row, at = found
@@ -432,9 +464,13 @@ def _against(label: Any, prediction: Any) -> dict[str, Any]:
 
 
 def store_feedback(
-    conn: Connection, items: list[dict[str, Any]], consumer: str
+    conn: Connection,
+    items: list[dict[str, Any]],
+    consumer: str,
+    archived: dict[str, tuple[Any, int]] | None = None,
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """Insert feedback for known predictions; report unknown ids per item."""
+    """Insert feedback for known predictions (in the ledger table, or ``archived``: see
+    :func:`archived`); report unknown ids per item."""
     known: dict[str, tuple[str, int, Any, str, int]] = {}
     for pid in {item["prediction_id"] for item in items}:
         found = _locate(
@@ -446,6 +482,8 @@ def store_feedback(
             predictions.c.model,
             predictions.c.version,
         )
+        if found is None and archived is not None:
+            found = archived.get(pid)
         if found is not None:
             row, at = found
             known[pid] = (row.id, at, row.outputs["predictions"][at], row.model, row.version)

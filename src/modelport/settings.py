@@ -123,6 +123,28 @@ class Settings(BaseSettings):
         ge=1,
         description="Most write jobs (requests) grouped into one ledger commit.",
     )
+    ledger_retention_days: float = Field(
+        default=0.0,
+        ge=0,
+        le=36_500,
+        description=(
+            "Days a prediction stays in the ledger table before it moves to the Parquet archive "
+            "in the artifact store (still read by lookups, replay and performance); 0 keeps "
+            "every row in the table. A model's serving setting ledger_retention_days overrides "
+            "it. Needs pyarrow (the parquet extra)."
+        ),
+    )
+    ledger_archive_seconds: float = Field(
+        default=300.0,
+        ge=0,
+        description="How often each server archives rows past their retention; 0: never.",
+    )
+    ledger_archive_batch: int = Field(
+        default=5000,
+        ge=1,
+        le=1_000_000,
+        description="Ledger rows (requests) archived per batch: one Parquet file per day each.",
+    )
     max_body_bytes: int = Field(
         default=32 * 1024 * 1024,
         ge=1024,

@@ -16,7 +16,7 @@ import sqlalchemy as sa
 
 from modelport.service.core import Service
 from modelport.settings import Settings
-from modelport.store import Store
+from modelport.store import Store, rollups
 from modelport.store.tables import feedback, predictions
 from tests.api.test_learning import _wait
 from tests.conftest import RunningServer, start_server
@@ -82,6 +82,7 @@ def _age(settings: Settings, ids: list[str], seconds: float) -> None:
                 .where(predictions.c.id.in_(ids))
                 .values(ts=predictions.c.ts - seconds)
             )
+            rollups.rebuild(conn)  # the roll-ups follow rows moved back in time
     finally:
         store.close()
 
@@ -383,6 +384,7 @@ def test_the_background_check_records_drift_and_calls_the_webhook(
                     .where(predictions.c.model == "shop", predictions.c.version == 2)
                     .values(ts=predictions.c.ts - 2 * 3600)
                 )
+                rollups.rebuild(conn)
         finally:
             store.close()
         admin.predict("shop", _frame(300, seed=4)[["x", "color"]], version=2)

@@ -32,6 +32,7 @@ else:  # httptools when installed, h11 otherwise
 
 from ..errors import InvalidRequest
 from ..settings import Settings
+from ..store.retention import start_check
 
 log = logging.getLogger("modelport.server")
 
@@ -230,6 +231,7 @@ def serve(settings: Settings, *, on_ready: Callable[[], None] | None = None) -> 
 
     check_exposure(settings)
     check_port(settings)
+    start_check(settings)  # a retention that could not archive: one clear line, no traceback
     if settings.workers > 1:
         _serve_workers(settings, on_ready)
         return

@@ -16,7 +16,7 @@ import click
 
 from .. import __version__
 from ..settings import Settings
-from . import batch, keys, learning, monitoring, releases, streams
+from . import batch, keys, learning, ledger, monitoring, releases, streams
 from .common import (
     Group,
     client_for,
@@ -393,7 +393,8 @@ def prediction(prediction_id: str, url: str, key: str | None) -> None:
     print_json(client_for(url, key).prediction(prediction_id))
 
 
-# The key, release, learning, monitoring, batch and stream commands live in modules of their own.
-for _module in (keys, releases, learning, monitoring, batch, streams):
+# The key, release, learning, monitoring, batch, stream and ledger commands live in modules of
+# their own.
+for _module in (keys, releases, learning, monitoring, batch, streams, ledger):
     for _command in _module.COMMANDS:
         main.add_command(_command)

@@ -386,15 +386,20 @@ def store_observations(
     )
 
 
-def observe_feedback(conn: Connection, items: Sequence[dict[str, Any]]) -> int:
+def observe_feedback(
+    conn: Connection,
+    items: Sequence[dict[str, Any]],
+    archived: dict[str, tuple[Any, int]] | None = None,
+) -> int:
     """Labels of predictions of models made from algorithms become observations of the
-    predictions' inputs (in the same transaction as the feedback); how many."""
+    predictions' inputs (in the same transaction as the feedback); how many. ``archived``:
+    the archived ledger rows of predictions no longer in the ledger table."""
     from ..ledger import get_prediction
 
     by_model: dict[int, list[tuple[dict[str, Any], Any, str]]] = {}
     specs: dict[str, tuple[int, dict[str, Any]] | None] = {}
     for item in items:
-        record = get_prediction(conn, item["prediction_id"])
+        record = get_prediction(conn, item["prediction_id"], known=archived)
         name = record["model"]
         if name not in specs:
             row = conn.execute(

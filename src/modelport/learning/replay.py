@@ -5,7 +5,8 @@ out), as they were sent (the raw records where the ledger kept them, else the ro
 go through the version's schema (rows it rejects are counted, with the reasons) and model, in
 the order they came. The report compares the version with what was served: the share of rows
 where both predict the same, and on rows that have feedback, the metric of each (accuracy for
-class labels, MAE and RMSE for numbers), plus the version's scoring latency.
+class labels, MAE and RMSE for numbers), plus the version's scoring latency. Requests the
+retention moved to the archive (:mod:`modelport.store.archive`) are replayed too.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from ..errors import InvalidInput
 from ..inputs.schema import parse_schema
 from ..ledger import sent_records
 from ..registry import models as registry
+from ..store.archive import Archive, merged
 from ..store.tables import feedback, predictions
 from ..timefmt import iso, parse_time
 
@@ -82,6 +84,11 @@ def replay_version(
             .order_by(predictions.c.id)
             .limit(limit)
         ).all()
+        columns = ("id", "rows", "fields", "inputs", "raw_inputs", "outputs")
+        old = Archive(artifacts).window(
+            conn, name, since, until, columns=columns, consumer=consumer
+        )
+        logged = merged(logged, old)[:limit]
         labels = _labels(conn, [r.id for r in logged])
     schema = parse_schema(row.input_schema)
     loaded = flavors.load(row.flavor, artifacts.local_path(row.sha256), trust_code=True)

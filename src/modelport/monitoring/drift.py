@@ -31,6 +31,7 @@ from sqlalchemy.engine import Connection
 
 from .. import ledger
 from ..registry import models as registry
+from ..store import rollups
 from ..store.tables import predictions
 
 if TYPE_CHECKING:
@@ -305,35 +306,84 @@ def reference_from_traffic(
 # -- the report ------------------------------------------------------------------------------------
 
 
+#: The slices of a window a drift sample is drawn from, when the window holds more
+#: predictions than the sample.
+STRATA = 20
+
+
 def _window_rows(
-    conn: Connection, where: list[Any], max_rows: int
+    conn: Connection,
+    where: list[Any],
+    max_rows: int,
+    slices: list[tuple[float, float, int]] | None = None,
 ) -> tuple[list[str], list[list[Any]], list[Any]]:
-    """The newest ledger rows in scope, up to ``max_rows`` predictions: the fields of the
-    newest row, its rows by those fields (older rows with other fields are mapped by name),
-    and the predictions."""
+    """The newest ledger rows in scope, up to ``max_rows`` predictions (or, given time slices
+    with a quota each, the newest of each slice up to its quota): the fields of the newest
+    row, its rows by those fields (older rows with other fields are mapped by name), and the
+    predictions."""
     fields: list[str] = []
     rows: list[list[Any]] = []
     preds: list[Any] = []
-    result = conn.execute(
-        sa.select(predictions.c.fields, predictions.c.inputs, predictions.c.outputs)
-        .where(*where)
-        .order_by(predictions.c.ts.desc())
-        .limit(max_rows)  # every ledger row holds at least one prediction
-    )
-    for r in result:
-        names = orjson.loads(r.fields)
-        if not fields:
-            fields = names
-        decoded = ledger.decode_inputs(r.inputs, len(names))
-        if names != fields:
-            index = {n: i for i, n in enumerate(names)}
-            decoded = [[row[index[f]] if f in index else None for f in fields] for row in decoded]
-        rows.extend(decoded)
-        preds.extend(r.outputs["predictions"])
-        if len(rows) >= max_rows:
-            break
-    result.close()
+    parts = [(where, max_rows)]
+    if slices is not None:
+        # Each slice's own time bounds replace the window's: with both, SQLite may range
+        # over the whole window in the time index for every slice.
+        kept = [w for w in where if not _on_time(w)]
+        parts = [([*kept, predictions.c.ts >= a, predictions.c.ts < b], n) for a, b, n in slices]
+    for part, quota in parts:
+        if quota < 1:
+            continue
+        taken = 0
+        result = conn.execute(
+            sa.select(predictions.c.fields, predictions.c.inputs, predictions.c.outputs)
+            .where(*part)
+            .order_by(predictions.c.ts.desc())
+            .limit(quota)  # every ledger row holds at least one prediction
+        )
+        for r in result:
+            names = orjson.loads(r.fields)
+            if not fields:
+                fields = names
+            decoded = ledger.decode_inputs(r.inputs, len(names))
+            if names != fields:
+                index = {n: i for i, n in enumerate(names)}
+                decoded = [
+                    [row[index[f]] if f in index else None for f in fields] for row in decoded
+                ]
+            rows.extend(decoded[: quota - taken])
+            preds.extend(r.outputs["predictions"][: quota - taken])
+            taken = min(quota, taken + len(decoded))
+            if taken >= quota:
+                break
+        result.close()
     return fields, rows[:max_rows], preds[:max_rows]
+
+
+def _on_time(condition: Any) -> bool:
+    """Whether a condition bounds the ledger rows' time."""
+    return getattr(condition, "left", None) is predictions.c.ts
+
+
+def sample_slices(
+    conn: Connection,
+    name: str,
+    since: float,
+    until: float,
+    max_rows: int,
+    **filters: Any,
+) -> list[tuple[float, float, int]]:
+    """A window cut into :data:`STRATA` equal slices, newest first, each with its share of a
+    ``max_rows`` sample: in proportion to its predictions (the roll-ups' minutes), so a
+    stratified sample of the window whose size is fixed."""
+    step = (until - since) / STRATA
+    per = [0] * STRATA
+    for minute, n in rollups.per_minute(conn, name, since, until, **filters):
+        per[min(STRATA - 1, max(0, int((minute - since) // step)))] += n
+    total = sum(per) or 1
+    return [
+        (since + k * step, since + (k + 1) * step, round(max_rows * per[k] / total))
+        for k in reversed(range(STRATA))
+    ]
 
 
 def _kinds(schema: dict[str, Any]) -> dict[str, bool]:
@@ -421,11 +471,9 @@ def report(
     """Per version with traffic in the window (or the one asked for; of one segment when
     given): its drift entry.
     Versions without a reference get their row count only (no inputs are read)."""
-    from .performance import prediction_counts, scope
-
     model = registry.model_row(conn, name)
-    where = scope(name, since, until, version, segment=segment)
-    counts = prediction_counts(conn, where)
+    where = rollups.ledger_scope(name, since, until, version=version, segment=segment)
+    counts = rollups.counts(conn, name, since, until, version=version, segment=segment)
     if version is not None:
         registry.version_row(conn, name, version)  # 404 for an unknown version
         counts.setdefault(version, 0)
@@ -438,8 +486,15 @@ def report(
             )
             entry["rows"] = counts[number]
         else:
+            # A window with more predictions than the sample: the newest of each slice, so
+            # the sample spans the window and its size (and cost) stays fixed.
+            slices = None
+            if counts[number] > max_rows:
+                slices = sample_slices(
+                    conn, name, since, until, max_rows, version=number, segment=segment
+                )
             fields, rows, preds = _window_rows(
-                conn, [*where, predictions.c.version == number], max_rows
+                conn, [*where, predictions.c.version == number], max_rows, slices
             )
             entry = version_drift(
                 row.reference, row.input_schema, model.task, fields, rows, preds, thresholds

@@ -8,6 +8,10 @@ RMSE and R² for regression. Label coverage counts predictions (rows, not reques
 is feedback time minus prediction time. The window is also cut into equal time buckets, each
 with its own figures. At most ``max_rows`` labels are read, the newest predictions first; the
 answer says when that cut the window short.
+
+Prediction counts come from the ledger's per-minute roll-ups (:mod:`modelport.store.rollups`),
+so they cost the window's minutes; labelled predictions the retention moved to the archive
+(:mod:`modelport.store.archive`) are read from there, once each.
 """
 
 from __future__ import annotations
@@ -21,7 +25,10 @@ import numpy as np
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from ..ids import first_id_at
 from ..registry import models as registry
+from ..store import rollups
+from ..store.archive import Archive
 from ..store.tables import feedback, predictions
 from ..timefmt import iso
 
@@ -46,97 +53,139 @@ def window_dict(since: float, until: float) -> dict[str, Any]:
     return {"since": iso(since), "until": iso(until), "seconds": until - since}
 
 
-def scope(
-    model: str,
+#: How long before its ledger time (``ts``) a prediction's id may have been made: ids are made
+#: before scoring, the time is taken after.
+ID_MARGIN = 3600.0
+
+
+def read_labelled(
+    conn: Connection, name: str, since: float, until: float, max_rows: int, **filters: Any
+) -> tuple[list[Labelled], bool]:
+    """The newest label of each prediction of model ``name`` in ``[since, until)`` (shadow
+    copies left out; of the version, consumer and segment in ``filters`` that are not None),
+    newest predictions first, at most ``max_rows`` (and whether there were more).
+
+    Driven from the feedback, whose ledger ids (time-ordered) narrow it to the window, newest
+    first, then the predictions by primary key, checked here: the cost follows the labels
+    read, not the window's predictions (a database that plans from the predictions' time
+    index reads them all).
+    """
+    wanted = {k: v for k, v in filters.items() if v is not None}
+    newest = (
+        sa.select(sa.func.max(feedback.c.id))
+        .where(
+            feedback.c.ledger_id >= first_id_at(since - ID_MARGIN),
+            feedback.c.ledger_id < first_id_at(until + 1),
+            feedback.c.label.is_not(None),
+        )
+        .group_by(feedback.c.ledger_id, feedback.c.ledger_row)
+    )
+    labels = conn.execute(
+        sa.select(feedback.c.ledger_id, feedback.c.ledger_row, feedback.c.label, feedback.c.ts)
+        .where(feedback.c.id.in_(newest))
+        .order_by(feedback.c.ledger_id.desc(), feedback.c.ledger_row.desc())
+    )
+    found: list[tuple[Any, Any]] = []
+    pending: list[Any] = []
+
+    def flush() -> None:
+        chunk = sorted({f.ledger_id for f in pending})
+        rows = {
+            r.id: r
+            for r in conn.execute(
+                sa.select(
+                    predictions.c.id,
+                    predictions.c.ts,
+                    predictions.c.version,
+                    predictions.c.outputs,
+                    predictions.c.model,
+                    predictions.c.shadow,
+                    predictions.c.consumer,
+                    predictions.c.segment,
+                ).where(predictions.c.id.in_(chunk))
+            )
+        }
+        rows = {
+            k: r
+            for k, r in rows.items()
+            if r.model == name
+            and not r.shadow
+            and since <= r.ts < until
+            and all(getattr(r, f) == v for f, v in wanted.items())
+        }
+        found.extend((f, rows[f.ledger_id]) for f in pending if f.ledger_id in rows)
+        pending.clear()
+
+    for f in labels:
+        pending.append(f)
+        if len(pending) >= _CHUNK:
+            flush()
+            if len(found) > max_rows:
+                break
+    labels.close()
+    if pending:
+        flush()
+    found.sort(key=lambda pair: (pair[1].ts, pair[0].ledger_row), reverse=True)
+    truncated = len(found) > max_rows
+    out = [
+        labelled(r.version, r.ts, f.ts, f.label, r.outputs, f.ledger_row)
+        for f, r in found[:max_rows]
+    ]
+    return out, truncated
+
+
+def labelled(
+    version: int, ts: float, label_ts: float, label: Any, outputs: dict[str, Any], at: int
+) -> Labelled:
+    """The ``at``-th prediction of a ledger row's ``outputs`` with its label."""
+    probas = outputs.get("probabilities")
+    classes = outputs.get("classes")
+    return Labelled(
+        version=int(version),
+        ts=float(ts),
+        delay=float(label_ts) - float(ts),
+        label=label,
+        prediction=outputs["predictions"][at],
+        classes=[str(c) for c in classes] if classes and probas is not None else None,
+        probabilities=probas[at] if probas is not None else None,
+    )
+
+
+def archived_labelled(
+    conn: Connection,
+    archive: Archive,
+    name: str,
     since: float,
     until: float,
-    version: int | None = None,
-    consumer: str | None = None,
-    segment: str | None = None,
-) -> list[Any]:
-    """The ledger rows of a model's window (shadow copies left out), of one version, one
-    consumer and one segment when given."""
-    where = [
-        predictions.c.model == model,
-        predictions.c.shadow == sa.false(),
-        predictions.c.ts >= since,
-        predictions.c.ts < until,
-    ]
-    if version is not None:
-        where.append(predictions.c.version == version)
-    if consumer is not None:
-        where.append(predictions.c.consumer == consumer)
-    if segment is not None:
-        where.append(predictions.c.segment == segment)
-    return where
-
-
-def prediction_counts(conn: Connection, where: list[Any]) -> dict[int, int]:
-    """Predictions (rows) per version."""
-    return {
-        int(r.version): int(r.n or 0)
-        for r in conn.execute(
-            sa.select(predictions.c.version, sa.func.sum(predictions.c.rows).label("n"))
-            .where(*where)
-            .group_by(predictions.c.version)
-        )
-    }
-
-
-def read_labelled(conn: Connection, where: list[Any], max_rows: int) -> tuple[list[Labelled], bool]:
-    """The newest label of each prediction in scope, newest predictions first, at most
-    ``max_rows`` (and whether there were more)."""
-    newest = (
-        sa.select(sa.func.max(feedback.c.id).label("id"))
-        .select_from(feedback.join(predictions, predictions.c.id == feedback.c.ledger_id))
-        .where(*where, feedback.c.label.is_not(None))
-        .group_by(feedback.c.ledger_id, feedback.c.ledger_row)
-        .subquery()
+    **filters: Any,
+) -> list[Labelled]:
+    """The newest label of each archived prediction in the window that the ledger table no
+    longer holds (rows in both are read from the table)."""
+    rows = archive.window(
+        conn, name, since, until, columns=("id", "ts", "version", "outputs"), **filters
     )
-    rows = conn.execute(
-        sa.select(
-            feedback.c.ledger_id,
-            feedback.c.ledger_row,
-            feedback.c.label,
-            feedback.c.ts.label("label_ts"),
-            predictions.c.ts,
-            predictions.c.version,
-        )
-        .select_from(
-            feedback.join(newest, newest.c.id == feedback.c.id).join(
-                predictions, predictions.c.id == feedback.c.ledger_id
-            )
-        )
-        .order_by(predictions.c.ts.desc(), feedback.c.ledger_row.desc())
-        .limit(max_rows + 1)
-    ).all()
-    truncated = len(rows) > max_rows
-    rows = rows[:max_rows]
-    outputs: dict[str, Any] = {}
-    ids = sorted({r.ledger_id for r in rows})
+    if not rows:
+        return []
+    ids = [r.id for r in rows]
+    hot: set[str] = set()
+    labels: dict[tuple[str, int], Any] = {}
     for start in range(0, len(ids), _CHUNK):
         chunk = ids[start : start + _CHUNK]
-        for found in conn.execute(
-            sa.select(predictions.c.id, predictions.c.outputs).where(predictions.c.id.in_(chunk))
-        ):
-            outputs[found.id] = found.outputs
-    out = []
-    for r in rows:
-        o = outputs[r.ledger_id]
-        probas = o.get("probabilities")
-        classes = o.get("classes")
-        out.append(
-            Labelled(
-                version=int(r.version),
-                ts=float(r.ts),
-                delay=float(r.label_ts) - float(r.ts),
-                label=r.label,
-                prediction=o["predictions"][r.ledger_row],
-                classes=[str(c) for c in classes] if classes and probas is not None else None,
-                probabilities=probas[r.ledger_row] if probas is not None else None,
-            )
+        hot.update(
+            conn.execute(sa.select(predictions.c.id).where(predictions.c.id.in_(chunk))).scalars()
         )
-    return out, truncated
+        for f in conn.execute(
+            sa.select(feedback.c.ledger_id, feedback.c.ledger_row, feedback.c.label, feedback.c.ts)
+            .where(feedback.c.ledger_id.in_(chunk), feedback.c.label.is_not(None))
+            .order_by(feedback.c.id)
+        ):
+            labels[(f.ledger_id, f.ledger_row)] = f
+    by_id = {r.id: r for r in rows if r.id not in hot}
+    return [
+        labelled(r.version, r.ts, f.ts, f.label, r.outputs, at)
+        for (ledger_id, at), f in labels.items()
+        if (r := by_id.get(ledger_id)) is not None
+    ]
 
 
 def classification_metrics(items: Sequence[Labelled]) -> dict[str, Any]:
@@ -225,14 +274,21 @@ def report(
     consumer: str | None = None,
     segment: str | None = None,
     max_rows: int = 200_000,
+    archive: Archive | None = None,
 ) -> dict[str, Any]:
-    """The performance answer of ``GET /v1/models/{name}/performance``."""
+    """The performance answer of ``GET /v1/models/{name}/performance`` (labelled
+    predictions in the ``archive`` too, when given)."""
     model = registry.model_row(conn, name)
     if version is not None:
         registry.version_row(conn, name, version)  # 404 for an unknown version
-    where = scope(name, since, until, version, consumer, segment)
-    counts = prediction_counts(conn, where)
-    items, truncated = read_labelled(conn, where, max_rows)
+    filters: dict[str, Any] = {"version": version, "consumer": consumer, "segment": segment}
+    counts = rollups.counts(conn, name, since, until, archive=archive, **filters)
+    items, truncated = read_labelled(conn, name, since, until, max_rows, **filters)
+    if archive is not None and not truncated:
+        items += archived_labelled(conn, archive, name, since, until, **filters)
+        items.sort(key=lambda i: i.ts, reverse=True)
+        truncated = len(items) > max_rows
+        items = items[:max_rows]
     task = "regression" if model.task == "regression" else "classification"
     score = regression_metrics if task == "regression" else classification_metrics
     by_version: dict[int, list[Labelled]] = {}

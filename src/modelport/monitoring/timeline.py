@@ -1,8 +1,12 @@
 """What a model's traffic looked like over time, per version: the dashboard's request charts.
 
-Requests, rows and errors per time bucket are exact counts (one ``GROUP BY`` over the bucket
-index computed in SQL); latency mean and maximum are exact too. Percentiles need the values
-themselves, so p50 and p95 come from a bounded sample (the newest ledger rows of the window)
+Requests, rows and errors per time bucket are exact counts, latency mean and maximum exact
+too. Buckets of a minute or more are summed from the ledger's per-minute roll-ups
+(:mod:`modelport.store.rollups`: a minute counts in the bucket holding its middle), plus the
+ledger rows of the partial minutes at the window's ends (their whole minute's roll-up once
+archived), so the cost follows the window's minutes, not its traffic; shorter buckets group
+the ledger rows themselves. Percentiles need
+the values, so p50 and p95 come from a bounded sample (the newest ledger rows of the window)
 and the response says how large it was. Shadow copies are left out: they answered nobody.
 
 Also here: a model's newest predictions with their current feedback (the dashboard's
@@ -22,7 +26,8 @@ from sqlalchemy.engine import Connection
 from .. import ledger
 from ..errors import InvalidInput
 from ..registry import models as registry
-from ..store.tables import failures, feedback, predictions, versions
+from ..store import rollups
+from ..store.tables import failures, feedback, ledger_rollups, predictions, versions
 from ..timefmt import iso
 
 #: The most ledger rows whose latencies are read for the percentiles (the newest in the window).
@@ -88,23 +93,58 @@ def timeline(
             {"requests": 0, "rows": 0, "errors": 0, "lat_sum": 0.0, "lat_max": None, "lat": []},
         )
 
-    for r in conn.execute(
-        sa.select(
-            predictions.c.version,
-            bucket,
-            sa.func.count().label("requests"),
-            sa.func.sum(predictions.c.rows).label("rows"),
-            sa.func.sum(predictions.c.latency_ms).label("lat_sum"),
-            sa.func.max(predictions.c.latency_ms).label("lat_max"),
-        )
-        .where(*where)
-        .group_by(predictions.c.version, bucket)
-    ):
-        c = cell(int(r.version), int(r.bucket))
+    def add(r: Any, index: int) -> None:
+        c = cell(int(r.version), index)
         c["requests"] += int(r.requests)
         c["rows"] += int(r.rows or 0)
         c["lat_sum"] += float(r.lat_sum or 0.0)
         c["lat_max"] = max(float(r.lat_max), c["lat_max"] or 0.0)
+
+    spans = [(since, until)]
+    first, end = rollups.minutes_of(since, until)
+    if width >= rollups.MINUTE and first < end:
+        # The partial minutes at the ends come from the ledger rows, unless the retention
+        # took them to the archive: then from their whole minute's roll-up.
+        oldest = conn.execute(
+            sa.select(sa.func.min(predictions.c.ts)).where(predictions.c.model == name)
+        ).scalar()
+        spans = []
+        for a, b in rollups.edges(since, until):
+            whole = math.floor(a / rollups.MINUTE) * rollups.MINUTE
+            if oldest is not None and oldest <= whole:
+                spans.append((a, b))
+            else:
+                first, end = min(first, whole), max(end, whole + rollups.MINUTE)
+        minute = ledger_rollups.c.minute
+        for r in conn.execute(
+            sa.select(
+                ledger_rollups.c.version,
+                minute,
+                sa.func.sum(ledger_rollups.c.requests).label("requests"),
+                sa.func.sum(ledger_rollups.c.rows).label("rows"),
+                sa.func.sum(ledger_rollups.c.latency_sum).label("lat_sum"),
+                sa.func.max(ledger_rollups.c.latency_max).label("lat_max"),
+            )
+            .where(*rollups.rollup_scope(name, first, end, segment=segment))
+            .group_by(ledger_rollups.c.version, minute)
+        ):
+            add(r, math.floor((r.minute + rollups.MINUTE / 2 - since) / width))
+    for a, b in spans:
+        for r in conn.execute(
+            sa.select(
+                predictions.c.version,
+                bucket,
+                sa.func.count().label("requests"),
+                sa.func.sum(predictions.c.rows).label("rows"),
+                sa.func.sum(predictions.c.latency_ms).label("lat_sum"),
+                sa.func.max(predictions.c.latency_ms).label("lat_max"),
+            )
+            # The span's own bounds only: with the window's too, SQLite may range over the
+            # whole window in the time index.
+            .where(*rollups.ledger_scope(name, a, b, segment=segment))
+            .group_by(predictions.c.version, bucket)
+        ):
+            add(r, int(r.bucket))
     fbucket = _bucket_of(conn, failures.c.ts, since, width).label("bucket")
     failed = [
         failures.c.model == name,

@@ -19,11 +19,13 @@ from ..documents import Document, Number, Whole, checked
 from ..errors import (
     AliasNotFound,
     Conflict,
+    InvalidInput,
     InvalidRequest,
     ModelNotFound,
     NothingToRollBack,
     VersionNotFound,
 )
+from ..store import archive
 from ..store.tables import (
     alias_events,
     aliases,
@@ -404,11 +406,24 @@ class ServingSettings(Document):
         description="Overrides max_segments: segments the model may have at all (new ones "
         "past it are refused).",
     )
+    ledger_retention_days: Number | None = Field(
+        None,
+        ge=0,
+        le=36_500,
+        description="Overrides ledger_retention_days: days rows stay in the ledger table before "
+        "the archive takes them (0: keep every row; modelport.store.retention).",
+    )
 
 
 def check_serving(config: Any) -> dict[str, Any]:
     """Validate per-model serving settings; every problem names its key."""
-    return checked(ServingSettings, config, "serving settings").model_dump(exclude_none=True)
+    clean = checked(ServingSettings, config, "serving settings").model_dump(exclude_none=True)
+    if clean.get("ledger_retention_days") and not archive.available():
+        raise InvalidInput(
+            f"invalid serving settings: ledger_retention_days: {archive.NEEDS_PYARROW}",
+            details=[{"field": "ledger_retention_days", "reason": archive.NEEDS_PYARROW}],
+        )
+    return clean
 
 
 def set_serving(conn: Connection, name: str, config: dict[str, Any]) -> dict[str, Any]:

@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from ..serving.routing import Router
     from ..settings import Settings
     from ..store import Store
+    from ..store.archive import Archive
     from ..store.artifacts import LocalArtifactStore, RemoteArtifactStore
     from ..store.writer import Writer
 
@@ -46,6 +47,7 @@ class ServiceBase:
     router: Router
     metrics: Metrics
     engine: Engine
+    archive: Archive  # the ledger rows retention moved out of the table
     keys: KeyCache
     webhook_transport: httpx.AsyncBaseTransport | None
     _jobs_wake: asyncio.Event

@@ -39,7 +39,9 @@ from ..runtime import Runtime
 from ..serving.engine import Engine
 from ..serving.routing import Served
 from ..settings import Settings
+from ..store.archive import Archive
 from ..store.artifacts import is_remote
+from ..store.retention import Retention, start_check
 from .learning import LearningOps
 from .monitoring import MonitoringOps
 from .registry import RegistryOps
@@ -64,6 +66,8 @@ class Service(RegistryOps, LearningOps, ReleaseOps, MonitoringOps):
         self.store, self.writer, self.artifacts = runtime.store, runtime.writer, runtime.artifacts
         self.router, self.metrics = runtime.router, runtime.metrics
         self.engine = Engine(runtime)
+        self.archive = Archive(self.artifacts)  # the ledger rows retention moved out
+        self.retention = Retention(runtime)
         self.keys = KeyCache(self.store, settings.key_cache_seconds)
         self._watch: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
@@ -72,10 +76,12 @@ class Service(RegistryOps, LearningOps, ReleaseOps, MonitoringOps):
         self._runner: asyncio.Task[None] | None = None
         self._learner: asyncio.Task[None] | None = None
         self._drift: asyncio.Task[None] | None = None
+        self._archiving: asyncio.Task[None] | None = None
 
     # -- life -------------------------------------------------------------------------------------
 
     async def start(self) -> None:
+        start_check(self.settings)
         await asyncio.to_thread(self.artifacts.check)
         if self.store.dialect == "postgresql" or is_remote(self.settings.artifacts_location):
             # Replicas load versions pushed through other servers: importing skops (~0.7 s,
@@ -100,6 +106,10 @@ class Service(RegistryOps, LearningOps, ReleaseOps, MonitoringOps):
             self._drift = asyncio.create_task(
                 self._repeat(self.settings.drift_check_seconds, self.check_drift, "drift check")
             )
+        if self.settings.ledger_archive_seconds > 0:
+            self._archiving = asyncio.create_task(
+                self.retention.run(self._stopping, self.settings.ledger_archive_seconds)
+            )
 
     async def stop(self) -> None:
         """Stop taking work, commit everything acknowledged-to-be, release resources."""
@@ -114,6 +124,9 @@ class Service(RegistryOps, LearningOps, ReleaseOps, MonitoringOps):
             await self._learner
         if self._drift is not None:
             await self._drift
+        if self._archiving is not None:
+            self.retention.stop()
+            await self._archiving
         await self.engine.drain()
         await asyncio.to_thread(self.writer.stop)
         self.store.close()
@@ -212,7 +225,7 @@ class Service(RegistryOps, LearningOps, ReleaseOps, MonitoringOps):
         """One prediction with its feedback. Keys with ``read`` see every prediction; other keys
         only their consumer's own (for feedback flows). Anyone else's is "not found", like an
         unknown id, so ids cannot be probed."""
-        record = await self._read(lambda c: ledger.get_prediction(c, prediction_id))
+        record = await self._read(lambda c: ledger.get_prediction(c, prediction_id, self.archive))
         if not principal.allows("read") and record["consumer"] != principal.consumer:
             raise PredictionNotFound(f"no prediction with id {prediction_id!r}")
         return record
@@ -241,14 +254,16 @@ class Service(RegistryOps, LearningOps, ReleaseOps, MonitoringOps):
         good_by_index = {item["index"]: item for item in good}
         accepted: list[dict[str, Any]] = []
         if good:
+            pids = [g["prediction_id"] for g in good]
+            archived = await self._read(lambda c: ledger.archived(c, pids, self.archive))
 
             def store(conn: Connection) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-                stored, unknown = ledger.store_feedback(conn, good, principal.consumer)
+                stored, unknown = ledger.store_feedback(conn, good, principal.consumer, archived)
                 labelled = [g for g in good if g.get("label") is not None]
                 if labelled and stored:
                     kept = {a["prediction_id"] for a in stored}
                     learning.observe_feedback(
-                        conn, [g for g in labelled if g["prediction_id"] in kept]
+                        conn, [g for g in labelled if g["prediction_id"] in kept], archived
                     )
                 return stored, unknown
 

@@ -57,6 +57,7 @@ class MonitoringOps(ServiceBase):
                 consumer=consumer,
                 segment=segment,
                 max_rows=self.settings.performance_max_rows,
+                archive=self.archive,
             )
         )
 

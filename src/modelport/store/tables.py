@@ -324,3 +324,44 @@ registry_generation = sa.Table(
     sa.Column("id", sa.Integer, primary_key=True),
     sa.Column("generation", sa.BigInteger, nullable=False),
 )
+
+# Per minute of the ledger: how many requests and rows, and their latency, per model, version,
+# segment ("" for none), consumer and shadow flag. Written by the writer in the transaction of
+# the ledger rows it counts (modelport.store.rollups), so window reads (timeline, counts) cost
+# the minutes of the window, not its rows. Kept when ledger rows leave for the archive.
+ledger_rollups = sa.Table(
+    "ledger_rollups",
+    metadata,
+    sa.Column("model", sa.String(200), primary_key=True),
+    sa.Column("minute", sa.BigInteger, primary_key=True),  # epoch seconds, a multiple of 60
+    sa.Column("version", sa.Integer, primary_key=True),
+    sa.Column("segment", sa.String(100), primary_key=True),
+    sa.Column("consumer", sa.String(200), primary_key=True),
+    sa.Column("shadow", sa.Boolean, primary_key=True),
+    sa.Column("requests", sa.BigInteger, nullable=False),
+    sa.Column("rows", sa.BigInteger, nullable=False),
+    sa.Column("latency_sum", sa.Float, nullable=False),
+    sa.Column("latency_max", sa.Float, nullable=False),
+)
+
+# The ledger archive: Parquet files of ledger rows that left the hot store (one model, one UTC
+# day, at most a batch of rows each), content-addressed in the artifact store
+# (modelport.store.archive). ``first_id``..``last_id`` span the file's prediction ids.
+ledger_archive = sa.Table(
+    "ledger_archive",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("sha256", sa.String(64), nullable=False, unique=True),
+    sa.Column("model", sa.String(200), nullable=False),
+    sa.Column("day", sa.String(10), nullable=False),  # YYYY-MM-DD (UTC)
+    sa.Column("first_id", LedgerId, nullable=False),
+    sa.Column("last_id", LedgerId, nullable=False),
+    sa.Column("min_ts", sa.Float, nullable=False),
+    sa.Column("max_ts", sa.Float, nullable=False),
+    sa.Column("requests", sa.Integer, nullable=False),  # ledger rows in the file
+    sa.Column("predictions", sa.BigInteger, nullable=False),
+    sa.Column("size_bytes", sa.BigInteger, nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Index("ix_ledger_archive_model_ts", "model", "min_ts"),
+    sa.Index("ix_ledger_archive_ids", "first_id", "last_id"),
+)

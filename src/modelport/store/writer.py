@@ -26,7 +26,7 @@ from sqlalchemy.engine import Connection
 
 from ..errors import Conflict, InvalidInput, ModelportError, StoreUnavailable
 from ..ledger import insert_statement
-from . import Store, unavailable
+from . import Store, rollups, unavailable
 
 log = logging.getLogger("modelport.writer")
 
@@ -69,6 +69,9 @@ class Writer:
         self.observer: Callable[[float | None, int], None] | None = None
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._insert_sql = insert_statement(store.write_engine.dialect.paramstyle)
+        self._rollup_sql = rollups.upsert_statement(
+            store.dialect, store.write_engine.dialect.paramstyle
+        )
         self._thread = threading.Thread(target=self._run, name="modelport-writer", daemon=True)
         self._started = False
         self._stopped = False
@@ -178,6 +181,8 @@ class Writer:
             if rows:
                 # Straight to the driver's executemany: the rows are tuples of plain values.
                 conn.exec_driver_sql(self._insert_sql, rows)
+                # The minutes' roll-ups, in the same transaction: they count what committed.
+                rollups.add(conn, self._rollup_sql, rows)
                 self.stats.rows += len(rows)
             for job in jobs:
                 if job.fn is None:

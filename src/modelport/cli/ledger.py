@@ -1,0 +1,238 @@
+"""The ``modelport ledger`` commands: the ledger's size and age, its archive, and checks.
+
+They work on a store and its artifact store directly (``--home``/``--store``/``--artifacts``,
+or the MODELPORT_* variables), like an operator's maintenance tool, beside running servers:
+archived rows are written and registered before they are deleted (modelport.store.retention).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import click
+
+from ..timefmt import iso
+from .common import Group, fail, print_json, table
+
+
+@contextlib.contextmanager
+def _opened(home: str | None, store: str | None, artifacts: str | None) -> Iterator[Any]:
+    from ..settings import load_settings
+    from ..store import Store
+    from ..store.artifacts import artifact_store
+
+    settings = load_settings({"home": home, "store": store, "artifacts": artifacts})
+    st = Store(settings.store_url, sqlite_synchronous=settings.sqlite_synchronous)
+    try:
+        yield settings, st, artifact_store(settings)
+    finally:
+        st.close()
+
+
+def _store_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    fn = click.option("--artifacts", help="Artifact store [env MODELPORT_ARTIFACTS]")(fn)
+    fn = click.option("--store", help="Store URL [env MODELPORT_STORE]")(fn)
+    fn = click.option("--home", help="Home folder [env MODELPORT_HOME]")(fn)
+    return fn
+
+
+def _size(n: int | None) -> str:
+    if n is None:
+        return "-"
+    size = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return str(n)
+
+
+@click.group(cls=Group)
+def ledger() -> None:
+    """The prediction ledger: size and age, the Parquet archive, checks.
+
+    \b
+    Examples:
+      modelport ledger status
+      modelport ledger archive --model churn
+      modelport ledger verify
+    """
+
+
+@ledger.command("status")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@_store_options
+def status(home: str | None, store: str | None, artifacts: str | None, as_json: bool) -> None:
+    """Show per model: rows in the ledger table, the oldest, retention, archive partitions.
+
+    \b
+    Example:
+      modelport ledger status --store postgresql://app@db:5432/modelport
+    """
+    from ..store import retention
+
+    with _opened(home, store, artifacts) as (settings, st, _), st.read() as conn:
+        out = retention.status(conn, settings.ledger_retention_days)
+    if as_json:
+        print_json(out)
+        return
+    rows = [
+        {
+            **m,
+            "retention_days": m["retention_days"] or "keep",
+            "oldest_hot": iso(m["oldest_hot"]) or "-",
+            "archive_bytes": _size(m["archive_bytes"]),
+        }
+        for m in out["models"]
+    ]
+    table(
+        rows,
+        [
+            "model",
+            "retention_days",
+            "hot_requests",
+            "hot_predictions",
+            "oldest_hot",
+            "archive_partitions",
+            "archive_files",
+            "archived_predictions",
+            "archive_bytes",
+        ],
+    )
+    click.echo(f"ledger table: {_size(out['hot_bytes'])}; archive: {_size(out['archive_bytes'])}")
+
+
+@ledger.command("archive")
+@click.option("--model", help="Only this model.")
+@click.option(
+    "--retention-days",
+    type=float,
+    help="The retention of models without their own [default: ledger_retention_days].",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@_store_options
+def archive_now(
+    home: str | None,
+    store: str | None,
+    artifacts: str | None,
+    model: str | None,
+    retention_days: float | None,
+    as_json: bool,
+) -> None:
+    """Archive now the rows past their model's retention, then delete them from the table.
+
+    \b
+    Example:
+      modelport ledger archive --retention-days 30
+    """
+    from ..store import retention
+
+    with _opened(home, store, artifacts) as (settings, st, blobs):
+
+        def write(fn: Callable[[Any], Any]) -> Any:
+            with st.transaction() as conn:
+                return fn(conn)
+
+        days = settings.ledger_retention_days if retention_days is None else retention_days
+        out = retention.archive_pass(
+            st, blobs, write, default_days=days, batch=settings.ledger_archive_batch, model=model
+        )
+    if as_json:
+        print_json(out)
+        return
+    for name, moved in out["models"].items():
+        click.echo(f"{name}: {moved['predictions']} predictions ({moved['requests']} requests)")
+    rate = out["predictions_per_second"]
+    click.echo(
+        f"archived {out['predictions']} predictions in {out['seconds']:.1f} s"
+        + (f" ({rate:,.0f}/s)" if rate else "")
+    )
+
+
+@ledger.command("verify")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@_store_options
+def verify(home: str | None, store: str | None, artifacts: str | None, as_json: bool) -> None:
+    """Recount every archive file against the registry; exit 1 on any difference.
+
+    \b
+    Example:
+      modelport ledger verify
+    """
+    from ..store import retention
+
+    with _opened(home, store, artifacts) as (_, st, blobs), st.read() as conn:
+        out = retention.verify(conn, blobs)
+    if as_json:
+        print_json(out)
+    else:
+        for p in out["problems"]:
+            click.echo(f"{p['sha256']}: {p['problem']}")
+        click.echo(f"{out['checked']} of {out['files']} archive files agree with the registry")
+    if out["problems"]:
+        fail(f"{len(out['problems'])} problem(s) in the archive")
+
+
+@ledger.command("export")
+@click.argument("name")
+@click.argument("output", type=click.Path(dir_okay=False))
+@click.option("--since", help="From this time (ISO-8601 or epoch seconds).")
+@click.option("--until", help="Up to this time (ISO-8601 or epoch seconds).")
+@_store_options
+def export(
+    home: str | None,
+    store: str | None,
+    artifacts: str | None,
+    name: str,
+    output: str,
+    since: str | None,
+    until: str | None,
+) -> None:
+    """Write a model's logged requests, archived ones included, as a CSV or Parquet file.
+
+    One row per prediction: prediction_id, time, served_version, the inputs as the consumer
+    sent them, and served_prediction. The file is an INPUT for ``modelport score``.
+
+    \b
+    Example:
+      modelport ledger export churn last-month.parquet --since 2026-11-01 --until 2026-12-01
+      modelport score churn last-month.parquet rescored.parquet --alias candidate
+    """
+    import orjson
+    import pandas as pd
+
+    from ..batch.files import file_format
+    from ..ledger import sent_records
+    from ..store import retention
+    from ..store.archive import Archive
+    from ..timefmt import parse_time
+
+    kind = file_format(output, "OUTPUT")
+    start, end = parse_time(since, "since"), parse_time(until, "until")
+    with _opened(home, store, artifacts) as (_, st, blobs), st.read() as conn:
+        rows = retention.logged(conn, Archive(blobs), name, start, end)
+    records = []
+    for row in rows:
+        preds = orjson.loads(row.outputs)["predictions"]
+        for i, sent in enumerate(sent_records(row)):
+            records.append(
+                {
+                    "prediction_id": str(uuid.UUID(int=uuid.UUID(row.id).int + i)),
+                    "time": iso(row.ts),
+                    "served_version": row.version,
+                    **sent,
+                    "served_prediction": preds[i],
+                }
+            )
+    frame = pd.DataFrame(records)
+    if kind == "parquet":
+        frame.to_parquet(output, index=False)
+    else:
+        frame.to_csv(output, index=False)
+    click.echo(f"{len(records)} predictions of {name} ({len(rows)} requests) to {output}")
+
+
+COMMANDS: list[click.Command] = [ledger]
