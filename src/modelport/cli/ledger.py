@@ -70,7 +70,7 @@ def status(home: str | None, store: str | None, artifacts: str | None, as_json: 
 
     \b
     Example:
-      modelport ledger status --store postgresql://app@db:5432/modelport
+      modelport ledger status                      # the store in ./.modelport, or MODELPORT_STORE
     """
     from ..store import retention
 
@@ -194,12 +194,13 @@ def export(
     """Write a model's logged requests, archived ones included, as a CSV or Parquet file.
 
     One row per prediction: prediction_id, time, served_version, the inputs as the consumer
-    sent them, and served_prediction. The file is an INPUT for ``modelport score``.
+    sent them, and served_prediction. The file is an INPUT for 'modelport score'. --since
+    and --until (ISO-8601 or epoch seconds) bound the window.
 
     \b
     Example:
-      modelport ledger export churn last-month.parquet --since 2026-11-01 --until 2026-12-01
-      modelport score churn last-month.parquet rescored.parquet --alias candidate
+      modelport ledger export churn logged.parquet
+      modelport score churn logged.parquet rescored.parquet --alias candidate
     """
     import orjson
     import pandas as pd
