@@ -170,11 +170,19 @@ def request_id(headers: Mapping[bytes, bytes]) -> tuple[bytes, bytes]:
 
 def api_key(headers: Mapping[bytes, bytes]) -> str | None:
     """The key a request carries: ``Authorization: Bearer <key>``, else ``X-API-Key``."""
-    auth = headers.get(b"authorization")
-    if auth and auth[:7].lower() == b"bearer ":
-        return auth[7:].strip().decode("latin-1")
-    key = headers.get(b"x-api-key")
-    return key.decode("latin-1") if key is not None else None
+    auth, key = headers.get(b"authorization"), headers.get(b"x-api-key")
+    return key_from(
+        None if auth is None else auth.decode("latin-1"),
+        None if key is None else key.decode("latin-1"),
+    )
+
+
+def key_from(authorization: str | None, x_api_key: str | None) -> str | None:
+    """The key in an ``Authorization: Bearer <key>`` value, else ``X-API-Key``'s (HTTP
+    headers and gRPC metadata alike)."""
+    if authorization and authorization[:7].lower() == "bearer ":
+        return authorization[7:].strip()
+    return x_api_key
 
 
 def check_content_type(

@@ -65,10 +65,6 @@ class ServiceBase:
     async def _after_registry_change(self) -> None:
         await self.runtime.registry_changed()
 
-    def _serving(self, name: str) -> dict[str, Any]:
-        """A model's serving settings (overrides of the server's)."""
-        return self.router.models.get(name, {}).get("serving") or {}
-
     async def _set_model_document(
         self,
         principal: Principal,

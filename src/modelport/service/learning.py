@@ -78,7 +78,7 @@ class LearningOps(ServiceBase):
         good, positions, rejected = learning.check_observations(spec, rows, text=text)
         key = None if idempotency_key is None else check_idempotency_key(idempotency_key)
         since = time.time() - self.settings.idempotency_window_seconds
-        limit = int(self._serving(name).get("max_segments", self.settings.max_segments))
+        limit = int(self.router.serving(name).get("max_segments", self.settings.max_segments))
 
         def write(c: Connection) -> tuple[list[int], bool, dict[int, str], list[str]]:
             # In the writer: two calls cannot both take the last free segment.

@@ -61,10 +61,6 @@ class ModelCalls:
         """A version left memory: its batcher (and prediction cache) go too."""
         self.batchers.pop((name, version), None)
 
-    def serving(self, name: str) -> dict[str, Any]:
-        """A model's serving settings (overrides of the server's)."""
-        return self.runtime.router.models.get(name, {}).get("serving") or {}
-
     async def run(self, served: Served, rows: Table) -> tuple[Any, np.ndarray | None, str | None]:
         """Predictions, probabilities and the cache's per-row flags (None: no cache)."""
         batcher = self.batcher(served)
@@ -99,7 +95,7 @@ class ModelCalls:
     def batcher(self, served: Served) -> Batcher:
         """The version's batcher, made on first use and again when its settings change."""
         settings = self.runtime.settings
-        serving = self.serving(served.model)
+        serving = self.runtime.router.serving(served.model)
         limits = (
             serving.get("max_batch_rows", settings.batch_max_rows),
             serving.get("max_wait_ms", settings.batch_max_wait_ms),
@@ -170,7 +166,7 @@ class ModelCalls:
             return result
 
         timeout = float(
-            self.serving(served.model).get(
+            self.runtime.router.serving(served.model).get(
                 "predict_timeout_seconds", self.runtime.settings.predict_timeout_seconds
             )
         )

@@ -283,9 +283,7 @@ class Engine:
         re-joined in the request's order. A request with an idempotency key holds rows of
         one segment (its answer is kept as one ledger row)."""
         router = self.runtime.router
-        limit = int(
-            self.calls.serving(name).get("max_live_segments", self.settings.max_live_segments)
-        )
+        limit = int(router.serving(name).get("max_live_segments", self.settings.max_live_segments))
         adapter = router.adapter(name, principal.consumer)
         first = segments.segment_of(payload.unit(key), key)
         served, used = await router.for_segment(name, alias, first, limit)

@@ -309,6 +309,10 @@ class Router:
             )
         return Route(served, used, kind, arm.name, rev, adapter)
 
+    def serving(self, name: str) -> dict[str, Any]:
+        """A model's serving settings: its overrides of the server's (empty: none)."""
+        return self.models.get(name, {}).get("serving") or {}
+
     def segment_target(self, name: str, alias: str | None, consumer: str) -> str | None:
         """The alias a segmented model's request resolves per segment: the one asked for,
         else the consumer's pinned alias, else ``production``; None when the consumer is

@@ -23,7 +23,7 @@ from google.protobuf.message import DecodeError
 from ...errors import InvalidRequest, ModelportError
 from ...ids import request_id as new_request_id
 from ...monitoring.metrics import UNKNOWN
-from .. import errors, oip, v2
+from .. import errors, front, oip, v2
 from . import grpc_predict_v2_pb2 as pb
 from . import tensors
 
@@ -100,10 +100,7 @@ def _metadata(context: grpc.aio.ServicerContext) -> dict[str, str]:
 
 
 def _key(metadata: dict[str, str]) -> str | None:
-    auth = metadata.get("authorization")
-    if auth and auth[:7].lower() == "bearer ":
-        return auth[7:].strip()
-    return metadata.get("x-api-key")
+    return front.key_from(metadata.get("authorization"), metadata.get("x-api-key"))
 
 
 Handler = Callable[[Any, dict[str, str]], Awaitable[Any]]
