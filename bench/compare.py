@@ -34,6 +34,7 @@ import json
 import os
 import platform
 import shutil
+import statistics
 import sys
 import tempfile
 import time
@@ -46,7 +47,7 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from peers import grpc_load, load, procs, venvs
-from peers.report import CONNECTIONS, MODELS, ROWS, cpu_model, report, versions
+from peers.report import MODELS, ROWS, cpu_model, report, versions
 from peers.servers import Context, Model, Peer, Running, Variant, all_peers, log_tail
 
 
@@ -183,8 +184,8 @@ def measure(
 
     def fail_all(reason: str, variants: list[str]) -> None:
         for v in variants:
-            for rows in ROWS:
-                for conns in CONNECTIONS:
+            for rows in args.rows:
+                for conns in args.connections:
                     cells.append(
                         {
                             "server": v,
@@ -219,7 +220,7 @@ def measure(
             except Exception as exc:
                 fail_all(str(exc) or type(exc).__name__, [variant.name])
                 continue
-            for rows in ROWS:
+            for rows in args.rows:
                 body = _payload(variant, model.rows[:rows])
                 tag = f"{peer.name}-{model.name}-{i}-{rows}"
                 # generate(connections, seconds): one bounded run of the load generator.
@@ -233,7 +234,7 @@ def measure(
                 else:
                     lua = load.script(ctx.work, tag, body, running.headers)
                     generate = functools.partial(load.run, running.url + variant.path, lua)
-                for conns in CONNECTIONS:
+                for conns in args.connections:
                     cell: dict[str, Any] = {
                         "server": variant.name,
                         "peer": peer.name,
@@ -247,7 +248,7 @@ def measure(
                         try:
                             if args.warmup > 0:
                                 generate(conns, args.warmup)
-                            cell.update(generate(conns, args.seconds))
+                            cell.update(repeated(generate, conns, args.seconds, args.repeat))
                             cell["rows_per_s"] = cell["rps"] * rows
                         except Exception as exc:  # a failed cell is reported, not fatal
                             cell["error"] = str(exc) or type(exc).__name__
@@ -270,6 +271,23 @@ def measure(
     return server, cells
 
 
+def repeated(
+    generate: Callable[[int, int], dict[str, Any]], conns: int, seconds: int, times: int
+) -> dict[str, Any]:
+    """``times`` runs of one cell back to back: the medians of requests/s, p50 and p99 (each
+    its own median), the errors summed, and every run's requests/s in ``rps_runs``."""
+    runs = [generate(conns, seconds) for _ in range(times)]
+    if times == 1:
+        return runs[0]
+    out = dict(runs[0])
+    for key in ("rps", "p50_us", "p99_us"):
+        if all(key in r for r in runs):
+            out[key] = statistics.median(r[key] for r in runs)
+    out["errors"] = sum(r.get("errors", 0) for r in runs)
+    out["rps_runs"] = [r.get("rps") for r in runs]
+    return out
+
+
 # -- main ----------------------------------------------------------------------------------------
 
 
@@ -284,6 +302,27 @@ def main() -> None:
         "--only", action="append", choices=names, help="Run only this server (repeatable)."
     )
     parser.add_argument("--models", default="lr,rf", help="Comma-separated: lr, rf.")
+    parser.add_argument(
+        "--rows", default="1,100", help="Comma-separated rows per request (default 1,100)."
+    )
+    parser.add_argument(
+        "--connections",
+        default="16,64",
+        help="Comma-separated connections (calls in flight for gRPC; default 16,64).",
+    )
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="Runs of each cell after its warm-up; the table shows their medians.",
+    )
+    parser.add_argument(
+        "--checkout",
+        type=Path,
+        default=venvs.REPO,
+        help="Serve modelport from this checkout (e.g. a `git worktree` of an older commit) "
+        "in an environment of its own; default: this one.",
+    )
     parser.add_argument(
         "--install", action="store_true", help="Rebuild the peers' virtual environments."
     )
@@ -309,6 +348,21 @@ def main() -> None:
     args.models = [m.strip() for m in args.models.split(",") if m.strip()]
     if not args.models or any(m not in MODELS for m in args.models):
         parser.error(f"--models takes a comma-separated list of {', '.join(MODELS)}")
+    try:
+        args.rows = [int(n) for n in args.rows.split(",")]
+        args.connections = [int(n) for n in args.connections.split(",")]
+    except ValueError:
+        parser.error("--rows and --connections take comma-separated whole numbers")
+    if not args.rows or any(n < 1 or n > 100 for n in args.rows):
+        parser.error("--rows takes numbers from 1 to 100 (the models' 100 rows)")
+    if not args.connections or any(n < 1 for n in args.connections):
+        parser.error("--connections takes numbers of 1 or more")
+    if args.repeat < 1:
+        parser.error("--repeat takes 1 or more")
+    args.checkout = args.checkout.resolve()
+    if not (args.checkout / "pyproject.toml").exists():
+        parser.error(f"--checkout {args.checkout}: no pyproject.toml there")
+    args.checkout_commit = None if args.checkout == venvs.REPO else venvs.commit_of(args.checkout)
     if args.warmup is None:
         args.warmup = max(1, args.seconds // 5)
     if not shutil.which("wrk"):
@@ -319,15 +373,15 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="modelport-compare-"))
     try:
         env_names = sorted({p.env for p in peers if p.env is not None})
-        envs = venvs.ensure(env_names, force=args.install, log=log)
+        envs = venvs.ensure(env_names, force=args.install, log=log, repo=args.checkout)
         for env in envs.values():
             if env.error:
                 log(f"{env.name}: {env.error}")
         ctx = Context(work, envs, args.serve_arg)
         models = build_models(work, args.models)
         per_model = sum(len(p.variants(models[0])) for p in peers)
-        estimate = per_model * len(models) * len(ROWS) * len(CONNECTIONS)
-        estimate *= args.seconds + args.warmup
+        estimate = per_model * len(models) * len(args.rows) * len(args.connections)
+        estimate *= args.seconds * args.repeat + args.warmup
         log(f"about {estimate / 60:.0f} min of load plus start-ups; work folder {work}")
         servers: list[dict[str, Any]] = []
         cells: list[dict[str, Any]] = []
@@ -356,6 +410,9 @@ def main() -> None:
                     "python": platform.python_version(),
                     "command": sys.argv,
                     "seconds": args.seconds,
+                    "repeat": args.repeat,
+                    "checkout": str(args.checkout),
+                    "checkout_commit": args.checkout_commit,
                     "warmup": args.warmup,
                     "serve_args": args.serve_arg,
                     "versions": versions(envs),

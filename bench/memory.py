@@ -6,7 +6,9 @@ it and what it added:
     python            the interpreter alone
     numpy             numpy (every model needs it)
     scikit-learn      a StandardScaler + LogisticRegression pipeline loaded with joblib and
-                      called once (what the floor server holds too)
+                      called once (what the floor server holds too), scikit-learn imported
+                      the way a serving process imports it (``flavors.import_scikit_learn``:
+                      without pandas, which scikit-learn would otherwise import)
     web stack         starlette, uvicorn, fastapi, pydantic
     sql stack         sqlalchemy and the SQLite driver
     modelport server  ``modelport.api.app`` and what it imports (no pandas, SciPy only
@@ -69,6 +71,8 @@ out = [("python", rss())]
 import numpy as np
 out.append(("numpy", rss()))
 import joblib
+from modelport.flavors import import_scikit_learn
+import_scikit_learn()  # as a serving process does at start: scikit-learn without pandas
 loaded = joblib.load(f"{home}/m.joblib")
 loaded.predict(np.zeros((1, 20)))
 out.append(("scikit-learn", rss()))

@@ -24,9 +24,9 @@ done = function(summary, latency, requests)
   local e = summary.errors
   io.write(string.format(
     '{{"requests": %d, "duration_us": %d, "socket_errors": %d, "non2xx": %d, '
-    .. '"p50_us": %d, "p99_us": %d}}\\n',
+    .. '"p50_us": %d, "p99_us": %d, "p999_us": %d, "max_us": %d}}\\n',
     summary.requests, summary.duration, e.connect + e.read + e.write + e.timeout, e.status,
-    latency:percentile(50), latency:percentile(99)))
+    latency:percentile(50), latency:percentile(99), latency:percentile(99.9), latency.max))
 end
 """
 

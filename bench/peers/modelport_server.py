@@ -26,25 +26,44 @@ HEALTH = "/v1/health"
 IRIS_ROW = {"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}
 
 
-def admin_key(home: Path) -> str:
-    """A new admin key in the SQLite store of ``home`` (created, and migrated, when missing)."""
-    from modelport.registry.keys import create_key
-    from modelport.store import Store
+_ADMIN_KEY = """
+import sys
+from pathlib import Path
+from modelport.registry.keys import create_key
+from modelport.store import Store
 
-    home.mkdir(parents=True, exist_ok=True)
-    st = Store(f"sqlite:///{home / 'modelport.db'}")
-    try:
-        with st.transaction() as conn:
-            key, _ = create_key(conn, "bench", ["admin"])
-    finally:
-        st.close()
-    return str(key)
+home = Path(sys.argv[1])
+home.mkdir(parents=True, exist_ok=True)
+st = Store(f"sqlite:///{home / 'modelport.db'}")
+try:
+    with st.transaction() as conn:
+        key, _ = create_key(conn, "bench", ["admin"])
+finally:
+    st.close()
+print(key)
+"""
 
 
-def command(python: str, home: Path, port: int, extra: Sequence[str] = ()) -> list[str]:
-    """``modelport serve`` on ``home``, loopback only, warnings only, then ``extra`` flags."""
+def admin_key(home: Path, python: str = sys.executable) -> str:
+    """A new admin key in the SQLite store of ``home`` (created, and migrated, when missing),
+    made by ``python``: the server's own environment, so the store is migrated by the version
+    of modelport that will serve it."""
+    done = subprocess.run(
+        [python, "-c", _ADMIN_KEY, str(home)], capture_output=True, text=True, timeout=120
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"admin key: {done.stderr.strip()[-400:]}")
+    return done.stdout.strip().splitlines()[-1]
+
+
+def command(
+    python: str, home: Path, port: int, extra: Sequence[str] = (), wrap: Sequence[str] = ()
+) -> list[str]:
+    """``modelport serve`` on ``home``, loopback only, warnings only, then ``extra`` flags;
+    ``wrap`` goes between the Python and ``-m`` (a script that runs the module, e.g. a probe)."""
     return [
         python,
+        *wrap,
         "-m",
         "modelport.cli",
         "serve",
@@ -78,6 +97,7 @@ def serving(
     *,
     python: str = sys.executable,
     log: Path | None = None,
+    wrap: Sequence[str] = (),
     startup_timeout: float = 60.0,
     stop_timeout: float = 60.0,
 ) -> Iterator[Server]:
@@ -86,12 +106,12 @@ def serving(
     The server's process group is stopped (SIGTERM, then SIGKILL after ``stop_timeout``) when the
     block ends, also on errors; its exit status is ``server.proc.returncode`` afterwards.
     """
-    key = admin_key(home)
+    key = admin_key(home, python)
     port = procs.free_port()
     out = log.open("wb") if log is not None else None
     try:
         proc = subprocess.Popen(
-            [*procs.pin(procs.SERVER_CPU), *command(python, home, port, extra)],
+            [*procs.pin(procs.SERVER_CPU), *command(python, home, port, extra, wrap)],
             stdin=subprocess.DEVNULL,
             stdout=out or subprocess.DEVNULL,
             stderr=subprocess.STDOUT if out else None,

@@ -52,7 +52,12 @@ def _secs(s: dict[str, Any], key: str) -> str:
     return f"{s[key]:.2f}" if key in s else "-"
 
 
-def tables(servers: list[dict[str, Any]], cells: list[dict[str, Any]]) -> str:
+def tables(
+    servers: list[dict[str, Any]],
+    cells: list[dict[str, Any]],
+    rows_list: tuple[int, ...] = ROWS,
+    connections: tuple[int, ...] = CONNECTIONS,
+) -> str:
     floor = _floor_rps(cells)
     out = [
         "| server | model | start-up s | RSS MiB after load | processes |",
@@ -110,15 +115,17 @@ def tables(servers: list[dict[str, Any]], cells: list[dict[str, Any]]) -> str:
         "",
         "requests/s (x the floor's requests/s in the same cell):",
         "",
-        "| server | model | 1 row, 16 | 1 row, 64 | 100 rows, 16 | 100 rows, 64 |",
-        "|---|---|---:|---:|---:|---:|",
+        "| server | model | "
+        + " | ".join(f"{r} row{'s' if r > 1 else ''}, {c}" for r in rows_list for c in connections)
+        + " |",
+        "|---|---|" + "---:|" * (len(rows_list) * len(connections)),
     ]
     keyed = {(c["server"], c["model"], c["rows"], c["connections"]): c for c in cells}
     order = list(dict.fromkeys((c["server"], c["model"]) for c in cells))
     for server, model in order:
         parts = []
-        for rows in ROWS:
-            for conns in CONNECTIONS:
+        for rows in rows_list:
+            for conns in connections:
                 c = keyed.get((server, model, rows, conns))
                 if c is None or "rps" not in c:
                     parts.append("failed")
@@ -217,7 +224,25 @@ def report(
         "Models: " + "; ".join(f"{k}: {MODELS[k]}" for k in args.models) + " (20 features, "
         "make_classification(n_samples=5000, random_state=0), fitted on numpy arrays).",
         "",
-        tables(servers, cells),
+        *(
+            [
+                f"modelport from the checkout {args.checkout} "
+                f"(commit {args.checkout_commit}), not this one.",
+                "",
+            ]
+            if args.checkout_commit
+            else []
+        ),
+        *(
+            [
+                f"Each cell is the median of {args.repeat} runs (requests/s, p50 and p99 each "
+                "the median of its own; the cell's `rps_runs` in --json holds every run).",
+                "",
+            ]
+            if args.repeat > 1
+            else []
+        ),
+        tables(servers, cells, tuple(args.rows), tuple(args.connections)),
         "",
         "requests/s counts 2xx answers only; errors are wrk's socket errors plus HTTP ≥ 400 "
         "answers. gRPC rows (`ModelInfer`) are loaded by bench/peers/grpc_load.py instead of wrk: "

@@ -237,7 +237,7 @@ class Modelport(Peer):
     def setup(self, ctx: Context, model: Model, folder: Path) -> None:
         importlib.import_module("modelport.client")  # imported now, not in the timed push
         if folder not in self._keys:  # the restart finds the store (and key) it left
-            self._keys[folder] = modelport_server.admin_key(folder)
+            self._keys[folder] = modelport_server.admin_key(folder, self.bin(ctx, "python"))
 
     def command(self, ctx: Context, model: Model, folder: Path, port: int) -> list[str]:
         workers = ["--workers", str(self.workers)] if self.workers > 1 else []

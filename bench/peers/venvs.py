@@ -38,14 +38,37 @@ def pinned() -> list[str]:
     return [f"{n}=={md.version(n)}" for n in ("scikit-learn", "numpy", "joblib")]
 
 
-def requirements() -> dict[str, list[str]]:
+def commit_of(checkout: Path) -> str:
+    """The commit a checkout is at (short form), or "unknown"."""
+    try:
+        done = subprocess.run(
+            ["git", "-C", str(checkout), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=True,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return done.stdout.strip() or "unknown"
+
+
+def env_dir(name: str, repo: Path = REPO) -> Path:
+    """Where an environment lives: modelport from another checkout gets a folder of its own, so
+    comparing two commits does not rebuild one environment back and forth."""
+    if not name.startswith("modelport") or repo == REPO:
+        return ROOT / name
+    return ROOT / f"{name}-{hashlib.sha256(str(repo).encode()).hexdigest()[:10]}"
+
+
+def requirements(repo: Path = REPO) -> dict[str, list[str]]:
     """The ``pip install`` arguments of each environment, by environment name."""
     same = pinned()
     return {
-        # This checkout, editable, core dependencies only: what `pip install modelport` brings.
-        "modelport": ["-e", str(REPO), *same],
+        # The checkout, editable, core dependencies only: what `pip install modelport` brings.
+        "modelport": ["-e", str(repo), *same],
         # The same with the grpc extra, for `serve --grpc-port`.
-        "modelport-grpc": ["-e", f"{REPO}[grpc]", *same],
+        "modelport-grpc": ["-e", f"{repo}[grpc]", *same],
         # The floor uses the same Starlette and uvicorn as modelport runs on.
         "floor": [
             f"starlette=={md.version('starlette')}",
@@ -60,12 +83,12 @@ def requirements() -> dict[str, list[str]]:
     }
 
 
-def marker(name: str, reqs: list[str]) -> list[str]:
+def marker(name: str, reqs: list[str], repo: Path = REPO) -> list[str]:
     """What an environment's marker file holds: its requirements, and for ``modelport`` the hash
     of pyproject.toml, whose dependencies an editable install does not follow on its own."""
     if not name.startswith("modelport"):
         return reqs
-    digest = hashlib.sha256((REPO / "pyproject.toml").read_bytes()).hexdigest()
+    digest = hashlib.sha256((repo / "pyproject.toml").read_bytes()).hexdigest()
     return [*reqs, f"pyproject.toml sha256:{digest}"]
 
 
@@ -129,23 +152,28 @@ def _install_script(path: Path, reqs: list[str], stamp: list[str]) -> list[str]:
 
 
 def ensure(
-    names: list[str], *, force: bool = False, log: Callable[[str], None] = print
+    names: list[str],
+    *,
+    force: bool = False,
+    log: Callable[[str], None] = print,
+    repo: Path = REPO,
 ) -> dict[str, Env]:
-    """Build the environments of ``names`` that are missing (all of them with ``force``).
+    """Build the environments of ``names`` that are missing (all of them with ``force``);
+    modelport's from the checkout ``repo``.
 
     Installs run side by side in the background; this polls them until each ends or runs out of
     time. Each result carries ``error`` (the reason, with the tail of its log) when it failed.
     """
-    reqs = requirements()
+    reqs = requirements(repo)
     ROOT.mkdir(parents=True, exist_ok=True)
-    envs = {n: Env(n, ROOT / n) for n in names}
+    envs = {n: Env(n, env_dir(n, repo)) for n in names}
     running: dict[str, tuple[subprocess.Popen[bytes], Path, float]] = {}
     for name, env in envs.items():
-        stamp = marker(name, reqs[name])
+        stamp = marker(name, reqs[name], repo)
         if not force and _ready(env.path, stamp):
             continue
         shutil.rmtree(env.path, ignore_errors=True)
-        logfile = ROOT / f"{name}-install.log"
+        logfile = ROOT / f"{env.path.name}-install.log"
         log(f"installing {name} into {env.path} ({', '.join(reqs[name])}); log: {logfile}")
         with logfile.open("wb") as fh:
             proc = subprocess.Popen(

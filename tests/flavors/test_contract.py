@@ -23,10 +23,10 @@ from sklearn.ensemble import (
     RandomForestClassifier,
     RandomForestRegressor,
 )
-from sklearn.linear_model import LogisticRegression
+from sklearn.linear_model import ElasticNet, Lasso, LinearRegression, LogisticRegression, Ridge
 from sklearn.naive_bayes import GaussianNB
 from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import StandardScaler
+from sklearn.preprocessing import MinMaxScaler, StandardScaler
 
 from modelport import Model
 from modelport.errors import ArtifactRejected
@@ -380,16 +380,65 @@ def test_forests_predicted_tree_by_tree_equal_the_estimators_own(
     y = (X[:, 0] * 3).astype(int) % classes
     model = make().fit(X, y if hasattr(make(), "predict_proba") else X[:, 0] + y)
     loaded = load("pickle", _saved(model, tmp_path), trust_code=True)
-    assert loaded._forest is not None
+    assert loaded._fast is not None
     fresh = rng.normal(size=(3000, 3)) * 3
     preds, proba = loaded.predict_with_proba(SCHEMA.table_from_rows(fresh.tolist()))
     assert np.array_equal(preds, model.predict(fresh))
     if proba is not None:
         assert np.array_equal(proba, model.predict_proba(fresh))
-    assert loaded._forest(np.array([[np.nan, 0.0, 0.0]])) is None  # the estimator decides
+    assert loaded._fast(np.array([[np.nan, 0.0, 0.0]])) is None  # the estimator decides
 
 
 def test_a_forest_fitted_on_named_columns_is_left_to_scikit_learn(tmp_path: Path) -> None:
     X, y = _data()
     model = RandomForestClassifier(n_estimators=5, random_state=0).fit(X, y)
-    assert load("pickle", _saved(model, tmp_path), trust_code=True)._forest is None
+    assert load("pickle", _saved(model, tmp_path), trust_code=True)._fast is None
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: LogisticRegression(max_iter=5000),
+        lambda: make_pipeline(StandardScaler(), LogisticRegression(C=0.5)),
+        lambda: make_pipeline(
+            StandardScaler(with_mean=False), "passthrough", LogisticRegression(max_iter=5000)
+        ),
+        lambda: LinearRegression(),
+        lambda: make_pipeline(StandardScaler(), Ridge(alpha=2.0)),
+        lambda: Lasso(alpha=0.01),
+        lambda: make_pipeline(StandardScaler(with_std=False), ElasticNet(alpha=0.01)),
+    ],
+)
+@pytest.mark.parametrize("classes", [2, 3])
+def test_linear_models_evaluated_with_numpy_equal_the_estimators_own(
+    make: Any, classes: int, tmp_path: Path
+) -> None:
+    """Linear models (and standard-scaled pipelines) fitted on arrays skip scikit-learn's
+    per-call checks: the answers must be bit-identical, for one row and for many, and rows
+    with missing values are left to the estimator."""
+    rng = np.random.default_rng(classes)
+    X = rng.normal(size=(500, 3)) * [1.0, 10.0, 0.1] + [0.0, 5.0, -3.0]
+    y = (X[:, 0] * 3).astype(int) % classes
+    fresh = rng.normal(size=(300, 3)) * 4
+    model = make()
+    classifier = hasattr(model, "predict_proba")
+    model.fit(X, y if classifier else X @ [1.5, -0.2, 3.0] + y)
+    loaded = load("pickle", _saved(model, tmp_path), trust_code=True)
+    assert loaded._fast is not None
+    for rows in (fresh[:1], fresh):
+        preds, proba = loaded.predict_with_proba(SCHEMA.table_from_rows(rows.tolist()))
+        assert np.array_equal(preds, model.predict(rows))
+        if classifier:
+            assert np.array_equal(proba, model.predict_proba(rows))
+    assert loaded._fast(np.array([[np.nan, 0.0, 0.0]])) is None  # the estimator decides
+    assert loaded._fast(np.array([[np.inf, 0.0, 0.0]])) is None
+
+
+def test_other_linear_pipelines_and_named_columns_are_left_to_scikit_learn(
+    tmp_path: Path,
+) -> None:
+    X, y = _data()
+    on_columns = LogisticRegression().fit(X, y)
+    assert load("pickle", _saved(on_columns, tmp_path), trust_code=True)._fast is None
+    other_scaler = make_pipeline(MinMaxScaler(), LogisticRegression()).fit(X.to_numpy(), y)
+    assert load("pickle", _saved(other_scaler, tmp_path), trust_code=True)._fast is None

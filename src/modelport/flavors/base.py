@@ -6,6 +6,7 @@ import importlib.metadata
 import io
 import pickle
 import platform
+import sys
 import warnings
 import zipfile
 from pathlib import Path
@@ -18,7 +19,7 @@ from ..errors import ArtifactRejected
 if TYPE_CHECKING:
     from ..inputs.schema import Schema
     from ..inputs.table import Table
-    from .forest import ForestPredict
+    from .forest import ForestPredict as FastPredict
 
 FLAVORS = ("sklearn", "pickle", "mlflow")
 #: Flavors whose loading runs no code from the artifact; anything else needs an admin key.
@@ -73,7 +74,7 @@ class LoadedModel:
         # For estimators whose predict is by definition the most probable class, one call gives
         # both outputs; anything else is asked twice.
         self._labels = _argmax_labels(obj) if self.classes is not None else None
-        self._forest = _checked_forest(obj) if input_kind == "array" else None
+        self._fast = _checked_fast(obj) if input_kind == "array" else None
         self.extra = extra or {}
         # Code other than a scikit-learn estimator may hang or leak: it never runs on the event
         # loop, and its memory is watched (modelport.serving.health).
@@ -91,7 +92,7 @@ class LoadedModel:
         """Predictions and, for classifiers that have them, class probabilities."""
         n = len(table)
         X = self.inputs(table)
-        fast = self._forest(X) if self._forest is not None else None
+        fast = self._fast(X) if self._fast is not None else None
         if self.classes is None:
             if fast is not None:
                 return fast, None
@@ -150,11 +151,13 @@ def _argmax_labels(obj: Any) -> np.ndarray | None:
     return classes
 
 
-def _checked_forest(obj: Any) -> ForestPredict | None:
-    """The tree-by-tree forest prediction, if it gives exactly the estimator's own answers."""
+def _checked_fast(obj: Any) -> FastPredict | None:
+    """modelport's own evaluation of a forest (tree by tree) or of a linear model (numpy
+    alone), if there is one for ``obj`` and it gives exactly the estimator's own answers."""
     from .forest import forest_predictor
+    from .linear import linear_predictor
 
-    predict = forest_predictor(obj)
+    predict = forest_predictor(obj) or linear_predictor(obj)
     if predict is None:
         return None
     rng = np.random.default_rng(0)
@@ -213,6 +216,33 @@ def detect_flavor(path: Path) -> str:
         "unrecognized artifact: expected a skops file, a joblib/pickle file or a zipped MLflow model",
         details=[{"field": "artifact", "reason": "unrecognized file format"}],
     )
+
+
+def import_scikit_learn() -> None:
+    """Import scikit-learn's base modules without pandas (unless pandas is imported already).
+
+    scikit-learn's compatibility module (``sklearn.utils.fixes``) imports pandas at import time
+    whenever pandas is installed, and pandas 3 imports pyarrow: about 60 MiB in a serving
+    process whose models get numpy arrays. Nothing uses that module-level import (its pandas
+    helper takes pandas as an argument), and scikit-learn decides whether an input is a
+    DataFrame by looking for pandas in ``sys.modules``: no DataFrame can exist before pandas is
+    imported. So it is imported here with pandas hidden, and pandas is imported for real by the
+    first thing that needs it (a model fitted on named columns, reading a file, training).
+
+    Call it before the process serves: while it runs (about a second), ``import pandas`` fails
+    in every thread.
+    """
+    if "sklearn.utils.fixes" in sys.modules or "pandas" in sys.modules:
+        return
+    sys.modules["pandas"] = None  # type: ignore[assignment]  # `import pandas` raises ImportError
+    try:
+        import sklearn.base
+        import sklearn.utils.fixes  # noqa: F401
+    except ImportError:  # scikit-learn is not installed: nothing to keep light
+        pass
+    finally:
+        if sys.modules.get("pandas", False) is None:
+            del sys.modules["pandas"]
 
 
 def import_libraries() -> None:

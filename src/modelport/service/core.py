@@ -83,6 +83,9 @@ class Service(RegistryOps, LearningOps, ReleaseOps, MonitoringOps):
     async def start(self) -> None:
         start_check(self.settings)
         await asyncio.to_thread(self.artifacts.check)
+        # Before any model loads or job runs: keeps pandas (and pyarrow) out of the process
+        # until something needs a DataFrame (see flavors.import_scikit_learn).
+        await asyncio.to_thread(flavors.import_scikit_learn)
         if self.store.dialect == "postgresql" or is_remote(self.settings.artifacts_location):
             # Replicas load versions pushed through other servers: importing skops (~0.7 s,
             # ~35 MB) then would delay them past a second. A lone server skips it.

@@ -265,6 +265,13 @@ class Store:
         with self._write_lock or contextlib.nullcontext(), self.write_engine.begin() as conn:
             yield conn
 
+    @contextlib.contextmanager
+    def transaction_on(self, conn: Connection) -> Iterator[Connection]:
+        """A write transaction on a connection the caller keeps (the writer thread's own: a
+        connection taken from the pool for each group costs more than the group's insert)."""
+        with self._write_lock or contextlib.nullcontext(), conn.begin():
+            yield conn
+
     def close(self) -> None:
         if self._write_lock is not None:
             self._write_lock.close()

@@ -73,6 +73,7 @@ class Writer:
             store.dialect, store.write_engine.dialect.paramstyle
         )
         self._thread = threading.Thread(target=self._run, name="modelport-writer", daemon=True)
+        self._conn: Connection | None = None  # the thread's own, kept between groups
         self._started = False
         self._stopped = False
 
@@ -127,6 +128,12 @@ class Writer:
     # -- the thread -------------------------------------------------------------------------
 
     def _run(self) -> None:
+        try:
+            self._loop()
+        finally:
+            self._drop_connection()
+
+    def _loop(self) -> None:
         while True:
             first = self._queue.get()
             if first is _STOP:
@@ -174,9 +181,29 @@ class Writer:
             [(job, ok, value) for job, (ok, value) in zip(jobs, results, strict=True)]
         )
 
+    def _connection(self) -> Connection:
+        if self._conn is None or self._conn.closed or self._conn.invalidated:
+            self._conn = self.store.write_engine.connect()
+        return self._conn
+
+    def _drop_connection(self) -> None:
+        """Give the kept connection up (after a failed group it may be broken; the next group
+        takes a fresh one from the pool, which checks it)."""
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                conn.close()
+
     def _execute(self, jobs: list[_Job]) -> list[tuple[bool, Any]]:
+        try:
+            return self._execute_on(self._connection(), jobs)
+        except Exception:
+            self._drop_connection()
+            raise
+
+    def _execute_on(self, conn: Connection, jobs: list[_Job]) -> list[tuple[bool, Any]]:
         results: list[tuple[bool, Any]] = []
-        with self.store.transaction() as conn:
+        with self.store.transaction_on(conn):
             rows = [row for job in jobs if job.rows for row in job.rows]
             if rows:
                 # Straight to the driver's executemany: the rows are tuples of plain values.
