@@ -292,9 +292,11 @@ def _flatten(data: Any) -> list[Any]:
         return [data]
     flat: list[Any] = data
     # One level at a time while every element is a list: C-speed for the usual [[...], ...].
-    while flat and set(map(type, flat)) == {list}:
+    types = set(map(type, flat))
+    while types == {list}:
         flat = list(chain.from_iterable(flat))
-    if not any(isinstance(v, list) for v in flat):
+        types = set(map(type, flat))
+    if list not in types:
         return flat
     out: list[Any] = []  # ragged nesting: element by element
     for v in flat:
