@@ -44,6 +44,7 @@ class ServerProcess:
         self.home = home
         self.store = store
         self.args = list(args)  # more settings flags, e.g. ["--artifacts", "s3://..."]
+        self._chosen = port is None  # a port of our choosing may be moved if taken meanwhile
         self.port = port or free_port()
         self.env: dict[str, str] = {}  # more environment variables for the process
         self.url = f"http://127.0.0.1:{self.port}"
@@ -55,7 +56,7 @@ class ServerProcess:
         """What the server printed so far."""
         return self.log.read_text() if self.log.exists() else ""
 
-    def start(self, timeout: float = 60) -> ServerProcess:
+    def start(self, timeout: float = 60, attempt: int = 1) -> ServerProcess:
         log = self.log.open("a")
         self.proc = subprocess.Popen(
             [
@@ -83,15 +84,36 @@ class ServerProcess:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited: {self.output()[-5000:]}")
+                output = self.output()
+                if self._chosen and attempt < 3 and "already in use" in output[-2000:]:
+                    # Another test's server took the port after free_port() chose it.
+                    self.port = free_port()
+                    self.url = f"http://127.0.0.1:{self.port}"
+                    self.log = self.home.parent / f"server-{self.port}.log"
+                    return self.start(timeout, attempt + 1)
+                raise RuntimeError(f"server exited: {output[-5000:]}")
             try:
-                if httpx.get(f"{self.url}/v1/health", timeout=1).status_code == 200:
+                health = httpx.get(f"{self.url}/v1/health", timeout=1)
+                if health.status_code == 200 and self._ours(health.json().get("pid")):
                     return self
-            except httpx.TransportError:
+            except (httpx.TransportError, ValueError):
                 pass
             time.sleep(0.05)
         self.kill()
         raise RuntimeError("server did not become healthy in time")
+
+    def _ours(self, pid: object) -> bool:
+        """Whether the process that answered is this server (or one of its workers): another
+        test's server may have taken the port between ``free_port`` and this one's bind, and
+        would answer the health check for it."""
+        assert self.proc is not None
+        if pid == self.proc.pid:
+            return True
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except (OSError, TypeError):
+            return False
+        return int(stat.rsplit(")", 1)[1].split()[1]) == self.proc.pid  # its parent
 
     def signal(self, sig: int) -> int:
         """Send a signal and wait for the exit status."""

@@ -1,0 +1,51 @@
+"""The test harness's server processes: a port taken after it was chosen is not mistaken for
+the server (the failure CI once saw as a push refused with "unknown or revoked API key")."""
+
+from __future__ import annotations
+
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from pathlib import Path
+
+import httpx
+
+from tests.procs import ServerProcess
+
+
+class _Impostor(BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        body = json.dumps({"status": "ok", "pid": 1}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_a_server_whose_port_was_taken_moves_to_another_and_answers_itself(
+    tmp_path: Path, store_url: str
+) -> None:
+    impostor = HTTPServer(("127.0.0.1", 0), _Impostor)
+    thread = threading.Thread(target=impostor.serve_forever, daemon=True)
+    thread.start()
+    try:
+        taken = impostor.server_address[1]
+        server = ServerProcess(tmp_path / "home", store_url)
+        # As if free_port() had chosen it and another server had taken it since.
+        server.port, server.url = taken, f"http://127.0.0.1:{taken}"
+        server.log = tmp_path / f"server-{taken}.log"
+        server.start()
+        try:
+            assert server.proc is not None
+            assert server.port != taken
+            assert httpx.get(f"{server.url}/v1/health").json()["pid"] == server.proc.pid
+            assert "already in use" in (tmp_path / f"server-{taken}.log").read_text()
+        finally:
+            server.kill()
+    finally:
+        impostor.shutdown()
+        impostor.server_close()
