@@ -262,7 +262,7 @@ class Store:
         is woken the moment the lock is free; SQLite's own busy handler would poll with
         growing sleeps (up to 100 ms), which is what two server processes on one file saw.
         """
-        with self._write_lock or contextlib.nullcontext(), self.write_engine.begin() as conn:
+        with self.write_engine.connect() as conn, self.transaction_on(conn):
             yield conn
 
     @contextlib.contextmanager
