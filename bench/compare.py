@@ -257,6 +257,9 @@ def measure(
         server["memory"] = procs.memory(running.proc.pid)
         server["rss_bytes"] = sum(m["rss_bytes"] for m in server["memory"])
         server["processes"] = len(server["memory"])
+        if args.rest_seconds > 0:  # and once the server has been left alone for a while
+            time.sleep(args.rest_seconds)
+            server["rss_rest_bytes"] = procs.rss_bytes(running.proc.pid)
     except Exception as exc:  # a server that cannot start or be pushed to is a failed row
         reason = f"{type(exc).__name__}: {exc}" if not isinstance(exc, RuntimeError) else str(exc)
         server["error"] = reason
@@ -336,6 +339,13 @@ def main() -> None:
         metavar="FLAG",
         help="Extra flag for `modelport serve`, e.g. --serve-arg=--batch-max-rows=256 "
         "(repeatable; both modelport servers).",
+    )
+    parser.add_argument(
+        "--rest-seconds",
+        type=float,
+        default=0.0,
+        help="Also read each server's RSS this long after its last load (memory at rest after "
+        "load; modelport returns free heap once quiet for --memory-trim-seconds).",
     )
     parser.add_argument(
         "--keep", action="store_true", help="Keep the work folder (models, server logs)."

@@ -60,16 +60,16 @@ def tables(
 ) -> str:
     floor = _floor_rps(cells)
     out = [
-        "| server | model | start-up s | RSS MiB after load | processes |",
-        "|---|---|---:|---:|---:|",
+        "| server | model | start-up s | RSS MiB after load | RSS MiB at rest after | processes |",
+        "|---|---|---:|---:|---:|---:|",
     ]
     for s in servers:
         if "error" in s and "startup_s" not in s:
-            out.append(f"| {s['server']} | {s['model']} | failed: {_short(s['error'])} | | |")
+            out.append(f"| {s['server']} | {s['model']} | failed: {_short(s['error'])} | | | |")
             continue
         out.append(
             f"| {s['server']} | {s['model']} | {s['startup_s']:.2f} | {_mib(s.get('rss_bytes'))} "
-            f"| {s.get('processes', '-')} |"
+            f"| {_mib(s.get('rss_rest_bytes'))} | {s.get('processes', '-')} |"
         )
     seeded = [s for s in servers if "empty_health_s" in s]
     if seeded:

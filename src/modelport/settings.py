@@ -228,6 +228,14 @@ class Settings(BaseSettings):
             "(a leak); 0 turns the watch off. scikit-learn estimators are not watched."
         ),
     )
+    memory_trim_seconds: float = Field(
+        default=10.0,
+        ge=0,
+        description=(
+            "How often the server looks whether traffic went quiet; after a burst, once quiet "
+            "for this long, it returns the allocator's free memory to the system. 0: never."
+        ),
+    )
     batch_max_rows: int = Field(
         default=1024,
         ge=1,

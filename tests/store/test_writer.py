@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from modelport.errors import Conflict, StoreUnavailable
 from modelport.ids import new_id
 from modelport.store import Store
-from modelport.store.tables import predictions, registry_generation
+from modelport.store.tables import ledger_rollups, predictions, registry_generation
 from modelport.store.writer import Writer
 
 
@@ -132,3 +132,36 @@ def test_awaited_jobs_are_answered_with_one_wake_up_per_group(store: Store) -> N
     assert writer.stats.jobs == 301
     # every group woke the loop once, however many of its requests were waiting
     assert writer.stats.wakeups == writer.stats.commits < 301
+
+
+def test_a_ledger_row_that_fails_fails_alone_and_the_next_group_commits(store: Store) -> None:
+    """Ledger-only groups go straight to the driver: its errors still come out as the
+    service's, the other jobs of the group still commit, the roll-ups count only what
+    committed, and the writer's connection is usable afterwards."""
+    writer = Writer(store)
+    holding, release = threading.Event(), threading.Event()
+
+    def slow(conn: sa.Connection) -> None:
+        holding.set()
+        release.wait(10)
+
+    taken = _row("first")
+    writer.start()
+    assert writer.submit_rows([taken]).result(timeout=30) is None
+    first = writer.submit(slow)
+    assert holding.wait(10)
+    duplicate = (taken[0], *_row("again")[1:])  # the same prediction id: the key refuses it
+    group = [writer.submit_rows([_row(f"ok{i}")]) for i in range(3)]
+    group.insert(1, writer.submit_rows([_row("also"), duplicate]))
+    release.set()
+    wait([first, *group], timeout=30)
+    with pytest.raises(Conflict, match="concurrent change"):
+        group[1].result()
+    assert [f.result() for f in (group[0], group[2], group[3])] == [None, None, None]
+    assert writer.submit_rows([_row("after")]).result(timeout=30) is None
+    writer.stop()
+    with store.read() as conn:
+        stored = set(conn.execute(sa.select(predictions.c.request_id)).scalars())
+        counted = conn.execute(sa.select(sa.func.sum(ledger_rollups.c.requests))).scalar_one()
+    assert stored == {"first", "ok0", "ok1", "ok2", "after"}  # nothing of the failed job
+    assert counted == 5

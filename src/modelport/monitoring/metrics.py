@@ -245,6 +245,16 @@ class Metrics:
             "Writes the store refused (each answered with an error, never acknowledged)",
             registry=reg,
         )
+        self.memory_trims = Counter(
+            "modelport_memory_trims",
+            "Times traffic went quiet and the allocator's free memory went back to the system",
+            registry=reg,
+        )
+        self.memory_returned = Counter(
+            "modelport_memory_returned_bytes",
+            "Resident bytes those trims gave back to the system",
+            registry=reg,
+        )
         self.inflight = Gauge(
             "modelport_inflight_requests",
             "Scoring requests being answered",

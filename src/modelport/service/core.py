@@ -37,6 +37,7 @@ from ..releases import canary, outcomes
 from ..releases.bandits import ArmStats
 from ..runtime import Runtime
 from ..serving.engine import Engine
+from ..serving.memory import QuietTrim
 from ..serving.routing import Served
 from ..settings import Settings
 from ..store.archive import Archive
@@ -77,6 +78,9 @@ class Service(RegistryOps, LearningOps, ReleaseOps, MonitoringOps):
         self._learner: asyncio.Task[None] | None = None
         self._drift: asyncio.Task[None] | None = None
         self._archiving: asyncio.Task[None] | None = None
+        self._trimming: asyncio.Task[None] | None = None
+        # Every scored request writes a ledger row: their count standing still is quiet.
+        self.memory = QuietTrim(lambda: self.writer.stats.rows, self._trimmed)
 
     # -- life -------------------------------------------------------------------------------------
 
@@ -113,6 +117,10 @@ class Service(RegistryOps, LearningOps, ReleaseOps, MonitoringOps):
             self._archiving = asyncio.create_task(
                 self.retention.run(self._stopping, self.settings.ledger_archive_seconds)
             )
+        if self.settings.memory_trim_seconds > 0:
+            self._trimming = asyncio.create_task(
+                self._repeat(self.settings.memory_trim_seconds, self.memory.tick, "memory trim")
+            )
 
     async def stop(self) -> None:
         """Stop taking work, commit everything acknowledged-to-be, release resources."""
@@ -130,10 +138,16 @@ class Service(RegistryOps, LearningOps, ReleaseOps, MonitoringOps):
         if self._archiving is not None:
             self.retention.stop()
             await self._archiving
+        if self._trimming is not None:
+            await self._trimming
         await self.engine.drain()
         await asyncio.to_thread(self.writer.stop)
         self.store.close()
         self.metrics.close()
+
+    def _trimmed(self, released: int) -> None:
+        self.metrics.memory_trims.inc()
+        self.metrics.memory_returned.inc(released)
 
     async def _release_loop(self) -> None:
         """Re-read bandit statistics and judge canaries, until the service stops."""

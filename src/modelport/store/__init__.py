@@ -272,6 +272,43 @@ class Store:
         with self._write_lock or contextlib.nullcontext(), conn.begin():
             yield conn
 
+    @contextlib.contextmanager
+    def driver_transaction_on(self, conn: Connection) -> Iterator[Any]:
+        """A write transaction straight on the driver's connection under ``conn``, yielding a
+        driver cursor: for plain statements over tuples of plain values (the writer's ledger
+        groups), where SQLAlchemy's per-statement work costs more than the insert.
+
+        The statements go to the driver as written (its own parameter style), and its errors
+        come out as SQLAlchemy's, as from :meth:`transaction_on`. ``conn`` holds no
+        SQLAlchemy transaction before or after.
+        """
+        raw = conn.connection.driver_connection
+        sqlite = self.dialect == "sqlite"
+        with self._write_lock or contextlib.nullcontext():
+            cur = raw.cursor()  # type: ignore[union-attr]
+            try:
+                if sqlite:
+                    cur.execute("BEGIN IMMEDIATE")
+                yield cur
+                if sqlite:
+                    cur.execute("COMMIT")
+                else:
+                    raw.commit()  # type: ignore[union-attr]
+            except BaseException as exc:
+                with contextlib.suppress(Exception):
+                    if sqlite:
+                        raw.execute("ROLLBACK")  # type: ignore[union-attr]
+                    else:
+                        raw.rollback()  # type: ignore[union-attr]
+                dbapi = self.write_engine.dialect.loaded_dbapi
+                if isinstance(exc, dbapi.Error):
+                    raise sa.exc.DBAPIError.instance(
+                        None, None, exc, dbapi.Error, dialect=self.write_engine.dialect
+                    ) from exc
+                raise
+            finally:
+                cur.close()
+
     def close(self) -> None:
         if self._write_lock is not None:
             self._write_lock.close()

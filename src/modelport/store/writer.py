@@ -202,6 +202,18 @@ class Writer:
             raise
 
     def _execute_on(self, conn: Connection, jobs: list[_Job]) -> list[tuple[bool, Any]]:
+        if all(job.fn is None for job in jobs):
+            # Ledger rows only, the serving path: straight to the driver, which costs a
+            # third of what the same statements cost through SQLAlchemy's execution layer.
+            rows = [row for job in jobs if job.rows for row in job.rows]
+            if not rows:
+                return [(True, None)] * len(jobs)
+            with self.store.driver_transaction_on(conn) as cur:
+                cur.executemany(self._insert_sql, rows)
+                # The minutes' roll-ups, in the same transaction: they count what committed.
+                cur.executemany(self._rollup_sql, rollups.summed(rows))
+            self.stats.rows += len(rows)
+            return [(True, None)] * len(jobs)
         results: list[tuple[bool, Any]] = []
         with self.store.transaction_on(conn):
             rows = [row for job in jobs if job.rows for row in job.rows]
