@@ -277,17 +277,21 @@ def measure(
 def repeated(
     generate: Callable[[int, int], dict[str, Any]], conns: int, seconds: int, times: int
 ) -> dict[str, Any]:
-    """``times`` runs of one cell back to back: the medians of requests/s, p50 and p99 (each
-    its own median), the errors summed, and every run's requests/s in ``rps_runs``."""
+    """``times`` runs of one cell back to back: the medians of requests/s and of each latency
+    percentile (each its own median), the slowest request of them all, the errors summed, and
+    every run's requests/s and p99 in ``rps_runs`` and ``p99_runs``."""
     runs = [generate(conns, seconds) for _ in range(times)]
     if times == 1:
         return runs[0]
     out = dict(runs[0])
-    for key in ("rps", "p50_us", "p99_us"):
+    for key in ("rps", "p50_us", "p99_us", "p999_us"):
         if all(key in r for r in runs):
             out[key] = statistics.median(r[key] for r in runs)
+    if all("max_us" in r for r in runs):
+        out["max_us"] = max(r["max_us"] for r in runs)
     out["errors"] = sum(r.get("errors", 0) for r in runs)
     out["rps_runs"] = [r.get("rps") for r in runs]
+    out["p99_runs"] = [r.get("p99_us") for r in runs]
     return out
 
 

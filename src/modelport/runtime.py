@@ -46,7 +46,11 @@ class Runtime:
         store = Store(settings.store_url, sqlite_synchronous=settings.sqlite_synchronous)
         artifacts = artifact_store(settings)
         metrics = Metrics(max_series=settings.metrics_max_series)
-        writer = Writer(store, max_batch=settings.ledger_max_batch)
+        writer = Writer(
+            store,
+            max_batch=settings.ledger_max_batch,
+            checkpoint_seconds=settings.sqlite_checkpoint_seconds,
+        )
         writer.observer = metrics.committed
         cache = LoadCache(settings.home / "cache" if settings.model_cache else None)
         router = Router(store, artifacts, cache)

@@ -118,6 +118,15 @@ class Settings(BaseSettings):
             "loss; NORMAL survives a process crash only."
         ),
     )
+    sqlite_checkpoint_seconds: float = Field(
+        default=1.0,
+        ge=0,
+        description=(
+            "How often a background thread of the server copies SQLite's write-ahead log into "
+            "the database (a passive checkpoint), so that no commit, and no answer waiting for "
+            "one, pays for it; 0: the committing writer does it every 1000 pages (SQLite's way)."
+        ),
+    )
     ledger_max_batch: int = Field(
         default=512,
         ge=1,

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from concurrent.futures import Future, wait
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -165,3 +167,47 @@ def test_a_ledger_row_that_fails_fails_alone_and_the_next_group_commits(store: S
         counted = conn.execute(sa.select(sa.func.sum(ledger_rollups.c.requests))).scalar_one()
     assert stored == {"first", "ok0", "ok1", "ok2", "after"}  # nothing of the failed job
     assert counted == 5
+
+
+def _wal_bytes(store: Store) -> int:
+    path = Path(str(store.write_engine.url.database) + "-wal")
+    return path.stat().st_size if path.exists() else 0
+
+
+@pytest.mark.parametrize("background", [True, False])
+def test_a_checkpoint_thread_keeps_the_log_short_without_the_writer(
+    store: Store, background: bool
+) -> None:
+    """On SQLite a checkpoint thread copies the write-ahead log into the database, so the
+    writer, whose own threshold is then ten times SQLite's, never does: the log is reused
+    from its start and stays short. Without the thread (its threshold raised the same way to
+    show it) the log grows with what was written."""
+    if store.dialect != "sqlite":
+        assert Writer(store, checkpoint_seconds=0.1).checkpoint_seconds == 0  # nothing to do
+        return
+    writer = Writer(store, checkpoint_seconds=0.05 if background else 0.0)
+    writer.start()
+    if not background:
+        writer.submit(lambda conn: conn.exec_driver_sql("PRAGMA wal_autocheckpoint=10000")).result(
+            timeout=30
+        )
+    threshold = writer.submit(
+        lambda conn: conn.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar()
+    ).result(timeout=30)
+    assert threshold == 10_000  # the writer alone would let the log grow to ~40 MB
+    blob = "x" * 20_000  # ~5 pages a row
+    for step in range(60):  # ~24 MB in all, in steps the checkpoints can come between
+        futures = [
+            writer.submit_rows([(*_row(f"{step}-{i}")[:9], b"JS[]", blob, *_row(0)[11:])])
+            for i in range(40)
+        ]
+        wait(futures, timeout=30)
+        assert all(f.exception() is None for f in futures)
+        time.sleep(0.06)
+    longest = _wal_bytes(store)
+    writer.stop()
+    assert _count(store) == 2400
+    if background:
+        assert longest < 8 * 2**20, longest
+    else:
+        assert longest > 20 * 2**20, longest

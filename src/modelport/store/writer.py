@@ -6,6 +6,11 @@ commits once, then answers the jobs: the ones awaited on an event loop with one 
 loop per group (a thread-safe wake-up per request would cost more than its insert). While one commit is on its way to disk, the next group forms,
 so durability costs one fsync per group rather than one per request. Each function job runs in its
 own savepoint, so one that fails is answered with its own error and does not fail the others.
+
+On SQLite a second thread copies the write-ahead log into the database every
+``checkpoint_seconds`` (a passive checkpoint: it never blocks the writer), so that the commit
+that crosses SQLite's checkpoint threshold, and every answer waiting for it, does not do that
+copy and its fsync itself. The writer keeps a far higher threshold of its own as a backstop.
 """
 
 from __future__ import annotations
@@ -55,14 +60,21 @@ class WriterStats:
 
 
 _STOP = object()
+#: The write-ahead log's size (pages) past which the writer checkpoints itself when the
+#: checkpoint thread runs: ten times SQLite's 1000, only reached if that thread falls behind.
+_BACKSTOP_PAGES = 10_000
 
 
 class Writer:
     """The single writing thread of a process, with group commit."""
 
-    def __init__(self, store: Store, *, max_batch: int = 512) -> None:
+    def __init__(
+        self, store: Store, *, max_batch: int = 512, checkpoint_seconds: float = 0.0
+    ) -> None:
         self.store = store
         self.max_batch = max_batch
+        # SQLite only: the background checkpoints' interval (0: the writer checkpoints itself).
+        self.checkpoint_seconds = checkpoint_seconds if store.dialect == "sqlite" else 0.0
         self.stats = WriterStats()
         # Told of each group commit, from the writer thread: (seconds, jobs), or (None, jobs)
         # for writes the store refused.
@@ -73,6 +85,10 @@ class Writer:
             store.dialect, store.write_engine.dialect.paramstyle
         )
         self._thread = threading.Thread(target=self._run, name="modelport-writer", daemon=True)
+        self._checkpointer = threading.Thread(
+            target=self._checkpoints, name="modelport-checkpoint", daemon=True
+        )
+        self._no_more_checkpoints = threading.Event()
         self._conn: Connection | None = None  # the thread's own, kept between groups
         self._started = False
         self._stopped = False
@@ -81,13 +97,18 @@ class Writer:
         if not self._started:
             self._started = True
             self._thread.start()
+            if self.checkpoint_seconds > 0:
+                self._checkpointer.start()
 
     def stop(self) -> None:
-        """Commit everything queued so far, then end the thread."""
+        """Commit everything queued so far, then end the threads."""
         if self._started and not self._stopped:
             self._stopped = True
             self._queue.put(_STOP)
             self._thread.join()
+            self._no_more_checkpoints.set()
+            if self._checkpointer.is_alive():
+                self._checkpointer.join()
 
     # -- submitting -------------------------------------------------------------------------
 
@@ -184,7 +205,33 @@ class Writer:
     def _connection(self) -> Connection:
         if self._conn is None or self._conn.closed or self._conn.invalidated:
             self._conn = self.store.write_engine.connect()
+            if self.checkpoint_seconds > 0:
+                # The checkpoint thread copies the log; the writer only past this backstop.
+                driver: Any = self._conn.connection.driver_connection
+                driver.execute(f"PRAGMA wal_autocheckpoint={_BACKSTOP_PAGES}").close()
         return self._conn
+
+    def _checkpoints(self) -> None:
+        """The checkpoint thread: a passive checkpoint every ``checkpoint_seconds`` on a
+        connection of its own, until the writer stops (then one last one)."""
+        raw: Any = None
+        while True:
+            stopping = self._no_more_checkpoints.wait(self.checkpoint_seconds)
+            try:
+                if raw is None:
+                    raw = self.store.read_engine.raw_connection()
+                raw.driver_connection.execute("PRAGMA wal_checkpoint(PASSIVE)").close()
+            except Exception as exc:  # the writer's own backstop still bounds the log
+                log.warning("background checkpoint failed: %s", exc)
+                if raw is not None:
+                    with contextlib.suppress(Exception):
+                        raw.invalidate()
+                    raw = None
+            if stopping:
+                break
+        if raw is not None:
+            with contextlib.suppress(Exception):
+                raw.close()
 
     def _drop_connection(self) -> None:
         """Give the kept connection up (after a failed group it may be broken; the next group
