@@ -222,11 +222,13 @@ class Writer:
                     raw = self.store.read_engine.raw_connection()
                 raw.driver_connection.execute("PRAGMA wal_checkpoint(PASSIVE)").close()
             except Exception as exc:  # the writer's own backstop still bounds the log
-                log.warning("background checkpoint failed: %s", exc)
-                if raw is not None:
-                    with contextlib.suppress(Exception):
-                        raw.invalidate()
-                    raw = None
+                # Another process's checkpoint running ("locked"): the next one will do.
+                if "locked" not in str(exc) and "busy" not in str(exc):
+                    log.warning("background checkpoint failed: %s", exc)
+                    if raw is not None:
+                        with contextlib.suppress(Exception):
+                            raw.invalidate()
+                        raw = None
             if stopping:
                 break
         if raw is not None:
