@@ -8,8 +8,9 @@ although the memory is free. ``malloc_trim(0)`` returns every arena's free pages
 The server calls it when traffic has gone quiet (:class:`QuietTrim`): every
 ``memory_trim_seconds`` it looks at the writer's count of ledger rows (every scored request
 writes one; background work writes none); once that count has moved and then stood still for a
-whole interval, it trims, in a thread, once. A busy server is never trimmed (the pages would be taken again at once) and an idle one
-only once per burst. Elsewhere than glibc (musl, macOS) :func:`trim` does nothing.
+whole interval, it trims, in a thread, once. A busy server is never trimmed (the pages would be
+taken again at once) and an idle one only once per burst. Elsewhere than glibc (musl, macOS)
+:func:`trim` does nothing.
 """
 
 from __future__ import annotations
