@@ -132,6 +132,17 @@ def test_a_quiet_trim_waits_for_traffic_to_stop_and_trims_once_per_burst() -> No
     assert len(trims) == (2 if memory.trim() is not None else 0)
 
 
+def _settled(http: httpx.Client) -> float:
+    """The trim count once it has stood still for two seconds (at most 20 s)."""
+    seen, since, deadline = _trims(http), time.monotonic(), time.monotonic() + 20
+    while time.monotonic() - since < 2 and time.monotonic() < deadline:
+        time.sleep(0.2)
+        now = _trims(http)
+        if now != seen:
+            seen, since = now, time.monotonic()
+    return seen
+
+
 def _trims(http: httpx.Client) -> float:
     for line in http.get("/metrics").text.splitlines():
         if line.startswith("modelport_memory_trims_total "):
@@ -151,8 +162,7 @@ def test_a_server_gives_memory_back_after_traffic_and_not_while_idle(
         with httpx.Client(base_url=server.url, headers=auth, timeout=30) as http:
             with Client(server.url, key) as mp:
                 mp.push("iris", iris_pipeline, train_data=iris_frame, alias="production")
-            time.sleep(1.5)  # the push scored a smoke row; that burst's trim is done by now
-            before = _trims(http)
+            before = _settled(http)  # whatever the push's own requests led to is done
             time.sleep(1.5)  # five looks at an idle server: nothing more
             assert _trims(http) == before
             rows = iris_frame.drop(columns=["species"]).head(100).to_dict(orient="records")
@@ -162,8 +172,10 @@ def test_a_server_gives_memory_back_after_traffic_and_not_while_idle(
             deadline = time.monotonic() + 10
             while _trims(http) == before and time.monotonic() < deadline:
                 time.sleep(0.2)
-            assert _trims(http) == before + 1
+            after = _trims(http)
+            # One trim, or a few when a slow machine paused longer than an interval mid-burst.
+            assert before < after <= before + 3
             time.sleep(1.5)
-            assert _trims(http) == before + 1  # once per burst
+            assert _trims(http) == after  # quiet since: not again
     finally:
         server.kill()

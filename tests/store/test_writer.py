@@ -196,7 +196,7 @@ def test_a_checkpoint_thread_keeps_the_log_short_without_the_writer(
     ).result(timeout=30)
     assert threshold == 10_000  # the writer alone would let the log grow to ~40 MB
     blob = "x" * 20_000  # ~5 pages a row
-    for step in range(60):  # ~24 MB in all, in steps the checkpoints can come between
+    for step in range(60):  # ~48 MB in all, in steps the checkpoints can come between
         futures = [
             writer.submit_rows([(*_row(f"{step}-{i}")[:9], b"JS[]", blob, *_row(0)[11:])])
             for i in range(40)
