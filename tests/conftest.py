@@ -180,7 +180,11 @@ def start_server(settings: Settings, service: Any = None) -> RunningServer:
     with fakes at its outside boundaries, when given)."""
     from modelport.api.app import create_app
 
-    port = free_port()
+    # The socket is bound here and handed to uvicorn, so no other process can take the port
+    # between choosing it and listening on it (as a port chosen by free_port() can be lost).
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = int(sock.getsockname()[1])
     settings = settings.model_copy(update={"port": port})
     admin = make_key(settings, "test-admin", ["admin"])
     config = uvicorn.Config(
@@ -191,7 +195,7 @@ def start_server(settings: Settings, service: Any = None) -> RunningServer:
         lifespan="on",
     )
     server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 120  # generous: a loaded machine, or tracemalloc on
     while not server.started:
