@@ -93,7 +93,7 @@ print(held, released, rss_bytes(), len(kept))
 """
 
 
-@pytest.mark.skipif(memory.trim() is None, reason="the C library has no malloc_trim (not glibc)")
+@pytest.mark.skipif(not memory.supported(), reason="the C library has no malloc_trim (not glibc)")
 def test_trim_gives_a_heap_full_of_holes_back_to_the_system() -> None:
     done = subprocess.run(
         [sys.executable, "-c", _HOLES], capture_output=True, text=True, timeout=60, check=True
@@ -122,14 +122,14 @@ def test_a_quiet_trim_waits_for_traffic_to_stop_and_trims_once_per_burst() -> No
     tick()
     assert trims == []
     tick()  # quiet for a whole interval after traffic: one trim
-    assert len(trims) == (1 if memory.trim() is not None else 0)
+    assert len(trims) == (1 if memory.supported() else 0)
     tick()
     tick()  # still quiet: not again
-    assert len(trims) == (1 if memory.trim() is not None else 0)
+    assert len(trims) == (1 if memory.supported() else 0)
     count[0] += 1
     tick()
     tick()  # the next burst, then quiet: the next trim
-    assert len(trims) == (2 if memory.trim() is not None else 0)
+    assert len(trims) == (2 if memory.supported() else 0)
 
 
 def _settled(http: httpx.Client) -> float:
@@ -150,7 +150,7 @@ def _trims(http: httpx.Client) -> float:
     raise AssertionError("no modelport_memory_trims_total in /metrics")
 
 
-@pytest.mark.skipif(memory.trim() is None, reason="the C library has no malloc_trim (not glibc)")
+@pytest.mark.skipif(not memory.supported(), reason="the C library has no malloc_trim (not glibc)")
 def test_a_server_gives_memory_back_after_traffic_and_not_while_idle(
     tmp_path: Path, store_url: str, settings: Any, iris_pipeline: Any, iris_frame: Any
 ) -> None:

@@ -41,6 +41,11 @@ def _malloc_trim() -> Callable[[int], int] | None:
 _TRIM = _malloc_trim()
 
 
+def supported() -> bool:
+    """Whether this C library can return free heap to the system (glibc's ``malloc_trim``)."""
+    return _TRIM is not None
+
+
 def trim() -> int | None:
     """Return free heap pages to the system; the resident bytes it gave back (None where the
     C library cannot)."""

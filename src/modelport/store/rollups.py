@@ -1,7 +1,7 @@
 """Per-minute roll-ups of the ledger: what window reads (timelines, counts) are answered from.
 
 The writer adds every group's ledger rows to ``ledger_rollups`` in the transaction that inserts
-them (:func:`add`): one upsert per minute, model, version, segment, consumer and shadow flag,
+them (:func:`summed`, the upsert's parameters): one upsert per minute, model, version, segment, consumer and shadow flag,
 summed in Python first, so the hot path pays one small ``executemany`` per group, not a
 statement per row. A read over a window then reads the roll-ups of its whole minutes and the
 ledger rows of the partial minutes at its two ends (:func:`minutes_of`), so its cost follows

@@ -250,6 +250,13 @@ class Writer:
             self._drop_connection()
             raise
 
+    def _insert(self, executemany: Callable[[str, Any], Any], rows: list[tuple[Any, ...]]) -> None:
+        """Ledger rows (tuples of plain values, to the driver's executemany as they are) and
+        the minutes' roll-ups, in the caller's transaction: the roll-ups count what commits."""
+        executemany(self._insert_sql, rows)
+        executemany(self._rollup_sql, rollups.summed(rows))
+        self.stats.rows += len(rows)
+
     def _execute_on(self, conn: Connection, jobs: list[_Job]) -> list[tuple[bool, Any]]:
         if all(job.fn is None for job in jobs):
             # Ledger rows only, the serving path: straight to the driver, which costs a
@@ -258,20 +265,13 @@ class Writer:
             if not rows:
                 return [(True, None)] * len(jobs)
             with self.store.driver_transaction_on(conn) as cur:
-                cur.executemany(self._insert_sql, rows)
-                # The minutes' roll-ups, in the same transaction: they count what committed.
-                cur.executemany(self._rollup_sql, rollups.summed(rows))
-            self.stats.rows += len(rows)
+                self._insert(cur.executemany, rows)
             return [(True, None)] * len(jobs)
         results: list[tuple[bool, Any]] = []
         with self.store.transaction_on(conn):
             rows = [row for job in jobs if job.rows for row in job.rows]
             if rows:
-                # Straight to the driver's executemany: the rows are tuples of plain values.
-                conn.exec_driver_sql(self._insert_sql, rows)
-                # The minutes' roll-ups, in the same transaction: they count what committed.
-                rollups.add(conn, self._rollup_sql, rows)
-                self.stats.rows += len(rows)
+                self._insert(conn.exec_driver_sql, rows)
             for job in jobs:
                 if job.fn is None:
                     results.append((True, None))
