@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import TYPE_CHECKING
 
 import orjson
@@ -25,6 +26,7 @@ from starlette.types import Receive, Scope, Send
 
 from ..errors import ModelportError
 from ..monitoring.metrics import UNKNOWN
+from ..serving.payloads import RawBody
 from . import errors, front, oip, payload
 
 if TYPE_CHECKING:
@@ -63,13 +65,12 @@ class ScoringRoute:
 async def predict(call: Call) -> tuple[bytes, list[tuple[bytes, bytes]]]:
     """``POST /v1/models/{name}/predict``: records or columns/data in, predictions and ids out."""
     svc = call.service
-    doc = payload.loads(call.body, svc.settings.max_json_depth)
     unit = call.headers.get(b"x-unit-id")
     key = call.headers.get(b"idempotency-key")
     result = await svc.engine.predict(
         call.who,
         call.name,
-        doc,
+        RawBody(call.body, partial(payload.loads, max_depth=svc.settings.max_json_depth)),
         call.request_id,
         unit.decode("latin-1") if unit else None,
         None if key is None else key.decode("latin-1"),

@@ -14,16 +14,14 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import chain
 from operator import itemgetter
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 import numpy as np
 import orjson
 
 from ..errors import InvalidInput
 from .table import Table
-
-if TYPE_CHECKING:
-    pass
+from .typed import BodyReader
 
 FieldType = Literal["number", "integer", "string", "boolean", "category"]
 FIELD_TYPES: tuple[str, ...] = ("number", "integer", "string", "boolean", "category")
@@ -69,6 +67,7 @@ class Schema:
     _index: dict[str, int] = field(init=False, repr=False, compare=False)
     _fast: _FastPlan = field(init=False, repr=False, compare=False)
     _names: list[str] = field(init=False, repr=False, compare=False)
+    _reader: list[BodyReader | None] = field(init=False, repr=False, compare=False)
     names_json: str = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -77,6 +76,7 @@ class Schema:
         object.__setattr__(self, "_checkers", tuple(_compile(f) for f in self.fields))
         object.__setattr__(self, "_index", {f.name: i for i, f in enumerate(self.fields)})
         object.__setattr__(self, "_fast", _FastPlan(self.fields))
+        object.__setattr__(self, "_reader", [])
 
     @property
     def names(self) -> list[str]:
@@ -85,6 +85,18 @@ class Schema:
 
     def to_dict(self) -> dict[str, Any]:
         return {"fields": [f.to_dict() for f in self.fields]}
+
+    def body_reader(self) -> BodyReader | None:
+        """The typed reader of predict bodies (:mod:`.typed`) when every field is a number,
+        made on first use; None otherwise."""
+        if not self._reader:
+            usable = self._fast.all_number and bool(self.fields)
+            self._reader.append(BodyReader(self) if usable else None)
+        return self._reader[0]
+
+    def fits(self, matrix: np.ndarray) -> bool:
+        """Whether a float matrix of this all-number schema's rows is finite and in range."""
+        return self._fast.check_matrix(matrix)
 
     @classmethod
     def from_dict(cls, data: Any) -> Schema:

@@ -27,13 +27,15 @@ import numpy as np
 from .. import ledger
 from ..errors import Conflict, InvalidInput, ModelFailed, ModelportError
 from ..ids import new_ids
+from ..inputs import typed
 from ..store.tables import failures
 from . import segments
 from .calls import ModelCalls
-from .payloads import NativePayload, Payload, check_idempotency_key
+from .payloads import NativePayload, Payload, RawBody, check_idempotency_key
 from .routing import Route, Served
 
 if TYPE_CHECKING:
+    from ..inputs.schema import Schema
     from ..inputs.table import Table
     from ..registry.keys import Principal
     from ..runtime import Runtime
@@ -99,6 +101,10 @@ class Engine:
         self._background: set[asyncio.Task[None]] = set()
         # Idempotent requests in flight, by (kind, consumer, model, key): a repeat waits for them.
         self._keyed: dict[tuple[str, str, str, str], asyncio.Event] = {}
+        # The schema that answered each model's last native request: the typed reader's guess
+        # for the next one (no guess when the nesting limit is below what the reader reads).
+        self._hints: dict[str, Schema] = {}
+        self._typed = self.settings.max_json_depth >= typed.DEPTH
 
     async def drain(self) -> None:
         """Give shadow copies and event records their time, then let them go; close the
@@ -124,6 +130,8 @@ class Engine:
     ) -> Coroutine[Any, Any, dict[str, Any]]:
         """Validate, score and log the rows of one native predict request.
 
+        ``body``: the parsed body, or its bytes (:class:`RawBody`), which the typed reader of
+        the schema that answered the model's last request may read straight into rows.
         ``unit_id`` (the ``X-Unit-ID`` header) keeps a unit on one arm of a split policy.
         ``idempotency_key`` (the ``Idempotency-Key`` header): a repeat from the same consumer
         within ``idempotency_window_seconds`` gets the first answer, from the ledger.
@@ -132,6 +140,8 @@ class Engine:
         if idempotency_key is None:
             return self._predict(principal, name, body, request_id, unit_id)
         principal.require("predict")
+        if isinstance(body, RawBody):  # a body that is not JSON is refused before the lookup
+            body = body.loads(body.data)
         since = time.time() - self.settings.idempotency_window_seconds
         consumer, key = principal.consumer, check_idempotency_key(idempotency_key)
 
@@ -172,7 +182,12 @@ class Engine:
         idempotency_key: str | None = None,
     ) -> dict[str, Any]:
         principal.require("predict")
-        payload = NativePayload.parse(body, self.settings.max_rows_per_request, unit_id)
+        max_rows = self.settings.max_rows_per_request
+        if isinstance(body, RawBody):
+            hint = self._hints.get(name) if self._typed else None
+            payload = NativePayload.read(body, max_rows, unit_id, hint)
+        else:
+            payload = NativePayload.parse(body, max_rows, unit_id)
         scored = await self.score(
             principal,
             name,
@@ -182,6 +197,7 @@ class Engine:
             request_id=request_id,
             idempotency_key=idempotency_key,
         )
+        self._hints[name] = scored.served.schema
         out: dict[str, Any] = {
             "model": name,
             "version": scored.version,

@@ -6,20 +6,29 @@ validated. ``table(served, adapter)`` validates it against the version it reache
 ``unit(field)`` gives the key that keeps a unit on one arm of a split (``field`` None: the
 ``X-Unit-ID`` header) or a segmented model's segment value. :class:`NativePayload` is the
 ``/v1`` predict body; the Open Inference Protocol's is :class:`modelport.api.oip.InferPayload`.
+
+A native body can come as its bytes (:class:`RawBody`) with a hint of the schema that will
+likely answer it (the one that answered the model's last request): when that schema's typed
+reader (:mod:`modelport.inputs.typed`) takes the body, its rows are ready before routing, and
+they are used when the version reached has that schema and no adapter; otherwise the body is
+parsed and read the general way, as it is when the reader does not take it.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ..errors import InvalidInput, InvalidRequest
 from ..ids import MAX_ID, is_version_number
 from ..inputs.rows import table_from_payload
+from ..inputs.table import Table
 
 if TYPE_CHECKING:
     from ..inputs.adapters import Adapter
-    from ..inputs.table import Table
+    from ..inputs.schema import Schema
+    from ..inputs.typed import Read
     from .routing import Served
 
 #: The keys a native predict body may have.
@@ -35,15 +44,61 @@ class Payload(Protocol):
 
 
 @dataclass(frozen=True)
+class RawBody:
+    """A native predict body as it arrived, and the server's JSON parser for bodies."""
+
+    data: bytes
+    loads: Callable[[bytes], Any]
+
+
 class NativePayload:
     """A ``/v1`` predict body: ``{"inputs": [...]}`` or ``{"columns", "data"}``, and the
     version or alias it asks for."""
 
-    body: dict[str, Any]
-    max_rows: int
-    unit_id: str | None
-    version: int | None
-    alias: str | None
+    __slots__ = ("_body", "_raw", "_read", "_schema", "alias", "max_rows", "unit_id", "version")
+
+    def __init__(
+        self,
+        body: dict[str, Any] | None,
+        max_rows: int,
+        unit_id: str | None,
+        version: int | None,
+        alias: str | None,
+        *,
+        raw: RawBody | None = None,
+        read: tuple[Schema, Read] | None = None,
+    ) -> None:
+        self._body = body
+        self._raw = raw
+        self._read = read  # rows the typed reader made, and the schema they were read for
+        self.max_rows = max_rows
+        self.unit_id = unit_id
+        self.version = version
+        self.alias = alias
+
+    @property
+    def body(self) -> dict[str, Any]:
+        """The parsed body (parsed now when the typed reader took its bytes)."""
+        if self._body is None:
+            assert self._raw is not None
+            self._body = self._raw.loads(self._raw.data)
+        return self._body
+
+    @classmethod
+    def read(
+        cls, raw: RawBody, max_rows: int, unit_id: str | None, hint: Schema | None
+    ) -> NativePayload:
+        """A body from its bytes: by ``hint``'s typed reader when it takes them, else parsed
+        and checked by :meth:`parse`."""
+        reader = hint.body_reader() if hint is not None else None
+        if reader is not None:
+            read = reader.read(raw.data, max_rows)
+            if read is not None:
+                assert hint is not None
+                return cls(
+                    None, max_rows, unit_id, read.version, read.alias, raw=raw, read=(hint, read)
+                )
+        return cls.parse(raw.loads(raw.data), max_rows, unit_id)
 
     @classmethod
     def parse(cls, body: Any, max_rows: int, unit_id: str | None) -> NativePayload:
@@ -89,6 +144,11 @@ class NativePayload:
         return cls(body, max_rows, unit_id, version, alias)
 
     def table(self, served: Served, adapter: Adapter | None) -> Table:
+        if self._read is not None and adapter is None:
+            schema, read = self._read
+            if served.schema is schema or served.schema == schema:
+                self._read = None  # the rows go to one table; a second one reads the body
+                return Table(served.schema, matrix=read.matrix)
         return table_from_payload(served.schema, self.body, self.max_rows, adapter)
 
     def unit(self, field: str | None) -> str | None:
