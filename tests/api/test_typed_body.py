@@ -242,3 +242,15 @@ def test_a_new_schema_behind_the_alias_is_read_by_its_own_fields(
     assert ok.json()["predictions"] == list(
         iris_pipeline.predict(iris_frame[IRIS_COLUMNS].iloc[[0]])
     )
+
+
+def test_a_key_without_predict_is_refused_before_its_body_is_read(
+    server: RunningServer, iris_pipeline: Any, iris_frame: Any
+) -> None:
+    server.client().push("iris", iris_pipeline, train_data=iris_frame, alias="production")
+    reader = server.http(server.key("dashboard", "read"))
+    for body in (b"{not json", orjson.dumps({"inputs": [dict.fromkeys(IRIS_COLUMNS, 1.0)]})):
+        answer = reader.post(
+            "/v1/models/iris/predict", content=body, headers={"content-type": "application/json"}
+        )
+        assert answer.status_code == 403, answer.text

@@ -55,7 +55,7 @@ class NativePayload:
     """A ``/v1`` predict body: ``{"inputs": [...]}`` or ``{"columns", "data"}``, and the
     version or alias it asks for."""
 
-    __slots__ = ("_body", "_raw", "_read", "_schema", "alias", "max_rows", "unit_id", "version")
+    __slots__ = ("_body", "_raw", "_read", "alias", "max_rows", "unit_id", "version")
 
     def __init__(
         self,
