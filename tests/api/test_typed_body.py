@@ -126,11 +126,10 @@ def test_a_hinted_body_is_never_parsed_when_its_schema_answers() -> None:
     raw = TAKEN["records"]
     parse = _Counted()
     native = NativePayload.read(RawBody(raw, parse), 5, None, SCHEMA)
-    served = _served(SCHEMA)
-    assert native.table(served, None).matrix().tolist() == [[1, 2.5, -3], [4e3, 0, 0]]
+    assert native.rows(SCHEMA, None).matrix().tolist() == [[1, 2.5, -3], [4e3, 0, 0]]
     assert parse.calls == 0
     # A second table of the same payload (a shadow copy, a fallback) reads the body.
-    assert native.table(served, None).matrix().tolist() == [[1, 2.5, -3], [4e3, 0, 0]]
+    assert native.rows(SCHEMA, None).matrix().tolist() == [[1, 2.5, -3], [4e3, 0, 0]]
     assert parse.calls == 1
     # No hint, or a body the hint's reader does not take: parsed once, read the general way.
     for hint, body in ((None, raw), (SCHEMA, LEFT["a missing field"])):
@@ -146,17 +145,10 @@ def test_a_hinted_body_reached_by_another_schema_is_validated_by_that_schema() -
     parse = _Counted()
     native = NativePayload.read(RawBody(TAKEN["records"], parse), 5, None, SCHEMA)
     with pytest.raises(InvalidInput) as info:
-        native.table(_served(other), None)
+        native.rows(other, None)
     fields = {(d["row"], d["field"]) for d in info.value.details}
     assert (0, "z") in fields and (0, "class") in fields
     assert parse.calls == 1
-
-
-def _served(schema: Schema) -> Any:
-    """A served version for ``schema``: what NativePayload.table reads of it."""
-    from types import SimpleNamespace
-
-    return SimpleNamespace(schema=schema)
 
 
 # -- through a real server ---------------------------------------------------------------------

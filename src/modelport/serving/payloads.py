@@ -144,12 +144,16 @@ class NativePayload:
         return cls(body, max_rows, unit_id, version, alias)
 
     def table(self, served: Served, adapter: Adapter | None) -> Table:
+        return self.rows(served.schema, adapter)
+
+    def rows(self, schema: Schema, adapter: Adapter | None) -> Table:
+        """The body's rows validated by ``schema`` (through ``adapter``)."""
         if self._read is not None and adapter is None:
-            schema, read = self._read
-            if served.schema is schema or served.schema == schema:
+            read_for, read = self._read
+            if schema is read_for or schema == read_for:
                 self._read = None  # the rows go to one table; a second one reads the body
-                return Table(served.schema, matrix=read.matrix)
-        return table_from_payload(served.schema, self.body, self.max_rows, adapter)
+                return Table(schema, matrix=read.matrix)
+        return table_from_payload(schema, self.body, self.max_rows, adapter)
 
     def unit(self, field: str | None) -> str | None:
         """The ``X-Unit-ID`` header (``field`` None), else ``field``'s value in the first row."""
