@@ -38,6 +38,7 @@ TAKEN = {
     "a repeated key (the last wins)": b'{"inputs": [{"a": 1, "b c": 2, "class": 3, "a": 9}]}',
     "big and tiny numbers": b'{"inputs": [{"a": 123456789012345678901234567890, "b c": 1.5e-320, "class": 1e300}]}',
     "null version": b'{"inputs": [{"a": 1, "b c": 2, "class": 3}], "version": null}',
+    "columns in another order": b'{"columns": ["class", "a", "b c"], "data": [[3, 1, 2], [6, 4, 5]]}',
 }
 
 LEFT = {
@@ -51,7 +52,8 @@ LEFT = {
     "beyond a double": b'{"inputs": [{"a": 1e400, "b c": 2, "class": 3}]}',
     "no rows": b'{"inputs": []}',
     "too many rows": b'{"inputs": [' + b",".join([b'{"a": 1, "b c": 2, "class": 3}'] * 6) + b"]}",
-    "columns in another order": b'{"columns": ["b c", "a", "class"], "data": [[1, 2, 3]]}',
+    "columns, not the schema's": b'{"columns": ["b c", "a", "d"], "data": [[1, 2, 3]]}',
+    "a column twice": b'{"columns": ["a", "a", "class"], "data": [[1, 2, 3]]}',
     "a short data row": b'{"columns": ["a", "b c", "class"], "data": [[1, 2]]}',
     "inputs and columns": b'{"inputs": [{"a": 1, "b c": 2, "class": 3}], "columns": ["a", "b c", "class"]}',
     "neither form": b'{"version": 2}',
@@ -126,16 +128,35 @@ def test_a_hinted_body_is_never_parsed_when_its_schema_answers() -> None:
     raw = TAKEN["records"]
     parse = _Counted()
     native = NativePayload.read(RawBody(raw, parse), 5, None, SCHEMA)
-    assert native.rows(SCHEMA, None).matrix().tolist() == [[1, 2.5, -3], [4e3, 0, 0]]
-    assert parse.calls == 0
-    # A second table of the same payload (a shadow copy, a fallback) reads the body.
-    assert native.rows(SCHEMA, None).matrix().tolist() == [[1, 2.5, -3], [4e3, 0, 0]]
-    assert parse.calls == 1
+    first = native.rows(SCHEMA, None).matrix()
+    assert first.tolist() == [[1, 2.5, -3], [4e3, 0, 0]]
+    # A second table of the same payload (a shadow copy, a fallback) gets rows of its own.
+    second = native.rows(SCHEMA, None).matrix()
+    assert second.tolist() == first.tolist() and not np.shares_memory(first, second)
+    assert parse.calls == 0 and not native.needs_body
     # No hint, or a body the hint's reader does not take: parsed once, read the general way.
     for hint, body in ((None, raw), (SCHEMA, LEFT["a missing field"])):
         parse = _Counted()
         NativePayload.read(RawBody(body, parse), 5, None, hint)
         assert parse.calls == 1
+
+
+def test_a_payload_says_when_answering_needed_its_parsed_body() -> None:
+    """An adapter or a segment key reads the parsed body; the engine then gives the next body
+    of that consumer and model no hint, so the reader's work is not spent twice."""
+    from modelport.inputs.adapters import parse_adapter
+
+    for use in (
+        lambda p: p.unit("a"),
+        lambda p: p.rows(SCHEMA, parse_adapter({"steps": [{"rename": {"from": "x", "to": "a"}}]})),
+    ):
+        native = NativePayload.read(RawBody(TAKEN["records"], _Counted()), 5, None, SCHEMA)
+        use(native)
+        assert native.needs_body
+    native = NativePayload.read(RawBody(TAKEN["records"], _Counted()), 5, None, SCHEMA)
+    native.unit(None)  # the X-Unit-ID header: no body needed
+    native.rows(SCHEMA, None)
+    assert not native.needs_body
 
 
 def test_a_hinted_body_reached_by_another_schema_is_validated_by_that_schema() -> None:

@@ -4,8 +4,8 @@ The general path parses a body into Python objects (a dict per record), checks i
 then picks each record's values and scans their types before NumPy sees them. For a schema
 whose fields are all numbers, the body's common forms have one shape that msgspec can check
 while it parses, in C: ``{"inputs": [{...}, ...]}`` with exactly the schema's fields, each a
-number, or ``{"columns": [...], "data": [[...], ...]}`` with the schema's columns in order; with
-an optional ``version`` or ``alias``. Records become fixed-slot structs instead of dicts, and
+number, or ``{"columns": [...], "data": [[...], ...]}`` with the schema's columns in any order;
+with an optional ``version`` or ``alias``. Records become fixed-slot structs instead of dicts, and
 the rows go to NumPy with nothing left to check but their range (measured on 100 rows of 20
 fields: ~2x cheaper than parse, checks and table on the general path).
 
@@ -72,7 +72,17 @@ class BodyReader:
         self._astuple = msgspec.structs.astuple
         self._failed = (msgspec.DecodeError,)  # ValidationError is a DecodeError
         self._names = names
+        self._sorted = sorted(names)
         self._schema = schema
+
+    def _order(self, columns: list[str]) -> list[int] | None:
+        """Where each of the schema's fields is among ``columns``: [] when they come in the
+        schema's order (nothing to move), None when they are not the schema's fields."""
+        if columns == self._names:
+            return []
+        if sorted(columns) != self._sorted:
+            return None
+        return [columns.index(n) for n in self._names]
 
     def read(self, raw: bytes, max_rows: int) -> Read | None:
         """The body's rows and routing, when it is one of the common forms and every value is
@@ -84,11 +94,15 @@ class BodyReader:
         except self._failed:
             return None
         rows: list[Any]
+        order: list[int] | None = None
         if body.inputs is not None:
             if body.columns is not None or body.data is not None:
                 return None
             rows = list(map(self._astuple, body.inputs))
-        elif body.data is not None and body.columns == self._names:
+        elif body.data is not None and body.columns is not None:
+            order = self._order(body.columns)
+            if order is None:
+                return None
             rows = body.data
         else:
             return None
@@ -98,6 +112,8 @@ class BodyReader:
         if version is not None and not 1 <= version <= MAX_ID:
             return None
         matrix = np.array(rows, dtype="float64")
+        if order:  # the schema's fields sent in another order
+            matrix = np.ascontiguousarray(matrix[:, order])
         if not self._schema.fits(matrix):
             return None
         return Read(matrix, version, alias)

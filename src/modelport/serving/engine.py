@@ -101,9 +101,10 @@ class Engine:
         self._background: set[asyncio.Task[None]] = set()
         # Idempotent requests in flight, by (kind, consumer, model, key): a repeat waits for them.
         self._keyed: dict[tuple[str, str, str, str], asyncio.Event] = {}
-        # The schema that answered each model's last native request: the typed reader's guess
-        # for the next one (no guess when the nesting limit is below what the reader reads).
-        self._hints: dict[str, Schema] = {}
+        # The schema that answered each consumer's last native request to a model: the typed
+        # reader's guess for the next one. None when answering needed the parsed body (an
+        # adapter, a segment key), and no guess when the nesting limit is below the reader's.
+        self._hints: dict[tuple[str, str], Schema | None] = {}
         self._typed = self.settings.max_json_depth >= typed.DEPTH
 
     async def drain(self) -> None:
@@ -131,7 +132,8 @@ class Engine:
         """Validate, score and log the rows of one native predict request.
 
         ``body``: the parsed body, or its bytes (:class:`RawBody`), which the typed reader of
-        the schema that answered the model's last request may read straight into rows.
+        the schema that answered the consumer's last request to the model may read straight
+        into rows.
         ``unit_id`` (the ``X-Unit-ID`` header) keeps a unit on one arm of a split policy.
         ``idempotency_key`` (the ``Idempotency-Key`` header): a repeat from the same consumer
         within ``idempotency_window_seconds`` gets the first answer, from the ledger.
@@ -183,8 +185,9 @@ class Engine:
     ) -> dict[str, Any]:
         principal.require("predict")
         max_rows = self.settings.max_rows_per_request
+        hinted = (principal.consumer, name)
         if isinstance(body, RawBody):
-            hint = self._hints.get(name) if self._typed else None
+            hint = self._hints.get(hinted) if self._typed else None
             payload = NativePayload.read(body, max_rows, unit_id, hint)
         else:
             payload = NativePayload.parse(body, max_rows, unit_id)
@@ -197,7 +200,7 @@ class Engine:
             request_id=request_id,
             idempotency_key=idempotency_key,
         )
-        self._hints[name] = scored.served.schema
+        self._hints[hinted] = None if payload.needs_body else scored.served.schema
         out: dict[str, Any] = {
             "model": name,
             "version": scored.version,

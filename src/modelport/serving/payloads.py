@@ -8,7 +8,7 @@ validated. ``table(served, adapter)`` validates it against the version it reache
 ``/v1`` predict body; the Open Inference Protocol's is :class:`modelport.api.oip.InferPayload`.
 
 A native body can come as its bytes (:class:`RawBody`) with a hint of the schema that will
-likely answer it (the one that answered the model's last request): when that schema's typed
+likely answer it (the one that answered the consumer's last request): when that schema's typed
 reader (:mod:`modelport.inputs.typed`) takes the body, its rows are ready before routing, and
 they are used when the version reached has that schema and no adapter; otherwise the body is
 parsed and read the general way, as it is when the reader does not take it.
@@ -55,7 +55,17 @@ class NativePayload:
     """A ``/v1`` predict body: ``{"inputs": [...]}`` or ``{"columns", "data"}``, and the
     version or alias it asks for."""
 
-    __slots__ = ("_body", "_raw", "_read", "alias", "max_rows", "unit_id", "version")
+    __slots__ = (
+        "_body",
+        "_lent",
+        "_raw",
+        "_read",
+        "alias",
+        "max_rows",
+        "needs_body",
+        "unit_id",
+        "version",
+    )
 
     def __init__(
         self,
@@ -71,6 +81,10 @@ class NativePayload:
         self._body = body
         self._raw = raw
         self._read = read  # rows the typed reader made, and the schema they were read for
+        self._lent = False  # those rows went to a table: a later one gets a copy
+        # Whether answering read the parsed body (an adapter, a segment key): then the typed
+        # reader's work would be spent twice, and the engine gives no hint for the next body.
+        self.needs_body = False
         self.max_rows = max_rows
         self.unit_id = unit_id
         self.version = version
@@ -148,17 +162,23 @@ class NativePayload:
 
     def rows(self, schema: Schema, adapter: Adapter | None) -> Table:
         """The body's rows validated by ``schema`` (through ``adapter``)."""
-        if self._read is not None and adapter is None:
+        if adapter is not None:
+            self.needs_body = True
+        elif self._read is not None:
             read_for, read = self._read
             if schema is read_for or schema == read_for:
-                self._read = None  # the rows go to one table; a second one reads the body
-                return Table(schema, matrix=read.matrix)
+                # A second table (a shadow copy, a canary's fallback) gets its own rows, so no
+                # model sees rows another one changed in place.
+                matrix = read.matrix.copy() if self._lent else read.matrix
+                self._lent = True
+                return Table(schema, matrix=matrix)
         return table_from_payload(schema, self.body, self.max_rows, adapter)
 
     def unit(self, field: str | None) -> str | None:
         """The ``X-Unit-ID`` header (``field`` None), else ``field``'s value in the first row."""
         if field is None:
             return self.unit_id
+        self.needs_body = True
         inputs = self.body.get("inputs")
         if isinstance(inputs, list) and inputs and isinstance(inputs[0], dict):
             value = inputs[0].get(field)
