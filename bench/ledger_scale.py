@@ -8,13 +8,19 @@ and measures, each bounded in count and time:
 
 - predict throughput: 1-row requests from ``--connections`` concurrent connections for
   ``--seconds`` seconds (httpx, on the load CPU);
-- lookup by id (``GET /v1/predictions/{id}``) p50/p99 over ``--lookups`` random ids;
+- lookup by id (``GET /v1/predictions/{id}``) p50/p99 over ``--lookups`` random ids (after
+  ``--warmup-lookups`` others, not counted), and the block-device reads they caused (from
+  ``/sys/block/*/stat``: a ledger larger than memory is read from disk, one smaller is not);
 - timeline (24 h, 96 buckets), drift (24 h) and performance (24 h) latency, the median of 5;
 - disk bytes per ledger row in the table (SQLite: the table and its indexes from ``dbstat``;
   PostgreSQL: ``pg_total_relation_size``) and per archived row (Parquet bytes / rows);
 - archive throughput: the server's own archive loop moving the rows past a retention of
   ``--days - 1`` days while a load of half the measured throughput runs, for at most
-  ``--archive-seconds``; then lookups of archived ids.
+  ``--archive-seconds``; then, with the archive loop stopped, lookups of archived ids.
+
+Before anything is measured the build's writes are made durable (PostgreSQL ``CHECKPOINT``,
+then ``sync``), so the figures are those of a server on a settled ledger, not of a disk still
+writing out the build. ``--keep`` leaves the built ledger in place (its URL printed) for study.
 
     python bench/ledger_scale.py --sizes 1000000 --stores sqlite            # print
     python bench/ledger_scale.py --sizes 1000000,10000000 --record          # append to RESULTS.md
@@ -24,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import datetime as dt
 import os
 import platform
@@ -175,7 +182,36 @@ def build(store: Store, n: int, days: int, labels: int) -> float:
     if store.dialect == "postgresql":
         with store.read_engine.connect().execution_options(isolation_level="AUTOCOMMIT") as c:
             c.exec_driver_sql("VACUUM ANALYZE predictions")
+            c.exec_driver_sql("CHECKPOINT")
+    os.sync()
     return rate
+
+
+def disk_reads() -> int:
+    """Reads completed by every block device since boot (0 where /sys/block is not there)."""
+    total = 0
+    for stat in Path("/sys/block").glob("*/stat"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            total += int(stat.read_text().split()[0])
+    return total
+
+
+def lookups(http: httpx.Client, ids: list[str], warmup: int) -> dict[str, float]:
+    """Look each id up, the first ``warmup`` uncounted: p50 and p99 ms, device reads per lookup."""
+    for pid in ids[:warmup]:
+        assert http.get(f"/v1/predictions/{pid}").status_code == 200
+    counted = ids[warmup:]
+    lat = []
+    reads = disk_reads()
+    for pid in counted:
+        began = time.perf_counter()
+        assert http.get(f"/v1/predictions/{pid}").status_code == 200
+        lat.append((time.perf_counter() - began) * 1000)
+    return {
+        "p50_ms": _pct(lat, 50),
+        "p99_ms": _pct(lat, 99),
+        "disk_reads": (disk_reads() - reads) / len(counted),
+    }
 
 
 def hot_bytes(store: Store) -> int:
@@ -267,22 +303,24 @@ def measure(url: str, n: int, days: int, args: argparse.Namespace, work: Path) -
     out["build_rows_per_s"] = build(store, n, days, args.labels)
     out["hot_bytes_per_row"] = hot_bytes(store) / n
     now = time.time()
-    ids = _sample_ids(store, args.lookups, now - days * 86400, now - 120)
-    archived_ids = [
-        i for i in ids if uuid.UUID(i).int >> 80 < int((now - (days - 1) * 86400) * 1000)
-    ]
+    ids = _sample_ids(store, args.warmup_lookups + args.lookups, now - days * 86400, now - 120)
+    # The pass moves the oldest rows first, and at 100 M rows does not move a whole day in
+    # --archive-seconds: archived lookups draw from the ledger's first half hour.
+    archived_ids = _sample_ids(
+        store,
+        args.warmup_lookups + args.archived_lookups,
+        now - days * 86400,
+        now - days * 86400 + 1800,
+    )
     proc = _serve(home, port, extra)
     try:
         out["predict_rps"] = (
             asyncio.run(_load(base, key, args.seconds, args.connections, None)) / args.seconds
         )
         http = httpx.Client(base_url=base, headers={"Authorization": f"Bearer {key}"}, timeout=60)
-        lat: list[float] = []
-        for pid in ids:
-            began = time.perf_counter()
-            assert http.get(f"/v1/predictions/{pid}").status_code == 200
-            lat.append((time.perf_counter() - began) * 1000)
-        out["lookup_p50_ms"], out["lookup_p99_ms"] = _pct(lat, 50), _pct(lat, 99)
+        found = lookups(http, ids, args.warmup_lookups)
+        out["lookup_p50_ms"], out["lookup_p99_ms"] = found["p50_ms"], found["p99_ms"]
+        out["lookup_disk_reads"] = found["disk_reads"]
         for name, path, params in (
             ("timeline", "/v1/models/iris/timeline", {"window": "24h", "buckets": 96}),
             ("drift", "/v1/models/iris/drift", {"window": "24h"}),
@@ -338,25 +376,31 @@ def measure(url: str, n: int, days: int, args: argparse.Namespace, work: Path) -
         out["archived_rows"] = int(moved)
         out["archive_rows_per_s"] = int(moved) / elapsed
         out["archived_bytes_per_row"] = int(size) / int(moved) if moved else None
-        with store.read() as conn:
-            gone = [
-                i
-                for i in archived_ids
-                if conn.execute(sa.select(predictions.c.id).where(predictions.c.id == i)).first()
-                is None
-            ]
-        http = httpx.Client(base_url=base, headers={"Authorization": f"Bearer {key}"}, timeout=60)
-        lat = []
-        for pid in gone[:200]:
-            began = time.perf_counter()
-            assert http.get(f"/v1/predictions/{pid}").status_code == 200
-            lat.append((time.perf_counter() - began) * 1000)
-        http.close()
-        if lat:
-            out["archived_lookup_p50_ms"] = _pct(lat, 50)
-            out["archived_lookup_p99_ms"] = _pct(lat, 99)
     finally:
         procs.stop(proc)
+    # Archived lookups on a server whose archive loop is off: the cost of reading the archive,
+    # not of sharing one CPU with a pass still moving rows.
+    with store.read() as conn:
+        gone = [
+            i
+            for i in archived_ids
+            if conn.execute(sa.select(predictions.c.id).where(predictions.c.id == i)).first()
+            is None
+        ]
+    if len(gone) > args.warmup_lookups:
+        proc = _serve(home, port, extra)
+        try:
+            http = httpx.Client(
+                base_url=base, headers={"Authorization": f"Bearer {key}"}, timeout=60
+            )
+            found = lookups(http, gone, args.warmup_lookups)
+            http.close()
+        finally:
+            procs.stop(proc)
+        out["archived_lookups"] = len(gone) - args.warmup_lookups
+        out["archived_lookup_p50_ms"] = found["p50_ms"]
+        out["archived_lookup_p99_ms"] = found["p99_ms"]
+        out["archived_disk_reads"] = found["disk_reads"]
     out["hot_rows_before_archive"] = before
     store.close()
     return out
@@ -396,6 +440,7 @@ FIGURES = [
     ("predict_rps", "predict req/s", "{:.0f}"),
     ("lookup_p50_ms", "lookup p50 ms", "{:.1f}"),
     ("lookup_p99_ms", "lookup p99 ms", "{:.1f}"),
+    ("lookup_disk_reads", "device reads per lookup", "{:.2f}"),
     ("timeline_ms", "timeline 24h ms", "{:.0f}"),
     ("drift_ms", "drift 24h ms", "{:.0f}"),
     ("performance_ms", "performance 24h ms", "{:.0f}"),
@@ -405,6 +450,8 @@ FIGURES = [
     ("archive_rows_per_s", "archive rows/s at 50% load", "{:,.0f}"),
     ("archived_lookup_p50_ms", "archived lookup p50 ms", "{:.1f}"),
     ("archived_lookup_p99_ms", "archived lookup p99 ms", "{:.1f}"),
+    ("archived_lookups", "archived lookups counted", "{:,}"),
+    ("archived_disk_reads", "device reads per archived lookup", "{:.2f}"),
     ("build_rows_per_s", "bulk build rows/s", "{:,.0f}"),
 ]
 
@@ -451,12 +498,21 @@ def main() -> None:
     parser.add_argument("--pg-url", default=os.environ.get("MODELPORT_BENCH_PG", PG_DEFAULT))
     parser.add_argument("--days", type=int, default=10, help="Days the rows are spread over.")
     parser.add_argument("--labels", type=int, default=5000)
-    parser.add_argument("--lookups", type=int, default=300)
+    parser.add_argument("--lookups", type=int, default=1000, help="Lookups counted.")
+    parser.add_argument(
+        "--archived-lookups", type=int, default=300, help="Lookups of archived ids counted."
+    )
+    parser.add_argument(
+        "--warmup-lookups", type=int, default=50, help="Lookups made first and not counted."
+    )
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--archive-seconds", type=float, default=60.0)
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--workdir", help="Where SQLite files go [a temporary folder].")
     parser.add_argument("--record", action="store_true", help="Append to bench/RESULTS.md.")
+    parser.add_argument(
+        "--keep", action="store_true", help="Leave each built ledger in place, its URL printed."
+    )
     parser.add_argument(
         "--writer-cost", action="store_true", help="Only the roll-ups' cost per group commit."
     )
@@ -479,7 +535,12 @@ def main() -> None:
     results: list[tuple[str, dict[str, Any]]] = []
     for store_kind in args.stores.split(","):
         for n in (int(s) for s in args.sizes.split(",")):
-            with tempfile.TemporaryDirectory(dir=args.workdir, prefix="ledger-scale-") as tmp:
+            folder = (
+                contextlib.nullcontext(tempfile.mkdtemp(dir=args.workdir, prefix="ledger-scale-"))
+                if args.keep
+                else tempfile.TemporaryDirectory(dir=args.workdir, prefix="ledger-scale-")
+            )
+            with folder as tmp:
                 work = Path(tmp)
                 drop = None
                 if store_kind == "postgresql":
@@ -489,7 +550,9 @@ def main() -> None:
                 try:
                     found = measure(url, n, args.days, args, work)
                 finally:
-                    if drop is not None:
+                    if args.keep:
+                        print("kept:", url, flush=True)
+                    elif drop is not None:
                         drop()
                 print(store_kind, found, flush=True)
                 results.append((store_kind, found))
