@@ -265,8 +265,8 @@ def _pct(values: list[float], q: float) -> float:
     return float(np.percentile(values, q))
 
 
-def _sample_ids(store: Store, n: int, since: float, until: float) -> list[str]:
-    rng = random.Random(7)
+def _sample_ids(store: Store, n: int, since: float, until: float, seed: int = 7) -> list[str]:
+    rng = random.Random(seed)
     out = []
     with store.read() as conn:
         for _ in range(n):
@@ -406,6 +406,52 @@ def measure(url: str, n: int, days: int, args: argparse.Namespace, work: Path) -
     return out
 
 
+def _sample_archived_ids(store: Store, home: Path, n: int, seed: int) -> list[str]:
+    """``n`` ids drawn from the archive's files (in the server home's local artifact folder)."""
+    import pyarrow.parquet as pq
+
+    from modelport.store.artifacts import LocalArtifactStore
+
+    artifacts = LocalArtifactStore(home / "artifacts")
+    with store.read() as conn:
+        files = list(conn.execute(sa.select(ledger_archive.c.sha256)).scalars())
+    rng = random.Random(seed)
+    out = []
+    for sha in rng.choices(files, k=n):
+        ids = pq.read_table(artifacts.local_path(sha), columns=["id"]).column("id")
+        out.append(str(ids[rng.randrange(len(ids))]))
+    return out
+
+
+def lookups_on(url: str, home: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """Only the lookups, on a ledger an earlier ``--keep`` run left (``home`` its server's
+    home): the same ids each time, so two checkouts compare on the same data."""
+    store = Store(url)
+    with store.transaction() as conn:
+        key, _ = create_key(conn, "bench", ["admin"])
+    wanted = args.warmup_lookups + args.lookups
+    if args.archived:
+        ids = _sample_archived_ids(store, home, wanted, args.seed)
+    else:
+        with store.read() as conn:
+            oldest, newest = conn.execute(
+                sa.select(sa.func.min(predictions.c.ts), sa.func.max(predictions.c.ts))
+            ).one()
+        ids = _sample_ids(store, wanted, oldest, newest, args.seed)
+    store.close()
+    port = procs.free_port()
+    extra = ["--store", url, "--ledger-archive-seconds", "0", "--drift-check-seconds", "0"]
+    proc = _serve(home, port, extra)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        if args.load_seconds:  # as in a whole run, where lookups follow the predict load
+            asyncio.run(_load(base, key, args.load_seconds, args.connections, None))
+        with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {key}"}) as http:
+            return lookups(http, ids, args.warmup_lookups)
+    finally:
+        procs.stop(proc)
+
+
 def _serve(home: Path, port: int, extra: list[str]) -> subprocess.Popen[bytes]:
     proc = subprocess.Popen(
         [*procs.pin(procs.SERVER_CPU), *command(sys.executable, home, port, extra)],
@@ -514,10 +560,31 @@ def main() -> None:
         "--keep", action="store_true", help="Leave each built ledger in place, its URL printed."
     )
     parser.add_argument(
+        "--lookups-on",
+        nargs=2,
+        metavar=("URL", "HOME"),
+        help="Only lookups, on a ledger a --keep run left (its store URL and server home).",
+    )
+    parser.add_argument(
+        "--archived", action="store_true", help="With --lookups-on: look up archived ids."
+    )
+    parser.add_argument(
+        "--load-seconds",
+        type=float,
+        default=0.0,
+        help="With --lookups-on: a predict load this long first, as a whole run has.",
+    )
+    parser.add_argument(
+        "--seed", type=int, default=7, help="Which ids --lookups-on draws (another seed: others)."
+    )
+    parser.add_argument(
         "--writer-cost", action="store_true", help="Only the roll-ups' cost per group commit."
     )
     args = parser.parse_args()
     procs.interrupt_on_sigterm()
+    if args.lookups_on:
+        print(lookups_on(args.lookups_on[0], Path(args.lookups_on[1]), args))
+        return
     if args.writer_cost:
         for kind in args.stores.split(","):
             with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
@@ -551,7 +618,7 @@ def main() -> None:
                     found = measure(url, n, args.days, args, work)
                 finally:
                     if args.keep:
-                        print("kept:", url, flush=True)
+                        print("kept:", url, work / "home", flush=True)
                     elif drop is not None:
                         drop()
                 print(store_kind, found, flush=True)

@@ -60,6 +60,10 @@ def test_invalid_values_name_the_field(tmp_path: Path, monkeypatch: pytest.Monke
         load_settings({"port": 70000})
     with pytest.raises(InvalidRequest, match="log_level"):
         load_settings({"log_level": "loud"})
+    # A request's prediction ids are one block, which holds at most 2**24.
+    assert load_settings({"max_rows_per_request": 2**24}).max_rows_per_request == 2**24
+    with pytest.raises(InvalidRequest, match=r"max_rows_per_request: .*less than or equal"):
+        load_settings({"max_rows_per_request": 2**24 + 1})
     config = tmp_path / "modelport.toml"
     config.write_text("max_rows_per_request = 'many'\n")
     with pytest.raises(InvalidRequest, match="max_rows_per_request"):

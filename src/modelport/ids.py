@@ -34,6 +34,8 @@ os.register_at_fork(after_in_child=lambda: _random.seed(os.urandom(32)))
 
 #: Blocks up to this size share every hex digit but the last four.
 _SHORT_BLOCK = 0x10000
+#: The most ids one block (one request's predictions, one ledger row) may hold.
+MAX_BLOCK = 1 << 24
 
 
 def new_id() -> str:
@@ -83,6 +85,13 @@ def offset(first: str, prediction_id: str) -> int:
         return uuid.UUID(prediction_id).int - uuid.UUID(first).int
     except ValueError:
         return -1
+
+
+def lowest_first(prediction_id: str) -> str:
+    """The smallest first id a block holding ``prediction_id`` can have (it holds at most
+    :data:`MAX_BLOCK` ids): a lookup by id searches ``[lowest_first(id), id]`` and never the
+    rows below, live or deleted. ``prediction_id`` must be an id."""
+    return str(uuid.UUID(int=max(0, uuid.UUID(prediction_id).int - MAX_BLOCK + 1)))
 
 
 def request_id() -> str:

@@ -21,7 +21,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from .errors import InvalidInput, PredictionNotFound
-from .ids import offset
+from .ids import lowest_first, offset
 from .store.tables import feedback, predictions
 from .timefmt import iso
 
@@ -269,9 +269,17 @@ def _locate(conn: Connection, prediction_id: str, *columns: Any) -> tuple[Any, i
     """The ledger row holding ``prediction_id`` and the prediction's place in it, or None."""
     if not _is_id(prediction_id):
         return None
+    # Bounded below: an unbounded backward scan from an archived id would step over every
+    # deleted row older than it (on PostgreSQL, dead index entries until a vacuum). The bounds
+    # are scalar subqueries so that PostgreSQL's planner does not see their values: for a
+    # value in the first or last bucket of the column's histogram (an old, archived id) it
+    # would read the index's true end to estimate the range, over the same dead entries.
     row = conn.execute(
         sa.select(*(columns or (predictions,)))
-        .where(predictions.c.id <= prediction_id)
+        .where(
+            predictions.c.id <= _opaque(prediction_id),
+            predictions.c.id >= _opaque(lowest_first(prediction_id)),
+        )
         .order_by(predictions.c.id.desc())
         .limit(1)
     ).first()
@@ -279,6 +287,11 @@ def _locate(conn: Connection, prediction_id: str, *columns: Any) -> tuple[Any, i
         return None
     at = offset(row.id, prediction_id)
     return (row, at) if 0 <= at < row.rows else None
+
+
+def _opaque(value: str) -> Any:
+    """``value`` as ``(SELECT value)``: a parameter the planner cannot look into."""
+    return sa.select(sa.literal(value, predictions.c.id.type)).scalar_subquery()
 
 
 def _is_id(value: str) -> bool:

@@ -25,6 +25,7 @@ from pydantic_settings import (
 )
 
 from .errors import InvalidRequest
+from .ids import MAX_BLOCK
 
 
 class Settings(BaseSettings):
@@ -190,7 +191,13 @@ class Settings(BaseSettings):
         ),
     )
     max_rows_per_request: int = Field(
-        default=10_000, ge=1, description="Most rows one predict request may carry."
+        default=10_000,
+        ge=1,
+        le=MAX_BLOCK,
+        description=(
+            "Most rows one predict request may carry (at most 16,777,216: a request's "
+            "prediction ids are one block of consecutive ids)."
+        ),
     )
     predict_threads: int = Field(
         default=4,

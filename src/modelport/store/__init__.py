@@ -165,7 +165,11 @@ class Store:
             engine = sa.create_engine(
                 self.url, pool_pre_ping=True, pool_size=8, max_overflow=8, **common
             )
-            self.read_engine = self.write_engine = engine
+            self.write_engine = engine
+            # Reads run outside a transaction: under READ COMMITTED each statement sees its
+            # own snapshot either way, and a lookup is saved its BEGIN and ROLLBACK, two round
+            # trips of the four it would make (one pool, shared with the writes).
+            self.read_engine = engine.execution_options(isolation_level="AUTOCOMMIT")
         if migrate:
             self.migrate()
 
@@ -312,6 +316,6 @@ class Store:
     def close(self) -> None:
         if self._write_lock is not None:
             self._write_lock.close()
-        self.read_engine.dispose()
-        if self.write_engine is not self.read_engine:
-            self.write_engine.dispose()
+        self.write_engine.dispose()
+        if self.dialect == "sqlite":
+            self.read_engine.dispose()

@@ -28,15 +28,16 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from ..errors import InvalidRequest
+from ..ids import lowest_first
 from .tables import ledger_archive, predictions
 
 if TYPE_CHECKING:
     from .artifacts import ArtifactStore
 
-#: Ledger rows per Parquet row group: a lookup by id reads one group.
-ROW_GROUP = 4096
-#: More predictions than one ledger row ever holds (a request's rows).
-MAX_BLOCK = 1 << 24
+#: Ledger rows per Parquet row group: a lookup by id reads and decodes one group, so its cost
+#: follows this number, not the file's size (1,024 rows: about 1.3 ms, against 2-3 ms for
+#: 4,096, for 3 % more bytes; bench/RESULTS.md).
+ROW_GROUP = 1024
 #: What a missing pyarrow means for the archive.
 NEEDS_PYARROW = (
     "the ledger archive writes Parquet and needs pyarrow: pip install 'modelport[parquet]' "
@@ -220,9 +221,7 @@ class Archive:
     def locate(self, conn: Connection, prediction_id: str) -> tuple[Any, int] | None:
         """The archived ledger row holding ``prediction_id`` and its place in it, or None."""
         target = uuid.UUID(prediction_id).int
-        # A request's ids differ in their low bits only, and it has fewer than MAX_BLOCK rows:
-        # the row holding the id starts at most that far below it (ids compare as strings).
-        lowest = str(uuid.UUID(int=max(0, target - MAX_BLOCK)))
+        lowest = lowest_first(prediction_id)  # ids compare as strings
         for sha in self.candidates(conn, prediction_id):
             for row in self._groups_spanning(sha, lowest, prediction_id):
                 at = target - uuid.UUID(row.id).int
