@@ -425,7 +425,8 @@ def _sample_archived_ids(store: Store, home: Path, n: int, seed: int) -> list[st
 
 def lookups_on(url: str, home: Path, args: argparse.Namespace) -> dict[str, Any]:
     """Only the lookups, on a ledger an earlier ``--keep`` run left (``home`` its server's
-    home): the same ids each time, so two checkouts compare on the same data."""
+    home): the ids ``--seed`` draws, so two checkouts compare on the same data (a new seed
+    per run keeps an earlier run's pages from flattering the next)."""
     store = Store(url)
     with store.transaction() as conn:
         key, _ = create_key(conn, "bench", ["admin"])
