@@ -408,19 +408,14 @@ def measure(url: str, n: int, days: int, args: argparse.Namespace, work: Path) -
 
 def _sample_archived_ids(store: Store, home: Path, n: int, seed: int) -> list[str]:
     """``n`` ids drawn from the archive's files (in the server home's local artifact folder)."""
-    import pyarrow.parquet as pq
-
+    from modelport.store.archive import Archive
     from modelport.store.artifacts import LocalArtifactStore
 
-    artifacts = LocalArtifactStore(home / "artifacts")
+    archive = Archive(LocalArtifactStore(home / "artifacts"))
     with store.read() as conn:
         files = list(conn.execute(sa.select(ledger_archive.c.sha256)).scalars())
     rng = random.Random(seed)
-    out = []
-    for sha in rng.choices(files, k=n):
-        ids = pq.read_table(artifacts.local_path(sha), columns=["id"]).column("id")
-        out.append(str(ids[rng.randrange(len(ids))]))
-    return out
+    return [rng.choice(archive.read(sha, columns=["id"])).id for sha in rng.choices(files, k=n)]
 
 
 def lookups_on(url: str, home: Path, args: argparse.Namespace) -> dict[str, Any]:

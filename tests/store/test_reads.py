@@ -13,6 +13,7 @@ from modelport.errors import PredictionNotFound
 from modelport.ids import MAX_BLOCK, new_ids
 from modelport.store import Store
 from modelport.store.tables import predictions, registry_generation
+from tests.store.test_writer import _row
 
 
 def _generation(conn: sa.Connection) -> int:
@@ -51,10 +52,7 @@ def test_a_read_holds_a_transaction_only_where_it_buys_a_snapshot(store: Store) 
 
 def _insert(store: Store, firsts: list[str], rows: int = 1) -> None:
     """Ledger rows starting at ``firsts``, each said to hold ``rows`` predictions."""
-    head = ('["x"]', 1.0, "m", 1, None, "c", "r", b"JS[[1]]", '{"predictions": [0]}', 0.1)
-    # policy, arm, revision, shadow, raw inputs, segment, cached, idempotency key
-    tail = (None, None, None, False, None, None, None, None)
-    values = [(first, rows, *head, *tail) for first in firsts]
+    values = [_row("r", first, rows) for first in firsts]
     with store.transaction() as conn:
         conn.exec_driver_sql(ledger.insert_statement(store.write_engine.dialect.paramstyle), values)
 

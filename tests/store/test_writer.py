@@ -19,10 +19,24 @@ from modelport.store.tables import ledger_rollups, predictions, registry_generat
 from modelport.store.writer import Writer
 
 
-def _row(tag: object) -> tuple[object, ...]:
-    """A ledger row whose request_id is ``tag``."""
+def _row(tag: object, first: str | None = None, rows: int = 1) -> tuple[object, ...]:
+    """A ledger row whose request_id is ``tag``, starting at id ``first`` (a new one by
+    default) and said to hold ``rows`` predictions."""
     inputs, outputs = b"JS[[1]]", '{"predictions": [0]}'
-    head = (new_id(), 1, '["x"]', 1.0, "m", 1, None, "c", str(tag), inputs, outputs, 0.1)
+    head = (
+        first or new_id(),
+        rows,
+        '["x"]',
+        1.0,
+        "m",
+        1,
+        None,
+        "c",
+        str(tag),
+        inputs,
+        outputs,
+        0.1,
+    )
     # policy, arm, revision, shadow, raw inputs, segment, cached, idempotency key
     return (*head, None, None, None, False, None, None, None, None)
 

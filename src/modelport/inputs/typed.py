@@ -72,7 +72,7 @@ class BodyReader:
         self._astuple = msgspec.structs.astuple
         self._failed = (msgspec.DecodeError,)  # ValidationError is a DecodeError
         self._names = names
-        self._sorted = sorted(names)
+        self._fields = frozenset(names)
         self._schema = schema
 
     def _order(self, columns: list[str]) -> list[int] | None:
@@ -80,9 +80,10 @@ class BodyReader:
         schema's order (nothing to move), None when they are not the schema's fields."""
         if columns == self._names:
             return []
-        if sorted(columns) != self._sorted:
-            return None
-        return [columns.index(n) for n in self._names]
+        at = {name: i for i, name in enumerate(columns)}
+        if len(at) != len(columns) or at.keys() != self._fields:
+            return None  # a field twice, missing, or not the schema's
+        return [at[name] for name in self._names]
 
     def read(self, raw: bytes, max_rows: int) -> Read | None:
         """The body's rows and routing, when it is one of the common forms and every value is
