@@ -9,6 +9,14 @@ runs. Both servers run side by side (one idles while the other is loaded) and th
 loaded in turn, run after run, so a drift of the machine falls on all of them alike. The model
 is the LR pipeline of bench/compare.py.
 
+Every answer of modelport waits for its ledger commit's fsync, and at one connection nothing
+overlaps that wait. So the runs also read, from the server's ``/metrics``, how long its writer's
+commits took (``modelport_ledger_commit_seconds``), and a probe times the disk's flush alone in
+the store's folder (six 4 KiB write-ahead-log frames and an ``fdatasync``, as a 1-row commit
+writes). The report gives what one commit per answer leaves at best: the floor's time per request
+plus the mean commit, as requests/s and as a fraction of the floor's; a route that reaches
+it spends no more than the floor on everything else.
+
 To say where a stall comes from, the measured runs also record, from outside the server,
 how much CPU each of its threads used (``/proc/PID/task/*/stat``, grouped by thread name: the
 event loop's thread is ``main``), and the server runs under bench/peers/gc_probe.py, which
@@ -115,13 +123,20 @@ class Target:
     runs: list[dict[str, Any]] = field(default_factory=list)
     cpu: dict[str, list[float]] = field(default_factory=dict)  # thread -> [user, system] s
     wall: float = 0.0
+    metrics: tuple[str, dict[str, str]] | None = None  # the server's /metrics URL and headers
+    commits: list[float] = field(default_factory=lambda: [0.0, 0.0])  # seconds, count
 
     def run(self, seconds: int) -> None:
         before = thread_cpu(self.pid)
+        committed = commit_totals(*self.metrics) if self.metrics else (0.0, 0.0)
         started = time.monotonic()
         self.runs.append(load.run(self.url, self.lua, 1, seconds))
         self.wall += time.monotonic() - started
         after = thread_cpu(self.pid)
+        if self.metrics:
+            now = commit_totals(*self.metrics)
+            self.commits[0] += now[0] - committed[0]
+            self.commits[1] += now[1] - committed[1]
         for name, (user, system) in after.items():
             was = before.get(name, (0.0, 0.0))
             used = self.cpu.setdefault(name, [0.0, 0.0])
@@ -140,7 +155,53 @@ class Target:
         }
         requests = sum(r["requests"] for r in self.runs)
         out["cpu_ms_per_request"] = sum(sum(v) for v in self.cpu.values()) * 1000 / requests
+        if self.commits[1]:
+            out["commit_ms"] = self.commits[0] * 1000 / self.commits[1]
+            out["commits_per_request"] = self.commits[1] / requests
         return out
+
+
+def commit_totals(url: str, headers: dict[str, str]) -> tuple[float, float]:
+    """The writer's group commits so far, from ``/metrics``: (seconds in all, how many)."""
+    text = httpx.get(url, headers=headers, timeout=30).raise_for_status().text
+    totals = {"_sum": 0.0, "_count": 0.0}
+    for line in text.splitlines():
+        if line.startswith("modelport_ledger_commit_seconds_"):
+            name, value = line.split()[:2]
+            suffix = name.split("{")[0].removeprefix("modelport_ledger_commit_seconds")
+            if suffix in totals:
+                totals[suffix] += float(value)
+    return totals["_sum"], totals["_count"]
+
+
+def flush_probe(directory: Path, commits: int = 2000) -> dict[str, float]:
+    """The disk's flush alone, where the store lives: ``commits`` times six write-ahead-log
+    frames (a 24-byte header and a 4 KiB page each, what a 1-row ledger commit writes) over a
+    preallocated file, then ``fdatasync``; p50 and p99 in microseconds."""
+    path = directory / "flush-probe.bin"
+    frame, size = 24 + 4096, 8 << 20
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.pwrite(fd, bytes(size), 0)
+        os.fsync(fd)
+        header, page = b"h" * 24, os.urandom(4096)
+        spent: list[float] = []
+        offset = 0
+        for _ in range(commits):
+            started = time.perf_counter()
+            for _ in range(6):
+                os.pwrite(fd, header, offset)
+                os.pwrite(fd, page, offset + 24)
+                offset += frame
+            os.fdatasync(fd)
+            spent.append(time.perf_counter() - started)
+            if offset + 6 * frame > size:
+                offset = 0
+    finally:
+        os.close(fd)
+        path.unlink(missing_ok=True)
+    spent.sort()
+    return {"p50_us": spent[len(spent) // 2] * 1e6, "p99_us": spent[int(len(spent) * 0.99)] * 1e6}
 
 
 def measure(targets: list[Target], args: Any) -> list[dict[str, Any]]:
@@ -177,6 +238,7 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="modelport-tail-"))
     cells: list[dict[str, Any]] = []
     gc_pauses: dict[str, Any] = {}
+    flush: dict[str, float] = {}
     try:
         (model,) = build_models(work, ["lr"])
         row = list(model.rows[0])
@@ -221,6 +283,7 @@ def main() -> None:
                 if answer.status_code != 200:
                     raise SystemExit(f"{url}: HTTP {answer.status_code}: {answer.text[:300]}")
             pid = server.proc.pid
+            metrics = (server.url + "/metrics", server.headers)
             targets = [
                 Target(
                     "floor",
@@ -235,6 +298,7 @@ def main() -> None:
                     pid,
                     v1,
                     load.script(work, "v1", bodies["v1"], server.headers),
+                    metrics=metrics,
                 ),
                 Target(
                     "modelport",
@@ -242,9 +306,12 @@ def main() -> None:
                     pid,
                     v2,
                     load.script(work, "v2", bodies["v2"], server.headers),
+                    metrics=metrics,
                 ),
             ]
             cells = measure(targets, args)
+            flush = flush_probe(home)
+            log(f"the disk's flush alone (six frames and fdatasync): {json.dumps(flush)}")
         if probe_out.exists():
             gc_pauses = json.loads(probe_out.read_text())
     except KeyboardInterrupt:
@@ -252,18 +319,22 @@ def main() -> None:
         raise SystemExit(130) from None
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    text = report(args, cells, gc_pauses)
+    text = report(args, cells, gc_pauses, flush)
     print(text)
     if args.json:
         args.json.write_text(
-            json.dumps({"args": sys.argv, "cells": cells, "gc": gc_pauses}, indent=1)
+            json.dumps(
+                {"args": sys.argv, "cells": cells, "gc": gc_pauses, "flush": flush}, indent=1
+            )
         )
     if args.record:
         with (HERE / "RESULTS.md").open("a") as fh:
             fh.write("\n" + text)
 
 
-def report(args: Any, cells: list[dict[str, Any]], gc_pauses: dict[str, Any]) -> str:
+def report(
+    args: Any, cells: list[dict[str, Any]], gc_pauses: dict[str, Any], flush: dict[str, float]
+) -> str:
     floor_cell = next((c for c in cells if c["server"] == "floor"), None)
     flags = " ".join(args.serve_arg)
     lines = [
@@ -285,6 +356,28 @@ def report(args: Any, cells: list[dict[str, Any]], gc_pauses: dict[str, Any]) ->
             f"{c['p99_us'] / 1000:.2f} | {gap} | {c['p999_us'] / 1000:.2f} | "
             f"{c['max_us'] / 1000:.1f} | {c['errors']} |"
         )
+    committing = [c for c in cells if "commit_ms" in c]
+    if floor_cell and committing:
+        floor_ms = 1000 / floor_cell["rps"]
+        lines += [
+            "",
+            "One commit per answer: at one connection each answer waits for its commit, so "
+            "modelport at the floor's cost for everything else would take the floor's time per "
+            "request plus the server's mean commit "
+            f"(the floor: {floor_ms:.3f} ms per request; "
+            f"the disk's flush alone, six frames and fdatasync in the store's folder: p50 "
+            f"{flush.get('p50_us', 0) / 1000:.3f} ms, p99 {flush.get('p99_us', 0) / 1000:.3f}):",
+            "",
+            "| route | commit ms (mean) | commits per request | floor + commit, requests/s | "
+            "x floor | reached of floor + commit |",
+            "|---|---:|---:|---:|---:|---:|",
+        ]
+        for c in committing:
+            ceiling = 1000 / (floor_ms + c["commit_ms"])
+            lines.append(
+                f"| {c['route']} | {c['commit_ms']:.3f} | {c['commits_per_request']:.2f} | "
+                f"{ceiling:,.0f} | {ceiling / floor_cell['rps']:.2f} | {c['rps'] / ceiling:.2f} |"
+            )
     lines += [
         "",
         "CPU by thread while loaded, ms per second (user + system), and CPU per request:",
