@@ -22,6 +22,11 @@ Before anything is measured the build's writes are made durable (PostgreSQL ``CH
 then ``sync``), so the figures are those of a server on a settled ledger, not of a disk still
 writing out the build. ``--keep`` leaves the built ledger in place (its URL printed) for study.
 
+Beside the figures, each size records the state of the machine while they were taken: the
+same fixed pure-Python work timed before and after them (a figure that does not depend on the
+ledger: if it moves between sizes, the machine did), and the share of CPU time that was steal
+(taken by the host) and iowait between the predict load and the performance reads.
+
     python bench/ledger_scale.py --sizes 1000000 --stores sqlite            # print
     python bench/ledger_scale.py --sizes 1000000,10000000 --record          # append to RESULTS.md
 """
@@ -196,6 +201,35 @@ def disk_reads() -> int:
     return total
 
 
+def cpu_times() -> list[int]:
+    """The machine's CPU time so far, in ticks: user, nice, system, idle, iowait, irq, softirq,
+    steal (``/proc/stat``; zeros where it is not there)."""
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/stat").read_text().splitlines():
+            if line.startswith("cpu "):
+                return [int(v) for v in line.split()[1:9]]
+    return [0] * 8
+
+
+def cpu_shares(before: list[int], after: list[int]) -> dict[str, float]:
+    """Between two :func:`cpu_times`: the percent of all CPU time that was steal (taken by the
+    host for others) and iowait."""
+    spent = [b - a for a, b in zip(before, after, strict=True)]
+    total = sum(spent) or 1
+    return {"steal_pct": 100 * spent[7] / total, "iowait_pct": 100 * spent[4] / total}
+
+
+def cpu_probe(repeat: int = 5) -> float:
+    """The same fixed pure-Python work, timed (ms, the median of ``repeat``): how fast the
+    machine runs at the time, beside figures that should not depend on it."""
+    took = []
+    for _ in range(repeat):
+        began = time.perf_counter()
+        sum(i * i for i in range(300_000))
+        took.append((time.perf_counter() - began) * 1000)
+    return statistics.median(took)
+
+
 def lookups(http: httpx.Client, ids: list[str], warmup: int) -> dict[str, float]:
     """Look each id up, the first ``warmup`` uncounted: p50 and p99 ms, device reads per lookup."""
     for pid in ids[:warmup]:
@@ -312,6 +346,8 @@ def measure(url: str, n: int, days: int, args: argparse.Namespace, work: Path) -
         now - days * 86400,
         now - days * 86400 + 1800,
     )
+    out["cpu_probe_ms"] = cpu_probe()
+    ticks = cpu_times()
     proc = _serve(home, port, extra)
     try:
         out["predict_rps"] = (
@@ -331,6 +367,8 @@ def measure(url: str, n: int, days: int, args: argparse.Namespace, work: Path) -
         http.close()
     finally:
         procs.stop(proc)
+    out.update(cpu_shares(ticks, cpu_times()))
+    out["cpu_probe_after_ms"] = cpu_probe()
     # The archive, at half the measured load: the server's own loop.
     with store.read() as conn:
         before = conn.execute(sa.select(sa.func.count()).select_from(predictions)).scalar_one()
@@ -495,6 +533,10 @@ FIGURES = [
     ("archived_lookups", "archived lookups counted", "{:,}"),
     ("archived_disk_reads", "device reads per archived lookup", "{:.2f}"),
     ("build_rows_per_s", "bulk build rows/s", "{:,.0f}"),
+    ("cpu_probe_ms", "CPU probe ms, before the figures (fixed work)", "{:.1f}"),
+    ("cpu_probe_after_ms", "CPU probe ms, after them", "{:.1f}"),
+    ("steal_pct", "CPU steal % while measuring (predict to performance)", "{:.1f}"),
+    ("iowait_pct", "CPU iowait % while measuring", "{:.1f}"),
 ]
 
 
