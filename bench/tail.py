@@ -51,6 +51,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from prometheus_client.parser import text_string_to_metric_families
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -164,14 +165,18 @@ class Target:
 def commit_totals(url: str, headers: dict[str, str]) -> tuple[float, float]:
     """The writer's group commits so far, from ``/metrics``: (seconds in all, how many)."""
     text = httpx.get(url, headers=headers, timeout=30).raise_for_status().text
-    totals = {"_sum": 0.0, "_count": 0.0}
-    for line in text.splitlines():
-        if line.startswith("modelport_ledger_commit_seconds_"):
-            name, value = line.split()[:2]
-            suffix = name.split("{")[0].removeprefix("modelport_ledger_commit_seconds")
-            if suffix in totals:
-                totals[suffix] += float(value)
-    return totals["_sum"], totals["_count"]
+    totals = {
+        "modelport_ledger_commit_seconds_sum": 0.0,
+        "modelport_ledger_commit_seconds_count": 0.0,
+    }
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name in totals:
+                totals[sample.name] += sample.value
+    return (
+        totals["modelport_ledger_commit_seconds_sum"],
+        totals["modelport_ledger_commit_seconds_count"],
+    )
 
 
 def flush_probe(directory: Path, commits: int = 2000) -> dict[str, float]:
