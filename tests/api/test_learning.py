@@ -332,6 +332,29 @@ def test_a_queued_job_can_be_cancelled(settings: Settings) -> None:
         idle.stop()
 
 
+def test_an_idle_server_writes_nothing_and_still_claims_a_new_job(
+    learning: RunningServer,
+) -> None:
+    """Background loops that find nothing to do write nothing: every write joins a ledger
+    group and its commit, so an idle job poll that claimed through the writer slowed the
+    answers waiting for that commit (ten polls a second here)."""
+    from tests.api.test_metrics import scrape, value
+
+    mp = learning.client()
+    mp.create_from_algorithm("c", "linear_regression", schema=X_SCHEMA, target="y")
+    http = learning.http()
+
+    def commits() -> float:
+        return value(scrape(http), "modelport_ledger_commit_seconds_count")
+
+    before = commits()
+    time.sleep(1.5)  # 15 job polls, 30 learner ticks, 15 release checks
+    assert commits() == before
+    job = mp.retrain("c")
+    _wait(lambda: mp.job(job["id"])["status"] != "queued", what="the job to be claimed")
+    assert commits() > before
+
+
 def test_observation_files_are_uploaded_and_checked(learning: RunningServer, tmp_path: Any) -> None:
     import pandas as pd
 

@@ -219,6 +219,14 @@ def active_job(conn: Connection, model_id: int, kind: str) -> int | None:
     ).scalar()
 
 
+def any_queued(conn: Connection) -> bool:
+    """Whether some job waits for a server to claim it."""
+    return (
+        conn.execute(sa.select(jobs.c.id).where(jobs.c.status == "queued").limit(1)).first()
+        is not None
+    )
+
+
 def claim(conn: Connection, worker: str) -> int | None:
     """Take the oldest queued job for this server; None when there is none (or another won)."""
     job_id = conn.execute(

@@ -63,11 +63,15 @@ class JobRunner:
         await asyncio.to_thread(self.stop_all)
 
     async def tick(self) -> None:
-        await asyncio.to_thread(self._reap)
+        # Each step in a thread delays the request in flight on a serving process's CPU, and a
+        # write joins a ledger group: an idle tick is one read in one thread, and no write.
+        if self.running:
+            await asyncio.to_thread(self._reap)
         timeout = self.settings.score_run_timeout_seconds
-        if await asyncio.to_thread(self._silent_runs, timeout):  # a read first: writes are rare
+        queued, silent = await asyncio.to_thread(self._look, timeout)
+        if silent:
             await self.runtime.writer.run(lambda c: jobs.expire_client_runs(c, timeout))
-        while len(self.running) < self.settings.job_workers:
+        while queued and len(self.running) < self.settings.job_workers:
             job_id = await self.runtime.writer.run(lambda c: jobs.claim(c, self.worker))
             if job_id is None:
                 return
@@ -126,9 +130,10 @@ class JobRunner:
                 self._settle(job_id, "failed", f"the worker exited with status {code}: {tail}")
             del self.running[job_id]
 
-    def _silent_runs(self, timeout: float) -> bool:
+    def _look(self, timeout: float) -> tuple[bool, bool]:
+        """Whether a job is queued, and whether a client-run job has gone silent."""
         with self.runtime.store.read() as conn:
-            return jobs.silent_client_runs(conn, timeout)
+            return jobs.any_queued(conn), jobs.silent_client_runs(conn, timeout)
 
     def _settle(self, job_id: int, status: str, error: str) -> None:
         """Mark a job settled, through the writer (from a worker thread)."""

@@ -80,6 +80,11 @@ class _Segmented:
         return int(min([self.cursor, *unsaved]))
 
 
+def _online(model: dict[str, Any]) -> bool:
+    """Whether a model (as the router holds it) is made from an online algorithm."""
+    return bool((model.get("spec") or {}).get("online"))
+
+
 class Learner:
     """The online learning of one server process."""
 
@@ -91,18 +96,21 @@ class Learner:
 
     async def run(self, stop: asyncio.Event, interval: float) -> None:
         while not stop.is_set():
-            try:
-                await asyncio.to_thread(self.tick)
-            except Exception as exc:
-                log.warning("online learning: %s", exc)
+            # A tick runs in a thread, and a thread woken on a serving process's CPU delays the
+            # request in flight: none while no model learns online.
+            if any(_online(model) for model in self.runtime.router.models.values()):
+                try:
+                    await asyncio.to_thread(self.tick)
+                except Exception as exc:
+                    log.warning("online learning: %s", exc)
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(stop.wait(), interval)
 
     def tick(self) -> None:
         for name, model in list(self.runtime.router.models.items()):
-            spec = model.get("spec")
-            if not spec or not spec.get("online"):
+            if not _online(model):
                 continue
+            spec = model["spec"]
             if not self._lease(model["id"]):
                 self.states.pop(name, None)  # another process learns it; restore on return
                 self.segmented.pop(name, None)
