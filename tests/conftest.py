@@ -175,6 +175,16 @@ def make_key(settings: Settings, consumer: str, scopes: list[str]) -> str:
     return secret
 
 
+def wait_until(check: Any, timeout: float = 30.0, what: str = "the condition") -> Any:
+    """``check()``'s first true value, polled every 10 ms; AssertionError after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while not (value := check()):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.01)
+    return value
+
+
 def start_server(settings: Settings, service: Any = None) -> RunningServer:
     """Start a server (with ``service``, a ``modelport.service.core.Service`` built by the test
     with fakes at its outside boundaries, when given)."""

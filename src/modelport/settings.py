@@ -124,7 +124,7 @@ class Settings(BaseSettings):
         ge=0,
         description=(
             "How often a background thread of the server copies SQLite's write-ahead log into "
-            "the database (a passive checkpoint; nothing to do when the log holds nothing new), "
+            "the database (a passive checkpoint; skipped while the server commits nothing), "
             "so that no commit, and no answer waiting for one, pays for it. Short intervals keep "
             "each copy, and its flush, small; 0: the committing writer does it every 1000 pages "
             "(SQLite's way)."

@@ -16,6 +16,7 @@ from modelport.settings import Settings
 from modelport.store import Store
 from modelport.store.tables import observations, versions
 from tests.conftest import RunningServer, start_server
+from tests.conftest import wait_until as _wait
 from tests.procs import cli_env, run_cli
 
 X_SCHEMA = {"fields": [{"name": "x", "type": "number"}]}
@@ -35,17 +36,6 @@ def learning(settings: Settings) -> Iterator[RunningServer]:
     running = start_server(settings.model_copy(update=quick))
     yield running
     running.stop()
-
-
-def _wait(check: Any, timeout: float = 30.0, what: str = "the condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
 
 
 def _rows(n: int, seed: int, *, noise: float = 0.0) -> list[dict[str, Any]]:

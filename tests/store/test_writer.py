@@ -17,6 +17,7 @@ from modelport.ids import new_id
 from modelport.store import Store
 from modelport.store.tables import ledger_rollups, predictions, registry_generation
 from modelport.store.writer import Writer
+from tests.conftest import wait_until
 
 
 def _row(tag: object, first: str | None = None, rows: int = 1) -> tuple[object, ...]:
@@ -225,3 +226,25 @@ def test_a_checkpoint_thread_keeps_the_log_short_without_the_writer(
         assert longest < 8 * 2**20, longest
     else:
         assert longest > 20 * 2**20, longest
+
+
+def test_the_checkpoint_thread_skips_rounds_with_nothing_committed(store: Store) -> None:
+    """An idle server runs no checkpoint: a round after which the writer committed nothing is
+    skipped, and the next commit brings the checkpoints back."""
+    if store.dialect != "sqlite":
+        assert Writer(store, checkpoint_seconds=0.02).checkpoint_seconds == 0  # no such thread
+        return
+    writer = Writer(store, checkpoint_seconds=0.02)
+    writer.start()
+    try:
+        writer.submit_rows([_row("a")]).result(timeout=30)
+        wait_until(lambda: writer.stats.checkpoints >= 1, what="a checkpoint")
+        time.sleep(0.1)  # the round after the commit's checkpoint may still be running
+        idle = writer.stats.checkpoints
+        time.sleep(0.4)  # twenty rounds
+        assert writer.stats.checkpoints == idle
+        writer.submit_rows([_row("b")]).result(timeout=30)
+        wait_until(lambda: writer.stats.checkpoints > idle, what="a checkpoint")
+    finally:
+        writer.stop()
+    assert _count(store) == 2

@@ -8,9 +8,9 @@ so durability costs one fsync per group rather than one per request. Each functi
 own savepoint, so one that fails is answered with its own error and does not fail the others.
 
 On SQLite a second thread copies the write-ahead log into the database every
-``checkpoint_seconds`` (a passive checkpoint: it never blocks the writer), so that the commit
-that crosses SQLite's checkpoint threshold, and every answer waiting for it, does not do that
-copy and its fsync itself. The interval is short so that each copy's flush of the database file,
+``checkpoint_seconds`` (a passive checkpoint: it never blocks the writer; none after a round
+in which the writer committed nothing), so that the commit that crosses SQLite's checkpoint
+threshold, and every answer waiting for it, does not do that copy and its fsync itself. The interval is short so that each copy's flush of the database file,
 which a commit's own flush can wait behind, stays small. The writer keeps a far higher
 threshold of its own as a backstop.
 """
@@ -59,6 +59,7 @@ class WriterStats:
     wakeups: int = 0  # calls into event loops to answer awaited jobs
     rows: int = 0
     failures: int = 0
+    checkpoints: int = 0  # background checkpoints run (SQLite)
 
 
 _STOP = object()
@@ -215,14 +216,21 @@ class Writer:
 
     def _checkpoints(self) -> None:
         """The checkpoint thread: a passive checkpoint every ``checkpoint_seconds`` on a
-        connection of its own, until the writer stops (then one last one)."""
+        connection of its own, until the writer stops (then one last one). A round after
+        which the writer has committed nothing is skipped: an idle server runs none."""
         raw: Any = None
+        copied = -1  # the writer's commit count at the last checkpoint
         while True:
             stopping = self._no_more_checkpoints.wait(self.checkpoint_seconds)
+            commits = self.stats.commits
+            if commits == copied and not stopping:
+                continue
             try:
                 if raw is None:
                     raw = self.store.read_engine.raw_connection()
                 raw.driver_connection.execute("PRAGMA wal_checkpoint(PASSIVE)").close()
+                copied = commits
+                self.stats.checkpoints += 1
             except Exception as exc:  # the writer's own backstop still bounds the log
                 # Another process's checkpoint running ("locked"): the next one will do.
                 if "locked" not in str(exc) and "busy" not in str(exc):
