@@ -10,9 +10,10 @@ own savepoint, so one that fails is answered with its own error and does not fai
 On SQLite a second thread copies the write-ahead log into the database every
 ``checkpoint_seconds`` (a passive checkpoint: it never blocks the writer; none after a round
 in which the writer committed nothing), so that the commit that crosses SQLite's checkpoint
-threshold, and every answer waiting for it, does not do that copy and its fsync itself. The interval is short so that each copy's flush of the database file,
-which a commit's own flush can wait behind, stays small. The writer keeps a far higher
-threshold of its own as a backstop.
+threshold, and every answer waiting for it, does not do that copy and its fsync itself. The
+interval is short so that each copy's flush of the database file, which a commit's own flush
+can wait behind, stays small. The writer keeps a far higher threshold of its own as a
+backstop.
 """
 
 from __future__ import annotations
