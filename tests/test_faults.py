@@ -21,7 +21,7 @@ import pytest
 from modelport import Client
 from modelport.settings import Settings
 from tests.api.models import Constant, FailsOnNegative, Leaker, Napper, Sleeper
-from tests.conftest import RunningServer, free_port, make_key, needs, start_server
+from tests.conftest import RunningServer, free_port, make_key, needs, start_server, wait_until
 from tests.procs import ServerProcess
 
 X_SCHEMA = {"fields": [{"name": "x", "type": "number"}]}
@@ -52,11 +52,7 @@ def _events(http: httpx.Client, name: str, kind: str) -> list[dict[str, Any]]:
 
 
 def _wait(check: Any, timeout: float = 10.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while not (value := check()):
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.05)
-    return value
+    return wait_until(check, timeout)
 
 
 def test_a_version_failing_repeatedly_is_marked_unhealthy_and_recovers(

@@ -4,7 +4,6 @@ production alias as fallback, bounded live segments (LRU), and the ledger's segm
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -17,7 +16,7 @@ from sklearn.linear_model import LinearRegression
 from modelport import errors
 from modelport.settings import Settings
 from tests.api.test_metrics import scrape, value
-from tests.conftest import RunningServer, start_server
+from tests.conftest import RunningServer, start_server, wait_until
 
 STORE_SCHEMA = {
     "fields": [
@@ -36,14 +35,7 @@ def learning(settings: Settings) -> Iterator[RunningServer]:
 
 
 def _wait(check: Any, timeout: float = 60.0, what: str = "the condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
+    return wait_until(check, timeout, what)
 
 
 def _answers(mp: Any, name: str, rows: list[dict[str, Any]]) -> Any:
