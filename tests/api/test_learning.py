@@ -15,6 +15,7 @@ from modelport import errors
 from modelport.settings import Settings
 from modelport.store import Store
 from modelport.store.tables import observations, versions
+from tests.api.test_metrics import scrape, value
 from tests.conftest import RunningServer, start_server
 from tests.conftest import wait_until as _wait
 from tests.procs import cli_env, run_cli
@@ -328,8 +329,6 @@ def test_an_idle_server_writes_nothing_and_still_claims_a_new_job(
     """Background loops that find nothing to do write nothing: every write joins a ledger
     group and its commit, so an idle job poll that claimed through the writer slowed the
     answers waiting for that commit (ten polls a second here)."""
-    from tests.api.test_metrics import scrape, value
-
     mp = learning.client()
     mp.create_from_algorithm("c", "linear_regression", schema=X_SCHEMA, target="y")
     http = learning.http()
