@@ -33,3 +33,14 @@ def test_ids_increase_and_never_repeat_across_threads() -> None:
         assert batch == sorted(batch)
     every = [i for b in batches for i in b]
     assert len(set(every)) == len(every) == 20000
+
+
+def test_a_block_is_consecutive_canonical_uuids_whatever_its_size() -> None:
+    # Sizes that end inside the first 256, cross one or many 256 boundaries, fill the short
+    # block's range exactly, and pass it (the long form).
+    for n in (1, 2, 255, 256, 300, 5000, 65_536, 70_000):
+        for _ in range(20 if n <= 5000 else 2):  # the start is random: try several
+            ids = new_ids(n)
+            values = [uuid.UUID(i).int for i in ids]
+            assert values == list(range(values[0], values[0] + n)), n
+            assert ids == [str(uuid.UUID(int=v)) for v in values], n

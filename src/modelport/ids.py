@@ -36,6 +36,9 @@ os.register_at_fork(after_in_child=lambda: _random.seed(os.urandom(32)))
 _SHORT_BLOCK = 0x10000
 #: The most ids one block (one request's predictions, one ledger row) may hold.
 MAX_BLOCK = 1 << 24
+#: Two hex digits per byte value: a block's last four digits are two of these, joined
+#: (formatting ``f"{x:04x}"`` per id costs five times as much on a 100-row request).
+_HEX2 = [f"{i:02x}" for i in range(256)]
 
 
 def new_id() -> str:
@@ -67,9 +70,20 @@ def new_ids(n: int) -> list[str]:
     value = (ms << 80) | (0x7 << 76) | (seq << 64) | (0b10 << 62) | rand
     if n <= _SHORT_BLOCK:
         h = f"{value:032x}"
-        prefix = f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:28]}"
-        return [f"{prefix}{x:04x}" for x in range(low, low + n)]
+        return _block(f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:28]}", low, n)
     return [str(uuid.UUID(int=value + i)) for i in range(n)]
+
+
+def _block(prefix: str, low: int, n: int) -> list[str]:
+    """``prefix`` followed by the four hex digits of each of ``low`` .. ``low + n - 1``."""
+    out: list[str] = []
+    x, end = low, low + n
+    while x < end:
+        high, first = divmod(x, 256)
+        stop = min(end, (high + 1) * 256)
+        out += map((prefix + _HEX2[high]).__add__, _HEX2[first : first + stop - x])
+        x = stop
+    return out
 
 
 def first_id_at(seconds: float) -> str:
