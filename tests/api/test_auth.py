@@ -474,6 +474,48 @@ def test_revocation_elsewhere_is_seen_after_the_key_cache_expires(settings: Sett
         running.stop()
 
 
+def test_requests_that_miss_the_key_cache_together_share_one_lookup(settings: Settings) -> None:
+    # A key's cache entry expiring under load: every request in flight with it misses at
+    # once. They must wait for one store lookup, not send one each to a thread of its own.
+    import asyncio
+    import threading
+
+    import httpx
+
+    from modelport.service.core import Service
+
+    service = Service(settings.model_copy(update={"key_cache_seconds": 3600}))
+    running = start_server(settings, service)
+    lookups = 0
+    lock = threading.Lock()
+
+    @sa.event.listens_for(service.store.read_engine, "before_cursor_execute")
+    def count(_conn: Any, _cursor: Any, statement: str, *_rest: Any) -> None:
+        nonlocal lookups
+        if "api_keys" in statement:
+            with lock:
+                lookups += 1
+
+    async def burst(secret: str, n: int) -> list[int]:
+        headers = {"Authorization": f"Bearer {secret}"}
+        async with httpx.AsyncClient(base_url=running.url, headers=headers, timeout=60) as http:
+            answers = await asyncio.gather(*(http.get("/v1/models") for _ in range(n)))
+        return [a.status_code for a in answers]
+
+    try:
+        for consumer in ("first", "second"):  # two keys, each new to the cache
+            secret = running.key(consumer, "read")
+            before = lookups
+            assert asyncio.run(burst(secret, 48)) == [200] * 48
+            assert lookups - before == 1, f"{lookups - before} lookups for one key"
+        # A key that is not known: every waiter of the shared lookup gets the 401.
+        before = lookups
+        assert asyncio.run(burst("mp_" + "0" * 40, 16)) == [401] * 16
+        assert 1 <= lookups - before < 16
+    finally:
+        running.stop()
+
+
 def test_the_key_is_checked_before_the_body_is_read(server: RunningServer) -> None:
     # An anonymous 30 MB body must cost nothing: the 401 comes before a byte of it is read.
     import socket
