@@ -1,0 +1,218 @@
+"""Two modelport checkouts and the floor, up at once, loaded in alternating short runs.
+
+``bench/compare.py`` runs one server after another. On a shared virtual machine whose speed
+drifts by a factor of two within minutes, a ratio between two of its runs (before and after a
+change, or modelport and the floor) can move more with the machine than with the code. Here
+the three servers (modelport from ``--checkout``, modelport from this repository, and the
+floor) are started first, each pinned to the server CPU and idle while another is loaded; then
+``--rounds`` rounds load each in turn for ``--seconds`` (the order reversed every other round),
+so each round's three figures come from the same few seconds of the machine. Reported: each
+server's requests/s per round and the per-round ratios (after / before, each / floor), with
+their medians.
+
+    git worktree add /tmp/before <commit>
+    python bench/interleave.py --checkout /tmp/before --rows 100 --connections 64
+
+The servers, the model and the load are those of ``bench/compare.py`` (the LR pipeline, wrk
+with one thread on the load CPU, a fresh SQLite store per server with the ledger on, every
+server's environment from ``bench/.venvs``). Everything listens on 127.0.0.1 and stops at the
+end, also on errors.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from compare import build_models
+from peers import load, procs, venvs
+from peers.modelport_server import serving
+
+HERE = Path(__file__).resolve().parent
+
+
+def steal_ticks() -> int:
+    """The machine's CPU time stolen by the hypervisor so far (``/proc/stat``), in ticks."""
+    with open("/proc/stat") as fh:
+        fields = fh.readline().split()
+    return int(fields[8]) if len(fields) > 8 else 0
+
+
+def _body(route: str, rows: list[list[float]]) -> bytes:
+    names = [f"x{i}" for i in range(len(rows[0]))]
+    if route == "records":
+        return json.dumps({"inputs": [dict(zip(names, r, strict=True)) for r in rows]}).encode()
+    return json.dumps({"columns": names, "data": rows}).encode()
+
+
+@contextlib.contextmanager
+def _floor(python: Path, model_path: Path) -> Any:
+    """The floor's app (bench/peers/floor.py) on a free loopback port; its predict URL."""
+    port = procs.free_port()
+    proc = subprocess.Popen(
+        [
+            *procs.pin(procs.SERVER_CPU),
+            str(python),
+            "-m",
+            "uvicorn",
+            "floor:app",
+            "--app-dir",
+            str(HERE / "peers"),
+            *procs.loopback_flags(port),
+            "--no-access-log",
+            "--log-level",
+            "warning",
+        ],
+        env={**os.environ, "FLOOR_MODEL": str(model_path)},
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}/predict"
+    try:
+        procs.wait_for_200(
+            proc,
+            lambda: httpx.post(url, json={"inputs": [[0.0] * 20]}, timeout=1),
+            time.monotonic() + 60,
+        )
+        yield url
+    finally:
+        procs.stop(proc, timeout=15)
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    envs = venvs.ensure(["floor", "modelport"], log=print)
+    envs["before"] = venvs.ensure(["modelport"], log=print, repo=args.checkout)["modelport"]
+    failed = [f"{n}: {e.error}" for n, e in envs.items() if e.error]
+    if failed:
+        raise SystemExit("; ".join(failed))
+    work = Path(tempfile.mkdtemp(prefix="modelport-interleave-"))
+    try:
+        (model,) = build_models(work, ["lr"])
+        rows = model.rows[: args.rows]
+        targets: dict[str, tuple[str, Path]] = {}
+        with contextlib.ExitStack() as stack:
+            for label, env in (("before", envs["before"]), ("after", envs["modelport"])):
+                home = work / label
+                python = str(env.python)
+                with serving(home, python=python) as server:
+                    seed = (
+                        "import sys, joblib; from modelport import Client\n"
+                        "with Client(sys.argv[1], sys.argv[2]) as mp:\n"
+                        "    mp.push('lr', joblib.load(sys.argv[3]), alias='production')\n"
+                    )
+                    subprocess.run(
+                        [python, "-c", seed, server.url, server.key, str(model.joblib_path)],
+                        check=True,
+                        timeout=300,
+                    )
+                server = stack.enter_context(serving(home, python=python))  # a restart
+                lua = load.script(
+                    work, label, _body(args.route, rows), {"Authorization": f"Bearer {server.key}"}
+                )
+                targets[label] = (server.url + "/v1/models/lr/predict", lua)
+            floor_url = stack.enter_context(_floor(envs["floor"].python, model.joblib_path))
+            floor_body = json.dumps({"inputs": rows}).encode()
+            targets["floor"] = (floor_url, load.script(work, "floor", floor_body, {}))
+            for url, lua in targets.values():  # warm-up
+                load.run(url, lua, args.connections, args.warmup)
+            rps: dict[str, list[float]] = {name: [] for name in targets}
+            stolen: list[float] = []  # per round: the share of the machine's CPU time stolen
+            order = list(targets)
+            tick = os.sysconf("SC_CLK_TCK")
+            for r in range(args.rounds):
+                ticks, began = steal_ticks(), time.monotonic()
+                for name in order if r % 2 == 0 else order[::-1]:
+                    url, lua = targets[name]
+                    got = load.run(url, lua, args.connections, args.seconds)
+                    if got["errors"]:
+                        raise SystemExit(f"{name}: {got['errors']} errors in round {r + 1}")
+                    rps[name].append(got["rps"])
+                cpus = os.cpu_count() or 1
+                wall = time.monotonic() - began
+                stolen.append((steal_ticks() - ticks) / tick / (wall * cpus))
+                print(
+                    f"round {r + 1}: "
+                    + ", ".join(f"{n} {v[-1]:,.0f}" for n, v in rps.items())
+                    + f"; stolen {stolen[-1]:.1%}"
+                )
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return {
+        "before": venvs.commit_of(args.checkout),
+        "after": venvs.commit_of(venvs.REPO),
+        "route": args.route,
+        "rows": args.rows,
+        "connections": args.connections,
+        "seconds": args.seconds,
+        "rps": rps,
+        "stolen": stolen,
+    }
+
+
+def report(result: dict[str, Any]) -> str:
+    """A table: each server's runs and median, then the per-round ratios and their medians."""
+    rps = result["rps"]
+
+    def ratios(a: str, b: str) -> list[float]:
+        return [x / y for x, y in zip(rps[a], rps[b], strict=True)]
+
+    lines = [
+        f"/v1 {result['route']}, {result['rows']} rows, {result['connections']} connections, "
+        f"{len(rps['floor'])} rounds of {result['seconds']} s; before {result['before']}, "
+        f"after {result['after']}",
+        "",
+        "| | median | per round |",
+        "|---|---:|---|",
+    ]
+    for name in ("before", "after", "floor"):
+        runs = ", ".join(f"{v:,.0f}" for v in rps[name])
+        lines.append(f"| {name} requests/s | {statistics.median(rps[name]):,.0f} | {runs} |")
+    for a, b in (("after", "before"), ("before", "floor"), ("after", "floor")):
+        got = ratios(a, b)
+        each = ", ".join(f"{v:.2f}" for v in got)
+        lines.append(f"| {a} / {b} | {statistics.median(got):.2f}x | {each} |")
+    stolen = result["stolen"]
+    each = ", ".join(f"{v:.0%}" for v in stolen)
+    lines.append(f"| CPU time stolen by the host | {statistics.median(stolen):.0%} | {each} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--checkout", type=Path, required=True, help="The 'before' checkout (a git worktree)."
+    )
+    parser.add_argument("--route", choices=("records", "columns"), default="records")
+    parser.add_argument("--rows", type=int, default=100, help="Rows per request.")
+    parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--seconds", type=int, default=5, help="Length of each run.")
+    parser.add_argument("--warmup", type=int, default=2, help="Each server's warm-up, once.")
+    parser.add_argument("--rounds", type=int, default=8)
+    parser.add_argument("--json", type=Path, help="Write the runs to this file.")
+    args = parser.parse_args()
+    args.checkout = args.checkout.resolve()
+    if not (args.checkout / "pyproject.toml").exists():
+        parser.error(f"--checkout {args.checkout}: no pyproject.toml there")
+    if not shutil.which("wrk"):
+        raise SystemExit("wrk is needed: apt-get install wrk")
+    started = time.time()
+    result = run(args)
+    print(report(result))
+    print(f"({time.time() - started:.0f} s)")
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=1))
+
+
+if __name__ == "__main__":
+    main()
