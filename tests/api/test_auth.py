@@ -495,6 +495,9 @@ def test_requests_that_miss_the_key_cache_together_share_one_lookup(settings: Se
         if "api_keys" in statement:
             with lock:
                 lookups += 1
+            # A slow store (in the lookup's thread, not the event loop's): every request of a
+            # burst arrives while the first lookup is still out.
+            time.sleep(0.3)
 
     async def burst(secret: str, n: int) -> list[int]:
         headers = {"Authorization": f"Bearer {secret}"}
@@ -508,10 +511,11 @@ def test_requests_that_miss_the_key_cache_together_share_one_lookup(settings: Se
             before = lookups
             assert asyncio.run(burst(secret, 48)) == [200] * 48
             assert lookups - before == 1, f"{lookups - before} lookups for one key"
-        # A key that is not known: every waiter of the shared lookup gets the 401.
+        # A key that is not known: every waiter of the shared lookup gets the 401. It is not
+        # cached, so a request arriving after the lookup ended would start another.
         before = lookups
         assert asyncio.run(burst("mp_" + "0" * 40, 16)) == [401] * 16
-        assert 1 <= lookups - before < 16
+        assert 1 <= lookups - before <= 2, f"{lookups - before} lookups for one unknown key"
     finally:
         running.stop()
 
