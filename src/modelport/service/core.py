@@ -30,6 +30,7 @@ from ..jobs.runner import JobRunner
 from ..learning import observations as learning
 from ..learning.learner import Learner
 from ..learning.retrain import due_trigger, trigger_retrain
+from ..once import Once
 from ..registry import keys
 from ..registry import models as registry
 from ..registry.keys import ANONYMOUS, KeyCache, Principal
@@ -70,10 +71,9 @@ class Service(RegistryOps, LearningOps, ReleaseOps, MonitoringOps):
         self.archive = Archive(self.artifacts)  # the ledger rows retention moved out
         self.retention = Retention(runtime)
         self.keys = KeyCache(self.store, settings.key_cache_seconds)
-        # The store lookup of each key being verified now. When a key's cache entry expires
-        # under load, every request in flight with it misses at once: they all wait for one
-        # lookup instead of each sending its own to a thread (and a connection) of its own.
-        self._verifying: dict[str, asyncio.Future[Principal]] = {}
+        # When a key's cache entry expires under load, every request in flight with it misses
+        # at once: they all wait for one lookup instead of each sending its own to a thread.
+        self._verifying: Once[str, Principal] = Once()
         self._watch: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
         self._releases: asyncio.Task[None] | None = None
@@ -220,19 +220,7 @@ class Service(RegistryOps, LearningOps, ReleaseOps, MonitoringOps):
         principal = self.keys.cached(secret)
         if principal is not None:
             return principal
-        lookup = self._verifying.get(secret)
-        if lookup is None or lookup.get_loop() is not asyncio.get_running_loop():
-            lookup = asyncio.ensure_future(asyncio.to_thread(self.keys.authenticate, secret))
-            self._verifying[secret] = lookup
-            lookup.add_done_callback(functools.partial(self._verified, secret))
-        # Shielded: a waiter that goes away (its client left) does not end the others' lookup.
-        return await asyncio.shield(lookup)
-
-    def _verified(self, secret: str, lookup: asyncio.Future[Principal]) -> None:
-        if self._verifying.get(secret) is lookup:
-            del self._verifying[secret]
-        if not lookup.cancelled():
-            lookup.exception()  # retrieved, so a lookup whose waiters all left logs nothing
+        return await self._verifying.run(secret, functools.partial(self.keys.authenticate, secret))
 
     # -- predictions ------------------------------------------------------------------------------
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -22,6 +23,7 @@ from ..flavors import LoadedModel
 from ..flavors.load_cache import LoadCache
 from ..inputs.adapters import Adapter
 from ..inputs.schema import Schema, parse_schema
+from ..once import Once
 from ..registry import models as registry
 from ..releases import bandits
 from ..releases.bandits import ArmStats
@@ -151,7 +153,7 @@ class Router:
         self._choosers: dict[tuple[str, int], bandits.BanditPolicy] = {}
         self._rng = np.random.default_rng()
         self._served: dict[tuple[str, int], Served] = {}
-        self._loading: dict[tuple[str, int], asyncio.Future[Served]] = {}
+        self._loading: Once[tuple[str, int], Served] = Once()
         # Segmented models: model -> segment key, and the segment instances loaded.
         self.segment_keys: dict[str, str] = {}
         self.live: dict[str, LiveSegments] = {}
@@ -385,27 +387,13 @@ class Router:
             self.on_unload(name, version)
 
     async def get(self, name: str, version: int) -> Served:
-        """A loaded version, loading it (once, however many callers wait) when needed."""
+        """A loaded version, loading it (once, however many callers wait) when needed; the
+        load is registered (``add``) before any of them resumes."""
         key = (name, version)
         served = self._served.get(key)
         if served is not None:
             return served
-        pending = self._loading.get(key)
-        if pending is None:
-            pending = asyncio.get_running_loop().create_future()
-            self._loading[key] = pending
-            try:
-                served = await asyncio.to_thread(self._load, name, version)
-            except BaseException as exc:
-                pending.set_exception(exc)
-                pending.exception()  # mark retrieved: the waiters (if any) re-raise it
-                raise
-            finally:
-                del self._loading[key]
-            self._served[key] = served
-            pending.set_result(served)
-            return served
-        return await asyncio.shield(pending)
+        return await self._loading.run(key, functools.partial(self._load, name, version), self.add)
 
     def _load(self, name: str, version: int) -> Served:
         with self.store.read() as conn:
