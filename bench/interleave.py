@@ -27,19 +27,14 @@ import json
 import os
 import shutil
 import statistics
-import subprocess
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-import httpx
-
-from compare import build_models
+from compare import _payload, build_models, seed, verify, wait_ready
 from peers import load, procs, venvs
-from peers.modelport_server import serving
-
-HERE = Path(__file__).resolve().parent
+from peers.servers import Context, Floor, Modelport, Peer, Running
 
 
 def steal_ticks() -> int:
@@ -49,45 +44,15 @@ def steal_ticks() -> int:
     return int(fields[8]) if len(fields) > 8 else 0
 
 
-def _body(route: str, rows: list[list[float]]) -> bytes:
-    names = [f"x{i}" for i in range(len(rows[0]))]
-    if route == "records":
-        return json.dumps({"inputs": [dict(zip(names, r, strict=True)) for r in rows]}).encode()
-    return json.dumps({"columns": names, "data": rows}).encode()
-
-
-@contextlib.contextmanager
-def _floor(python: Path, model_path: Path) -> Any:
-    """The floor's app (bench/peers/floor.py) on a free loopback port; its predict URL."""
-    port = procs.free_port()
-    proc = subprocess.Popen(
-        [
-            *procs.pin(procs.SERVER_CPU),
-            str(python),
-            "-m",
-            "uvicorn",
-            "floor:app",
-            "--app-dir",
-            str(HERE / "peers"),
-            *procs.loopback_flags(port),
-            "--no-access-log",
-            "--log-level",
-            "warning",
-        ],
-        env={**os.environ, "FLOOR_MODEL": str(model_path)},
-        stdin=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    url = f"http://127.0.0.1:{port}/predict"
-    try:
-        procs.wait_for_200(
-            proc,
-            lambda: httpx.post(url, json={"inputs": [[0.0] * 20]}, timeout=1),
-            time.monotonic() + 60,
-        )
-        yield url
-    finally:
-        procs.stop(proc, timeout=15)
+def _start(peer: Peer, ctx: Context, model: Any, stack: contextlib.ExitStack) -> Running:
+    """``peer`` started as compare.py starts it (modelport: seeded, then restarted), checked
+    to answer the model's own predictions, and stopped when ``stack`` closes."""
+    if peer.seeded:
+        seed(peer, ctx, model, 120.0, {})
+    running = peer.launch(ctx, model)
+    stack.callback(procs.stop, running.proc)
+    wait_ready(peer, running, model, time.monotonic() + 120.0)
+    return running
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -102,28 +67,21 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         rows = model.rows[: args.rows]
         targets: dict[str, tuple[str, Path]] = {}
         with contextlib.ExitStack() as stack:
-            for label, env in (("before", envs["before"]), ("after", envs["modelport"])):
-                home = work / label
-                python = str(env.python)
-                with serving(home, python=python) as server:
-                    seed = (
-                        "import sys, joblib; from modelport import Client\n"
-                        "with Client(sys.argv[1], sys.argv[2]) as mp:\n"
-                        "    mp.push('lr', joblib.load(sys.argv[3]), alias='production')\n"
-                    )
-                    subprocess.run(
-                        [python, "-c", seed, server.url, server.key, str(model.joblib_path)],
-                        check=True,
-                        timeout=300,
-                    )
-                server = stack.enter_context(serving(home, python=python))  # a restart
-                lua = load.script(
-                    work, label, _body(args.route, rows), {"Authorization": f"Bearer {server.key}"}
+            for label, peer, env in (
+                ("before", Modelport(), envs["before"]),
+                ("after", Modelport(), envs["modelport"]),
+                ("floor", Floor(), envs["floor"]),
+            ):
+                assert peer.env is not None
+                ctx = Context(work / label, {peer.env: env})
+                running = _start(peer, ctx, model, stack)
+                variants = peer.variants(model)
+                variant = next(
+                    (v for v in variants if v.name.endswith(f"/v1 {args.route}")), variants[0]
                 )
-                targets[label] = (server.url + "/v1/models/lr/predict", lua)
-            floor_url = stack.enter_context(_floor(envs["floor"].python, model.joblib_path))
-            floor_body = json.dumps({"inputs": rows}).encode()
-            targets["floor"] = (floor_url, load.script(work, "floor", floor_body, {}))
+                verify(running, variant, model)
+                lua = load.script(work, label, _payload(variant, rows), running.headers)
+                targets[label] = (running.url + variant.path, lua)
             for url, lua in targets.values():  # warm-up
                 load.run(url, lua, args.connections, args.warmup)
             rps: dict[str, list[float]] = {name: [] for name in targets}
