@@ -1,22 +1,25 @@
-"""Two modelport checkouts and the floor, up at once, loaded in alternating short runs.
+"""modelport (two checkouts, or one), the floor and optionally MLServer, up at once, loaded in
+alternating short runs.
 
 ``bench/compare.py`` runs one server after another. On a shared virtual machine whose speed
 drifts by a factor of two within minutes, a ratio between two of its runs (before and after a
 change, or modelport and the floor) can move more with the machine than with the code. Here
-the three servers (modelport from ``--checkout``, modelport from this repository, and the
-floor) are started first, each pinned to the server CPU and idle while another is loaded; then
-``--rounds`` rounds load each in turn for ``--seconds`` (the order reversed every other round),
-so each round's three figures come from the same few seconds of the machine. Reported: each
-server's requests/s per round and the per-round ratios (after / before, each / floor), with
-their medians.
+the servers (modelport from ``--checkout`` when given, modelport from this repository, the
+floor, and with ``--mlserver`` MLServer with adaptive batching) are started first, each pinned
+to the server CPU and idle while another is loaded; then ``--rounds`` rounds load each in turn
+for ``--seconds`` (the order reversed every other round), so each round's figures come from the
+same few seconds of the machine. Reported: each server's requests/s and p99 per round and the
+per-round ratios (after / before, each / floor, after / MLServer), with their medians.
 
     git worktree add /tmp/before <commit>
     python bench/interleave.py --checkout /tmp/before --rows 100 --connections 64
+    python bench/interleave.py --mlserver --rows 100 --connections 64   # this checkout only
 
 The servers, the model and the load are those of ``bench/compare.py`` (the LR pipeline, wrk
-with one thread on the load CPU, a fresh SQLite store per server with the ledger on, every
-server's environment from ``bench/.venvs``). Everything listens on 127.0.0.1 and stops at the
-end, also on errors.
+with one thread on the load CPU, a fresh SQLite store per modelport with the ledger on, every
+server's environment from ``bench/.venvs``; MLServer answers the Open Inference Protocol, so
+its rows go as one FP64 tensor, where modelport gets ``--route``). Everything listens on
+127.0.0.1 and stops at the end, also on errors.
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ from typing import Any
 
 from compare import _payload, build_models, seed, verify, wait_ready
 from peers import load, procs, venvs
-from peers.servers import Context, Floor, Modelport, Peer, Running
+from peers.servers import Context, Floor, MLServer, Modelport, Peer, Running
 
 
 def steal_ticks() -> int:
@@ -56,9 +59,16 @@ def _start(peer: Peer, ctx: Context, model: Any, stack: contextlib.ExitStack) ->
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    envs = venvs.ensure(["floor", "modelport"], log=print)
-    envs["before"] = venvs.ensure(["modelport"], log=print, repo=args.checkout)["modelport"]
-    failed = [f"{n}: {e.error}" for n, e in envs.items() if e.error]
+    names = ["floor", "modelport", *(["mlserver"] if args.mlserver else [])]
+    envs = venvs.ensure(names, log=print)
+    servers: list[tuple[str, Peer, venvs.Env]] = []
+    if args.checkout is not None:
+        before = venvs.ensure(["modelport"], log=print, repo=args.checkout)["modelport"]
+        servers.append(("before", Modelport(), before))
+    servers += [("after", Modelport(), envs["modelport"]), ("floor", Floor(), envs["floor"])]
+    if args.mlserver:
+        servers.append(("mlserver-batch", MLServer(batching=True), envs["mlserver"]))
+    failed = [f"{label}: {env.error}" for label, _, env in servers if env.error]
     if failed:
         raise SystemExit("; ".join(failed))
     work = Path(tempfile.mkdtemp(prefix="modelport-interleave-"))
@@ -67,11 +77,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         rows = model.rows[: args.rows]
         targets: dict[str, tuple[str, Path]] = {}
         with contextlib.ExitStack() as stack:
-            for label, peer, env in (
-                ("before", Modelport(), envs["before"]),
-                ("after", Modelport(), envs["modelport"]),
-                ("floor", Floor(), envs["floor"]),
-            ):
+            for label, peer, env in servers:
                 assert peer.env is not None
                 ctx = Context(work / label, {peer.env: env})
                 running = _start(peer, ctx, model, stack)
@@ -85,6 +91,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             for url, lua in targets.values():  # warm-up
                 load.run(url, lua, args.connections, args.warmup)
             rps: dict[str, list[float]] = {name: [] for name in targets}
+            p99: dict[str, list[float]] = {name: [] for name in targets}  # ms
             stolen: list[float] = []  # per round: the share of the machine's CPU time stolen
             order = list(targets)
             tick = os.sysconf("SC_CLK_TCK")
@@ -96,6 +103,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     if got["errors"]:
                         raise SystemExit(f"{name}: {got['errors']} errors in round {r + 1}")
                     rps[name].append(got["rps"])
+                    p99[name].append(got["p99_us"] / 1000)
                 cpus = os.cpu_count() or 1
                 wall = time.monotonic() - began
                 stolen.append((steal_ticks() - ticks) / tick / (wall * cpus))
@@ -107,39 +115,47 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return {
-        "before": venvs.commit_of(args.checkout),
+        "before": None if args.checkout is None else venvs.commit_of(args.checkout),
         "after": venvs.commit_of(venvs.REPO),
         "route": args.route,
         "rows": args.rows,
         "connections": args.connections,
         "seconds": args.seconds,
         "rps": rps,
+        "p99_ms": p99,
         "stolen": stolen,
     }
 
 
 def report(result: dict[str, Any]) -> str:
-    """A table: each server's runs and median, then the per-round ratios and their medians."""
-    rps = result["rps"]
+    """A table: each server's runs and median (requests/s, then p99), then the per-round
+    ratios and their medians."""
+    rps, p99 = result["rps"], result["p99_ms"]
 
     def ratios(a: str, b: str) -> list[float]:
         return [x / y for x, y in zip(rps[a], rps[b], strict=True)]
 
+    before = "" if result["before"] is None else f"before {result['before']}, "
     lines = [
         f"/v1 {result['route']}, {result['rows']} rows, {result['connections']} connections, "
-        f"{len(rps['floor'])} rounds of {result['seconds']} s; before {result['before']}, "
-        f"after {result['after']}",
+        f"{len(rps['floor'])} rounds of {result['seconds']} s; {before}after {result['after']}",
         "",
         "| | median | per round |",
         "|---|---:|---|",
     ]
-    for name in ("before", "after", "floor"):
+    for name in rps:
         runs = ", ".join(f"{v:,.0f}" for v in rps[name])
         lines.append(f"| {name} requests/s | {statistics.median(rps[name]):,.0f} | {runs} |")
-    for a, b in (("after", "before"), ("before", "floor"), ("after", "floor")):
-        got = ratios(a, b)
-        each = ", ".join(f"{v:.2f}" for v in got)
-        lines.append(f"| {a} / {b} | {statistics.median(got):.2f}x | {each} |")
+    for name in p99:
+        runs = ", ".join(f"{v:,.1f}" for v in p99[name])
+        lines.append(f"| {name} p99 ms | {statistics.median(p99[name]):,.1f} | {runs} |")
+    pairs = [("after", "before"), ("before", "floor"), ("after", "floor")]
+    pairs.append(("after", "mlserver-batch"))
+    for a, b in pairs:
+        if a in rps and b in rps:
+            got = ratios(a, b)
+            each = ", ".join(f"{v:.2f}" for v in got)
+            lines.append(f"| {a} / {b} | {statistics.median(got):.2f}x | {each} |")
     stolen = result["stolen"]
     each = ", ".join(f"{v:.0%}" for v in stolen)
     lines.append(f"| CPU time stolen by the host | {statistics.median(stolen):.0%} | {each} |")
@@ -149,7 +165,14 @@ def report(result: dict[str, Any]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
-        "--checkout", type=Path, required=True, help="The 'before' checkout (a git worktree)."
+        "--checkout",
+        type=Path,
+        help="The 'before' checkout (a git worktree); without it, this checkout and the floor.",
+    )
+    parser.add_argument(
+        "--mlserver",
+        action="store_true",
+        help="Also load MLServer with adaptive batching (V2 infer) in every round.",
     )
     parser.add_argument("--route", choices=("records", "columns"), default="records")
     parser.add_argument("--rows", type=int, default=100, help="Rows per request.")
@@ -159,9 +182,10 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=8)
     parser.add_argument("--json", type=Path, help="Write the runs to this file.")
     args = parser.parse_args()
-    args.checkout = args.checkout.resolve()
-    if not (args.checkout / "pyproject.toml").exists():
-        parser.error(f"--checkout {args.checkout}: no pyproject.toml there")
+    if args.checkout is not None:
+        args.checkout = args.checkout.resolve()
+        if not (args.checkout / "pyproject.toml").exists():
+            parser.error(f"--checkout {args.checkout}: no pyproject.toml there")
     if not shutil.which("wrk"):
         raise SystemExit("wrk is needed: apt-get install wrk")
     started = time.time()

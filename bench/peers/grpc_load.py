@@ -99,7 +99,9 @@ def wait_ok(
 def run(
     target: str, body_file: Path, headers: dict[str, str], concurrency: int, seconds: int
 ) -> dict[str, Any]:
-    """One bounded run of this generator in a process pinned to the load CPU."""
+    """One bounded run of this generator in a process pinned to the load CPU (the disk
+    settled first, as for wrk)."""
+    procs.settle_disk()
     here = Path(__file__).resolve().parent.parent
     cmd = [
         *procs.pin(procs.LOAD_CPU),

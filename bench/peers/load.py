@@ -50,7 +50,9 @@ def script(
 
 
 def run(url: str, lua: Path, connections: int, seconds: int) -> dict[str, Any]:
-    """One bounded ``wrk`` run; its counts, the 2xx rate and latency percentiles."""
+    """One bounded ``wrk`` run (the disk settled first); its counts, the 2xx rate and
+    latency percentiles."""
+    procs.settle_disk()
     cmd = [
         *procs.pin(procs.LOAD_CPU),
         "wrk",

@@ -25,6 +25,19 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def settle_disk() -> None:
+    """Write the machine's dirty pages to disk now (``sync``), before a measured run.
+
+    A benchmark writes a lot before it loads a server (environments installed, models saved,
+    stores seeded), and the kernel writes such data back up to 30 s later, all at once. A
+    server that flushes every commit, as modelport does before each answer, then waits behind
+    it, and the floor, which never flushes, does not: measured at one connection, another
+    process's 1.5 GB going to disk put modelport's p99 at 257 ms for one 5 s run, and nothing
+    of the kind came when that data had been flushed first (bench/RESULTS.md, 2026-12-07,
+    "what stalled the first cells"). Flushing first measures the server, not the harness."""
+    os.sync()
+
+
 def can_pin() -> bool:
     return (os.cpu_count() or 1) >= 2 and shutil.which("taskset") is not None
 
