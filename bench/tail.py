@@ -15,7 +15,9 @@ commits took (``modelport_ledger_commit_seconds``), and a probe times the disk's
 the store's folder (six 4 KiB write-ahead-log frames and an ``fdatasync``, as a 1-row commit
 writes). The report gives what one commit per answer leaves at best: the floor's time per request
 plus the mean commit, as requests/s and as a fraction of the floor's; a route that reaches
-it spends no more than the floor on everything else.
+it spends no more than the floor on everything else. Beside it, the floor's request plus the
+probe's flush alone: what a server as cheap as the floor would reach if it flushed before each
+answer, the bound of any server that does.
 
 To say where a stall comes from, the measured runs also record, from outside the server,
 how much CPU each of its threads used (``/proc/PID/task/*/stat``, grouped by thread name: the
@@ -383,6 +385,14 @@ def report(
                 f"| {c['route']} | {c['commit_ms']:.3f} | {c['commits_per_request']:.2f} | "
                 f"{ceiling:,.0f} | {ceiling / floor_cell['rps']:.2f} | {c['rps'] / ceiling:.2f} |"
             )
+        if flush.get("p50_us"):
+            bound = 1000 / (floor_ms + flush["p50_us"] / 1000)
+            lines += [
+                "",
+                "The floor's request plus the disk's flush alone (p50), and nothing else: "
+                f"{bound:,.0f} requests/s, {bound / floor_cell['rps']:.2f}x the floor, what a "
+                "server as cheap as the floor that flushed before each answer would reach here.",
+            ]
     lines += [
         "",
         "CPU by thread while loaded, ms per second (user + system), and CPU per request:",
