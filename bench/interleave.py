@@ -149,8 +149,12 @@ def report(result: dict[str, Any]) -> str:
     for name in p99:
         runs = ", ".join(f"{v:,.1f}" for v in p99[name])
         lines.append(f"| {name} p99 ms | {statistics.median(p99[name]):,.1f} | {runs} |")
-    pairs = [("after", "before"), ("before", "floor"), ("after", "floor")]
-    pairs.append(("after", "mlserver-batch"))
+    pairs = (
+        ("after", "before"),
+        ("before", "floor"),
+        ("after", "floor"),
+        ("after", "mlserver-batch"),
+    )
     for a, b in pairs:
         if a in rps and b in rps:
             got = ratios(a, b)
