@@ -169,12 +169,31 @@ def cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
+#: Where a virtual machine's guest says how its idle CPUs wait (Linux's cpuidle and the
+#: haltpoll governor's polling before a halt).
+CPUIDLE_DRIVER = Path("/sys/devices/system/cpu/cpuidle/current_driver")
+HALT_POLL_NS = Path("/sys/module/haltpoll/parameters/guest_halt_poll_ns")
+
+
+def idle_policy() -> str | None:
+    """How the machine's idle CPUs wait, when it says: the cpuidle driver and, under the
+    haltpoll driver, the guest's halt polling. An answer that waits for the disk waits with
+    the CPU idle, so this moves low-load latency (see bench/halt_poll.py)."""
+    with contextlib.suppress(OSError):
+        driver = CPUIDLE_DRIVER.read_text().strip()
+        if driver == "haltpoll" and HALT_POLL_NS.exists():
+            return f"idle: haltpoll, guest_halt_poll_ns {HALT_POLL_NS.read_text().strip()}"
+        return f"idle: {driver}"
+    return None
+
+
 def machine() -> str:
     """The report line on the machine, the pinning and the Python running the benchmark."""
     pinned = "server pinned to CPU 0, wrk (1 thread) to CPU 1" if procs.can_pin() else "no pinning"
+    idle = idle_policy()
     return (
-        f"Machine: {os.cpu_count()} cores ({cpu_model()}); {pinned}. "
-        f"Python {platform.python_version()}."
+        f"Machine: {os.cpu_count()} cores ({cpu_model()}{'; ' + idle if idle else ''}); "
+        f"{pinned}. Python {platform.python_version()}."
     )
 
 

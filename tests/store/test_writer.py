@@ -250,3 +250,53 @@ def test_the_checkpoint_thread_skips_rounds_with_nothing_committed(store: Store)
     finally:
         writer.stop()
     assert _count(store) == 2
+
+
+def test_none_bytes_and_bools_bind_as_before_without_the_adapter_lookup(tmp_path: Path) -> None:
+    """The store registers None, bytes and bool with the SQLite driver as themselves (so
+    binding them skips a failed adapter lookup); what reaches the database is unchanged."""
+    import sqlite3
+
+    import modelport.store as store_module
+
+    for kind in (type(None), bytes, bool):
+        assert sqlite3.adapters[(kind, sqlite3.PrepareProtocol)] is store_module._as_is
+    store = Store(f"sqlite:///{tmp_path / 'bind.db'}")
+    writer = Writer(store)
+    writer.start()
+    try:
+        row = _row("bound")
+        writer.submit_rows([row]).result(timeout=30)
+    finally:
+        writer.stop()
+        store.close()
+    with sqlite3.connect(tmp_path / "bind.db") as raw:
+        got = raw.execute(
+            "SELECT typeof(alias), typeof(inputs), inputs, typeof(shadow), shadow "
+            "FROM predictions WHERE id = ?",
+            (row[0],),
+        ).fetchone()
+        assert got == ("null", "blob", b"JS[[1]]", "integer", 0)
+        assert raw.execute("SELECT typeof(?), ?, typeof(?)", (True, True, None)).fetchone() == (
+            "integer",
+            1,
+            "null",
+        )
+        assert raw.execute("SELECT shadow FROM ledger_rollups").fetchall() == [(0,)]
+
+
+def test_an_adapter_the_application_registered_first_is_kept() -> None:
+    import sqlite3
+
+    import modelport.store as store_module
+
+    key = (bytes, sqlite3.PrepareProtocol)
+    ours = sqlite3.adapters.pop(key)
+    try:
+        sqlite3.register_adapter(bytes, bytes.hex)
+        store_module._bind_without_lookup()
+        assert sqlite3.adapters[key] is bytes.hex
+        with sqlite3.connect(":memory:") as raw:
+            assert raw.execute("SELECT ?", (b"\x01\x02",)).fetchone() == ("0102",)
+    finally:
+        sqlite3.adapters[key] = ours
