@@ -259,9 +259,9 @@ def test_none_bytes_and_bools_bind_as_before_without_the_adapter_lookup(tmp_path
 
     import modelport.store as store_module
 
+    store = Store(f"sqlite:///{tmp_path / 'bind.db'}")
     for kind in (type(None), bytes, bool):
         assert sqlite3.adapters[(kind, sqlite3.PrepareProtocol)] is store_module._as_is
-    store = Store(f"sqlite:///{tmp_path / 'bind.db'}")
     writer = Writer(store)
     writer.start()
     try:
@@ -291,7 +291,7 @@ def test_an_adapter_the_application_registered_first_is_kept() -> None:
     import modelport.store as store_module
 
     key = (bytes, sqlite3.PrepareProtocol)
-    ours = sqlite3.adapters.pop(key)
+    ours = sqlite3.adapters.pop(key, None)  # registered when a SQLite store opened, if one did
     try:
         sqlite3.register_adapter(bytes, bytes.hex)
         store_module._bind_without_lookup()
@@ -299,4 +299,6 @@ def test_an_adapter_the_application_registered_first_is_kept() -> None:
         with sqlite3.connect(":memory:") as raw:
             assert raw.execute("SELECT ?", (b"\x01\x02",)).fetchone() == ("0102",)
     finally:
-        sqlite3.adapters[key] = ours
+        sqlite3.adapters.pop(key, None)
+        if ours is not None:
+            sqlite3.adapters[key] = ours

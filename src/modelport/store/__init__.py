@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import sqlite3
 import threading
 import time
 from collections.abc import Iterator
@@ -82,21 +81,22 @@ def _as_is(value: Any) -> Any:
 
 
 def _bind_without_lookup() -> None:
-    """Let the SQLite driver bind None, bytes and bools without its failed adapter lookup.
+    """Let the SQLite driver bind None, bytes and bools without its failed adapter lookup
+    (called when a SQLite store opens; a PostgreSQL store leaves the driver alone).
 
     The driver binds an int, float, str or bytearray as it is and sends every other
     parameter through its adapter registry; a type with no adapter there costs a failed
     lookup of ``__adapt__`` that raises and clears a formatted exception. A ledger row holds
-    eight such values (absent columns, the inputs, the shadow flag): 26,000 instructions of a
-    one-row request went there, 11,000 with these types registered as themselves (the
+    up to eight such values (absent columns, the inputs, the shadow flag): 26,000 instructions
+    of a one-row request went there, 11,000 with these types registered as themselves (the
     registry's own lookup and call remain). They are bound exactly as before: None as NULL,
     bytes as a blob, a bool as 0 or 1. An adapter the application registered first is kept.
     """
+    import sqlite3
+
     for kind in (type(None), bytes, bool):
         sqlite3.adapters.setdefault((kind, sqlite3.PrepareProtocol), _as_is)
 
-
-_bind_without_lookup()
 
 #: The PostgreSQL advisory lock key migrations hold ("modelpor" in ASCII).
 _MIGRATION_LOCK = 0x6D6F64656C706F72
@@ -177,6 +177,7 @@ class Store:
         common: dict[str, Any] = {"json_serializer": _json_dumps, "json_deserializer": _json_loads}
         self._write_lock: _WriteLock | None = None
         if self.dialect == "sqlite":
+            _bind_without_lookup()
             if parsed.database and parsed.database != ":memory:":
                 Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
                 if fcntl is not None:
