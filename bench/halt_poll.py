@@ -41,11 +41,9 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from compare import build_models
 from peers import load, procs
-from peers.modelport_server import serving
 from peers.report import HALT_POLL_NS, installed, machine, versions_text
-from tail import VERSIONS, floor
+from tail import VERSIONS, floor_and_modelport, one_row_bodies
 
 HERE = Path(__file__).resolve().parent
 
@@ -100,31 +98,15 @@ def measure(
     work: Path, values: list[int], args: Any
 ) -> dict[tuple[int, str], list[dict[str, Any]]]:
     """Every round: each value in turn, and under it the floor and modelport in turn."""
-    (model,) = build_models(work, ["lr"])
-    row = list(model.rows[0])
-    home = work / "home"
-    with serving(home, log=work / "push.log") as first:
-        from modelport import Client
-
-        with Client(first.url, first.key) as mp:
-            mp.push(model.name, model.estimator, alias="production")
     runs: dict[tuple[int, str], list[dict[str, Any]]] = {}
-    with (
-        floor(model, work, 120) as (floor_url, _),
-        serving(home, log=work / "server.log") as server,
-    ):
-        names = [f"x{i}" for i in range(model.n_features)]
-        v1 = json.dumps({"inputs": [dict(zip(names, row, strict=True))]}).encode()
+    with floor_and_modelport(work, []) as (model, (floor_url, _), server):
+        bodies = one_row_bodies(model)
         targets = [
-            (
-                "floor",
-                floor_url + "/predict",
-                load.script(work, "floor", json.dumps({"inputs": [row]}).encode(), {}),
-            ),
+            ("floor", floor_url + "/predict", load.script(work, "floor", bodies["floor"], {})),
             (
                 "modelport",
                 f"{server.url}/v1/models/{model.name}/predict",
-                load.script(work, "v1", v1, server.headers),
+                load.script(work, "v1", bodies["v1"], server.headers),
             ),
         ]
         for _, url, lua in targets:  # warm-up, and a check that both answer

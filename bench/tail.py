@@ -114,6 +114,39 @@ def floor(model: Any, work: Path, timeout: float) -> Iterator[tuple[str, subproc
         procs.stop(proc)
 
 
+@contextmanager
+def floor_and_modelport(
+    work: Path, serve_args: list[str], *, wrap: list[str] | None = None
+) -> Iterator[tuple[Any, tuple[str, subprocess.Popen[bytes]], Any]]:
+    """The LR model of bench/compare.py, pushed to a fresh store at ``work / "home"``; then
+    the floor and ``modelport serve`` on it (``wrap``: a command the server runs under), both
+    up: ``(model, (floor URL, floor process), server)``, stopped when the block ends."""
+    (model,) = build_models(work, ["lr"])
+    home = work / "home"
+    with serving(home, serve_args, log=work / "push.log") as first:
+        from modelport import Client
+
+        with Client(first.url, first.key) as mp:
+            mp.push(model.name, model.estimator, alias="production")
+    with (
+        floor(model, work, 120) as floor_up,
+        serving(home, serve_args, log=work / "server.log", wrap=wrap or ()) as server,
+    ):
+        yield model, floor_up, server
+
+
+def one_row_bodies(model: Any) -> dict[str, bytes]:
+    """The model's first row as the floor's body, a ``/v1`` records body and a ``/v2`` body."""
+    row = list(model.rows[0])
+    names = [f"x{i}" for i in range(model.n_features)]
+    tensor = {"name": "input-0", "shape": [1, len(row)], "datatype": "FP64", "data": row}
+    return {
+        "floor": json.dumps({"inputs": [row]}).encode(),
+        "v1": json.dumps({"inputs": [dict(zip(names, row, strict=True))]}).encode(),
+        "v2": json.dumps({"inputs": [tensor]}).encode(),
+    }
+
+
 @dataclass
 class Target:
     """One route loaded at one connection, and what its runs measured."""
@@ -247,37 +280,14 @@ def main() -> None:
     gc_pauses: dict[str, Any] = {}
     flush: dict[str, float] = {}
     try:
-        (model,) = build_models(work, ["lr"])
-        row = list(model.rows[0])
-        home = work / "home"
-        with serving(home, args.serve_arg, log=work / "push.log") as first:
-            from modelport import Client
-
-            with Client(first.url, first.key) as mp:
-                mp.push(model.name, model.estimator, alias="production")
         probe_out = work / "gc.json"
         wrap = [str(PROBE), str(probe_out)]
-        with (
-            floor(model, work, 120) as (floor_url, floor_proc),
-            serving(home, args.serve_arg, log=work / "server.log", wrap=wrap) as server,
+        with floor_and_modelport(work, args.serve_arg, wrap=wrap) as (
+            model,
+            (floor_url, floor_proc),
+            server,
         ):
-            names = [f"x{i}" for i in range(model.n_features)]
-            bodies = {
-                "floor": json.dumps({"inputs": [row]}).encode(),
-                "v1": json.dumps({"inputs": [dict(zip(names, row, strict=True))]}).encode(),
-                "v2": json.dumps(
-                    {
-                        "inputs": [
-                            {
-                                "name": "input-0",
-                                "shape": [1, len(row)],
-                                "datatype": "FP64",
-                                "data": row,
-                            }
-                        ]
-                    }
-                ).encode(),
-            }
+            bodies = one_row_bodies(model)
             v1 = f"{server.url}/v1/models/{model.name}/predict"
             v2 = f"{server.url}/v2/models/{model.name}/infer"
             for url, body in ((v1, bodies["v1"]), (v2, bodies["v2"])):
@@ -317,7 +327,7 @@ def main() -> None:
                 ),
             ]
             cells = measure(targets, args)
-            flush = flush_probe(home)
+            flush = flush_probe(work / "home")
             log(f"the disk's flush alone (six frames and fdatasync): {json.dumps(flush)}")
         if probe_out.exists():
             gc_pauses = json.loads(probe_out.read_text())
