@@ -9,7 +9,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,23 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+@contextlib.contextmanager
+def on_cpu(cpu: int) -> Iterator[None]:
+    """Run this process's block on ``cpu`` (as ``pin`` runs a server there), then put its
+    CPUs back; nothing on a one-core machine. A probe of the disk run beside a pinned server
+    thus waits for the disk as the server does: on a virtual machine the disk's interrupt
+    lands on one CPU, and a wait that ends on another costs a wake-up across them."""
+    if not can_pin():
+        yield
+        return
+    before = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {cpu})
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, before)
 
 
 def settle_disk() -> None:

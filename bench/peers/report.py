@@ -187,13 +187,14 @@ def idle_policy() -> str | None:
     return None
 
 
-def machine() -> str:
-    """The report line on the machine, the pinning and the Python running the benchmark."""
+def machine(*, loaded: bool = True) -> str:
+    """The report line on the machine, the pinning (of a benchmark that loads a server:
+    ``loaded``) and the Python running the benchmark."""
     pinned = "server pinned to CPU 0, wrk (1 thread) to CPU 1" if procs.can_pin() else "no pinning"
     idle = idle_policy()
     return (
-        f"Machine: {os.cpu_count()} cores ({cpu_model()}{'; ' + idle if idle else ''}); "
-        f"{pinned}. Python {platform.python_version()}."
+        f"Machine: {os.cpu_count()} cores ({cpu_model()}{'; ' + idle if idle else ''})"
+        f"{'; ' + pinned if loaded else ''}. Python {platform.python_version()}."
     )
 
 
