@@ -20,7 +20,9 @@ the mean (what throughput pays), p50, p90 and p99 of each.
     python bench/flush_gap.py --cpu 0                      # on the CPU a benchmark pins servers to
 
 bench/tail.py calls ``flush_after`` with the floor's time per request as the gap: the flush a
-server as cheap as the floor would wait for before each answer. Bounded: ``--commits`` per gap
+server as cheap as the floor would wait for before each answer. The gaps' loop and the
+summary are ``modelport.store.commit_probe``'s, which times a real minimal commit on a store
+instead (``modelport ledger commit-time``): this probe is the disk alone, without SQLite. Bounded: ``--commits`` per gap
 and round, one file of 8 MiB, removed at the end.
 """
 
@@ -30,7 +32,6 @@ import argparse
 import contextlib
 import datetime as dt
 import os
-import statistics
 import sys
 import tempfile
 import time
@@ -38,23 +39,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from modelport.store.commit_probe import spin, timed
 from peers.procs import on_cpu
 from peers.report import machine
 
 HERE = Path(__file__).resolve().parent
 FRAME_HEADER, PAGE, FRAMES = 24, 4096, 6
 FILE_BYTES = 8 << 20
-
-
-def _wait(seconds: float, busy: bool) -> None:
-    if not seconds:
-        return
-    if not busy:
-        time.sleep(seconds)
-        return
-    until = time.perf_counter() + seconds
-    while time.perf_counter() < until:
-        pass
 
 
 class FlushFile:
@@ -69,54 +60,34 @@ class FlushFile:
         self.offset = 0
         self.header, self.page = b"h" * FRAME_HEADER, os.urandom(PAGE)
 
-    def commit(self) -> float:
-        """Write one commit's frames and flush them; the seconds it took."""
-        started = time.perf_counter()
+    def commit(self) -> None:
+        """Write one commit's frames and flush them."""
         for _ in range(FRAMES):
             os.pwrite(self.fd, self.header, self.offset)
             os.pwrite(self.fd, self.page, self.offset + FRAME_HEADER)
             self.offset += FRAME_HEADER + PAGE
         os.fdatasync(self.fd)
-        spent = time.perf_counter() - started
         if self.offset + FRAMES * (FRAME_HEADER + PAGE) > FILE_BYTES:
             self.offset = 0
-        return spent
 
     def close(self) -> None:
         os.close(self.fd)
         self.path.unlink(missing_ok=True)
 
 
-def summary(spent: list[float]) -> dict[str, float]:
-    """Mean, p50, p90 and p99 of ``spent`` (seconds), in microseconds."""
-    ordered = sorted(spent)
-    n = len(ordered)
-    return {
-        "mean_us": statistics.fmean(ordered) * 1e6,
-        "p50_us": ordered[n // 2] * 1e6,
-        "p90_us": ordered[int(n * 0.9)] * 1e6,
-        "p99_us": ordered[min(n - 1, int(n * 0.99))] * 1e6,
-        "commits": n,
-    }
-
-
 def flush_after(
     directory: Path, gaps_s: list[float], *, commits: int = 1000, rounds: int = 3, busy: bool = True
 ) -> dict[float, dict[str, float]]:
-    """Each gap's commits (``commits`` per round, the gaps in turn for ``rounds`` rounds), as
-    ``summary`` per gap in seconds."""
-    spent: dict[float, list[float]] = {g: [] for g in gaps_s}
+    """The commits of a ``FlushFile`` in ``directory`` timed after each gap (seconds; the CPU
+    busy or, with ``busy`` false, asleep), ``commits`` per gap and round, the gaps in turn for
+    ``rounds`` rounds (``modelport.store.commit_probe.timed``): its summary per gap."""
     probe = FlushFile(directory)
     try:
-        for r in range(rounds):
-            for gap in gaps_s if r % 2 == 0 else list(reversed(gaps_s)):
-                probe.commit()  # the first after a change of gap belongs to the one before
-                for _ in range(commits):
-                    _wait(gap, busy)
-                    spent[gap].append(probe.commit())
+        return timed(
+            probe.commit, gaps_s, commits=commits, rounds=rounds, wait=spin if busy else time.sleep
+        )
     finally:
         probe.close()
-    return {g: summary(s) for g, s in spent.items()}
 
 
 def report(
@@ -135,11 +106,11 @@ def report(
         "| gap before the flush, us | mean ms | p50 ms | p90 ms | p99 ms | x the back-to-back mean |",
         "|---:|---:|---:|---:|---:|---:|",
     ]
-    first = results[min(results)]["mean_us"]
+    first = results[min(results)]["mean_ms"]
     for gap, s in sorted(results.items()):
         lines.append(
-            f"| {gap * 1e6:g} | {s['mean_us'] / 1000:.3f} | {s['p50_us'] / 1000:.3f} | "
-            f"{s['p90_us'] / 1000:.3f} | {s['p99_us'] / 1000:.3f} | {s['mean_us'] / first:.1f} |"
+            f"| {gap * 1e6:g} | {s['mean_ms']:.3f} | {s['p50_ms']:.3f} | "
+            f"{s['p90_ms']:.3f} | {s['p99_ms']:.3f} | {s['mean_ms'] / first:.1f} |"
         )
     return "\n".join(lines)
 

@@ -240,11 +240,10 @@ def flush_lines(flush: dict[str, dict[str, float]], floor_ms: float, floor_rps: 
         "|---|---:|---:|---:|---:|---:|---:|",
     ]
     for name, s in rows:
-        rate = 1000 / (floor_ms + s["mean_us"] / 1000)
+        rate = 1000 / (floor_ms + s["mean_ms"])
         lines.append(
-            f"| {name} | {s['mean_us'] / 1000:.3f} | {s['p50_us'] / 1000:.3f} | "
-            f"{s['p90_us'] / 1000:.3f} | {s['p99_us'] / 1000:.3f} | {rate:,.0f} | "
-            f"{rate / floor_rps:.2f} |"
+            f"| {name} | {s['mean_ms']:.3f} | {s['p50_ms']:.3f} | {s['p90_ms']:.3f} | "
+            f"{s['p99_ms']:.3f} | {rate:,.0f} | {rate / floor_rps:.2f} |"
         )
     return [
         *lines,

@@ -1,4 +1,5 @@
-"""The ``modelport ledger`` commands: the ledger's size and age, its archive, and checks.
+"""The ``modelport ledger`` commands: the ledger's size and age, its archive, checks, and
+what a commit costs on the store.
 
 They work on a store and its artifact store directly (``--home``/``--store``/``--artifacts``,
 or the MODELPORT_* variables), like an operator's maintenance tool, beside running servers:
@@ -39,6 +40,12 @@ def _store_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     return fn
 
 
+def _report_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """The store's options and ``--json`` (as ``as_json``), for a command that reports."""
+    fn = click.option("--json", "as_json", is_flag=True, help="Print JSON.")(fn)
+    return _store_options(fn)
+
+
 def _size(n: int | None) -> str:
     if n is None:
         return "-"
@@ -59,14 +66,14 @@ def ledger() -> None:
       modelport ledger status
       modelport ledger archive --model churn
       modelport ledger verify
+      modelport ledger commit-time
     """
 
 
 @ledger.command("status")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-@_store_options
+@_report_options
 def status(home: str | None, store: str | None, artifacts: str | None, as_json: bool) -> None:
-    """Show per model: rows in the ledger table, the oldest, retention, archive partitions.
+    """Per model: rows in the ledger table, the oldest, retention, archive partitions.
 
     \b
     Example:
@@ -112,8 +119,7 @@ def status(home: str | None, store: str | None, artifacts: str | None, as_json: 
     type=float,
     help="The retention of models without their own [default: ledger_retention_days].",
 )
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-@_store_options
+@_report_options
 def archive_now(
     home: str | None,
     store: str | None,
@@ -153,8 +159,7 @@ def archive_now(
 
 
 @ledger.command("verify")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-@_store_options
+@_report_options
 def verify(home: str | None, store: str | None, artifacts: str | None, as_json: bool) -> None:
     """Recount every archive file against the registry; exit 1 on any difference.
 
@@ -234,6 +239,105 @@ def export(
     else:
         frame.to_csv(output, index=False)
     click.echo(f"{len(records)} predictions of {name} ({len(rows)} requests) to {output}")
+
+
+#: The longest a commit-time run may spin through its gaps (commits x the gaps' sum).
+MOST_GAP_SECONDS = 60.0
+
+
+def _gaps(ctx: click.Context, param: click.Parameter, value: str) -> list[float]:
+    """``--gaps``: comma-separated microseconds, each from 0 to 100,000; in seconds, sorted."""
+    gaps = set()
+    for part in value.split(","):
+        try:
+            gap = float(part)
+        except ValueError:
+            raise click.BadParameter(
+                f"{part.strip()!r} is not a number of microseconds", ctx, param
+            ) from None
+        if not 0 <= gap <= 100_000:
+            raise click.BadParameter(f"{part.strip()} is outside 0-100000 microseconds", ctx, param)
+        gaps.add(gap / 1e6)
+    return sorted(gaps)
+
+
+@ledger.command("commit-time")
+@click.option(
+    "--gaps",
+    default="0,100,400,1000",
+    show_default=True,
+    callback=_gaps,
+    help="Microseconds of busy CPU before each timed commit, comma-separated.",
+)
+@click.option(
+    "--commits",
+    type=click.IntRange(1, 10_000),
+    default=300,
+    show_default=True,
+    help="Commits timed per gap.",
+)
+@_report_options
+def commit_time(
+    home: str | None,
+    store: str | None,
+    artifacts: str | None,
+    gaps: list[float],
+    commits: int,
+    as_json: bool,
+) -> None:
+    """Time a minimal commit on the store's engine, back to back and after gaps of work.
+
+    Every prediction is committed before its answer goes out. Under load one commit serves
+    a group; with one request at a time each answer waits for a commit of its own, which
+    comes a request's work (a few hundred microseconds) after the one before, and on some
+    disks such a commit costs several times one that follows another at once. On SQLite
+    the probe commits to a database of its own in the store's folder (removed afterwards),
+    with the store's sqlite_synchronous; on PostgreSQL, an empty transaction that writes
+    and flushes a commit record on the server.
+
+    \b
+    Example:
+      modelport ledger commit-time
+      modelport ledger commit-time --gaps 0,300 --commits 1000 --json
+    """
+    from ..store import commit_probe
+
+    spinning = commits * sum(gaps)
+    if spinning > MOST_GAP_SECONDS:
+        fail(
+            f"--commits {commits} with --gaps summing to {sum(gaps) * 1e6:g} us would spin for "
+            f"{spinning:.0f} s; keep it under {MOST_GAP_SECONDS:.0f} s",
+            2,
+        )
+    with _opened(home, store, artifacts) as (settings, st, _):
+        synchronous = settings.sqlite_synchronous
+        with commit_probe.minimal_commits(st, sqlite_synchronous=synchronous) as commit:
+            results = commit_probe.timed(commit, gaps, commits=commits)
+        out = {
+            "store": st.dialect,
+            "where": commit_probe.where(st),
+            "sqlite_synchronous": synchronous if st.dialect == "sqlite" else None,
+            "gaps": [{"gap_us": round(gap * 1e6), **s} for gap, s in results.items()],
+        }
+    if as_json:
+        print_json(out)
+        return
+    setting = f", synchronous {synchronous}" if st.dialect == "sqlite" else ""
+    click.echo(f"minimal commits on {out['where']}{setting}, {commits} per gap:")
+    table(
+        [
+            {
+                "gap_us": g["gap_us"],
+                **{k: f"{g[k]:.3f}" for k in ("mean_ms", "p50_ms", "p90_ms", "p99_ms")},
+            }
+            for g in out["gaps"]
+        ],
+        ["gap_us", "mean_ms", "p50_ms", "p90_ms", "p99_ms"],
+    )
+    click.echo(
+        "One request at a time: each answer waits for one commit that comes a request's work "
+        "after the last (read the rows with such a gap). Under load one commit serves a group."
+    )
 
 
 COMMANDS: list[click.Command] = [ledger]

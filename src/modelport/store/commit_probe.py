@@ -1,0 +1,137 @@
+"""How long a minimal commit takes on a store's engine, back to back and after other work.
+
+Every prediction is committed before its answer goes out. Under load one commit serves a
+group of requests, one right after another. With one request at a time each answer waits for
+a commit of its own, and that commit comes a request's work after the one before: on some
+disks, virtual ones above all, a flush that follows an idle gap costs several times one that
+follows another flush at once (docs/deploy.md, "Latency: one flush before each answer"). So
+the probe times commits after chosen gaps of busy CPU, the gaps in turn round after round.
+
+A minimal commit is, on SQLite, one row inserted into a database of the probe's own in the
+store's folder, in WAL mode with the store's ``synchronous`` setting (the file is removed
+afterwards); on PostgreSQL, a transaction given a transaction id and committed on a
+connection of the store, which makes the server write and flush a commit record (nothing
+is written to any table). Used by ``modelport ledger commit-time`` and bench/flush_gap.py.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sqlite3
+import statistics
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy.engine import make_url
+
+from ..errors import InvalidInput
+from . import Store
+
+
+def spin(seconds: float) -> None:
+    """Keep the CPU busy for ``seconds``, as a server working on a request does."""
+    until = time.perf_counter() + seconds
+    while time.perf_counter() < until:
+        pass
+
+
+def summary(spent: list[float]) -> dict[str, float]:
+    """Mean, p50, p90 and p99 of ``spent`` (seconds), in milliseconds, and the count."""
+    ordered = sorted(spent)
+    n = len(ordered)
+    return {
+        "commits": n,
+        "mean_ms": statistics.fmean(ordered) * 1e3,
+        "p50_ms": ordered[n // 2] * 1e3,
+        "p90_ms": ordered[int(n * 0.9)] * 1e3,
+        "p99_ms": ordered[min(n - 1, int(n * 0.99))] * 1e3,
+    }
+
+
+def timed(
+    commit: Callable[[], Any],
+    gaps_s: list[float],
+    *,
+    commits: int,
+    rounds: int = 1,
+    wait: Callable[[float], None] = spin,
+) -> dict[float, dict[str, float]]:
+    """``commit()`` timed ``commits`` times per gap and round, each after ``wait(gap)``; the
+    gaps in turn (reversed every other round), so a drift of the machine falls on all of them
+    alike. The first commit after a change of gap is not counted: it follows the last gap.
+    ``summary`` per gap."""
+    spent: dict[float, list[float]] = {gap: [] for gap in gaps_s}
+    for r in range(rounds):
+        for gap in gaps_s if r % 2 == 0 else list(reversed(gaps_s)):
+            commit()
+            for _ in range(commits):
+                if gap:
+                    wait(gap)
+                started = time.perf_counter()
+                commit()
+                spent[gap].append(time.perf_counter() - started)
+    return {gap: summary(s) for gap, s in spent.items()}
+
+
+def where(store: Store) -> str:
+    """What the probe commits to: the SQLite store's folder, or the PostgreSQL server."""
+    url = make_url(store.url)
+    if store.dialect == "sqlite":
+        return str(Path(url.database or "").resolve().parent)
+    return f"PostgreSQL at {url.host or 'localhost'}:{url.port or 5432}/{url.database}"
+
+
+@contextlib.contextmanager
+def minimal_commits(
+    store: Store, *, sqlite_synchronous: str = "FULL"
+) -> Iterator[Callable[[], None]]:
+    """A function that makes one minimal commit on ``store``'s engine (see the module), and
+    the clean-up of what it needed when the block ends."""
+    if store.dialect == "sqlite":
+        database = make_url(store.url).database
+        if not database or database == ":memory:":
+            raise InvalidInput(
+                "an in-memory SQLite store writes nothing to disk: there is no commit to time",
+                details=[{"field": "store", "reason": "in-memory SQLite"}],
+            )
+        with _sqlite_commits(Path(database).resolve().parent, sqlite_synchronous) as commit:
+            yield commit
+        return
+    raw = store.write_engine.raw_connection()
+    try:
+        cursor = raw.cursor()
+
+        def commit() -> None:
+            cursor.execute("SELECT txid_current()")
+            cursor.fetchall()
+            raw.commit()
+
+        yield commit
+        cursor.close()
+    finally:
+        raw.close()
+
+
+@contextlib.contextmanager
+def _sqlite_commits(folder: Path, synchronous: str) -> Iterator[Callable[[], None]]:
+    path = folder / f"commit-probe-{os.getpid()}.db"
+    files = [path, Path(f"{path}-wal"), Path(f"{path}-shm")]
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute(f"PRAGMA synchronous={synchronous}")
+        conn.execute("CREATE TABLE probe (id INTEGER PRIMARY KEY, at REAL NOT NULL)")
+
+        def commit() -> None:
+            conn.execute("BEGIN IMMEDIATE")
+            conn.execute("INSERT INTO probe (at) VALUES (?)", (time.time(),))
+            conn.execute("COMMIT")
+
+        yield commit
+    finally:
+        conn.close()
+        for file in files:
+            file.unlink(missing_ok=True)

@@ -1,0 +1,133 @@
+"""``modelport ledger commit-time``: a minimal commit on the store's engine, timed back to
+back and after gaps of work (modelport.store.commit_probe).
+
+Run against the store the suite is configured for (SQLite, or PostgreSQL with
+MODELPORT_TEST_POSTGRES_URL).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from click.testing import CliRunner
+from sqlalchemy.engine import make_url
+
+from modelport.cli.main import main
+from modelport.errors import InvalidInput
+from modelport.settings import Settings
+from modelport.store import Store, commit_probe
+from tests.procs import cli_env, run_cli
+
+
+def _txid(store: Store) -> int:
+    with store.write_engine.connect() as conn:
+        return int(conn.execute(sa.text("SELECT txid_current()")).scalar_one())
+
+
+def _folder(settings: Settings) -> Path:
+    """The folder of a SQLite store's database file."""
+    database = make_url(settings.store_url).database
+    assert database
+    return Path(database).resolve().parent
+
+
+def test_commit_time_reports_each_gap_from_commits_on_the_store(
+    settings: Settings, store: Store
+) -> None:
+    before = _txid(store) if store.dialect == "postgresql" else None
+    env = cli_env(MODELPORT_STORE=settings.store_url, MODELPORT_HOME=str(settings.home))
+    out = run_cli(
+        ["ledger", "commit-time", "--gaps", "250,0", "--commits", "30", "--json"], env=env
+    )
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout)
+    assert report["store"] == store.dialect
+    assert [g["gap_us"] for g in report["gaps"]] == [0, 250]
+    for gap in report["gaps"]:
+        assert gap["commits"] == 30
+        assert 0 < gap["p50_ms"] <= gap["p90_ms"] <= gap["p99_ms"]
+        assert gap["mean_ms"] > 0
+    if store.dialect == "postgresql":
+        # Every timed commit, and the untimed first one per gap, was a transaction of its own
+        # on the server (the test's own two txid_current calls add two).
+        assert _txid(store) - before >= 2 * (30 + 1) + 1
+        assert report["sqlite_synchronous"] is None
+    else:
+        assert report["where"] == str(_folder(settings))
+        assert report["sqlite_synchronous"] == "FULL"
+        assert not list(_folder(settings).glob("commit-probe-*"))  # its database is gone
+    table = run_cli(["ledger", "commit-time", "--gaps", "0", "--commits", "5"], env=env)
+    assert table.returncode == 0, table.stderr
+    assert "GAP_US" in table.stdout and "P99_MS" in table.stdout
+    assert "One request at a time" in table.stdout
+
+
+def test_minimal_commits_commit_on_the_store_and_leave_nothing_behind(store: Store) -> None:
+    if store.dialect == "postgresql":
+        before = _txid(store)
+        with commit_probe.minimal_commits(store) as commit:
+            for _ in range(3):
+                commit()
+        assert _txid(store) - before >= 4  # three commits, then the check's own id
+        return
+    database = make_url(store.url).database
+    assert database
+    folder = Path(database).parent
+    with commit_probe.minimal_commits(store, sqlite_synchronous="NORMAL") as commit:
+        for _ in range(3):
+            commit()
+        [probe] = folder.glob("commit-probe-*.db")
+        with sqlite3.connect(probe) as reader:
+            assert reader.execute("SELECT count(*) FROM probe").fetchone() == (3,)
+            assert reader.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+    assert not list(folder.glob("commit-probe-*"))
+
+
+def test_timed_waits_each_gap_before_each_timed_commit_and_alternates_the_order() -> None:
+    log: list[Any] = []
+    results = commit_probe.timed(
+        lambda: log.append("commit"), [0.0, 0.5], commits=2, rounds=2, wait=log.append
+    )
+    gap_0 = ["commit", "commit", "commit"]  # the untimed first, then two timed
+    gap_half = ["commit", 0.5, "commit", 0.5, "commit"]
+    assert log == [*gap_0, *gap_half, *gap_half, *gap_0]  # the second round in reverse
+    assert {gap: s["commits"] for gap, s in results.items()} == {0.0: 4, 0.5: 4}
+    assert all(s["mean_ms"] >= 0 and s["p50_ms"] <= s["p99_ms"] for s in results.values())
+
+
+def test_an_in_memory_store_has_no_commit_to_time() -> None:
+    st = Store("sqlite://")
+    try:
+        with pytest.raises(InvalidInput, match="in-memory"), commit_probe.minimal_commits(st):
+            pass
+    finally:
+        st.close()
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["--gaps", "0,x"], "Invalid value for '--gaps': 'x' is not a number of microseconds"),
+        (["--gaps=-4"], "Invalid value for '--gaps': -4 is outside 0-100000 microseconds"),
+        (["--gaps", "100001"], "100001 is outside 0-100000 microseconds"),
+        (["--commits", "0"], "Invalid value for '--commits'"),
+        (["--commits", "10000", "--gaps", "100000"], "would spin for 1000 s; keep it under 60 s"),
+        (["--store", "sqlite://"], "an in-memory SQLite store writes nothing to disk"),
+    ],
+)
+def test_bad_input_is_refused_with_the_option_and_the_reason(
+    tmp_path: Path, args: list[str], says: str
+) -> None:
+    unset: dict[str, str | None] = {k: None for k in os.environ if k.startswith("MODELPORT_")}
+    out = CliRunner().invoke(
+        main, ["ledger", "commit-time", "--home", str(tmp_path / "home"), *args], env=unset
+    )
+    assert out.exit_code == 2, out.output
+    assert says in out.stderr
+    assert not (tmp_path / "home" / "modelport.db").exists()  # refused before the store opened
