@@ -32,6 +32,8 @@ same run's ratios is the other half.
     python bench/tail.py                                   # 3 runs of 10 s per cell
     python bench/tail.py --serve-arg=--registry-poll-seconds=60
     python bench/tail.py --seconds 5 --repeat 5 --record   # append the table to RESULTS.md
+    MODELPORT_STORE='postgresql://postgres@127.0.0.1:5432/test?options=-csearch_path%3Dtail' \
+        python bench/tail.py       # on an empty PostgreSQL schema (tail) instead of SQLite
 
 Everything listens on 127.0.0.1, every run is bounded in time, and each server's process group
 is stopped at the end.
@@ -219,11 +221,36 @@ def commit_totals(url: str, headers: dict[str, str]) -> tuple[float, float]:
     )
 
 
+#: The store the server runs on when not its home's SQLite file (see the module's examples).
+STORE = os.environ.get("MODELPORT_STORE", "")
+PROBED = (
+    "A minimal commit on the server's PostgreSQL store (`modelport ledger commit-time`'s)"
+    if STORE.startswith("postgresql")
+    else "The disk's flush alone in the store's folder (`bench/flush_gap.py`: six log frames "
+    "and an fdatasync)"
+)
+
+
+def probe_commits(home: Path, gaps_s: list[float]) -> dict[float, dict[str, float]]:
+    """The probe after each gap: on the SQLite store's disk, ``flush_gap.flush_after``; on a
+    PostgreSQL store, minimal commits on it (``modelport.store.commit_probe``)."""
+    if not STORE.startswith("postgresql"):
+        return flush_after(home, gaps_s)
+    from modelport.store import Store, commit_probe
+
+    store = Store(STORE, migrate=False)
+    try:
+        with commit_probe.minimal_commits(store) as commit:
+            return commit_probe.timed(commit, gaps_s, commits=1000, rounds=3)
+    finally:
+        store.close()
+
+
 def flush_lines(flush: dict[str, dict[str, float]], floor_ms: float, floor_rps: float) -> list[str]:
-    """The disk's flush alone in the store's folder (bench/flush_gap.py: six frames and an
-    fdatasync, on the server's CPU), back to back and after the floor's time per request with
-    the CPU busy, each with the floor's request added: where a server as cheap as the floor
-    that flushed before each answer would land, as far as a synthetic flush can say."""
+    """The probe (``PROBED``, on the server's CPU), back to back and after the floor's time
+    per request with the CPU busy, each with the floor's request added: where a server as
+    cheap as the floor that committed before each answer would land, as far as a synthetic
+    commit can say."""
     rows = [
         ("back to back", flush["back_to_back"]),
         (
@@ -232,9 +259,8 @@ def flush_lines(flush: dict[str, dict[str, float]], floor_ms: float, floor_rps: 
         ),
     ]
     lines = [
-        "The disk's flush alone in the store's folder (`bench/flush_gap.py`: six log frames "
-        "and an fdatasync, on the server's CPU), measured after the runs, and the floor's "
-        "request plus its mean:",
+        f"{PROBED}, on the server's CPU, measured after the runs, and the floor's request "
+        "plus its mean:",
         "",
         "| flush | mean ms | p50 ms | p90 ms | p99 ms | floor + flush, requests/s | x floor |",
         "|---|---:|---:|---:|---:|---:|---:|",
@@ -340,9 +366,9 @@ def main() -> None:
             cells = measure(targets, args)
             floor_cell = next(c for c in cells if c["server"] == "floor")
             with procs.on_cpu(procs.SERVER_CPU):  # where the server waits for its flushes
-                spent = flush_after(work / "home", [0.0, 1 / floor_cell["rps"]])
+                spent = probe_commits(work / "home", [0.0, 1 / floor_cell["rps"]])
             flush = dict(zip(("back_to_back", "after_floor_request"), spent.values(), strict=True))
-            log(f"the disk's flush alone (six frames and fdatasync): {json.dumps(flush)}")
+            log(f"{PROBED}: {json.dumps(flush)}")
         if probe_out.exists():
             gc_pauses = json.loads(probe_out.read_text())
     except KeyboardInterrupt:

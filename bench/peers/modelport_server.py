@@ -27,6 +27,7 @@ IRIS_ROW = {"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal
 
 
 _ADMIN_KEY = """
+import os
 import sys
 from pathlib import Path
 from modelport.registry.keys import create_key
@@ -34,7 +35,7 @@ from modelport.store import Store
 
 home = Path(sys.argv[1])
 home.mkdir(parents=True, exist_ok=True)
-st = Store(f"sqlite:///{home / 'modelport.db'}")
+st = Store(os.environ.get("MODELPORT_STORE") or f"sqlite:///{home / 'modelport.db'}")
 try:
     with st.transaction() as conn:
         key, _ = create_key(conn, "bench", ["admin"])
@@ -46,8 +47,9 @@ print(key)
 
 def admin_key(home: Path, python: str = sys.executable) -> str:
     """A new admin key in the SQLite store of ``home`` (created, and migrated, when missing),
-    made by ``python``: the server's own environment, so the store is migrated by the version
-    of modelport that will serve it."""
+    or in the store MODELPORT_STORE names, which ``modelport serve`` then serves too (a
+    PostgreSQL schema of its own per run, say); made by ``python``: the server's own
+    environment, so the store is migrated by the version of modelport that will serve it."""
     done = subprocess.run(
         [python, "-c", _ADMIN_KEY, str(home)], capture_output=True, text=True, timeout=120
     )

@@ -292,8 +292,9 @@ def commit_time(
     comes a request's work (a few hundred microseconds) after the one before, and on some
     disks such a commit costs several times one that follows another at once. On SQLite
     the probe commits to a database of its own in the store's folder (removed afterwards),
-    with the store's sqlite_synchronous; on PostgreSQL, an empty transaction that writes
-    and flushes a commit record on the server.
+    with the store's sqlite_synchronous; on PostgreSQL, a transaction that writes one
+    logical-decoding message to the server's log (prefix modelport-commit-probe; no table
+    is touched), flushed at its commit.
 
     \b
     Example:

@@ -9,9 +9,11 @@ the probe times commits after chosen gaps of busy CPU, the gaps in turn round af
 
 A minimal commit is, on SQLite, one row inserted into a database of the probe's own in the
 store's folder, in WAL mode with the store's ``synchronous`` setting (the file is removed
-afterwards); on PostgreSQL, a transaction given a transaction id and committed on a
-connection of the store, which makes the server write and flush a commit record (nothing
-is written to any table). Used by ``modelport ledger commit-time`` and bench/flush_gap.py.
+afterwards); on PostgreSQL, a transaction on a connection of the store that writes one
+logical-decoding message to the write-ahead log (prefix ``modelport-commit-probe``, empty;
+nothing goes into any table), so that its commit is flushed as a ledger commit is (a
+transaction that wrote nothing to the log commits without a flush). Used by
+``modelport ledger commit-time`` and bench/flush_gap.py.
 """
 
 from __future__ import annotations
@@ -84,12 +86,17 @@ def where(store: Store) -> str:
     return f"PostgreSQL at {url.host or 'localhost'}:{url.port or 5432}/{url.database}"
 
 
+#: The prefix of the PostgreSQL probe's logical-decoding messages.
+MESSAGE_PREFIX = "modelport-commit-probe"
+
+
 @contextlib.contextmanager
 def minimal_commits(
     store: Store, *, sqlite_synchronous: str = "FULL"
-) -> Iterator[Callable[[], None]]:
-    """A function that makes one minimal commit on ``store``'s engine (see the module), and
-    the clean-up of what it needed when the block ends."""
+) -> Iterator[Callable[[], str | None]]:
+    """A function that makes one minimal commit on ``store``'s engine (see the module) and
+    returns, on PostgreSQL, the log position of the message it committed; and the clean-up
+    of what it needed when the block ends."""
     if store.dialect == "sqlite":
         database = make_url(store.url).database
         if not database or database == ":memory:":
@@ -104,10 +111,11 @@ def minimal_commits(
     try:
         cursor = raw.cursor()
 
-        def commit() -> None:
-            cursor.execute("SELECT txid_current()")
-            cursor.fetchall()
+        def commit() -> str:
+            cursor.execute(f"SELECT pg_logical_emit_message(true, '{MESSAGE_PREFIX}', '')")
+            (position,) = cursor.fetchone() or ("",)
             raw.commit()
+            return str(position)
 
         yield commit
         cursor.close()
@@ -116,7 +124,7 @@ def minimal_commits(
 
 
 @contextlib.contextmanager
-def _sqlite_commits(folder: Path, synchronous: str) -> Iterator[Callable[[], None]]:
+def _sqlite_commits(folder: Path, synchronous: str) -> Iterator[Callable[[], str | None]]:
     path = folder / f"commit-probe-{os.getpid()}.db"
     files = [path, Path(f"{path}-wal"), Path(f"{path}-shm")]
     conn = sqlite3.connect(path, isolation_level=None)
