@@ -136,3 +136,17 @@ def test_bad_input_is_refused_with_the_option_and_the_reason(
     assert out.exit_code == 2, out.output
     assert says in out.stderr
     assert not (tmp_path / "home" / "modelport.db").exists()  # refused before the store opened
+
+
+def test_a_probe_database_left_by_a_killed_run_is_reused_and_removed(tmp_path: Path) -> None:
+    store = Store(f"sqlite:///{tmp_path / 'modelport.db'}")
+    left = tmp_path / f"commit-probe-{os.getpid()}.db"  # as a run killed mid-way leaves it
+    with sqlite3.connect(left) as old:
+        old.execute("CREATE TABLE probe (id INTEGER PRIMARY KEY, at REAL NOT NULL)")
+    old.close()
+    try:
+        with commit_probe.minimal_commits(store) as commit:
+            commit()
+        assert not left.exists()
+    finally:
+        store.close()

@@ -131,7 +131,7 @@ def _sqlite_commits(folder: Path, synchronous: str) -> Iterator[Callable[[], str
     try:
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute(f"PRAGMA synchronous={synchronous}")
-        conn.execute("CREATE TABLE probe (id INTEGER PRIMARY KEY, at REAL NOT NULL)")
+        conn.execute("CREATE TABLE IF NOT EXISTS probe (id INTEGER PRIMARY KEY, at REAL NOT NULL)")
 
         def commit() -> None:
             conn.execute("BEGIN IMMEDIATE")
