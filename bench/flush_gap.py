@@ -21,9 +21,10 @@ the mean (what throughput pays), p50, p90 and p99 of each.
 
 bench/tail.py calls ``flush_after`` with the floor's time per request as the gap: the flush a
 server as cheap as the floor would wait for before each answer. The gaps' loop and the
-summary are ``modelport.store.commit_probe``'s, which times a real minimal commit on a store
-instead (``modelport ledger commit-time``): this probe is the disk alone, without SQLite. Bounded: ``--commits`` per gap
-and round, one file of 8 MiB, removed at the end.
+summary (and ``--gaps``' parsing) are ``modelport.store.commit_probe``'s, which times a real
+minimal commit on a store instead (``modelport ledger commit-time``): this probe is the disk
+alone, without SQLite. Bounded: ``--commits`` per gap and round, one file of 8 MiB, removed at
+the end.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from modelport.store.commit_probe import spin, timed
+from modelport.store.commit_probe import parse_gaps, spin, timed
 from peers.procs import on_cpu
 from peers.report import machine
 
@@ -136,11 +137,11 @@ def main() -> None:
     )
     args = parser.parse_args()
     try:
-        gaps = sorted({float(g) / 1e6 for g in args.gaps.split(",") if g.strip()})
-    except ValueError:
-        parser.error(f"--gaps: a comma-separated list of microseconds, not {args.gaps!r}")
-    if not gaps or min(gaps) < 0 or args.commits < 1 or args.rounds < 1:
-        parser.error("--gaps must hold numbers >= 0; --commits and --rounds at least 1")
+        gaps = parse_gaps(args.gaps)
+    except ValueError as exc:
+        parser.error(f"--gaps: {exc}")
+    if args.commits < 1 or args.rounds < 1:
+        parser.error("--commits and --rounds take 1 or more")
     if args.cpu is not None and args.cpu not in os.sched_getaffinity(0):
         parser.error(f"--cpu {args.cpu}: this process may run on {sorted(os.sched_getaffinity(0))}")
     with (

@@ -246,19 +246,13 @@ MOST_GAP_SECONDS = 60.0
 
 
 def _gaps(ctx: click.Context, param: click.Parameter, value: str) -> list[float]:
-    """``--gaps``: comma-separated microseconds, each from 0 to 100,000; in seconds, sorted."""
-    gaps = set()
-    for part in value.split(","):
-        try:
-            gap = float(part)
-        except ValueError:
-            raise click.BadParameter(
-                f"{part.strip()!r} is not a number of microseconds", ctx, param
-            ) from None
-        if not 0 <= gap <= 100_000:
-            raise click.BadParameter(f"{part.strip()} is outside 0-100000 microseconds", ctx, param)
-        gaps.add(gap / 1e6)
-    return sorted(gaps)
+    """``--gaps`` as seconds (``commit_probe.parse_gaps``), or the reason it is not."""
+    from ..store.commit_probe import parse_gaps
+
+    try:
+        return parse_gaps(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), ctx, param) from None
 
 
 @ledger.command("commit-time")

@@ -53,6 +53,25 @@ def summary(spent: list[float]) -> dict[str, float]:
     }
 
 
+#: The longest gap ``parse_gaps`` takes, in microseconds.
+MOST_GAP_US = 100_000
+
+
+def parse_gaps(text: str) -> list[float]:
+    """Comma-separated microseconds, each from 0 to ``MOST_GAP_US``, as sorted seconds without
+    repeats; ValueError naming the part that is not one."""
+    gaps = set()
+    for part in text.split(","):
+        try:
+            gap = float(part)
+        except ValueError:
+            raise ValueError(f"{part.strip()!r} is not a number of microseconds") from None
+        if not 0 <= gap <= MOST_GAP_US:
+            raise ValueError(f"{part.strip()} is outside 0-{MOST_GAP_US} microseconds")
+        gaps.add(gap / 1e6)
+    return sorted(gaps)
+
+
 def timed(
     commit: Callable[[], Any],
     gaps_s: list[float],
@@ -78,11 +97,19 @@ def timed(
     return {gap: summary(s) for gap, s in spent.items()}
 
 
+def _sqlite_folder(store: Store) -> Path | None:
+    """The folder of a SQLite store's database file; None for an in-memory one."""
+    database = make_url(store.url).database
+    if not database or database == ":memory:":
+        return None
+    return Path(database).resolve().parent
+
+
 def where(store: Store) -> str:
     """What the probe commits to: the SQLite store's folder, or the PostgreSQL server."""
-    url = make_url(store.url)
     if store.dialect == "sqlite":
-        return str(Path(url.database or "").resolve().parent)
+        return str(_sqlite_folder(store) or ":memory:")
+    url = make_url(store.url)
     return f"PostgreSQL at {url.host or 'localhost'}:{url.port or 5432}/{url.database}"
 
 
@@ -98,13 +125,13 @@ def minimal_commits(
     returns, on PostgreSQL, the log position of the message it committed; and the clean-up
     of what it needed when the block ends."""
     if store.dialect == "sqlite":
-        database = make_url(store.url).database
-        if not database or database == ":memory:":
+        folder = _sqlite_folder(store)
+        if folder is None:
             raise InvalidInput(
                 "an in-memory SQLite store writes nothing to disk: there is no commit to time",
                 details=[{"field": "store", "reason": "in-memory SQLite"}],
             )
-        with _sqlite_commits(Path(database).resolve().parent, sqlite_synchronous) as commit:
+        with _sqlite_commits(folder, sqlite_synchronous) as commit:
             yield commit
         return
     raw = store.write_engine.raw_connection()
