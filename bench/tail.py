@@ -23,6 +23,9 @@ and after that gap: where a server as cheap as the floor would land if it flushe
 answer, as far as a synthetic flush can say (how much an idle gap costs moves with what the
 CPU did in it, so the server's own commit stays the measure).
 
+The runs also count the requests the store's block device completed (writes and cache
+flushes, from ``/sys/dev/block``), per commit: how many times each commit waited for the disk.
+
 To say where a stall comes from, the measured runs also record, from outside the server,
 how much CPU each of its threads used (``/proc/PID/task/*/stat``, grouped by thread name: the
 event loop's thread is ``main``), and the server runs under bench/peers/gc_probe.py, which
@@ -168,13 +171,20 @@ class Target:
     wall: float = 0.0
     metrics: tuple[str, dict[str, str]] | None = None  # the server's /metrics URL and headers
     commits: list[float] = field(default_factory=lambda: [0.0, 0.0])  # seconds, count
+    disk: Path | None = None  # the store's folder: its device's requests are counted
+    disk_io: list[int] | None = None  # the device's write and flush requests during the runs
 
     def run(self, seconds: int) -> None:
         before = thread_cpu(self.pid)
         committed = commit_totals(*self.metrics) if self.metrics else (0.0, 0.0)
+        io_before = procs.disk_requests(self.disk) if self.disk else None
         started = time.monotonic()
         self.runs.append(load.run(self.url, self.lua, 1, seconds))
         self.wall += time.monotonic() - started
+        io_after = procs.disk_requests(self.disk) if self.disk else None
+        if io_before and io_after:
+            done = [a - b for a, b in zip(io_after, io_before, strict=True)]
+            self.disk_io = [a + b for a, b in zip(self.disk_io or [0, 0], done, strict=True)]
         after = thread_cpu(self.pid)
         if self.metrics:
             now = commit_totals(*self.metrics)
@@ -201,6 +211,9 @@ class Target:
         if self.commits[1]:
             out["commit_ms"] = self.commits[0] * 1000 / self.commits[1]
             out["commits_per_request"] = self.commits[1] / requests
+            if self.disk_io:
+                out["device_writes_per_commit"] = self.disk_io[0] / self.commits[1]
+                out["device_flushes_per_commit"] = self.disk_io[1] / self.commits[1]
         return out
 
 
@@ -353,6 +366,7 @@ def main() -> None:
                     v1,
                     load.script(work, "v1", bodies["v1"], server.headers),
                     metrics=metrics,
+                    disk=work / "home",
                 ),
                 Target(
                     "modelport",
@@ -361,6 +375,7 @@ def main() -> None:
                     v2,
                     load.script(work, "v2", bodies["v2"], server.headers),
                     metrics=metrics,
+                    disk=work / "home",
                 ),
             ]
             cells = measure(targets, args)
@@ -426,16 +441,31 @@ def report(
             "request plus the server's mean commit "
             f"(the floor: {floor_ms:.3f} ms per request):",
             "",
-            "| route | commit ms (mean) | commits per request | floor + commit, requests/s | "
-            "x floor | reached of floor + commit |",
-            "|---|---:|---:|---:|---:|---:|",
+            "| route | commit ms (mean) | commits per request | device writes per commit | "
+            "device flushes per commit | floor + commit, requests/s | x floor | "
+            "reached of floor + commit |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|",
         ]
         for c in committing:
             ceiling = 1000 / (floor_ms + c["commit_ms"])
+            io = [
+                f"{c[k]:.2f}" if k in c else "-"
+                for k in ("device_writes_per_commit", "device_flushes_per_commit")
+            ]
             lines.append(
                 f"| {c['route']} | {c['commit_ms']:.3f} | {c['commits_per_request']:.2f} | "
-                f"{ceiling:,.0f} | {ceiling / floor_cell['rps']:.2f} | {c['rps'] / ceiling:.2f} |"
+                f"{io[0]} | {io[1]} | {ceiling:,.0f} | {ceiling / floor_cell['rps']:.2f} | "
+                f"{c['rps'] / ceiling:.2f} |"
             )
+        if any("device_writes_per_commit" in c for c in committing):
+            lines += [
+                "",
+                "Device writes and flushes: the requests the store's block device completed "
+                "during the route's runs (`/sys/dev/block/*/stat`, everything on that device), "
+                "per commit. A flush of the log waits for the device at least twice, the data "
+                "and the cache's flush (the kernel counts that one as a write and a flush); once "
+                "more when the file's inode changed.",
+            ]
         if flush:
             lines += ["", *flush_lines(flush, floor_ms, floor_cell["rps"])]
     lines += [

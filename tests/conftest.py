@@ -57,6 +57,40 @@ def needs(what: str, available: bool) -> pytest.MarkDecorator:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "needs(what, available): see tests.conftest.needs")
+    if POSTGRES_URL:
+        _name_the_opener_of_open_connections_deleted()
+
+
+def _name_the_opener_of_open_connections_deleted() -> None:
+    """psycopg warns when a connection is deleted while still open (a ``ResourceWarning``, an
+    error here), in whichever test runs when the garbage collector gets to it, and the warning
+    names no opener. Record, for each connection, the test that opened it and where, and put
+    both in that warning. Diagnostics only: psycopg's own checks decide whether it warns."""
+    import traceback
+    import warnings
+
+    import psycopg
+
+    connect = psycopg.Connection.connect.__func__  # type: ignore[attr-defined]
+    deleted = psycopg.Connection.__del__
+
+    def traced_connect(cls: Any, *args: Any, **kwargs: Any) -> Any:
+        conn = connect(cls, *args, **kwargs)
+        test = os.environ.get("PYTEST_CURRENT_TEST", "outside any test")
+        conn._modelport_opened_by = (test, "".join(traceback.format_stack(limit=16)[:-1]))
+        return conn
+
+    def traced_del(self: Any) -> None:
+        test, stack = getattr(self, "_modelport_opened_by", ("an unknown test", "unknown\n"))
+
+        def warn(message: str, category: type[Warning]) -> None:
+            warnings.warn(f"{message}; opened during {test}, at:\n{stack}", category, stacklevel=2)
+
+        deleted(self, warn)  # type: ignore[call-arg]
+
+    psycopg.Connection.connect = classmethod(traced_connect)  # type: ignore[assignment,method-assign]
+    psycopg.connect = psycopg.Connection.connect
+    psycopg.Connection.__del__ = traced_del  # type: ignore[method-assign]
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:

@@ -55,6 +55,22 @@ def settle_disk() -> None:
     os.sync()
 
 
+def disk_requests(path: Path) -> tuple[int, int] | None:
+    """Write and flush requests completed so far by the block device that holds ``path``
+    (``/sys/dev/block/MAJOR:MINOR/stat``, fields 5 and 16), or None where the kernel does not
+    say (no such file, or a kernel older than 5.5 without the flush fields). A difference of
+    two readings over a run, divided by its commits, says how many times each commit waited
+    for the device: a flush writes the data, the file's inode when it changed, and then asks
+    the device to flush its cache."""
+    dev = path.stat().st_dev
+    stat = Path(f"/sys/dev/block/{os.major(dev)}:{os.minor(dev)}/stat")
+    try:
+        fields = stat.read_text().split()
+    except OSError:
+        return None
+    return (int(fields[4]), int(fields[15])) if len(fields) >= 17 else None
+
+
 def can_pin() -> bool:
     return (os.cpu_count() or 1) >= 2 and shutil.which("taskset") is not None
 
