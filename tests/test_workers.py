@@ -65,11 +65,11 @@ def test_workers_share_the_store_and_see_alias_moves_within_a_second(
             mp.push("iris", iris_pipeline, train_data=iris_frame, alias="production")
             mp.push("iris", iris_pipeline, train_data=iris_frame)
             time.sleep(1.0)
-            before = _versions_seen(url, key)
+            before = predict_until_both_answer(url, key)
             assert set(before) == {1}, before
             mp.promote("iris", 2, reason="through one worker")
         time.sleep(1.0)
-        after = _versions_seen(url, key)
+        after = predict_until_both_answer(url, key)
         assert set(after) == {2}, after
         with Client(url, key) as mp:
             page = mp.predictions("iris", limit=1000)["predictions"]
@@ -77,11 +77,12 @@ def test_workers_share_the_store_and_see_alias_moves_within_a_second(
         assert {p["version"] for p in page} == {1, 2}
 
 
-#: Answers each worker must give in ``_versions_seen``, and the most connections it opens.
+#: Answers each worker must give in ``predict_until_both_answer``, and the most connections
+#: it opens.
 _EACH, _MOST = 3, 400
 
 
-def _versions_seen(url: str, key: str) -> dict[int, int]:
+def predict_until_both_answer(url: str, key: str) -> dict[int, int]:
     """Predictions on fresh connections until each of the two workers has answered at least
     ``_EACH`` (and at least 30 in all): how many answers named each version. The kernel hands
     each new connection to either worker, but not evenly: in one CI run all of 30 went to one,

@@ -171,7 +171,7 @@ def test_workers_answer_a_scrape_for_all_of_them(
     from sklearn.linear_model import LogisticRegression
 
     from modelport import Client
-    from tests.test_workers import ROW, _fresh, two_workers
+    from tests.test_workers import ROW, _fresh, predict_until_both_answer, two_workers
 
     home = tmp_path / "home"
     key = make_key(settings.model_copy(update={"home": home, "store": store_url}), "ops", ["admin"])
@@ -181,17 +181,11 @@ def test_workers_answer_a_scrape_for_all_of_them(
             schema = {"fields": [{"name": n, "type": "number"} for n in ROW]}
             mp.push("iris", fitted, schema=schema, alias="production")
         time.sleep(1.0)  # both workers see the push
-        pids = set()
-        for _ in range(30):
-            with _fresh(url, key) as http:  # a new connection: any worker may take it
-                r = http.post("/v1/models/iris/predict", json={"inputs": [ROW]})
-                assert r.status_code == 200, r.text
-                pids.add(http.get("/v1/health").json()["pid"])
-        assert len(pids) == 2
-        for _ in range(4):  # whichever worker answers the scrape counts all thirty
+        made = sum(predict_until_both_answer(url, key).values())
+        for _ in range(4):  # whichever worker answers the scrape counts all of them
             with _fresh(url, key) as http:
                 figures = scrape(http)
-            assert value(figures, "modelport_requests_total", model="iris", code="200") == 30
+            assert value(figures, "modelport_requests_total", model="iris", code="200") == made
     assert not list((home / "run").glob("metrics-*")), "the figures' directory is removed"
 
 
