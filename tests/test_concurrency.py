@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 from typing import Any
 
 import httpx
+import pytest
 
 from modelport.ledger import count_predictions
+from modelport.service.core import Service
+from modelport.settings import Settings
 from modelport.store import Store
-from tests.conftest import IRIS_COLUMNS, RunningServer
+from tests.conftest import IRIS_COLUMNS, POSTGRES_URL, RunningServer
 
 CLIENTS = 32
 REQUESTS_EACH = 20
@@ -51,3 +55,51 @@ def test_32_concurrent_clients(server: RunningServer, iris_pipeline: Any, iris_f
     finally:
         st.close()
     assert stored == expected_rows
+
+
+@pytest.mark.skipif(not POSTGRES_URL, reason="needs PostgreSQL to hold a table locked")
+def test_stop_waits_for_a_registry_change_the_learner_scheduled(settings: Settings) -> None:
+    """The online learner announces a new snapshot from its thread, and the router's refresh
+    then runs on the event loop, on a connection of the store's. Stopping the service must wait
+    for it: a store closed under it would have its connection handed back to a closed pool,
+    left open until the garbage collector finds it. The refresh is held here by a lock on the
+    registry's generation row, which it reads first."""
+    import psycopg
+
+    quiet = {
+        f: 3600.0
+        for f in (
+            "registry_poll_seconds",
+            "release_check_seconds",
+            "learn_poll_seconds",
+            "job_poll_seconds",
+        )
+    }
+    settings = settings.model_copy(update=quiet)
+    schema = settings.store_url.rpartition("%3D")[2]
+
+    def ours_open() -> list[Any]:
+        gc.collect()
+        return [
+            o
+            for o in gc.get_objects()
+            if isinstance(o, psycopg.Connection) and not o.closed and schema in o.info.dsn
+        ]
+
+    async def scenario() -> None:
+        svc = Service(settings)
+        await svc.start()
+        with psycopg.connect(settings.store_url.replace("+psycopg", "")) as holder:
+            holder.execute("LOCK TABLE registry_generation IN ACCESS EXCLUSIVE MODE")
+            await asyncio.to_thread(svc.runtime.registry_changed_from_thread)
+            stopping = asyncio.create_task(svc.stop())
+            await asyncio.sleep(1.0)
+            assert not stopping.done(), "stop() returned while a registry refresh was running"
+            active = psycopg.pq.TransactionStatus.ACTIVE
+            blocked = [c for c in ours_open() if c.info.transaction_status == active]
+            assert len(blocked) == 1, "the refresh should be waiting for the lock"
+            holder.rollback()
+            await asyncio.wait_for(stopping, 30)
+        assert ours_open() == [], "a connection outlived the store"
+
+    asyncio.run(scenario())

@@ -8,7 +8,9 @@ writer), the artifact store, the router with the loaded versions, the metrics an
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, TypeVar
 
@@ -28,6 +30,8 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
+log = logging.getLogger("modelport.runtime")
+
 
 @dataclass
 class Runtime:
@@ -40,6 +44,9 @@ class Runtime:
     router: Router
     metrics: Metrics
     loop: asyncio.AbstractEventLoop | None = field(default=None, repr=False)
+    # Registry changes announced from worker threads and not done yet: each refreshes the
+    # router on a connection of the store's, so the service waits for them before closing it.
+    _changes: set[Future[None]] = field(default_factory=set, repr=False)
 
     @classmethod
     def open(cls, settings: Settings) -> Runtime:
@@ -76,6 +83,21 @@ class Runtime:
         await self.router.warm()
 
     def registry_changed_from_thread(self) -> None:
-        """The same, from a worker thread (the learner), on the server's event loop."""
+        """The same, from a worker thread (the learner), on the server's event loop; it runs
+        after this returns, and :meth:`registry_changes_done` waits for it."""
         if self.loop is not None:
-            asyncio.run_coroutine_threadsafe(self.registry_changed(), self.loop)
+            change = asyncio.run_coroutine_threadsafe(self.registry_changed(), self.loop)
+            self._changes.add(change)
+            change.add_done_callback(self._change_done)
+
+    def _change_done(self, change: Future[None]) -> None:
+        self._changes.discard(change)
+        if not change.cancelled() and change.exception() is not None:
+            # The watcher's next poll sees the change anyway.
+            log.warning("registry refresh after a change failed: %s", change.exception())
+
+    async def registry_changes_done(self) -> None:
+        """Wait for every registry change announced from a thread so far."""
+        pending = [asyncio.wrap_future(change) for change in list(self._changes)]
+        if pending:
+            await asyncio.gather(*pending, return_exceptions=True)

@@ -137,6 +137,8 @@ class Service(RegistryOps, LearningOps, ReleaseOps, MonitoringOps):
             await self._runner
         if self._learner is not None:
             await self._learner
+        # The learner's last snapshots may have left router refreshes running on the store.
+        await self.runtime.registry_changes_done()
         if self._drift is not None:
             await self._drift
         if self._archiving is not None:
