@@ -23,8 +23,9 @@ and after that gap: where a server as cheap as the floor would land if it flushe
 answer, as far as a synthetic flush can say (how much an idle gap costs moves with what the
 CPU did in it, so the server's own commit stays the measure).
 
-The runs also count the requests the store's block device completed (writes and cache
-flushes, from ``/sys/dev/block``), per commit: how many times each commit waited for the disk.
+On a SQLite store the runs also count the requests the store's block device completed
+(writes and cache flushes, from ``/sys/dev/block``), per commit: how many times each commit
+waited for the disk.
 
 To say where a stall comes from, the measured runs also record, from outside the server,
 how much CPU each of its threads used (``/proc/PID/task/*/stat``, grouped by thread name: the
@@ -351,6 +352,8 @@ def main() -> None:
                     raise SystemExit(f"{url}: HTTP {answer.status_code}: {answer.text[:300]}")
             pid = server.proc.pid
             metrics = (server.url + "/metrics", server.headers)
+            # The device of a SQLite store's folder; a PostgreSQL server's disk is its own.
+            store_folder = None if STORE.startswith("postgresql") else work / "home"
             targets = [
                 Target(
                     "floor",
@@ -366,7 +369,7 @@ def main() -> None:
                     v1,
                     load.script(work, "v1", bodies["v1"], server.headers),
                     metrics=metrics,
-                    disk=work / "home",
+                    disk=store_folder,
                 ),
                 Target(
                     "modelport",
@@ -375,7 +378,7 @@ def main() -> None:
                     v2,
                     load.script(work, "v2", bodies["v2"], server.headers),
                     metrics=metrics,
-                    disk=work / "home",
+                    disk=store_folder,
                 ),
             ]
             cells = measure(targets, args)
