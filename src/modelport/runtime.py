@@ -46,7 +46,7 @@ class Runtime:
     loop: asyncio.AbstractEventLoop | None = field(default=None, repr=False)
     # Registry changes announced from worker threads and not done yet: each refreshes the
     # router on a connection of the store's, so the service waits for them before closing it.
-    _changes: set[Future[None]] = field(default_factory=set, repr=False)
+    _changes: set[Future[None]] = field(default_factory=set, init=False, repr=False)
 
     @classmethod
     def open(cls, settings: Settings) -> Runtime:
