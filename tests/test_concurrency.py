@@ -57,16 +57,18 @@ def test_32_concurrent_clients(server: RunningServer, iris_pipeline: Any, iris_f
     assert stored == expected_rows
 
 
-@pytest.mark.skipif(not POSTGRES_URL, reason="needs PostgreSQL to hold a table locked")
-def test_stop_waits_for_a_registry_change_the_learner_scheduled(settings: Settings) -> None:
-    """The online learner announces a new snapshot from its thread, and the router's refresh
-    then runs on the event loop, on a connection of the store's. Stopping the service must wait
-    for it: a store closed under it would have its connection handed back to a closed pool,
-    left open until the garbage collector finds it. The refresh is held here by a lock on the
-    registry's generation row, which it reads first."""
+_NEEDS_LOCK = pytest.mark.skipif(not POSTGRES_URL, reason="needs PostgreSQL to hold a table locked")
+
+
+def _held_refresh(settings: Settings, end: str) -> list[Any]:
+    """A service whose router refresh, announced from a thread as the online learner does,
+    is held by a lock on the registry's generation row (which it reads first) while
+    ``stop()`` runs; then the lock is let go (``end`` "release") or the refresh's database
+    session is ended (``end`` "terminate"). Checks that ``stop()`` waits for the refresh
+    either way; returns the psycopg connections of the store still open after it."""
     import psycopg
 
-    quiet = {
+    quiet = {  # no polling loop of the service's own reads the registry meanwhile
         f: 3600.0
         for f in (
             "registry_poll_seconds",
@@ -77,6 +79,7 @@ def test_stop_waits_for_a_registry_change_the_learner_scheduled(settings: Settin
     }
     settings = settings.model_copy(update=quiet)
     schema = settings.store_url.rpartition("%3D")[2]
+    url = settings.store_url.replace("+psycopg", "")  # psycopg's own form of the URL
 
     def ours_open() -> list[Any]:
         gc.collect()
@@ -89,7 +92,7 @@ def test_stop_waits_for_a_registry_change_the_learner_scheduled(settings: Settin
     async def scenario() -> None:
         svc = Service(settings)
         await svc.start()
-        with psycopg.connect(settings.store_url.replace("+psycopg", "")) as holder:
+        with psycopg.connect(url) as holder:
             holder.execute("LOCK TABLE registry_generation IN ACCESS EXCLUSIVE MODE")
             await asyncio.to_thread(svc.runtime.registry_changed_from_thread)
             stopping = asyncio.create_task(svc.stop())
@@ -98,8 +101,33 @@ def test_stop_waits_for_a_registry_change_the_learner_scheduled(settings: Settin
             active = psycopg.pq.TransactionStatus.ACTIVE
             blocked = [c for c in ours_open() if c.info.transaction_status == active]
             assert len(blocked) == 1, "the refresh should be waiting for the lock"
-            holder.rollback()
-            await asyncio.wait_for(stopping, 30)
-        assert ours_open() == [], "a connection outlived the store"
+            if end == "terminate":
+                pid = blocked[0].info.backend_pid
+                with psycopg.connect(url, autocommit=True) as admin:
+                    admin.execute("SELECT pg_terminate_backend(%s)", [pid])
+                await asyncio.wait_for(stopping, 30)
+            else:
+                holder.rollback()
+                await asyncio.wait_for(stopping, 30)
 
     asyncio.run(scenario())
+    return ours_open()
+
+
+@_NEEDS_LOCK
+def test_stop_waits_for_a_registry_change_the_learner_scheduled(settings: Settings) -> None:
+    """The online learner announces a new snapshot from its thread, and the router's refresh
+    then runs on the event loop, on a connection of the store's. Stopping the service must wait
+    for it: a store closed under it would have its connection handed back to a closed pool,
+    left open until the garbage collector finds it."""
+    assert _held_refresh(settings, "release") == [], "a connection outlived the store"
+
+
+@_NEEDS_LOCK
+def test_a_refresh_that_fails_after_a_learner_change_is_logged_and_stop_ends(
+    settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level("WARNING", logger="modelport.runtime")
+    assert _held_refresh(settings, "terminate") == [], "a connection outlived the store"
+    failed = [r for r in caplog.records if "registry refresh after a change failed" in r.message]
+    assert len(failed) == 1 and "terminat" in failed[0].getMessage(), caplog.text
