@@ -105,10 +105,9 @@ def _held_refresh(settings: Settings, end: str) -> list[Any]:
                 pid = blocked[0].info.backend_pid
                 with psycopg.connect(url, autocommit=True) as admin:
                     admin.execute("SELECT pg_terminate_backend(%s)", [pid])
-                await asyncio.wait_for(stopping, 30)
             else:
                 holder.rollback()
-                await asyncio.wait_for(stopping, 30)
+            await asyncio.wait_for(stopping, 30)
 
     asyncio.run(scenario())
     return ours_open()
