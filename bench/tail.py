@@ -46,6 +46,7 @@ is stopped at the end.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import json
 import os
@@ -146,6 +147,38 @@ def floor_and_modelport(
         yield model, floor_up, server
 
 
+def route_targets(
+    work: Path, model: Any, server: Any, flags: str, disk: Path | None
+) -> list[Target]:
+    """A modelport server's /v1 records and /v2 infer routes as targets (``flags``: the
+    server's extra flags, named in its rows), each checked to answer first."""
+    bodies = one_row_bodies(model)
+    name = f"modelport {flags}".strip()
+    targets: list[Target] = []
+    for route, path, body in (
+        ("/v1 records", f"/v1/models/{model.name}/predict", bodies["v1"]),
+        ("/v2 infer", f"/v2/models/{model.name}/infer", bodies["v2"]),
+    ):
+        url = server.url + path
+        headers = {**server.headers, "Content-Type": "application/json"}
+        answer = httpx.post(url, content=body, headers=headers, timeout=30)
+        if answer.status_code != 200:
+            raise SystemExit(f"{url}: HTTP {answer.status_code}: {answer.text[:300]}")
+        tag = f"{'versus' if flags else 'modelport'}-{len(targets)}"
+        targets.append(
+            Target(
+                "modelport",
+                f"{name} {route}",
+                server.proc.pid,
+                url,
+                load.script(work, tag, body, server.headers),
+                metrics=(server.url + "/metrics", server.headers),
+                disk=disk,
+            )
+        )
+    return targets
+
+
 def one_row_bodies(model: Any) -> dict[str, bytes]:
     """The model's first row as the floor's body, a ``/v1`` records body and a ``/v2`` body."""
     row = list(model.rows[0])
@@ -171,13 +204,13 @@ class Target:
     cpu: dict[str, list[float]] = field(default_factory=dict)  # thread -> [user, system] s
     wall: float = 0.0
     metrics: tuple[str, dict[str, str]] | None = None  # the server's /metrics URL and headers
-    commits: list[float] = field(default_factory=lambda: [0.0, 0.0])  # seconds, count
+    commits: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0])  # s, count, inline
     disk: Path | None = None  # the store's folder: its device's requests are counted
     disk_io: list[int] | None = None  # the device's write and flush requests during the runs
 
     def run(self, seconds: int) -> None:
         before = thread_cpu(self.pid)
-        committed = commit_totals(*self.metrics) if self.metrics else (0.0, 0.0)
+        committed = commit_totals(*self.metrics) if self.metrics else [0.0, 0.0, 0.0]
         io_before = procs.disk_requests(self.disk) if self.disk else None
         started = time.monotonic()
         self.runs.append(load.run(self.url, self.lua, 1, seconds))
@@ -189,8 +222,8 @@ class Target:
         after = thread_cpu(self.pid)
         if self.metrics:
             now = commit_totals(*self.metrics)
-            self.commits[0] += now[0] - committed[0]
-            self.commits[1] += now[1] - committed[1]
+            for i, (a, b) in enumerate(zip(now, committed, strict=True)):
+                self.commits[i] += a - b
         for name, (user, system) in after.items():
             was = before.get(name, (0.0, 0.0))
             used = self.cpu.setdefault(name, [0.0, 0.0])
@@ -212,27 +245,31 @@ class Target:
         if self.commits[1]:
             out["commit_ms"] = self.commits[0] * 1000 / self.commits[1]
             out["commits_per_request"] = self.commits[1] / requests
+            out["inline_share"] = self.commits[2] / self.commits[1]
             if self.disk_io:
                 out["device_writes_per_commit"] = self.disk_io[0] / self.commits[1]
                 out["device_flushes_per_commit"] = self.disk_io[1] / self.commits[1]
         return out
 
 
-def commit_totals(url: str, headers: dict[str, str]) -> tuple[float, float]:
-    """The writer's group commits so far, from ``/metrics``: (seconds in all, how many)."""
+#: From ``/metrics``: the commits' seconds in all, how many, and how many were made inline.
+COMMIT_SAMPLES = (
+    "modelport_ledger_commit_seconds_sum",
+    "modelport_ledger_commit_seconds_count",
+    "modelport_ledger_inline_commits_total",
+)
+
+
+def commit_totals(url: str, headers: dict[str, str]) -> list[float]:
+    """The writer's group commits so far, from ``/metrics``: seconds in all, how many, and
+    how many on the event loop's thread (``ledger_commit_inline``)."""
     text = httpx.get(url, headers=headers, timeout=30).raise_for_status().text
-    totals = {
-        "modelport_ledger_commit_seconds_sum": 0.0,
-        "modelport_ledger_commit_seconds_count": 0.0,
-    }
+    totals = dict.fromkeys(COMMIT_SAMPLES, 0.0)
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
             if sample.name in totals:
                 totals[sample.name] += sample.value
-    return (
-        totals["modelport_ledger_commit_seconds_sum"],
-        totals["modelport_ledger_commit_seconds_count"],
-    )
+    return [totals[name] for name in COMMIT_SAMPLES]
 
 
 #: The store the server runs on when not its home's SQLite file (see the module's examples).
@@ -318,6 +355,14 @@ def main() -> None:
     parser.add_argument(
         "--serve-arg", action="append", default=[], metavar="FLAG", help="Extra serve flag."
     )
+    parser.add_argument(
+        "--versus",
+        action="append",
+        default=[],
+        metavar="FLAG",
+        help="Also run a second modelport server with this extra serve flag (repeatable), "
+        "its routes loaded in the same rounds, e.g. --versus=--no-ledger-commit-inline.",
+    )
     parser.add_argument("--json", type=Path, help="Write the raw results to this file.")
     parser.add_argument("--record", action="store_true", help="Append to bench/RESULTS.md.")
     args = parser.parse_args()
@@ -339,49 +384,29 @@ def main() -> None:
             server,
         ):
             bodies = one_row_bodies(model)
-            v1 = f"{server.url}/v1/models/{model.name}/predict"
-            v2 = f"{server.url}/v2/models/{model.name}/infer"
-            for url, body in ((v1, bodies["v1"]), (v2, bodies["v2"])):
-                answer = httpx.post(
-                    url,
-                    content=body,
-                    headers={**server.headers, "Content-Type": "application/json"},
-                    timeout=30,
-                )
-                if answer.status_code != 200:
-                    raise SystemExit(f"{url}: HTTP {answer.status_code}: {answer.text[:300]}")
-            pid = server.proc.pid
-            metrics = (server.url + "/metrics", server.headers)
             # The device of a SQLite store's folder; a PostgreSQL server's disk is its own.
             store_folder = None if STORE.startswith("postgresql") else work / "home"
-            targets = [
-                Target(
-                    "floor",
-                    "floor",
-                    floor_proc.pid,
-                    floor_url + "/predict",
-                    load.script(work, "floor", bodies["floor"], {}),
-                ),
-                Target(
-                    "modelport",
-                    "modelport /v1 records",
-                    pid,
-                    v1,
-                    load.script(work, "v1", bodies["v1"], server.headers),
-                    metrics=metrics,
-                    disk=store_folder,
-                ),
-                Target(
-                    "modelport",
-                    "modelport /v2 infer",
-                    pid,
-                    v2,
-                    load.script(work, "v2", bodies["v2"], server.headers),
-                    metrics=metrics,
-                    disk=store_folder,
-                ),
-            ]
-            cells = measure(targets, args)
+            floor_target = Target(
+                "floor",
+                "floor",
+                floor_proc.pid,
+                floor_url + "/predict",
+                load.script(work, "floor", bodies["floor"], {}),
+            )
+            targets = [floor_target, *route_targets(work, model, server, "", store_folder)]
+            with contextlib.ExitStack() as versus:
+                if args.versus:
+                    other = versus.enter_context(
+                        serving(
+                            work / "home",
+                            [*args.serve_arg, *args.versus],
+                            log=work / "versus.log",
+                            wrap=[str(PROBE), str(work / "gc-versus.json")],
+                        )
+                    )
+                    named = " ".join(args.versus)
+                    targets += route_targets(work, model, other, named, store_folder)
+                cells = measure(targets, args)
             floor_cell = next(c for c in cells if c["server"] == "floor")
             with procs.on_cpu(procs.SERVER_CPU):  # where the server waits for its flushes
                 spent = probe_commits(work / "home", [0.0, 1 / floor_cell["rps"]])
@@ -415,12 +440,19 @@ def report(
 ) -> str:
     floor_cell = next((c for c in cells if c["server"] == "floor"), None)
     flags = " ".join(args.serve_arg)
+    versus = (
+        f"; beside it a second modelport server with `{' '.join(args.versus)}` as well, "
+        "loaded in the same rounds"
+        if args.versus
+        else ""
+    )
     lines = [
         f"### {dt.date.today().isoformat()} — latency at one connection (`bench/tail.py`)",
         "",
         f"{machine()} Command: `python bench/tail.py {' '.join(sys.argv[1:])}`; LR, 1 row per "
         f"request, one connection, median of {args.repeat} runs of {args.seconds} s (the routes "
-        f"in turn) after a {args.warmup} s warm-up. Extra serve flags: {flags or 'none'}. Versions: "
+        f"in turn) after a {args.warmup} s warm-up. Extra serve flags: {flags or 'none'}"
+        f"{versus}. Versions: "
         f"{versions_text(installed(VERSIONS))}.",
         "",
         "| route | requests/s | x floor | p50 ms | p99 ms | p99 - floor p99 | p99.9 ms | max ms | errors |",
@@ -444,10 +476,10 @@ def report(
             "request plus the server's mean commit "
             f"(the floor: {floor_ms:.3f} ms per request):",
             "",
-            "| route | commit ms (mean) | commits per request | device writes per commit | "
-            "device flushes per commit | floor + commit, requests/s | x floor | "
-            "reached of floor + commit |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|",
+            "| route | commit ms (mean) | commits per request | made inline | "
+            "device writes per commit | device flushes per commit | floor + commit, requests/s "
+            "| x floor | reached of floor + commit |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
         ]
         for c in committing:
             ceiling = 1000 / (floor_ms + c["commit_ms"])
@@ -457,7 +489,7 @@ def report(
             ]
             lines.append(
                 f"| {c['route']} | {c['commit_ms']:.3f} | {c['commits_per_request']:.2f} | "
-                f"{io[0]} | {io[1]} | {ceiling:,.0f} | {ceiling / floor_cell['rps']:.2f} | "
+                f"{c.get('inline_share', 0):.0%} | {io[0]} | {io[1]} | {ceiling:,.0f} | {ceiling / floor_cell['rps']:.2f} | "
                 f"{c['rps'] / ceiling:.2f} |"
             )
         if any("device_writes_per_commit" in c for c in committing):

@@ -135,6 +135,18 @@ class Settings(BaseSettings):
         ge=1,
         description="Most write jobs (requests) grouped into one ledger commit.",
     )
+    ledger_commit_inline: bool = Field(
+        default=True,
+        description=(
+            "Commit a request's ledger rows on the event loop's thread instead of handing them "
+            "to the writer thread, when the request is all the process serves (one HTTP "
+            "connection open, nothing else scoring, no gRPC port): the loop has nothing else to "
+            "do while it waits for that flush, and the hand-over between threads and back is "
+            "saved (5-7 % of a 1-row request's CPU at one connection; bench/RESULTS.md). A "
+            "connection opened meanwhile waits for that flush. Off: every commit on the "
+            "writer thread."
+        ),
+    )
     ledger_retention_days: float = Field(
         default=0.0,
         ge=0,
@@ -532,6 +544,8 @@ def markdown() -> str:
     lines = ["| setting | flag | environment | default | meaning |", "|---|---|---|---|---|"]
     for row in describe():
         flag = "--" + row["name"].replace("_", "-")
+        if row["default"] is True:  # on unless turned off
+            flag += "` / `--no-" + flag[2:]
         default = "" if row["default"] is None else f"`{row['default']}`"
         lines.append(f"| `{row['name']}` | `{flag}` | `{row['env']}` | {default} | {row['help']} |")
     return "\n".join(lines) + "\n"

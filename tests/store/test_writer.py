@@ -302,3 +302,75 @@ def test_an_adapter_the_application_registered_first_is_kept() -> None:
         sqlite3.adapters.pop(key, None)
         if ours is not None:
             sqlite3.adapters[key] = ours
+
+
+def test_an_inline_insert_commits_on_the_callers_thread_when_the_writer_is_idle(
+    store: Store,
+) -> None:
+    """``insert_rows(inline=True)`` with nothing queued: the rows are committed on the
+    caller's own thread, and are in the store when it returns; the store's refusal comes
+    out as from the writer thread, and the next inline insert still commits."""
+    writer = Writer(store)
+    threads: list[tuple[str, bool]] = []
+    writer.observer = lambda seconds, jobs, inline: threads.append(
+        (threading.current_thread().name, inline)
+    )
+    writer.start()
+    taken = _row("first")
+
+    async def main() -> None:
+        await writer.insert_rows([taken], inline=True)
+        assert _count(store) == 1  # committed before the await returned
+        duplicate = (taken[0], *_row("again")[1:])
+        with pytest.raises(Conflict, match="concurrent change"):
+            await writer.insert_rows([duplicate], inline=True)
+        await writer.insert_rows([_row("after")], inline=True)
+        await writer.insert_rows([_row("queued")])  # not inline: the writer thread's
+
+    asyncio.run(main())
+    writer.stop()
+    me = threading.current_thread().name
+    assert threads == [(me, True), (me, True), (me, True), ("modelport-writer", False)]
+    assert writer.stats.inline == 2 and writer.stats.commits == 3
+    with store.read() as conn:
+        stored = set(conn.execute(sa.select(predictions.c.request_id)).scalars())
+        counted = conn.execute(sa.select(sa.func.sum(ledger_rollups.c.requests))).scalar_one()
+    assert stored == {"first", "after", "queued"}
+    assert counted == 3
+
+
+def test_an_inline_insert_queues_while_the_writer_commits_and_is_refused_after_stop(
+    store: Store,
+) -> None:
+    """While the writer thread holds a group, an inline insert does not wait for its lock on
+    the event loop: it joins the queue and is answered by the writer like any other job."""
+    writer = Writer(store)
+    holding, release = threading.Event(), threading.Event()
+
+    def slow(conn: sa.Connection) -> None:
+        holding.set()
+        release.wait(10)
+
+    writer.start()
+
+    async def main() -> None:
+        first = writer.submit(slow)
+        assert await asyncio.to_thread(holding.wait, 10)
+        insert = asyncio.ensure_future(writer.insert_rows([_row("behind")], inline=True))
+        await asyncio.sleep(0.2)
+        assert not insert.done()  # the loop was not blocked: this line ran, the row waits
+        release.set()
+        await insert
+        assert first.result(timeout=10) is None
+
+    asyncio.run(main())
+    assert writer.stats.inline == 0 and writer.stats.commits == 2
+    writer.stop()
+    assert _count(store) == 1
+
+    async def after_stop() -> None:
+        await writer.insert_rows([_row("late")], inline=True)
+
+    with pytest.raises(StoreUnavailable, match="shutting down"):
+        asyncio.run(after_stop())
+    assert _count(store) == 1

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from fastapi import APIRouter, FastAPI, Request
@@ -89,18 +89,27 @@ class ModelportApp(FastAPI):
 
 
 def create_app(
-    settings: Settings, service: Service | None = None, *, freeze_after_start: bool = False
+    settings: Settings,
+    service: Service | None = None,
+    *,
+    freeze_after_start: bool = False,
+    connections: Callable[[], int] | None = None,
 ) -> ModelportApp:
     """Build the app; the lifespan starts the service (store, writer, router) and stops it.
 
     ``freeze_after_start`` (for a serving process of its own) moves everything alive once the
     service has started, libraries and loaded models included, out of the garbage
     collector's reach, so collections only walk what requests allocate.
+    ``connections``: how many connections the HTTP server holds open (``modelport serve``
+    counts them); with it, a request that is all the process serves commits its ledger rows
+    on the event loop's thread (see ``ledger_commit_inline``).
     """
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         svc = service or Service(settings)
+        if connections is not None and settings.ledger_commit_inline and settings.grpc_port is None:
+            svc.engine.open_connections = connections  # gRPC's connections are not counted
         app.state.service = svc
         await svc.start()
         try:

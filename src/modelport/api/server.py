@@ -90,6 +90,26 @@ def check_port(settings: Settings) -> None:
             ) from None
 
 
+class ConnectionCount:
+    """How many connections this process's HTTP server holds open: uvicorn's own set of
+    them, which every connection's protocol shares and keeps (a websocket upgrade moves a
+    connection to another protocol of the same set). The engine reads it to tell a request
+    that is all the server has (``ledger_commit_inline``)."""
+
+    def __init__(self) -> None:
+        self._open: set[Any] = set()
+
+    def watch(self, connections: set[Any]) -> None:
+        self._open = connections
+
+    def __call__(self) -> int:
+        return len(self._open)
+
+
+#: The count of this process's server (one per process: ``--workers N`` runs N processes).
+OPEN_CONNECTIONS = ConnectionCount()
+
+
 class HeaderTimeoutProtocol(_HTTPProtocol):
     """uvicorn's HTTP/1.1 protocol, closing a connection whose request headers take longer
     than ``header_timeout_seconds`` to arrive.
@@ -102,6 +122,7 @@ class HeaderTimeoutProtocol(_HTTPProtocol):
     """
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        OPEN_CONNECTIONS.watch(self.connections)
         super().connection_made(transport)
         self._header_timer: asyncio.TimerHandle | None = None
         self._start_header_clock()
@@ -211,7 +232,8 @@ def worker_app() -> Any:
     from .app import create_app
 
     tune_gc()
-    return create_app(Settings(**orjson.loads(os.environ[SETTINGS_ENV])), freeze_after_start=True)
+    settings = Settings(**orjson.loads(os.environ[SETTINGS_ENV]))
+    return create_app(settings, freeze_after_start=True, connections=OPEN_CONNECTIONS)
 
 
 def tune_gc() -> None:
@@ -236,7 +258,8 @@ def serve(settings: Settings, *, on_ready: Callable[[], None] | None = None) -> 
         _serve_workers(settings, on_ready)
         return
     tune_gc()
-    config = _config(settings, create_app(settings, freeze_after_start=True))
+    app = create_app(settings, freeze_after_start=True, connections=OPEN_CONNECTIONS)
+    config = _config(settings, app)
     server = _Server(config)
     if on_ready is not None:
         original = server.startup

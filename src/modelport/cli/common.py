@@ -70,6 +70,9 @@ def settings_options(fn: F, only: tuple[str, ...] | None = None) -> F:
         if typing.get_origin(annotation) is typing.Literal:
             choice = click.Choice([str(v) for v in typing.get_args(annotation)])
             fn = click.option(flag, name, type=choice, default=None, help=help_text)(fn)
+        elif annotation is bool and info.default is True:  # on unless turned off
+            off = "--no-" + flag[2:]
+            fn = click.option(f"{flag}/{off}", name, default=None, help=help_text)(fn)
         elif annotation is bool:
             fn = click.option(flag, name, is_flag=True, default=None, help=help_text)(fn)
         elif annotation is int or annotation == int | None:

@@ -240,6 +240,12 @@ class Metrics:
             buckets=ROWS_BUCKETS,
             registry=reg,
         )
+        self.inline_commits = Counter(
+            "modelport_ledger_inline_commits",
+            "Group commits made on the event loop's thread for a request that was all the "
+            "process served (ledger_commit_inline); the others are the writer thread's",
+            registry=reg,
+        )
         self.commit_failures = Counter(
             "modelport_ledger_commit_failures",
             "Writes the store refused (each answered with an error, never acknowledged)",
@@ -343,13 +349,16 @@ class Metrics:
         if evicted:
             self.segment_evictions.child(model).inc(evicted)
 
-    def committed(self, seconds: float | None, jobs: int) -> None:
-        """A group commit of the store writer (``seconds`` None: the store refused it)."""
+    def committed(self, seconds: float | None, jobs: int, inline: bool = False) -> None:
+        """A group commit of the store writer (``seconds`` None: the store refused it;
+        ``inline``: made on the event loop's thread)."""
         if seconds is None:
             self.commit_failures.inc(jobs)
             return
         self.commit_seconds.observe(seconds)
         self.commit_jobs.observe(jobs)
+        if inline:
+            self.inline_commits.inc()
 
     # -- the scrape ------------------------------------------------------------------------------
 

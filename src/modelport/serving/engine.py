@@ -106,6 +106,10 @@ class Engine:
         # adapter, a segment key), and no guess when the nesting limit is below the reader's.
         self._hints: dict[tuple[str, str], Schema | None] = {}
         self._typed = self.settings.max_json_depth >= typed.DEPTH
+        # How many connections the process's HTTP server holds open, when it can tell (set by
+        # the app when served by ``modelport serve``; None: unknown, never alone).
+        self.open_connections: Callable[[], int] | None = None
+        self._scoring = 0  # score() calls in flight
 
     async def drain(self) -> None:
         """Give shadow copies and event records their time, then let them go; close the
@@ -229,62 +233,86 @@ class Engine:
     ) -> Scored:
         """Route, adapt, validate, score and log one request; the rows are committed to the
         ledger before this returns."""
-        principal.require("predict")
-        started = time.perf_counter()
-        router = self.runtime.router
-        key = router.segment_keys.get(name)
-        if key is not None and version is None:
-            target = router.segment_target(name, alias, principal.consumer)
-            if target is not None:
-                return await self._score_segments(
-                    principal, name, key, target, payload, request_id, started, idempotency_key
-                )
-        route = await router.route(
-            name, consumer=principal.consumer, version=version, alias=alias, unit=payload.unit
-        )
-        served, arm = route.served, route.arm
+        self._scoring += 1
         try:
-            rows = payload.table(served, route.adapter_for(served))
+            principal.require("predict")
+            started = time.perf_counter()
+            router = self.runtime.router
+            key = router.segment_keys.get(name)
+            if key is not None and version is None:
+                target = router.segment_target(name, alias, principal.consumer)
+                if target is not None:
+                    return await self._score_segments(
+                        principal, name, key, target, payload, request_id, started, idempotency_key
+                    )
+            route = await router.route(
+                name, consumer=principal.consumer, version=version, alias=alias, unit=payload.unit
+            )
+            served, arm = route.served, route.arm
             try:
-                preds, probas, cached = await self.calls.run(served, rows)
-            except ModelFailed as exc:
-                await self._failed(route, served, arm, principal.consumer, request_id, exc)
-                if route.fallback is None:
-                    raise
-                served, arm = route.fallback, route.fallback_arm
                 rows = payload.table(served, route.adapter_for(served))
-                preds, probas, cached = await self.calls.run(served, rows)
-        except ModelportError as exc:
-            exc.version = served.version
-            raise
-        ids = new_ids(len(rows))
-        predictions = _plain(preds)
-        await self.runtime.writer.insert_rows(
-            [
-                _ledger_row(
-                    ids[0],
-                    served,
-                    principal.consumer,
-                    request_id,
-                    rows,
-                    predictions,
-                    probas,
-                    started,
-                    alias=route.alias if served is route.served else None,
-                    policy=route.policy,
-                    arm=arm,
-                    traffic_rev=route.traffic_rev,
-                    cached=cached,
-                    idempotency_key=idempotency_key,
-                )
-            ]
+                try:
+                    preds, probas, cached = await self.calls.run(served, rows)
+                except ModelFailed as exc:
+                    await self._failed(route, served, arm, principal.consumer, request_id, exc)
+                    if route.fallback is None:
+                        raise
+                    served, arm = route.fallback, route.fallback_arm
+                    rows = payload.table(served, route.adapter_for(served))
+                    preds, probas, cached = await self.calls.run(served, rows)
+            except ModelportError as exc:
+                exc.version = served.version
+                raise
+            ids = new_ids(len(rows))
+            predictions = _plain(preds)
+            await self.runtime.writer.insert_rows(
+                [
+                    _ledger_row(
+                        ids[0],
+                        served,
+                        principal.consumer,
+                        request_id,
+                        rows,
+                        predictions,
+                        probas,
+                        started,
+                        alias=route.alias if served is route.served else None,
+                        policy=route.policy,
+                        arm=arm,
+                        traffic_rev=route.traffic_rev,
+                        cached=cached,
+                        idempotency_key=idempotency_key,
+                    )
+                ],
+                inline=self.alone(),
+            )
+            self.runtime.metrics.scored(
+                name,
+                served.version,
+                arm,
+                principal.consumer,
+                len(rows),
+                time.perf_counter() - started,
+            )
+            if route.shadow is not None:
+                self._spawn(self._shadow(route, principal.consumer, request_id, payload))
+            return Scored(served, predictions, probas, ids)
+        finally:
+            self._scoring -= 1
+
+    def alone(self) -> bool:
+        """Whether the request being scored is all this process serves: one HTTP connection
+        open (or none: a stream's record), no other scoring in flight, no shadow copy or event
+        record pending. Its ledger rows are then committed on the event loop's thread
+        (``ledger_commit_inline``): nothing else waits on the loop while it waits for the
+        flush, and the hand-over to the writer thread and back costs more than the insert."""
+        connections = self.open_connections
+        return (
+            connections is not None
+            and self._scoring == 1
+            and not self._background
+            and connections() <= 1
         )
-        self.runtime.metrics.scored(
-            name, served.version, arm, principal.consumer, len(rows), time.perf_counter() - started
-        )
-        if route.shadow is not None:
-            self._spawn(self._shadow(route, principal.consumer, request_id, payload))
-        return Scored(served, predictions, probas, ids)
 
     async def _score_segments(
         self,
@@ -379,7 +407,7 @@ class Engine:
                     idempotency_key=idempotency_key,
                 )
             )
-        await self.runtime.writer.insert_rows(ledger_rows)
+        await self.runtime.writer.insert_rows(ledger_rows, inline=self.alone())
         elapsed = time.perf_counter() - started
         for idx in groups.values():
             self.runtime.metrics.scored(

@@ -7,6 +7,14 @@ loop per group (a thread-safe wake-up per request would cost more than its inser
 so durability costs one fsync per group rather than one per request. Each function job runs in its
 own savepoint, so one that fails is answered with its own error and does not fail the others.
 
+A caller that knows its request is all the process is serving (one connection open, nothing
+else scoring: see :meth:`modelport.serving.engine.Engine.score`) may have its rows committed
+on its own thread instead (``insert_rows(rows, inline=True)``), when the writer has nothing
+queued and is not committing: the same transaction on the writer's connection, under the lock
+every commit holds. Its thread waits for the flush, but has nothing else to do, and the
+hand-over to the writer thread and the wake-up back (two context switches, a thread-safe call
+into the event loop) are saved: 5-7 % of a 1-row request's CPU at one connection.
+
 On SQLite a second thread copies the write-ahead log into the database every
 ``checkpoint_seconds`` (a passive checkpoint: it never blocks the writer; none after a round
 in which the writer committed nothing), so that the commit that crosses SQLite's checkpoint
@@ -61,6 +69,7 @@ class WriterStats:
     rows: int = 0
     failures: int = 0
     checkpoints: int = 0  # background checkpoints run (SQLite)
+    inline: int = 0  # commits made on a caller's thread (insert_rows(inline=True))
 
 
 _STOP = object()
@@ -80,9 +89,9 @@ class Writer:
         # SQLite only: the background checkpoints' interval (0: the writer checkpoints itself).
         self.checkpoint_seconds = checkpoint_seconds if store.dialect == "sqlite" else 0.0
         self.stats = WriterStats()
-        # Told of each group commit, from the writer thread: (seconds, jobs), or (None, jobs)
-        # for writes the store refused.
-        self.observer: Callable[[float | None, int], None] | None = None
+        # Told of each group commit, from the thread that made it: (seconds, jobs, inline), or
+        # (None, jobs, inline) for writes the store refused; inline: on a caller's thread.
+        self.observer: Callable[[float | None, int, bool], None] | None = None
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._insert_sql = insert_statement(store.write_engine.dialect.paramstyle)
         self._rollup_sql = rollups.upsert_statement(
@@ -93,6 +102,9 @@ class Writer:
             target=self._checkpoints, name="modelport-checkpoint", daemon=True
         )
         self._no_more_checkpoints = threading.Event()
+        # Held by every commit and by the connection's end: the writer thread's groups and
+        # callers' inline commits take turns on the one connection.
+        self._commit_lock = threading.Lock()
         self._conn: Connection | None = None  # the thread's own, kept between groups
         self._started = False
         self._stopped = False
@@ -128,8 +140,24 @@ class Writer:
         self._submit(_Job(future, fn=fn))
         return future
 
-    async def insert_rows(self, rows: list[tuple[Any, ...]]) -> None:
-        """Queue ledger rows and wait until they are committed."""
+    async def insert_rows(self, rows: list[tuple[Any, ...]], *, inline: bool = False) -> None:
+        """Queue ledger rows and wait until they are committed.
+
+        ``inline``: commit them on this thread, blocking it until they are durable, when
+        nothing is queued or committing (else they are queued as usual); for a caller whose
+        request is all the process is serving.
+        """
+        if inline and self._queue.empty() and self._commit_lock.acquire(blocking=False):
+            try:
+                if self._stopped:
+                    raise StoreUnavailable("the server is shutting down")
+                done: Future[None] = Future()
+                self._commit_group([_Job(done, rows=rows)], inline=True)
+                if done.exception() is None:
+                    self.stats.inline += 1
+            finally:
+                self._commit_lock.release()
+            return done.result()  # raises the store's refusal, as the queued way does
         await self._submit_async(_Job(None, rows=rows))  # type: ignore[arg-type]
 
     async def run(self, fn: Callable[[Connection], T]) -> T:
@@ -156,7 +184,8 @@ class Writer:
         try:
             self._loop()
         finally:
-            self._drop_connection()
+            with self._commit_lock:
+                self._drop_connection()
 
     def _loop(self) -> None:
         while True:
@@ -179,27 +208,28 @@ class Writer:
                 # still written (its rows were predicted) but nobody is answered.
                 if isinstance(job.future, Future):
                     job.live = job.future.set_running_or_notify_cancel()
-            self._commit_group(jobs)
+            with self._commit_lock:
+                self._commit_group(jobs)
             if stop_after:
                 return
 
-    def _commit_group(self, jobs: list[_Job]) -> None:
+    def _commit_group(self, jobs: list[_Job], inline: bool = False) -> None:
         started = time.perf_counter()
         try:
             results = self._execute(jobs)
         except Exception as exc:  # the group failed as a whole: try each job on its own
             if len(jobs) > 1:
                 for job in jobs:
-                    self._commit_group([job])
+                    self._commit_group([job], inline)
                 return
             self.stats.failures += 1
             if self.observer is not None:
-                self.observer(None, 1)
+                self.observer(None, 1, inline)
             self.stats.wakeups += _answer([(jobs[0], False, _translate(exc))])
             return
         elapsed = (time.perf_counter() - started) * 1000
         if self.observer is not None:
-            self.observer(elapsed / 1000, len(jobs))
+            self.observer(elapsed / 1000, len(jobs), inline)
         self.stats.commits += 1
         self.stats.jobs += len(jobs)
         self.stats.wakeups += _answer(

@@ -1,0 +1,64 @@
+"""``ledger_commit_inline``: a request that is all ``modelport serve`` has commits its ledger
+rows on the event loop's thread; a second open connection sends every commit back to the
+writer thread. Counted from the server's own ``/metrics``, on a real server process."""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from modelport import Client
+from tests.conftest import make_key
+from tests.procs import ServerProcess, commit_counts
+
+ROW = {"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}
+PREDICTIONS = 20
+
+
+def _predict(http: httpx.Client, times: int) -> list[str]:
+    ids = []
+    for _ in range(times):
+        answer = http.post("/v1/models/iris/predict", json={"inputs": [ROW]})
+        assert answer.status_code == 200, answer.text
+        ids += answer.json()["prediction_ids"]
+    return ids
+
+
+@pytest.mark.parametrize("flags", [[], ["--no-ledger-commit-inline"]], ids=["on", "off"])
+def test_one_open_connection_commits_inline_and_a_second_one_stops_it(
+    tmp_path: Path,
+    store_url: str,
+    settings: Any,
+    iris_pipeline: Any,
+    iris_frame: Any,
+    flags: list[str],
+) -> None:
+    home = tmp_path / "home"
+    key = make_key(settings.model_copy(update={"home": home, "store": store_url}), "ops", ["admin"])
+    server = ServerProcess(home, store_url, args=flags).start()
+    auth = {"Authorization": f"Bearer {key}"}
+    try:
+        with Client(server.url, key) as mp:
+            mp.push("iris", iris_pipeline, train_data=iris_frame, alias="production")
+        with httpx.Client(base_url=server.url, headers=auth, timeout=30) as one:
+            commits, inline = commit_counts(one)
+            alone = _predict(one, PREDICTIONS)
+            commits_alone, inline_alone = commit_counts(one)
+            with httpx.Client(base_url=server.url, headers=auth, timeout=30) as two:
+                assert two.get("/v1/health").status_code == 200  # and stays open
+                beside = _predict(one, PREDICTIONS)
+                commits_beside, inline_beside = commit_counts(one)
+        assert commits_alone - commits == PREDICTIONS
+        assert inline_alone - inline == (0 if flags else PREDICTIONS)
+        assert commits_beside - commits_alone == PREDICTIONS
+        assert inline_beside == inline_alone  # two connections open: the writer thread's
+        with Client(server.url, key) as mp:
+            stored = [p["id"] for p in mp.predictions("iris", limit=100)["predictions"]]
+        assert stored == alone + beside
+        assert server.signal(signal.SIGTERM) == 0
+    finally:
+        server.kill()
