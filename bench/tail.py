@@ -262,7 +262,7 @@ COMMIT_SAMPLES = (
 
 def commit_totals(url: str, headers: dict[str, str]) -> list[float]:
     """The writer's group commits so far, from ``/metrics``: seconds in all, how many, and
-    how many on the event loop's thread (``ledger_commit_inline``)."""
+    how many on the event loop's thread (``inline_when_alone``)."""
     text = httpx.get(url, headers=headers, timeout=30).raise_for_status().text
     totals = dict.fromkeys(COMMIT_SAMPLES, 0.0)
     for family in text_string_to_metric_families(text):
@@ -361,7 +361,7 @@ def main() -> None:
         default=[],
         metavar="FLAG",
         help="Also run a second modelport server with this extra serve flag (repeatable), "
-        "its routes loaded in the same rounds, e.g. --versus=--no-ledger-commit-inline.",
+        "its routes loaded in the same rounds, e.g. --versus=--no-inline-when-alone.",
     )
     parser.add_argument("--json", type=Path, help="Write the raw results to this file.")
     parser.add_argument("--record", action="store_true", help="Append to bench/RESULTS.md.")

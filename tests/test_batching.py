@@ -172,6 +172,64 @@ def test_a_lone_request_does_not_wait_out_the_window() -> None:
     assert run(batcher.submit([[7]]))[0] == [70]  # a minute-long window would time out here
 
 
+class TaskModel(Model):
+    """A model that also records which task called it."""
+
+    def __init__(self, delay: float = 0.0) -> None:
+        super().__init__(delay)
+        self.tasks: list[asyncio.Task[Any] | None] = []
+
+    async def __call__(self, rows: Rows) -> tuple[list[Any], None]:
+        self.tasks.append(asyncio.current_task())
+        return await super().__call__(rows)
+
+
+def test_a_request_alone_runs_on_its_own_task_and_is_counted_and_answered_as_a_batch() -> None:
+    """``alone`` with nothing running or queued: the model is called from the request's own
+    task (no batch task), the batch is counted as any other, and a failure is its answer."""
+    model = TaskModel()
+    batcher = Batcher(model, max_rows=10, max_wait_ms=0, max_concurrent=1)
+
+    async def main() -> None:
+        me = asyncio.current_task()
+        assert (await batcher.submit([[1], [2]], alone=True))[0] == [10, 20]
+        assert model.tasks == [me]
+        with pytest.raises(ValueError, match="bad row"):
+            await batcher.submit([["bad"]], alone=True)
+        assert model.tasks == [me, me]
+        assert (await batcher.submit([[3]]))[0] == [30]  # not alone: the batch's own task
+        assert model.tasks[2] is not me
+        # more rows than one batch takes: split and queued as usual
+        assert (await batcher.submit([[i] for i in range(12)], alone=True))[0] == [
+            i * 10 for i in range(12)
+        ]
+        assert me not in model.tasks[3:]
+
+    run(main())
+    stats = batcher.stats.as_dict()
+    assert stats["requests"] == 4 and stats["batches"] == 5 and stats["failed_batches"] == 1
+    assert stats["rows"] == 2 + 1 + 1 + 12
+    assert model.calls == [2, 1, 1, 10, 2]
+
+
+def test_a_request_alone_joins_the_queue_while_a_batch_runs() -> None:
+    """``alone`` is the caller's word; with a batch running the rows still queue behind it
+    and go in the next batch, with the others that came meanwhile."""
+    model = TaskModel(delay=0.05)
+    batcher = Batcher(model, max_rows=100, max_wait_ms=0, max_concurrent=1)
+
+    async def main() -> list[Any]:
+        first = asyncio.ensure_future(batcher.submit([[1]]))
+        await asyncio.sleep(0.01)  # the first batch is running
+        return await asyncio.gather(
+            first, batcher.submit([[2]], alone=True), batcher.submit([[3]], alone=True)
+        )
+
+    results = run(main())
+    assert [r[0] for r in results] == [[10], [20], [30]]
+    assert model.calls == [1, 2]  # the two later requests shared the second batch
+
+
 @pytest.mark.parametrize("max_concurrent", [1, 3])
 def test_probabilities_follow_their_rows(max_concurrent: int) -> None:
     async def predict(rows: Rows) -> tuple[list[Any], list[dict[str, float]]]:

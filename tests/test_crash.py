@@ -106,7 +106,7 @@ def test_sigkill_under_load_loses_no_acknowledged_prediction_or_feedback(
     threads: int,
 ) -> None:
     """Four connections: the writer thread's group commits; one: its commits made inline on
-    the event loop's thread (``ledger_commit_inline``), counted before the kill."""
+    the event loop's thread (``inline_when_alone``), counted before the kill."""
     home = tmp_path / "home"
     key = make_key(
         settings.model_copy(update={"home": home, "store": store_url}), "load", ["admin"]

@@ -1,4 +1,4 @@
-"""``ledger_commit_inline``: a request that is all ``modelport serve`` has commits its ledger
+"""``inline_when_alone``: a request that is all ``modelport serve`` has commits its ledger
 rows on the event loop's thread; a second open connection sends every commit back to the
 writer thread. Counted from the server's own ``/metrics``, on a real server process."""
 
@@ -28,7 +28,7 @@ def _predict(http: httpx.Client, times: int) -> list[str]:
     return ids
 
 
-@pytest.mark.parametrize("flags", [[], ["--no-ledger-commit-inline"]], ids=["on", "off"])
+@pytest.mark.parametrize("flags", [[], ["--no-inline-when-alone"]], ids=["on", "off"])
 def test_one_open_connection_commits_inline_and_a_second_one_stops_it(
     tmp_path: Path,
     store_url: str,

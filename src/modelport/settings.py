@@ -135,18 +135,6 @@ class Settings(BaseSettings):
         ge=1,
         description="Most write jobs (requests) grouped into one ledger commit.",
     )
-    ledger_commit_inline: bool = Field(
-        default=True,
-        description=(
-            "Commit a request's ledger rows on the event loop's thread instead of handing them "
-            "to the writer thread, when the request is all the process serves (one HTTP "
-            "connection open, nothing else scoring, no gRPC port): the loop has nothing else to "
-            "do while it waits for that flush, and the hand-over between threads and back is "
-            "saved (5-7 % of a 1-row request's CPU at one connection; bench/RESULTS.md). A "
-            "connection opened meanwhile waits for that flush. Off: every commit on the "
-            "writer thread."
-        ),
-    )
     ledger_retention_days: float = Field(
         default=0.0,
         ge=0,
@@ -322,6 +310,18 @@ class Settings(BaseSettings):
             "Versions whose predict calls take at most this many milliseconds of CPU (and do "
             "not wait on the event loop) run inline; slower ones run in the predict threads, so "
             "the server keeps reading requests (and filling the next batch) meanwhile."
+        ),
+    )
+    inline_when_alone: bool = Field(
+        default=True,
+        description=(
+            "Serve a request that is all the process serves (one HTTP connection open, "
+            "nothing else scoring, no gRPC port) on the event loop's own thread: its model "
+            "call on its own task instead of a batch's, its ledger commit there instead of "
+            "the writer thread's. The loop has nothing else to do while it waits for that "
+            "flush, and the hand-overs between tasks and threads are saved (about a tenth of "
+            "a 1-row request's CPU at one connection; bench/RESULTS.md). A connection opened "
+            "meanwhile waits for that flush. Off: batches and commits as under load."
         ),
     )
     release_check_seconds: float = Field(

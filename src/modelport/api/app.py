@@ -101,14 +101,14 @@ def create_app(
     service has started, libraries and loaded models included, out of the garbage
     collector's reach, so collections only walk what requests allocate.
     ``connections``: how many connections the HTTP server holds open (``modelport serve``
-    counts them); with it, a request that is all the process serves commits its ledger rows
-    on the event loop's thread (see ``ledger_commit_inline``).
+    counts them); with it, a request that is all the process serves is scored and committed
+    on the event loop's thread (see ``inline_when_alone``).
     """
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         svc = service or Service(settings)
-        if connections is not None and settings.ledger_commit_inline and settings.grpc_port is None:
+        if connections is not None and settings.inline_when_alone and settings.grpc_port is None:
             svc.engine.open_connections = connections  # gRPC's connections are not counted
         app.state.service = svc
         await svc.start()

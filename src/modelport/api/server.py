@@ -94,7 +94,7 @@ class ConnectionCount:
     """How many connections this process's HTTP server holds open: uvicorn's own set of
     them, which every connection's protocol shares and keeps (a websocket upgrade moves a
     connection to another protocol of the same set). The engine reads it to tell a request
-    that is all the server has (``ledger_commit_inline``)."""
+    that is all the server has (``inline_when_alone``)."""
 
     def __init__(self) -> None:
         self._open: set[Any] = set()

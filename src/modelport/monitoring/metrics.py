@@ -243,7 +243,7 @@ class Metrics:
         self.inline_commits = Counter(
             "modelport_ledger_inline_commits",
             "Group commits made on the event loop's thread for a request that was all the "
-            "process served (ledger_commit_inline); the others are the writer thread's",
+            "process served (inline_when_alone); the others are the writer thread's",
             registry=reg,
         )
         self.commit_failures = Counter(

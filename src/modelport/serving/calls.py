@@ -61,16 +61,19 @@ class ModelCalls:
         """A version left memory: its batcher (and prediction cache) go too."""
         self.batchers.pop((name, version), None)
 
-    async def run(self, served: Served, rows: Table) -> tuple[Any, np.ndarray | None, str | None]:
-        """Predictions, probabilities and the cache's per-row flags (None: no cache)."""
+    async def run(
+        self, served: Served, rows: Table, *, alone: bool = False
+    ) -> tuple[Any, np.ndarray | None, str | None]:
+        """Predictions, probabilities and the cache's per-row flags (None: no cache).
+        ``alone``: nothing else can join the rows' batch (:meth:`Batcher.submit`)."""
         batcher = self.batcher(served)
         if batcher.cache is None:
-            preds, probas = await batcher.submit(rows)
+            preds, probas = await batcher.submit(rows, alone=alone)
             return preds, probas, None
-        return await self._cached(served, batcher, rows)
+        return await self._cached(served, batcher, rows, alone)
 
     async def _cached(
-        self, served: Served, batcher: Batcher, rows: Table
+        self, served: Served, batcher: Batcher, rows: Table, alone: bool
     ) -> tuple[list[Any], np.ndarray | None, str]:
         """Answer the rows the version's cache holds from it and score the rest."""
         cache: PredictionCache = batcher.cache
@@ -80,7 +83,7 @@ class ModelCalls:
         scored = None
         if missed:
             part = rows if len(missed) == len(rows) else rows.take(missed, raw=False)
-            scored = await batcher.submit(part)
+            scored = await batcher.submit(part, alone=alone)
             preds = scored[0]
             cache.store(
                 [keys[i] for i in missed],

@@ -252,7 +252,7 @@ class Engine:
             try:
                 rows = payload.table(served, route.adapter_for(served))
                 try:
-                    preds, probas, cached = await self.calls.run(served, rows)
+                    preds, probas, cached = await self.calls.run(served, rows, alone=self.alone())
                 except ModelFailed as exc:
                     await self._failed(route, served, arm, principal.consumer, request_id, exc)
                     if route.fallback is None:
@@ -303,9 +303,10 @@ class Engine:
     def alone(self) -> bool:
         """Whether the request being scored is all this process serves: one HTTP connection
         open (or none: a stream's record), no other scoring in flight, no shadow copy or event
-        record pending. Its ledger rows are then committed on the event loop's thread
-        (``ledger_commit_inline``): nothing else waits on the loop while it waits for the
-        flush, and the hand-over to the writer thread and back costs more than the insert."""
+        record pending (``inline_when_alone``). Its model call then runs on its own task (no
+        other request could join its batch) and its ledger rows are committed on the event
+        loop's thread: nothing else waits on the loop while it waits for the flush, and the
+        hand-overs to a batch's task and to the writer thread and back are saved."""
         connections = self.open_connections
         return (
             connections is not None
