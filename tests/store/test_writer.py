@@ -374,3 +374,38 @@ def test_an_inline_insert_queues_while_the_writer_commits_and_is_refused_after_s
     with pytest.raises(StoreUnavailable, match="shutting down"):
         asyncio.run(after_stop())
     assert _count(store) == 1
+
+
+def test_an_inline_insert_never_waits_for_another_process_writing_to_the_store(
+    store: Store,
+) -> None:
+    """SQLite's writers take turns through a lock file; while another process holds it (here
+    a second open of the file, which ``flock`` treats alike), an inline insert does not wait
+    on the caller's thread: it goes to the writer thread, which waits for its turn."""
+    if store.dialect != "sqlite":
+        pytest.skip("the write lock file is SQLite's (PostgreSQL orders its own writers)")
+    import fcntl
+    import os
+
+    writer = Writer(store)
+    writer.start()
+    lock_file = os.open(
+        str(store.write_engine.url.database) + ".write-lock", os.O_RDWR | os.O_CREAT
+    )
+    fcntl.flock(lock_file, fcntl.LOCK_EX)
+
+    async def main() -> None:
+        insert = asyncio.ensure_future(writer.insert_rows([_row("waits")], inline=True))
+        await asyncio.sleep(0.2)
+        assert not insert.done()  # this line ran: the loop was not held by the lock
+        fcntl.flock(lock_file, fcntl.LOCK_UN)
+        await insert
+        await writer.insert_rows([_row("alone")], inline=True)  # the lock is free again
+
+    try:
+        asyncio.run(main())
+    finally:
+        os.close(lock_file)
+    writer.stop()
+    assert writer.stats.inline == 1 and writer.stats.commits == 2
+    assert _count(store) == 2

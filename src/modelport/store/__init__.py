@@ -103,24 +103,46 @@ _MIGRATION_LOCK = 0x6D6F64656C706F72
 
 
 class _WriteLock:
-    """One writer at a time across threads and processes (a thread lock and a file lock)."""
+    """One writer at a time across threads and processes (a thread lock and a file lock).
+
+    The thread that holds it may take it again (each taking is given back once)."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self._thread_lock = threading.Lock()
         self._fd: int | None = None
+        self._owner: int | None = None  # the holding thread's ident
+        self._depth = 0
 
     def __enter__(self) -> None:
-        self._thread_lock.acquire()
+        self.take(wait=True)
+
+    def take(self, *, wait: bool) -> bool:
+        """Take the lock; without ``wait``, only if no other thread or process holds it."""
+        me = threading.get_ident()
+        if self._owner == me:
+            self._depth += 1
+            return True
+        if not self._thread_lock.acquire(blocking=wait):
+            return False
         try:
             if self._fd is None:
                 self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
-            fcntl.flock(self._fd, fcntl.LOCK_EX)
+            fcntl.flock(self._fd, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._thread_lock.release()
+            return False
         except BaseException:
             self._thread_lock.release()
             raise
+        self._owner, self._depth = me, 1
+        return True
 
     def __exit__(self, *exc: object) -> None:
+        self._depth -= 1
+        if self._depth:
+            return
+        self._owner = None
         try:
             if self._fd is not None:
                 fcntl.flock(self._fd, fcntl.LOCK_UN)
@@ -298,6 +320,22 @@ class Store:
         connection taken from the pool for each group costs more than the group's insert)."""
         with self._write_lock or contextlib.nullcontext(), conn.begin():
             yield conn
+
+    @contextlib.contextmanager
+    def write_lock_now(self) -> Iterator[bool]:
+        """The store's write lock if no other writer (thread or process) holds it now: yields
+        whether it was taken, and holds it for the block (writes in it take it again without
+        waiting). Always taken where there is none (PostgreSQL, a database in memory)."""
+        lock = self._write_lock
+        if lock is None:
+            yield True
+            return
+        taken = lock.take(wait=False)
+        try:
+            yield taken
+        finally:
+            if taken:
+                lock.__exit__()
 
     @contextlib.contextmanager
     def driver_transaction_on(self, conn: Connection) -> Iterator[Any]:
