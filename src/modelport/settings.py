@@ -319,8 +319,8 @@ class Settings(BaseSettings):
             "nothing else scoring, no gRPC port) on the event loop's own thread: its model "
             "call on its own task instead of a batch's, its ledger commit there instead of "
             "the writer thread's. The loop has nothing else to do while it waits for that "
-            "flush, and the hand-overs between tasks and threads are saved (about a tenth of "
-            "a 1-row request's CPU at one connection; bench/RESULTS.md). A connection opened "
+            "flush, and the hand-overs between tasks and threads are saved (2-8 % of a 1-row "
+            "request's CPU at one connection for each; bench/RESULTS.md). A connection opened "
             "meanwhile waits for that flush. Off: batches and commits as under load."
         ),
     )

@@ -14,7 +14,7 @@ queued and is not committing, and the store's write lock is free (SQLite: no oth
 writing; the caller's thread never waits for it): the same transaction on the writer's
 connection, under the lock every commit holds. Its thread waits for the flush, but has nothing else to do, and the
 hand-over to the writer thread and the wake-up back (two context switches, a thread-safe call
-into the event loop) are saved: 5-7 % of a 1-row request's CPU at one connection.
+into the event loop) are saved: 2-8 % of a 1-row request's CPU at one connection.
 
 On SQLite a second thread copies the write-ahead log into the database every
 ``checkpoint_seconds`` (a passive checkpoint: it never blocks the writer; none after a round
