@@ -112,3 +112,33 @@ def test_settings_endpoint_is_admin_only_and_masks_passwords(
             assert "s3cret" not in text and "postgres:***@" in text
         finally:
             with_password.stop()
+
+
+def test_a_setting_on_by_default_has_a_flag_to_turn_it_off(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A boolean setting whose default is true takes ``--no-NAME`` (and ``--NAME``, over the
+    environment); an unset pair leaves the environment's word standing."""
+    import click
+    from click.testing import CliRunner
+
+    from modelport.cli.common import load, settings_options
+
+    seen: list[Settings] = []
+
+    @click.command()
+    @settings_options
+    def show(config_file: str | None, **flags: object) -> None:
+        seen.append(load(config_file, flags))
+
+    runner = CliRunner()
+    for args, expected in (([], True), (["--no-inline-when-alone"], False)):
+        assert runner.invoke(show, args, catch_exceptions=False).exit_code == 0
+        assert seen[-1].inline_when_alone is expected
+    monkeypatch.setenv("MODELPORT_MODEL_CACHE", "false")
+    assert runner.invoke(show, [], catch_exceptions=False).exit_code == 0
+    assert seen[-1].model_cache is False  # the environment, no flag given
+    assert runner.invoke(show, ["--model-cache"], catch_exceptions=False).exit_code == 0
+    assert seen[-1].model_cache is True  # the flag over the environment
+    assert "--no-model-cache" in runner.invoke(show, ["--help"]).output
+    assert "--no-no-auth" not in runner.invoke(show, ["--help"]).output  # off by default
