@@ -35,6 +35,7 @@ same run's ratios is the other half.
 
     python bench/tail.py                                   # 3 runs of 10 s per cell
     python bench/tail.py --serve-arg=--registry-poll-seconds=60
+    python bench/tail.py --versus=--no-inline-when-alone   # a setting off, in the same rounds
     python bench/tail.py --seconds 5 --repeat 5 --record   # append the table to RESULTS.md
     MODELPORT_STORE='postgresql://postgres@127.0.0.1:5432/test?options=-csearch_path%3Dtail' \
         python bench/tail.py       # on an empty PostgreSQL schema (tail) instead of SQLite

@@ -8,13 +8,14 @@ so durability costs one fsync per group rather than one per request. Each functi
 own savepoint, so one that fails is answered with its own error and does not fail the others.
 
 A caller that knows its request is all the process is serving (one connection open, nothing
-else scoring: see :meth:`modelport.serving.engine.Engine.score`) may have its rows committed
+else scoring: see :meth:`modelport.serving.engine.Engine.alone`) may have its rows committed
 on its own thread instead (``insert_rows(rows, inline=True)``), when the writer has nothing
 queued and is not committing, and the store's write lock is free (SQLite: no other process is
 writing; the caller's thread never waits for it): the same transaction on the writer's
-connection, under the lock every commit holds. Its thread waits for the flush, but has nothing else to do, and the
-hand-over to the writer thread and the wake-up back (two context switches, a thread-safe call
-into the event loop) are saved: 2-8 % of a 1-row request's CPU at one connection.
+connection, under the lock every commit holds. Its thread waits for the flush, but has nothing
+else to do, and the hand-over to the writer thread and the wake-up back (two context switches,
+a thread-safe call into the event loop) are saved: 2-8 % of a 1-row request's CPU at one
+connection.
 
 On SQLite a second thread copies the write-ahead log into the database every
 ``checkpoint_seconds`` (a passive checkpoint: it never blocks the writer; none after a round
