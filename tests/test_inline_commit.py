@@ -1,6 +1,8 @@
 """``inline_when_alone``: a request that is all ``modelport serve`` has commits its ledger
 rows on the event loop's thread; a second open connection sends every commit back to the
-writer thread. Counted from the server's own ``/metrics``, on a real server process."""
+writer thread; a commit the database refuses there is the request's error, and the next one
+takes a fresh connection. Counted from the server's own ``/metrics``, on a real server
+process."""
 
 from __future__ import annotations
 
@@ -59,6 +61,52 @@ def test_one_open_connection_commits_inline_and_a_second_one_stops_it(
         with Client(server.url, key) as mp:
             stored = [p["id"] for p in mp.predictions("iris", limit=100)["predictions"]]
         assert stored == alone + beside
+        assert server.signal(signal.SIGTERM) == 0
+    finally:
+        server.kill()
+
+
+def test_an_inline_commit_whose_database_session_ends_is_refused_and_the_next_commits(
+    tmp_path: Path, store_url: str, settings: Any, iris_pipeline: Any, iris_frame: Any
+) -> None:
+    """The writer's connection, which an inline commit uses, is ended by the database (a
+    failover, an administrator): that request gets a 503 naming the store, not a 500 and not
+    an acknowledgement, and the next requests commit inline on a fresh connection."""
+    if not store_url.startswith("postgresql"):
+        pytest.skip("needs PostgreSQL: its sessions can be ended from outside")
+    import uuid
+
+    import psycopg
+
+    name = f"modelport-inline-{uuid.uuid4().hex[:12]}"
+    url = f"{store_url}&application_name={name}"
+    home = tmp_path / "home"
+    key = make_key(settings.model_copy(update={"home": home, "store": url}), "ops", ["admin"])
+    server = ServerProcess(home, url).start()
+    auth = {"Authorization": f"Bearer {key}"}
+    try:
+        with Client(server.url, key) as mp:
+            mp.push("iris", iris_pipeline, train_data=iris_frame, alias="production")
+        with httpx.Client(base_url=server.url, headers=auth, timeout=30) as one:
+            first = _predict(one, 1)
+            _, inline = commit_counts(one)
+            admin_url = store_url.split("?", 1)[0].replace("postgresql+psycopg://", "postgresql://")
+            with psycopg.connect(admin_url, autocommit=True) as admin:
+                ended = admin.execute(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                    "WHERE application_name = %s",
+                    [name],
+                ).fetchone()
+            assert ended is not None and ended[0] >= 1  # the writer's session at least
+            refused = one.post("/v1/models/iris/predict", json={"inputs": [ROW]})
+            assert refused.status_code == 503, refused.text
+            assert "the store refused the write" in refused.json()["error"]["message"]
+            after = _predict(one, 3)
+            _, inline_after = commit_counts(one)
+        assert inline_after - inline == 3
+        with Client(server.url, key) as mp:
+            stored = [p["id"] for p in mp.predictions("iris", limit=100)["predictions"]]
+        assert stored == first + after  # nothing of the refused request
         assert server.signal(signal.SIGTERM) == 0
     finally:
         server.kill()
