@@ -175,17 +175,13 @@ class Batcher:
 
     async def _at_once(self, rows: Rows) -> Result:
         """One request's batch, run on its own task: counted and answered as any batch."""
-        loop = asyncio.get_running_loop()
-        item = _Item(rows, loop.create_future(), time.perf_counter())
+        item = _Item(rows, asyncio.get_running_loop().create_future(), time.perf_counter())
         self.stats.requests += 1
         self._running += 1
         try:
             await self._call([item])
         finally:
-            self._running -= 1
-            if self._queue and not self._scheduled:  # rows that came meanwhile
-                self._scheduled = True
-                loop.call_soon(self._dispatch)
+            self._finished()
         return item.future.result()
 
     def _dispatch(self) -> None:
@@ -226,10 +222,14 @@ class Batcher:
                 lost = ModelportError("the batch ended without an answer for this request")
                 for item in unanswered:
                     _answer(item, lost)
-            self._running -= 1
-            if self._queue and not self._scheduled:
-                self._scheduled = True
-                asyncio.get_running_loop().call_soon(self._dispatch)
+            self._finished()
+
+    def _finished(self) -> None:
+        """A batch ended: rows that queued meanwhile go at the next loop turn."""
+        self._running -= 1
+        if self._queue and not self._scheduled:
+            self._scheduled = True
+            asyncio.get_running_loop().call_soon(self._dispatch)
 
     async def _call(self, items: list[_Item]) -> None:
         started = time.perf_counter()
