@@ -11,7 +11,6 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import httpx
-from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import free_port
 
@@ -126,16 +125,3 @@ class ServerProcess:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGKILL)
             self.proc.wait(timeout=30)
-
-
-def commit_counts(http: httpx.Client) -> tuple[float, float]:
-    """A server's ledger commits so far, from its ``/metrics`` (``http``: a client with a
-    key): (group commits, those made inline on the event loop's thread)."""
-    text = http.get("/metrics").raise_for_status().text
-    names = ("modelport_ledger_commit_seconds_count", "modelport_ledger_inline_commits_total")
-    totals = dict.fromkeys(names, 0.0)
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name in totals:
-                totals[sample.name] += sample.value
-    return totals[names[0]], totals[names[1]]

@@ -14,8 +14,9 @@ import httpx
 import pytest
 
 from modelport import Client
+from tests.api.test_metrics import commit_counts
 from tests.conftest import make_key
-from tests.procs import ServerProcess, commit_counts
+from tests.procs import ServerProcess
 
 ROW = {"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}
 PREDICTIONS = 20

@@ -35,6 +35,16 @@ def value(figures: dict[str, Any], name: str, **labels: str) -> float:
     return sum(v for k, v in figures.get(name, {}).items() if want <= set(k))
 
 
+def commit_counts(http: httpx.Client) -> tuple[float, float]:
+    """A server's ledger commits so far: (group commits, those made inline on the event
+    loop's thread)."""
+    figures = scrape(http)
+    return (
+        value(figures, "modelport_ledger_commit_seconds_count"),
+        value(figures, "modelport_ledger_inline_commits_total"),
+    )
+
+
 def test_counters_move_with_requests_and_carry_version_and_consumer(
     server: RunningServer,
 ) -> None:
