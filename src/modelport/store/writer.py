@@ -74,6 +74,9 @@ class WriterStats:
     inline: int = 0  # commits made on a caller's thread (insert_rows(inline=True))
 
 
+#: A job, whether it succeeded, and its result or error.
+_Outcome = tuple[_Job, bool, Any]
+
 _STOP = object()
 #: The write-ahead log's size (pages) past which the writer checkpoints itself when the
 #: checkpoint thread runs: ten times SQLite's 1000, only reached if that thread falls behind.
@@ -167,9 +170,10 @@ class Writer:
                 if not free:  # another process is writing: this thread must not wait for it
                     return None
                 done: Future[None] = Future()
-                self._commit_group([_Job(done, rows=rows)], inline=True)
+                outcomes = self._commit_group([_Job(done, rows=rows)], inline=True)
         finally:
             self._commit_lock.release()
+        _answer(outcomes)
         if done.exception() is None:
             self.stats.inline += 1
         return done
@@ -223,32 +227,31 @@ class Writer:
                 if isinstance(job.future, Future):
                     job.live = job.future.set_running_or_notify_cancel()
             with self._commit_lock:
-                self._commit_group(jobs)
+                outcomes = self._commit_group(jobs)
+            # Answered once the lock is let go: a caller woken by its answer finds it free.
+            self.stats.wakeups += _answer(outcomes)
             if stop_after:
                 return
 
-    def _commit_group(self, jobs: list[_Job], inline: bool = False) -> None:
+    def _commit_group(self, jobs: list[_Job], inline: bool = False) -> list[_Outcome]:
+        """Commit the jobs in one transaction (each alone if that fails); their outcomes, for
+        the caller to answer once it has let the commit lock go."""
         started = time.perf_counter()
         try:
             results = self._execute(jobs)
         except Exception as exc:  # the group failed as a whole: try each job on its own
             if len(jobs) > 1:
-                for job in jobs:
-                    self._commit_group([job], inline)
-                return
+                return [out for job in jobs for out in self._commit_group([job], inline)]
             self.stats.failures += 1
             if self.observer is not None:
                 self.observer(None, 1, inline)
-            self.stats.wakeups += _answer([(jobs[0], False, _translate(exc))])
-            return
+            return [(jobs[0], False, _translate(exc))]
         elapsed = (time.perf_counter() - started) * 1000
         if self.observer is not None:
             self.observer(elapsed / 1000, len(jobs), inline)
         self.stats.commits += 1
         self.stats.jobs += len(jobs)
-        self.stats.wakeups += _answer(
-            [(job, ok, value) for job, (ok, value) in zip(jobs, results, strict=True)]
-        )
+        return [(job, ok, value) for job, (ok, value) in zip(jobs, results, strict=True)]
 
     def _connection(self) -> Connection:
         if self._conn is None or self._conn.closed or self._conn.invalidated:
@@ -343,7 +346,7 @@ class Writer:
         return results
 
 
-def _answer(outcomes: list[tuple[_Job, bool, Any]]) -> int:
+def _answer(outcomes: list[_Outcome]) -> int:
     """Settle the jobs' futures: thread futures here, loop futures with one call per loop.
 
     Returns how many calls into event loops that took.
