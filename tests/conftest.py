@@ -156,10 +156,21 @@ def store(settings: Settings) -> Iterator[Store]:
     st.close()
 
 
+_HANDED_OUT: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A loopback port nothing listens on, never one this process handed out before: the
+    kernel may give the port just closed again to the next ``bind(0)``, so two ports chosen
+    one after the other (HTTP and gRPC of one server) could otherwise be the same."""
+    with contextlib.ExitStack() as held:
+        while True:
+            s = held.enter_context(socket.socket())
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+            if port not in _HANDED_OUT:
+                _HANDED_OUT.add(port)
+                return port
 
 
 @dataclass
@@ -171,6 +182,7 @@ class RunningServer:
     admin_key: str
     server: uvicorn.Server
     thread: threading.Thread
+    grpc_port: int | None = None  # the port its gRPC server bound, when it serves gRPC
     _open: list[Any] = field(default_factory=list)
 
     def client(self, key: str | None = None) -> Client:
@@ -231,8 +243,9 @@ def start_server(settings: Settings, service: Any = None) -> RunningServer:
     port = int(sock.getsockname()[1])
     settings = settings.model_copy(update={"port": port})
     admin = make_key(settings, "test-admin", ["admin"])
+    app = create_app(settings, service)
     config = uvicorn.Config(
-        create_app(settings, service),
+        app,
         host="127.0.0.1",
         port=port,
         log_level="warning",
@@ -246,9 +259,11 @@ def start_server(settings: Settings, service: Any = None) -> RunningServer:
         if not thread.is_alive() or time.monotonic() > deadline:
             server.should_exit = True  # never leave a half-started server behind
             thread.join(timeout=30)
+            sock.close()
             raise RuntimeError("the test server did not start")
         time.sleep(0.01)
-    return RunningServer(f"http://127.0.0.1:{port}", settings, admin, server, thread)
+    url = f"http://127.0.0.1:{port}"
+    return RunningServer(url, settings, admin, server, thread, app.state.grpc_port)
 
 
 @pytest.fixture

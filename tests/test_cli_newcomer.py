@@ -145,6 +145,15 @@ def test_a_port_in_use_is_named_with_the_flag(tmp_path: Path, store_url: str) ->
         proc.kill()
 
 
+def test_a_grpc_port_left_to_chance_is_refused_for_workers(tmp_path: Path) -> None:
+    out = run_cli(
+        ["serve", "--workers", "2", "--grpc-port", "0", "--home", str(tmp_path / "h")],
+        timeout=60,
+    )
+    line = _error_line(out)
+    assert "--grpc-port 0" in line and "--workers" in line, out.stderr
+
+
 @pytest.mark.skipif(not POSTGRES_URL, reason="needs PostgreSQL (MODELPORT_TEST_POSTGRES_URL)")
 def test_a_database_that_does_not_exist_is_one_line(tmp_path: Path) -> None:
     assert POSTGRES_URL is not None

@@ -1,5 +1,6 @@
-"""The test harness's server processes: a port taken after it was chosen is not mistaken for
-the server (the failure CI once saw as a push refused with "unknown or revoked API key")."""
+"""The test harness's server processes and ports: a port taken after it was chosen is not
+mistaken for the server (the failure CI once saw as a push refused with "unknown or revoked API
+key"), and no port is handed out twice (CI once saw a server's HTTP and gRPC ports collide)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from pathlib import Path
 
 import httpx
 
+from tests.conftest import free_port
 from tests.procs import ServerProcess
 
 
@@ -49,3 +51,11 @@ def test_a_server_whose_port_was_taken_moves_to_another_and_answers_itself(
     finally:
         impostor.shutdown()
         impostor.server_close()
+
+
+def test_free_port_never_hands_out_a_port_twice() -> None:
+    # The kernel gives a port just closed to a later bind(0) now and then (500 plain
+    # choices here repeat one almost always): a server's HTTP and gRPC ports, chosen one after
+    # the other, once came out the same in CI.
+    ports = [free_port() for _ in range(500)]
+    assert len(set(ports)) == len(ports)

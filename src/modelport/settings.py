@@ -68,8 +68,9 @@ class Settings(BaseSettings):
         le=65535,
         description=(
             "TCP port of the Open Inference Protocol over gRPC, on the same host as REST "
-            "(needs the grpc extra). Off when unset. With workers > 1 every worker serves it "
-            "on this one port."
+            "(needs the grpc extra). Off when unset; 0 lets the system choose a free port, "
+            "logged at start (one process only). With workers > 1 every worker serves it on "
+            "this one port."
         ),
     )
     workers: int = Field(

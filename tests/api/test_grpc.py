@@ -31,7 +31,7 @@ from tests.conftest import IRIS_COLUMNS, RunningServer, free_port, start_server
 @pytest.fixture
 def iris(settings: Settings, iris_pipeline: Any, iris_frame: Any) -> Iterator[RunningServer]:
     """A server with gRPC on; iris v1 (production) and v2, both the same pipeline."""
-    running = start_server(settings.model_copy(update={"grpc_port": free_port()}))
+    running = start_server(settings.model_copy(update={"grpc_port": 0}))
     try:
         mp = running.client()
         mp.push("iris", iris_pipeline, train_data=iris_frame, alias="production")
@@ -42,7 +42,7 @@ def iris(settings: Settings, iris_pipeline: Any, iris_frame: Any) -> Iterator[Ru
 
 
 def _target(server: RunningServer) -> str:
-    return f"127.0.0.1:{server.settings.grpc_port}"
+    return f"127.0.0.1:{server.grpc_port}"
 
 
 def _auth(key: str) -> list[tuple[str, str]]:
@@ -324,9 +324,7 @@ def test_errors_are_status_codes_with_the_rest_message(
 def test_malformed_and_oversized_messages_are_refused_and_the_server_goes_on(
     settings: Settings, iris_pipeline: Any, iris_frame: Any
 ) -> None:
-    running = start_server(
-        settings.model_copy(update={"grpc_port": free_port(), "max_body_bytes": 4096})
-    )
+    running = start_server(settings.model_copy(update={"grpc_port": 0, "max_body_bytes": 4096}))
     try:
         running.client().push("iris", iris_pipeline, train_data=iris_frame, alias="production")
         auth = _auth(running.admin_key)
@@ -426,7 +424,7 @@ def test_shutdown_lets_a_call_in_flight_finish(settings: Settings) -> None:
 
     from tests.api.models import Sleeper
 
-    running = start_server(settings.model_copy(update={"grpc_port": free_port()}))
+    running = start_server(settings.model_copy(update={"grpc_port": 0}))
     try:
         running.client().push(
             "slow", Sleeper(1.5), train_data=pd.DataFrame({"x": [1.0, 2.0]}), alias="production"

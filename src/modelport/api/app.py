@@ -113,7 +113,8 @@ def create_app(
         app.state.service = svc
         await svc.start()
         try:
-            async with grpc.serving(svc, settings):  # stopped (drained) before the service
+            # gRPC is stopped (drained) before the service; the port it bound is the app's.
+            async with grpc.serving(svc, settings) as app.state.grpc_port:
                 if freeze_after_start:
                     gc.collect()
                     gc.freeze()

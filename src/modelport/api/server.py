@@ -70,8 +70,13 @@ def check_exposure(settings: Settings) -> None:
 
 
 def check_port(settings: Settings) -> None:
-    """Refuse, naming the port and the flag, when the address is taken: uvicorn would only
-    log its ``[Errno 98]`` and exit."""
+    """Refuse, naming the port and the flag, when the address is taken (uvicorn would only
+    log its ``[Errno 98]`` and exit) or when workers are to share a gRPC port left to chance."""
+    if settings.grpc_port == 0 and settings.workers > 1:
+        raise InvalidRequest(
+            "--grpc-port 0 would give each of the --workers its own port: choose one port "
+            "for them to share"
+        )
     family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds

@@ -24,10 +24,11 @@ if TYPE_CHECKING:
 
 
 @contextlib.asynccontextmanager
-async def serving(service: Service, settings: Settings) -> AsyncIterator[None]:
-    """Serve gRPC for the duration of the block when ``grpc_port`` is set (else nothing)."""
+async def serving(service: Service, settings: Settings) -> AsyncIterator[int | None]:
+    """Serve gRPC for the duration of the block when ``grpc_port`` is set (else nothing);
+    yields the port bound (the one the system chose for ``grpc_port`` 0), or None."""
     if settings.grpc_port is None:
-        yield
+        yield None
         return
     try:
         from .server import GrpcServer
@@ -36,8 +37,8 @@ async def serving(service: Service, settings: Settings) -> AsyncIterator[None]:
             f"grpc_port needs the grpc extra (pip install 'modelport[grpc]'): {exc}"
         ) from None
     server = GrpcServer(service, settings)
-    await server.start()
+    port = await server.start()
     try:
-        yield
+        yield port
     finally:
         await server.stop()
