@@ -39,13 +39,21 @@ class ServerProcess:
     """``modelport serve`` in a subprocess."""
 
     def __init__(
-        self, home: Path, store: str, port: int | None = None, args: Sequence[str] = ()
+        self,
+        home: Path,
+        store: str,
+        port: int | None = None,
+        args: Sequence[str] = (),
+        *,
+        grpc: bool = False,
     ) -> None:
         self.home = home
         self.store = store
         self.args = list(args)  # more settings flags, e.g. ["--artifacts", "s3://..."]
         self._chosen = port is None  # a port of our choosing may be moved if taken meanwhile
         self.port = port or free_port()
+        # With ``grpc``, a gRPC port of our choosing too, moved likewise if taken meanwhile.
+        self.grpc_port = free_port() if grpc else None
         self.env: dict[str, str] = {}  # more environment variables for the process
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen[str] | None = None
@@ -73,6 +81,7 @@ class ServerProcess:
                 "--log-level",
                 "warning",
                 *self.args,
+                *(["--grpc-port", str(self.grpc_port)] if self.grpc_port is not None else []),
             ],
             env=cli_env(**self.env),
             # A file, not a pipe: a pipe nobody reads fills up and blocks the server's logging.
@@ -90,6 +99,9 @@ class ServerProcess:
                     self.port = free_port()
                     self.url = f"http://127.0.0.1:{self.port}"
                     self.log = self.home.parent / f"server-{self.port}.log"
+                    return self.start(timeout, attempt + 1)
+                if self.grpc_port is not None and attempt < 3 and "listen for gRPC" in output:
+                    self.grpc_port = free_port()  # another test's server took it meanwhile
                     return self.start(timeout, attempt + 1)
                 raise RuntimeError(f"server exited: {output[-5000:]}")
             try:

@@ -5,6 +5,7 @@ key"), and no port is handed out twice (CI once saw a server's HTTP and gRPC por
 from __future__ import annotations
 
 import json
+import socket
 import threading
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
@@ -59,3 +60,22 @@ def test_free_port_never_hands_out_a_port_twice() -> None:
     # the other, once came out the same in CI.
     ports = [free_port() for _ in range(500)]
     assert len(set(ports)) == len(ports)
+
+
+def test_a_server_whose_grpc_port_was_taken_moves_it_to_another(
+    tmp_path: Path, store_url: str
+) -> None:
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        taken = holder.getsockname()[1]
+        server = ServerProcess(tmp_path / "home", store_url, grpc=True)
+        server.grpc_port = taken  # as if another test's server had taken it since
+        server.start()
+        try:
+            assert server.grpc_port not in (None, taken)
+            assert f"cannot listen for gRPC on 127.0.0.1:{taken}" in server.output()
+            with socket.create_connection(("127.0.0.1", server.grpc_port), timeout=10):
+                pass  # the server listens there
+        finally:
+            server.kill()

@@ -69,7 +69,7 @@ class Settings(BaseSettings):
         description=(
             "TCP port of the Open Inference Protocol over gRPC, on the same host as REST "
             "(needs the grpc extra). Off when unset; 0 lets the system choose a free port, "
-            "logged at start (one process only). With workers > 1 every worker serves it on "
+            "printed at start (one process only). With workers > 1 every worker serves it on "
             "this one port."
         ),
     )

@@ -25,7 +25,7 @@ from tritonclient.utils import InferenceServerException
 from modelport.api.grpc import grpc_predict_v2_pb2 as pb
 from modelport.api.grpc import grpc_predict_v2_pb2_grpc as pb_grpc
 from modelport.settings import Settings
-from tests.conftest import IRIS_COLUMNS, RunningServer, free_port, start_server
+from tests.conftest import IRIS_COLUMNS, RunningServer, start_server
 
 
 @pytest.fixture
@@ -480,8 +480,7 @@ def test_serve_grpc_port_drains_a_call_on_sigterm(tmp_path: Path, store_url: str
     from tests.conftest import make_key
     from tests.procs import ServerProcess
 
-    grpc_port = free_port()
-    proc = ServerProcess(tmp_path / "home", store_url, args=["--grpc-port", str(grpc_port)])
+    proc = ServerProcess(tmp_path / "home", store_url, grpc=True)
     settings = Settings(home=tmp_path / "home", store=store_url)
     key = make_key(settings, "admin", ["admin"])
     proc.start()
@@ -491,7 +490,7 @@ def test_serve_grpc_port_drains_a_call_on_sigterm(tmp_path: Path, store_url: str
             mp.push("slow", Sleeper(2.0), train_data=frame, alias="production")
         request = pb.ModelInferRequest(model_name="slow", id="last-call")
         request.inputs.add(name="x", datatype="FP64", shape=[1]).contents.fp64_contents.append(500)
-        with grpc.insecure_channel(f"127.0.0.1:{grpc_port}") as channel:
+        with grpc.insecure_channel(f"127.0.0.1:{proc.grpc_port}") as channel:
             stub = pb_grpc.GRPCInferenceServiceStub(channel)
             assert stub.ServerLive(pb.ServerLiveRequest()).live
             future = stub.ModelInfer.future(request, metadata=_auth(key))
@@ -511,6 +510,42 @@ def test_serve_grpc_port_drains_a_call_on_sigterm(tmp_path: Path, store_url: str
             assert mp.prediction(prediction_id)["request_id"] == "last-call"
     finally:
         proc.kill()
+
+
+def test_serve_port_0_prints_the_ports_the_system_chose(tmp_path: Path, store_url: str) -> None:
+    """``modelport serve --port 0 --grpc-port 0``: the ports it prints are the ones it serves."""
+    import re
+
+    from tests.procs import cli_env
+
+    out = tmp_path / "out.log"
+    command = [sys.executable, "-m", "modelport.cli", "serve", "--port", "0", "--grpc-port", "0"]
+    command += ["--home", str(tmp_path / "home"), "--store", store_url]
+    with out.open("w") as sink:
+        proc = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT, env=cli_env())
+    try:
+        deadline = time.monotonic() + 120
+        while not re.search(r"gRPC .* on 127\.0\.0\.1:\d+\n", out.read_text()):
+            assert proc.poll() is None, out.read_text()
+            assert time.monotonic() < deadline, out.read_text()
+            time.sleep(0.05)
+        text = out.read_text()
+        lines = ("modelport listening on http://", "gRPC (Open Inference Protocol) on ")
+        found = [re.search(re.escape(line) + r"127\.0\.0\.1:(\d+)", text) for line in lines]
+        assert all(found), text
+        http_port, grpc_port = (int(match[1]) for match in found if match)
+        assert 0 not in (http_port, grpc_port) and http_port != grpc_port
+        health = httpx.get(f"http://127.0.0.1:{http_port}/v1/health", timeout=10).json()
+        assert health["pid"] == proc.pid
+        with grpc.insecure_channel(f"127.0.0.1:{grpc_port}") as channel:
+            stub = pb_grpc.GRPCInferenceServiceStub(channel)
+            assert stub.ServerLive(pb.ServerLiveRequest(), timeout=10).live
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=30)
 
 
 def test_grpc_port_taken_fails_the_start(tmp_path: Path, store_url: str) -> None:

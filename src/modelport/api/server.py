@@ -187,7 +187,7 @@ def _config(settings: Settings, app: Any, **extra: Any) -> uvicorn.Config:
     )
 
 
-def _serve_workers(settings: Settings, on_ready: Callable[[], None] | None) -> None:
+def _serve_workers(settings: Settings, on_ready: Callable[[Settings], None] | None) -> None:
     """N processes on one socket (uvicorn's supervisor restarts a worker that dies); their
     metrics go to one directory, so a scrape of any worker answers for all."""
     from ..monitoring.metrics import MULTIPROC_ENV, prepare_multiprocess
@@ -199,7 +199,7 @@ def _serve_workers(settings: Settings, on_ready: Callable[[], None] | None) -> N
     )
     sock = config.bind_socket()
     if on_ready is not None:
-        on_ready()
+        on_ready(settings.model_copy(update={"port": sock.getsockname()[1]}))
     try:
         Multiprocess(config, sockets=[sock]).run()
     finally:
@@ -252,8 +252,9 @@ def tune_gc() -> None:
     gc.set_threshold(50_000, 50, 100)
 
 
-def serve(settings: Settings, *, on_ready: Callable[[], None] | None = None) -> None:
-    """Serve until SIGINT or SIGTERM."""
+def serve(settings: Settings, *, on_ready: Callable[[Settings], None] | None = None) -> None:
+    """Serve until SIGINT or SIGTERM. ``on_ready`` is called once the server listens, with
+    the settings as bound: the ports the system chose where ``port`` or ``grpc_port`` is 0."""
     from .app import create_app
 
     check_exposure(settings)
@@ -272,7 +273,10 @@ def serve(settings: Settings, *, on_ready: Callable[[], None] | None = None) -> 
         async def startup(sockets: list[socket.socket] | None = None) -> None:
             await original(sockets=sockets)
             if server.started:
-                on_ready()
+                port = server.servers[0].sockets[0].getsockname()[1]
+                on_ready(
+                    settings.model_copy(update={"port": port, "grpc_port": app.state.grpc_port})
+                )
 
         server.startup = startup  # type: ignore[method-assign]
     server.run()

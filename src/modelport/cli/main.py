@@ -68,8 +68,10 @@ def serve(config_file: str | None, **flags: Any) -> None:
     settings = load(config_file, flags)
     hint = first_key_hint(settings)  # opens the store: one that cannot be opened fails here
 
-    def ready() -> None:
-        click.echo(f"modelport listening on http://{_host(settings)}:{settings.port}")
+    def ready(bound: Settings) -> None:
+        click.echo(f"modelport listening on http://{_host(bound)}:{bound.port}")
+        if bound.grpc_port is not None:
+            click.echo(f"gRPC (Open Inference Protocol) on {_host(bound)}:{bound.grpc_port}")
         if hint is not None:
             click.echo(hint)
 

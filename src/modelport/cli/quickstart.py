@@ -133,4 +133,4 @@ def run_quickstart(settings: Settings) -> None:
     check_exposure(settings)
     key = admin_key(settings)
     version = asyncio.run(ensure_demo(settings))
-    serve(settings, on_ready=lambda: click.echo(banner(settings, key, version)))
+    serve(settings, on_ready=lambda bound: click.echo(banner(bound, key, version)))
