@@ -100,7 +100,11 @@ class ServerProcess:
                     self.url = f"http://127.0.0.1:{self.port}"
                     self.log = self.home.parent / f"server-{self.port}.log"
                     return self.start(timeout, attempt + 1)
-                if self.grpc_port is not None and attempt < 3 and "listen for gRPC" in output:
+                if (
+                    self.grpc_port is not None
+                    and attempt < 3
+                    and "listen for gRPC" in output[-2000:]
+                ):
                     self.grpc_port = free_port()  # another test's server took it meanwhile
                     return self.start(timeout, attempt + 1)
                 raise RuntimeError(f"server exited: {output[-5000:]}")
