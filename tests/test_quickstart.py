@@ -125,9 +125,17 @@ def test_quickstart_serves_the_demo_and_stops_cleanly(tmp_path: Path) -> None:
     finally:
         st.close()
 
-    # Again on the same home, stopped by SIGTERM: same key, same single version.
-    proc, out2 = _start(home, free_port())
-    assert _stop(proc, signal.SIGTERM) == 0
+    # Again on the same home, on a port the system chooses, stopped by SIGTERM: the banner
+    # names the port it serves on; same key, same single version.
+    proc, out2 = _start(home, 0)
+    try:
+        served = re.search(r"^Dashboard: http://127\.0\.0\.1:(\d+)/ ", out2, re.M)
+        assert served and served[1] != "0", out2
+        health = httpx.get(f"http://127.0.0.1:{served[1]}/v1/health", timeout=10)
+        assert health.json()["pid"] == proc.pid
+    finally:
+        status = _stop(proc, signal.SIGTERM)
+    assert status == 0
     assert f"Admin key: {key.group(1)}" in out2
     with sqlite3.connect(home / "modelport.db") as db:
         assert db.execute("select count(*) from versions").fetchone() == (1,)
