@@ -499,8 +499,9 @@ def report(
                 "Device writes and flushes: the requests the store's block device completed "
                 "during the route's runs (`/sys/dev/block/*/stat`, everything on that device), "
                 "per commit. A flush of the log waits for the device at least twice, the data "
-                "and the cache's flush (the kernel counts that one as a write and a flush); once "
-                "more when the file's inode changed.",
+                "and the cache's flush (the kernel counts that one as a write and a flush); on a "
+                "file system without a journal, once more when the write moved the file's time "
+                "stamps (at least once per clock tick).",
             ]
         if flush:
             lines += ["", *flush_lines(flush, floor_ms, floor_cell["rps"])]

@@ -62,10 +62,38 @@ def test_commit_time_reports_each_gap_from_commits_on_the_store(
         assert report["where"] == str(_folder(settings))
         assert report["sqlite_synchronous"] == "FULL"
         assert not list(_folder(settings).glob("commit-probe-*"))  # its database is gone
+    # The file system, as this machine's sysfs tells it (None on PostgreSQL).
+    assert report["ext4"] == commit_probe.journal(store)
     table = run_cli(["ledger", "commit-time", "--gaps", "0", "--commits", "5"], env=env)
     assert table.returncode == 0, table.stderr
     assert "GAP_US" in table.stdout and "P99_MS" in table.stdout
     assert "One request at a time" in table.stdout
+    unjournaled = report["ext4"] is not None and not report["ext4"]["journal"]
+    assert ("ext4 without a journal" in table.stdout) == unjournaled
+
+
+@pytest.mark.parametrize(("task", "journaled"), [("<none>", False), ("jbd2/vdz1-8", True)])
+def test_journal_reads_the_folders_device_from_sysfs(
+    tmp_path: Path, task: str, journaled: bool
+) -> None:
+    # A sysfs of our making (the kernel's is the outside boundary): the store's folder's
+    # device number links to a block device, whose ext4 directory names its journal's task.
+    folder = tmp_path / "home"
+    folder.mkdir()
+    dev = folder.stat().st_dev
+    sys_root = tmp_path / "sys"
+    device = sys_root / "devices" / "virtual" / "block" / "vdz" / "vdz1"
+    device.mkdir(parents=True)
+    (sys_root / "dev" / "block").mkdir(parents=True)
+    (sys_root / "dev" / "block" / f"{os.major(dev)}:{os.minor(dev)}").symlink_to(device)
+    store = Store(f"sqlite:///{folder / 'modelport.db'}")
+    try:
+        assert commit_probe.journal(store, sys_root) is None  # no ext4 directory: not ext4
+        (sys_root / "fs" / "ext4" / "vdz1").mkdir(parents=True)
+        (sys_root / "fs" / "ext4" / "vdz1" / "journal_task").write_text(task + "\n")
+        assert commit_probe.journal(store, sys_root) == {"device": "vdz1", "journal": journaled}
+    finally:
+        store.close()
 
 
 def test_minimal_commits_commit_on_the_store_and_leave_nothing_behind(store: Store) -> None:

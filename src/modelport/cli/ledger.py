@@ -288,7 +288,8 @@ def commit_time(
     the probe commits to a database of its own in the store's folder (removed afterwards),
     with the store's sqlite_synchronous; on PostgreSQL, a transaction that writes one
     logical-decoding message to the server's log (prefix modelport-commit-probe; no table
-    is touched), flushed at its commit.
+    is touched), flushed at its commit. On Linux it also says when a SQLite store's folder is
+    on ext4 without a journal, which costs many one-at-a-time commits a write more.
 
     \b
     Example:
@@ -312,6 +313,7 @@ def commit_time(
             "store": st.dialect,
             "where": commit_probe.where(st),
             "sqlite_synchronous": synchronous if st.dialect == "sqlite" else None,
+            "ext4": commit_probe.journal(st),
             "gaps": [{"gap_us": round(gap * 1e6), **s} for gap, s in results.items()],
         }
     if as_json:
@@ -333,6 +335,13 @@ def commit_time(
         "One request at a time: each answer waits for one commit that comes a request's work "
         "after the last (read the rows with such a gap). Under load one commit serves a group."
     )
+    if out["ext4"] is not None and not out["ext4"]["journal"]:
+        click.echo(
+            f"The store's folder is on ext4 without a journal ({out['ext4']['device']}): a "
+            "flush there also writes the log file's inode whenever its time stamps moved, one "
+            "more wait for the disk on many commits. docs/deploy.md: put a SQLite store on a "
+            "file system with a journal."
+        )
 
 
 COMMANDS: list[click.Command] = [ledger]

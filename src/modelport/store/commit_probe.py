@@ -113,6 +113,24 @@ def where(store: Store) -> str:
     return f"PostgreSQL at {url.host or 'localhost'}:{url.port or 5432}/{url.database}"
 
 
+def journal(store: Store, sys_root: Path = Path("/sys")) -> dict[str, Any] | None:
+    """Whether a SQLite store's folder is on ext4 with a journal, as Linux's sysfs says:
+    ``{"device": "vda", "journal": False}``; None where that cannot be told (another file
+    system or system, PostgreSQL, an in-memory store). Without a journal, ext4's
+    ``fdatasync`` also writes a file's inode whenever a write moved its time stamps, one more
+    wait for the disk on many one-at-a-time commits (docs/deploy.md)."""
+    folder = _sqlite_folder(store) if store.dialect == "sqlite" else None
+    if folder is None:
+        return None
+    try:
+        dev = folder.stat().st_dev
+        device = (sys_root / "dev" / "block" / f"{os.major(dev)}:{os.minor(dev)}").resolve()
+        task = (sys_root / "fs" / "ext4" / device.name / "journal_task").read_text().strip()
+    except OSError:
+        return None
+    return {"device": device.name, "journal": task != "<none>"}
+
+
 #: The prefix of the PostgreSQL probe's logical-decoding messages.
 MESSAGE_PREFIX = "modelport-commit-probe"
 
