@@ -15,7 +15,7 @@ import pytest
 
 from modelport import Client
 from tests.api.test_metrics import commit_counts
-from tests.conftest import make_key
+from tests.conftest import POSTGRES_URL, make_key
 from tests.procs import ServerProcess
 
 ROW = {"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}
@@ -67,14 +67,15 @@ def test_one_open_connection_commits_inline_and_a_second_one_stops_it(
         server.kill()
 
 
+@pytest.mark.skipif(
+    not POSTGRES_URL, reason="needs PostgreSQL: its sessions can be ended from outside"
+)
 def test_an_inline_commit_whose_database_session_ends_is_refused_and_the_next_commits(
     tmp_path: Path, store_url: str, settings: Any, iris_pipeline: Any, iris_frame: Any
 ) -> None:
     """The writer's connection, which an inline commit uses, is ended by the database (a
     failover, an administrator): that request gets a 503 naming the store, not a 500 and not
     an acknowledgement, and the next requests commit inline on a fresh connection."""
-    if not store_url.startswith("postgresql"):
-        pytest.skip("needs PostgreSQL: its sessions can be ended from outside")
     import uuid
 
     import psycopg
@@ -91,8 +92,8 @@ def test_an_inline_commit_whose_database_session_ends_is_refused_and_the_next_co
         with httpx.Client(base_url=server.url, headers=auth, timeout=30) as one:
             first = _predict(one, 1)
             _, inline = commit_counts(one)
-            admin_url = store_url.split("?", 1)[0].replace("postgresql+psycopg://", "postgresql://")
-            with psycopg.connect(admin_url, autocommit=True) as admin:
+            # psycopg's own form of the URL, as tests/test_concurrency.py connects
+            with psycopg.connect(store_url.replace("+psycopg", ""), autocommit=True) as admin:
                 ended = admin.execute(
                     "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
                     "WHERE application_name = %s",
